@@ -1,0 +1,71 @@
+"""A plan for every unit: which option(s) it takes, and what that is worth and costs.
+
+Integral units (customers) take one option (``lo == hi``); prospect pools may mix two
+adjacent hull options, ``theta`` being the share of the pool at ``hi``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.constraints import Constraint, row_matrix
+from engine.options import OptionSet
+
+
+@dataclass
+class Allocation:
+    lo: NDArray[np.int64]
+    hi: NDArray[np.int64]
+    theta: NDArray[np.float64]
+    status: str
+    solver: str
+    method: str
+    lp_objective: float | None = None
+    bound: float | None = None
+    shadow_prices: dict[str, float] = field(default_factory=dict)
+    iterations: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def single(cls, choice: NDArray[np.int64], status: str, method: str) -> Allocation:
+        """A plan with exactly one option per unit (baselines, heuristics)."""
+        return cls(choice, choice.copy(), np.zeros(choice.size), status, "none", method)
+
+    def mix(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        return (1.0 - self.theta) * values[self.lo] + self.theta * values[self.hi]
+
+    def spend(self, options: OptionSet) -> NDArray[np.float64]:
+        return self.mix(options.cost)
+
+    def equity(self, options: OptionSet) -> NDArray[np.float64]:
+        return self.mix(options.value)
+
+    def level(self, options: OptionSet) -> NDArray[np.float64]:
+        return self.mix(options.level)
+
+
+def row_usage(
+    options: OptionSet, rows: list[Constraint], spend: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Spend counted by each row, in the row's own sense (positive amounts)."""
+    per_cell = np.bincount(options.cell, weights=spend, minlength=options.n_cells)
+    return np.abs(row_matrix(rows, options.n_cells)) @ per_cell
+
+
+def violations(
+    options: OptionSet, rows: list[Constraint], allocation: Allocation, tolerance: float = 1e-7
+) -> list[str]:
+    """Rows the plan breaks, beyond a relative tolerance for floating-point sums."""
+    used = row_usage(options, rows, allocation.spend(options))
+    broken = []
+    for row, amount in zip(rows, used, strict=True):
+        slack = tolerance * max(1.0, abs(row.rhs))
+        if row.sense > 0 and amount > row.rhs + slack:
+            broken.append(f"{row.name}: spend {amount:.6g} > {row.rhs:.6g}")
+        if row.sense < 0 and amount < row.rhs - slack:
+            broken.append(f"{row.name}: spend {amount:.6g} < {row.rhs:.6g}")
+    return broken

@@ -1,0 +1,223 @@
+"""The allocation problem's data: every unit's spend levels with their cost and value.
+
+A *unit* is an existing customer (takes exactly one level), an individual prospect from an
+options table (likewise), or a prospect pool (may mix levels: part of the pool at one spend,
+the rest at another). Options are stored flat, grouped by unit through ``offsets`` (CSR), so
+millions of customers stay a handful of numpy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.errors import FieldViolation, InvalidInputError
+from engine.hull import Hull, upper_hull
+
+KINDS: tuple[str, str] = ("retention", "acquisition")
+RETENTION, ACQUISITION = 0, 1
+
+
+@dataclass
+class OptionSet:
+    """Units and their options. ``value`` is equity at that level net of the spend it implies;
+    ``cost`` is the budget the level consumes this period; ``level`` is spend per head."""
+
+    unit_id: pl.Series
+    kind: NDArray[np.int8]
+    segment: NDArray[np.int32]
+    segments: list[str]
+    fractional: NDArray[np.bool_]
+    size: NDArray[np.float64]
+    offsets: NDArray[np.int64]
+    level: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    value: NDArray[np.float64]
+    extra: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @cached_property
+    def unit_of_option(self) -> NDArray[np.int64]:
+        return np.repeat(np.arange(self.n_units, dtype=np.int64), np.diff(self.offsets))
+
+    @cached_property
+    def baseline(self) -> NDArray[np.int64]:
+        """Flat index of each unit's do-nothing option: its cheapest (best value on ties)."""
+        order = np.lexsort((-self.value, self.cost, self.unit_of_option))
+        return order[self.offsets[:-1]]
+
+    @cached_property
+    def hull(self) -> Hull:
+        return upper_hull(self.offsets, self.cost, self.value)
+
+    @cached_property
+    def cell(self) -> NDArray[np.int64]:
+        """Per unit: index of its (segment, kind) cell, the unit of coupling constraints."""
+        return self.segment.astype(np.int64) * len(KINDS) + self.kind
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.segments) * len(KINDS)
+
+    def cell_label(self, cell: int) -> tuple[str, str]:
+        return self.segments[cell // len(KINDS)], KINDS[cell % len(KINDS)]
+
+    @classmethod
+    def uniform(
+        cls,
+        unit_id: pl.Series,
+        kind: NDArray[np.int8],
+        segment_names: pl.Series,
+        fractional: NDArray[np.bool_],
+        size: NDArray[np.float64],
+        level: NDArray[np.float64],
+        cost: NDArray[np.float64],
+        value: NDArray[np.float64],
+    ) -> OptionSet:
+        """Units that all have the same number of levels: 2-D (units x levels) arrays."""
+        n, n_levels = cost.shape
+        codes, names = _encode(segment_names)
+        return cls(
+            unit_id=unit_id,
+            kind=np.asarray(kind, dtype=np.int8),
+            segment=codes,
+            segments=names,
+            fractional=np.asarray(fractional, dtype=bool),
+            size=np.asarray(size, dtype=np.float64),
+            offsets=np.arange(0, n * n_levels + 1, n_levels, dtype=np.int64),
+            level=np.ascontiguousarray(level, dtype=np.float64).ravel(),
+            cost=np.ascontiguousarray(cost, dtype=np.float64).ravel(),
+            value=np.ascontiguousarray(value, dtype=np.float64).ravel(),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[OptionSet]) -> OptionSet:
+        parts = [p for p in parts if p.n_units > 0]
+        if not parts:
+            raise InvalidInputError.single("portfolio", "has no customers, prospects or options")
+        if len(parts) == 1:
+            return parts[0]
+        names = sorted({s for p in parts for s in p.segments})
+        index = {s: i for i, s in enumerate(names)}
+        segment = np.concatenate(
+            [np.array([index[s] for s in p.segments], dtype=np.int32)[p.segment] for p in parts]
+        )
+        offsets = [np.zeros(1, dtype=np.int64)]
+        base = 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            base += int(p.offsets[-1])
+        ids = pl.concat([p.unit_id.cast(pl.String) for p in parts])
+        return cls(
+            unit_id=ids,
+            kind=np.concatenate([p.kind for p in parts]),
+            segment=segment,
+            segments=names,
+            fractional=np.concatenate([p.fractional for p in parts]),
+            size=np.concatenate([p.size for p in parts]),
+            offsets=np.concatenate(offsets),
+            level=np.concatenate([p.level for p in parts]),
+            cost=np.concatenate([p.cost for p in parts]),
+            value=np.concatenate([p.value for p in parts]),
+        )
+
+    def validate(self) -> None:
+        """Options must be finite: a NaN reaching the solver would yield a silent wrong plan."""
+        problems = []
+        for name in ("level", "cost", "value"):
+            bad = ~np.isfinite(getattr(self, name))
+            if bad.any():
+                unit = int(self.unit_of_option[np.flatnonzero(bad)[0]])
+                problems.append(
+                    FieldViolation(
+                        f"options.{name}",
+                        f"{int(bad.sum())} non-finite values, first for unit "
+                        f"{self.unit_id[unit]!r}",
+                    )
+                )
+        if (self.cost < 0).any():
+            first = int(np.flatnonzero(self.cost < 0)[0])
+            problems.append(FieldViolation("options.cost", "must be >= 0", first))
+        if problems:
+            raise InvalidInputError(problems)
+
+
+def _encode(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
+    """Segment labels to dense codes, sorted names so results are reproducible."""
+    as_str = names.cast(pl.String).fill_null("")
+    uniques = as_str.unique().sort()
+    lookup = pl.DataFrame({"s": uniques, "code": np.arange(uniques.len(), dtype=np.int32)})
+    codes = pl.DataFrame({"s": as_str}).join(lookup, on="s", how="left", maintain_order="left")
+    return codes["code"].to_numpy().astype(np.int32), uniques.to_list()
+
+
+def from_table(table: pl.DataFrame) -> OptionSet:
+    """An explicit options table: one row per (customer_id, level), each customer takes one.
+
+    Columns: ``customer_id``, ``level``, ``cost``, ``value``; optional ``segment`` and
+    ``kind`` (``acquisition`` or ``retention``, default retention) constant per customer.
+    """
+    sort_cols = ["customer_id", "cost"]
+    df = table.with_row_index("__row").sort(sort_cols, maintain_order=True)
+    if "segment" not in df.columns:
+        df = df.with_columns(pl.lit("").alias("segment"))
+    if "kind" not in df.columns:
+        df = df.with_columns(pl.lit("retention").alias("kind"))
+    df = df.with_columns(pl.col("segment").cast(pl.String).fill_null(""))
+    per_unit = df.group_by("customer_id", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.col("segment").n_unique().alias("n_segments"),
+        pl.col("kind").n_unique().alias("n_kinds"),
+        pl.col("segment").first(),
+        pl.col("kind").first(),
+        pl.col("__row").first(),
+    )
+    problems = []
+    for column, count in (("segment", "n_segments"), ("kind", "n_kinds")):
+        bad = per_unit.filter(pl.col(count) > 1)
+        if bad.height:
+            problems.append(
+                FieldViolation(
+                    f"options.{column}",
+                    f"must be the same on every row of a customer; differs for "
+                    f"{bad.height} customers, first {bad['customer_id'][0]!r}",
+                    int(bad["__row"][0]),
+                )
+            )
+    kind_values = per_unit["kind"].cast(pl.String)
+    unknown = ~kind_values.is_in(list(KINDS))
+    if unknown.any():
+        first = int(np.flatnonzero(unknown.to_numpy())[0])
+        problems.append(
+            FieldViolation(
+                "options.kind",
+                f"must be 'acquisition' or 'retention', got {kind_values[first]!r}",
+                int(per_unit["__row"][first]),
+            )
+        )
+    if problems:
+        raise InvalidInputError(problems)
+    counts = per_unit["n"].to_numpy().astype(np.int64)
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    codes, names = _encode(per_unit["segment"])
+    kind = (kind_values == "acquisition").to_numpy().astype(np.int8)
+    return OptionSet(
+        unit_id=per_unit["customer_id"],
+        kind=kind,
+        segment=codes,
+        segments=names,
+        fractional=np.zeros(counts.size, dtype=bool),
+        size=np.ones(counts.size),
+        offsets=offsets,
+        level=df["level"].cast(pl.Float64).to_numpy(),
+        cost=df["cost"].cast(pl.Float64).to_numpy(),
+        value=df["value"].cast(pl.Float64).to_numpy(),
+    )

@@ -1,0 +1,201 @@
+"""The plan: budgets, limits, valuation assumptions and strategy choices of one allocation.
+
+Its schema is the protobuf message ``equity_engine.v1.Plan`` (``proto/equity_engine/v1/plan.proto``);
+the CLI's JSON file is that message in protobuf's JSON mapping, so the CLI and the gRPC
+service accept exactly the same plans.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from engine.api.equity_engine.v1 import plan_pb2
+from engine.errors import FieldViolation, InvalidInputError
+from engine.valuation import Valuation
+
+DEFAULT_RETENTION_LEVELS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0)
+DEFAULT_ACQUISITION_LEVELS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+KIND_NAMES = {0: None, 1: "retention", 2: "acquisition"}
+
+
+@dataclass(frozen=True)
+class StrategyChoice:
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentLimit:
+    """Cap and/or minimum on one segment's spend; ``kind`` None covers both kinds."""
+
+    segment: str
+    kind: str | None = None
+    cap: float | None = None
+    minimum: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    total_budget: float | None = None
+    acquisition_budget: float | None = None
+    retention_budget: float | None = None
+    segment_limits: tuple[SegmentLimit, ...] = ()
+    discount_rate: float = 0.10
+    horizon: int | None = None
+    margin_growth: float = 0.0
+    retention_levels: tuple[float, ...] = DEFAULT_RETENTION_LEVELS
+    acquisition_levels: tuple[float, ...] = DEFAULT_ACQUISITION_LEVELS
+    metric: StrategyChoice = StrategyChoice("clv")
+    cost: StrategyChoice = StrategyChoice("exponential-response")
+    allocation: StrategyChoice = StrategyChoice("lp")
+
+    @property
+    def valuation(self) -> Valuation:
+        return Valuation(self.discount_rate, self.horizon, self.margin_growth)
+
+    def with_overrides(self, **changes: Any) -> Plan:
+        plan = replace(self, **changes)
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        """Check every field at once so a caller sees all problems in one answer."""
+        problems: list[FieldViolation] = []
+
+        def number(path: str, value: float | None, minimum: float = 0.0) -> None:
+            if value is None:
+                return
+            if not math.isfinite(value):
+                problems.append(FieldViolation(path, f"must be finite, got {value}"))
+            elif value < minimum:
+                problems.append(FieldViolation(path, f"must be >= {minimum:g}, got {value:g}"))
+
+        number("plan.budget.total", self.total_budget)
+        number("plan.budget.acquisition", self.acquisition_budget)
+        number("plan.budget.retention", self.retention_budget)
+        for i, lim in enumerate(self.segment_limits):
+            base = f"plan.segment_limits[{i}]"
+            if not lim.segment:
+                problems.append(FieldViolation(f"{base}.segment", "must name a segment"))
+            if lim.cap is None and lim.minimum is None:
+                problems.append(FieldViolation(base, "needs a cap, a minimum or both"))
+            number(f"{base}.cap", lim.cap)
+            number(f"{base}.minimum", lim.minimum)
+            if lim.cap is not None and lim.minimum is not None and lim.minimum > lim.cap:
+                problems.append(
+                    FieldViolation(f"{base}.minimum", f"{lim.minimum:g} exceeds the cap {lim.cap:g}")
+                )
+        for name in ("retention_levels", "acquisition_levels"):
+            levels = getattr(self, name)
+            if not levels:
+                problems.append(FieldViolation(f"plan.{name}", "needs at least one level"))
+            for j, level in enumerate(levels):
+                number(f"plan.{name}[{j}]", level)
+        try:
+            _ = self.valuation
+        except InvalidInputError as exc:
+            problems.extend(exc.violations)
+        for name in ("metric", "cost", "allocation"):
+            if not getattr(self, name).name:
+                problems.append(FieldViolation(f"plan.{name}.name", "must name a strategy"))
+        if problems:
+            raise InvalidInputError(problems)
+
+    # --- protobuf / JSON -------------------------------------------------------------------
+
+    @classmethod
+    def from_proto(cls, msg: plan_pb2.Plan) -> Plan:
+        budget = msg.budget
+        defaults = cls()
+
+        def strategy(spec: plan_pb2.StrategySpec, default: StrategyChoice) -> StrategyChoice:
+            params = json_format.MessageToDict(spec.params) if spec.HasField("params") else {}
+            return StrategyChoice(spec.name or default.name, params)
+
+        plan = cls(
+            total_budget=budget.total if budget.HasField("total") else None,
+            acquisition_budget=budget.acquisition if budget.HasField("acquisition") else None,
+            retention_budget=budget.retention if budget.HasField("retention") else None,
+            segment_limits=tuple(
+                SegmentLimit(
+                    segment=lim.segment,
+                    kind=KIND_NAMES[lim.kind],
+                    cap=lim.cap if lim.HasField("cap") else None,
+                    minimum=lim.minimum if lim.HasField("minimum") else None,
+                )
+                for lim in msg.segment_limits
+            ),
+            discount_rate=msg.discount_rate
+            if msg.HasField("discount_rate")
+            else defaults.discount_rate,
+            horizon=msg.horizon if msg.HasField("horizon") else None,
+            margin_growth=msg.margin_growth,
+            retention_levels=tuple(msg.retention_levels) or DEFAULT_RETENTION_LEVELS,
+            acquisition_levels=tuple(msg.acquisition_levels) or DEFAULT_ACQUISITION_LEVELS,
+            metric=strategy(msg.metric, defaults.metric),
+            cost=strategy(msg.cost, defaults.cost),
+            allocation=strategy(msg.allocation, defaults.allocation),
+        )
+        if msg.HasField("horizon") and msg.horizon == 0:
+            raise InvalidInputError.single("plan.horizon", "must be >= 1 (omit for infinite)")
+        plan.validate()
+        return plan
+
+    def to_proto(self) -> plan_pb2.Plan:
+        kinds = {v: k for k, v in KIND_NAMES.items()}
+        msg = plan_pb2.Plan(
+            segment_limits=[
+                plan_pb2.SegmentLimit(
+                    segment=lim.segment, kind=kinds[lim.kind], cap=lim.cap, minimum=lim.minimum
+                )
+                for lim in self.segment_limits
+            ],
+            discount_rate=self.discount_rate,
+            horizon=self.horizon,
+            margin_growth=self.margin_growth,
+            retention_levels=list(self.retention_levels),
+            acquisition_levels=list(self.acquisition_levels),
+        )
+        for name, value in (
+            ("total", self.total_budget),
+            ("acquisition", self.acquisition_budget),
+            ("retention", self.retention_budget),
+        ):
+            if value is not None:
+                setattr(msg.budget, name, value)
+        for name in ("metric", "cost", "allocation"):
+            choice: StrategyChoice = getattr(self, name)
+            spec = getattr(msg, name)
+            spec.name = choice.name
+            if choice.params:
+                spec.params.update(dict(choice.params))
+        return msg
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        msg = plan_pb2.Plan()
+        try:
+            json_format.Parse(text, msg)
+        except json_format.ParseError as exc:
+            raise InvalidInputError.single("plan", f"not a valid Plan JSON: {exc}") from None
+        return cls.from_proto(msg)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Plan:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise InvalidInputError.single("plan", f"cannot read {path}: {exc.strerror}") from None
+        return cls.from_json(text)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            json_format.MessageToDict(self.to_proto(), preserving_proto_field_name=True), indent=2
+        )

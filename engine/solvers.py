@@ -1,0 +1,134 @@
+"""PuLP as the engine's one door to LP/MIP solvers (HiGHS through highspy, CBC as fallback).
+
+Models reach PuLP as dense coefficient arrays and are built from (variable, coefficient)
+pairs, the fastest way PuLP offers; shadow prices come back in one convention whatever the
+solver: the change in the objective per unit increase of the right-hand side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pulp
+from numpy.typing import NDArray
+
+from engine.errors import InvalidInputError, SolverError
+
+SOLVERS = ("highs", "cbc")
+
+
+@dataclass(frozen=True)
+class LpResult:
+    status: str  # "optimal", "infeasible", "unbounded", "time_limit", "error"
+    x: NDArray[np.float64]
+    objective: float
+    shadow_prices: NDArray[np.float64]  # d objective / d b_ub, >= 0 for a maximization
+    solver: str
+    seconds: float
+
+
+def available() -> list[str]:
+    found = set(pulp.listSolvers(onlyAvailable=True))
+    return [s for s, cls in (("highs", "HiGHS"), ("cbc", "PULP_CBC_CMD")) if cls in found]
+
+
+def resolve(name: str) -> str:
+    """``auto`` picks HiGHS when installed, CBC otherwise; unknown names are an input error."""
+    name = (name or "auto").lower()
+    have = available()
+    if name == "auto":
+        if not have:
+            raise SolverError("no LP solver available (install highspy)")
+        return have[0]
+    if name not in SOLVERS:
+        raise InvalidInputError.single(
+            "plan.allocation.params.solver", f"unknown solver {name!r}; choose from auto, highs, cbc"
+        )
+    if name not in have:
+        raise InvalidInputError.single(
+            "plan.allocation.params.solver", f"solver {name!r} is not available here; have {have}"
+        )
+    return name
+
+
+def _make(name: str, time_limit: float | None, mip: bool) -> pulp.LpSolver:
+    if name == "highs":
+        return pulp.HiGHS(msg=False, timeLimit=time_limit, mip=mip)
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, mip=mip)
+
+
+SparseRows = list[tuple[NDArray[np.int64], NDArray[np.float64]]]
+
+
+def _sparse(a: NDArray[np.float64] | SparseRows) -> SparseRows:
+    if isinstance(a, np.ndarray):
+        return [(np.flatnonzero(row), row[row != 0]) for row in a]
+    return a
+
+
+def maximize(
+    c: NDArray[np.float64],
+    a_ub: NDArray[np.float64] | SparseRows,
+    b_ub: NDArray[np.float64],
+    upper: NDArray[np.float64] | float = 1.0,
+    *,
+    a_eq: NDArray[np.float64] | SparseRows | None = None,
+    b_eq: NDArray[np.float64] | None = None,
+    integer: bool = False,
+    solver: str = "auto",
+    time_limit: float | None = None,
+) -> LpResult:
+    """max c.x s.t. a_ub x <= b_ub, a_eq x = b_eq, 0 <= x <= upper (binary if ``integer``).
+
+    Constraint matrices are dense arrays or, for wide models, per-row (indices, values).
+    """
+    name = resolve(solver)
+    started = time.perf_counter()
+    n = c.size
+    ub = np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,))
+    prob = pulp.LpProblem("equity", pulp.LpMaximize)
+    cat = pulp.LpBinary if integer else pulp.LpContinuous
+    xs = [
+        pulp.LpVariable(f"x{i}", lowBound=0, upBound=None if integer else float(ub[i]), cat=cat)
+        for i in range(n)
+    ]
+    prob.setObjective(pulp.LpAffineExpression(zip(xs, c.tolist(), strict=True)))
+    ub_rows = _sparse(a_ub)
+    for k, (idx, vals) in enumerate(ub_rows):
+        expr = pulp.LpAffineExpression(zip([xs[j] for j in idx], vals.tolist(), strict=True))
+        prob.addConstraint(pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{k}", float(b_ub[k])))
+    if a_eq is not None and b_eq is not None:
+        for k, (idx, vals) in enumerate(_sparse(a_eq)):
+            expr = pulp.LpAffineExpression(zip([xs[j] for j in idx], vals.tolist(), strict=True))
+            prob.addConstraint(
+                pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"e{k}", float(b_eq[k]))
+            )
+    try:
+        prob.solve(_make(name, time_limit, integer))
+    except pulp.PulpSolverError as exc:
+        raise SolverError(f"{name} failed: {exc}") from None
+    seconds = time.perf_counter() - started
+    status = {
+        pulp.LpStatusOptimal: "optimal",
+        pulp.LpStatusInfeasible: "infeasible",
+        pulp.LpStatusUnbounded: "unbounded",
+        pulp.LpStatusNotSolved: "time_limit",
+    }.get(prob.status, "error")
+    if status == "optimal" and prob.sol_status not in (
+        pulp.LpSolutionOptimal,
+        pulp.LpSolutionIntegerFeasible,
+    ):
+        status = "time_limit" if prob.sol_status == pulp.LpSolutionIntegerFeasible else "error"
+    x = np.array([v.varValue if v.varValue is not None else np.nan for v in xs], dtype=np.float64)
+    sign = -1.0 if name == "highs" else 1.0  # PuLP's HiGHS reports -d(obj)/d(rhs) when maximizing
+    prices = np.array(
+        [
+            (prob.constraints[f"r{k}"].pi or 0.0) * sign if not integer else np.nan
+            for k in range(len(ub_rows))
+        ],
+        dtype=np.float64,
+    )
+    objective = float(c @ np.nan_to_num(x)) if status == "optimal" else float("nan")
+    return LpResult(status, x, objective, prices, name, seconds)
