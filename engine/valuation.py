@@ -107,3 +107,24 @@ def acquisition_response(spend: ArrayLike, ceiling: ArrayLike, response: ArrayLi
     """Share of a prospect pool acquired at ``spend`` per prospect: a_ceil (1 - exp(-k A))."""
     s = np.asarray(spend, dtype=np.float64)
     return np.asarray(ceiling) * -np.expm1(-np.asarray(response) * s)
+
+
+def return_on_customer(
+    equity_before: ArrayLike, equity_after: ArrayLike, spend: ArrayLike, discount_rate: float
+) -> Array:
+    """Peppers & Rogers' ROC over the coming period, from the plan's valuation.
+
+    ROC = (cash flow of the period + change in customer equity) / customer equity at start.
+    With spend S paid now and the plan's equity E (net of S, at t = 0), what the period
+    returns at t = 1, cash flow plus the customers' remaining equity, is (1 + d)(E + S);
+    the period's cash flow also carries the outlay S. Hence
+    ROC = ((1 + d)(E + S) - S - E0) / E0, which equals d when nothing changes (E = E0, S = 0):
+    a firm that merely keeps its customers earns its cost of capital on them. Rows with
+    E0 <= 0 (prospects) have no ROC of their own (NaN); aggregate them before dividing.
+    """
+    e0 = np.asarray(equity_before, dtype=np.float64)
+    e1 = np.asarray(equity_after, dtype=np.float64)
+    s = np.asarray(spend, dtype=np.float64)
+    numerator = (1.0 + discount_rate) * (e1 + s) - s - e0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(e0 > 0, numerator / np.where(e0 > 0, e0, 1.0), np.nan)

@@ -1,0 +1,139 @@
+"""One allocation end to end: validate, value, build options, allocate, check, report.
+
+Plugin code runs inside ``_guard`` so that an exception or a wrong shape from a strategy
+becomes a ``PluginError`` naming its plugin, while the engine's own input errors pass
+through unchanged. Every plan returned has been re-checked against every constraint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import polars as pl
+
+from engine.allocation import Allocation, violations
+from engine.constraints import build_constraints
+from engine.errors import EquityError, SolverError
+from engine.options import OptionSet
+from engine.plan import Plan
+from engine.plugins import Registry, default_registry, plugin_failure
+from engine.portfolio import Portfolio
+from engine.result import PlanResult, build_result
+from engine.strategies import Allocator, CostModel, Metric, Problem, Strategy
+
+
+@contextmanager
+def _guard(strategy: Strategy, registry: Registry) -> Iterator[None]:
+    try:
+        yield
+    except EquityError:
+        raise
+    except Exception as exc:
+        raise plugin_failure(strategy, registry, f"raised {exc!r}") from exc
+
+
+def apply_metric(
+    metric: Metric, table: pl.DataFrame, plan: Plan, registry: Registry, name: str = "customers"
+) -> pl.DataFrame:
+    """Run a metric on a table and join its columns, checking the metric's contract."""
+    from engine.errors import FieldViolation, InvalidInputError
+
+    missing = [c for c in metric.requires if c not in table.columns]
+    if missing:
+        raise InvalidInputError(
+            FieldViolation(f"{name}.{c}", f"required by metric {metric.name!r}") for c in missing
+        )
+    with _guard(metric, registry):
+        out = metric.compute(table, plan.valuation)
+    if not isinstance(out, pl.DataFrame) or out.height != table.height:
+        got = out.height if isinstance(out, pl.DataFrame) else type(out).__name__
+        raise plugin_failure(metric, registry, f"returned {got} rows for {table.height}")
+    for column in out.columns:
+        if out[column].dtype.is_float() and not np.isfinite(out[column].to_numpy()).all():
+            if metric.name != "roc":  # ROC is undefined (NaN) for rows without equity
+                raise plugin_failure(metric, registry, f"column {column!r} has non-finite values")
+    return table.with_columns(out)
+
+
+def allocate(
+    portfolio: Portfolio,
+    plan: Plan,
+    registry: Registry | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> PlanResult:
+    registry = registry or default_registry()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    plan.validate()
+    metric = registry.create("metric", plan.metric)
+    cost = registry.create("cost", plan.cost)
+    allocator = registry.create("allocation", plan.allocation)
+    assert isinstance(metric, Metric) and isinstance(cost, CostModel)
+    assert isinstance(allocator, Allocator)
+    portfolio = portfolio.validated()
+    timings["validate"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    if portfolio.customers is not None and set(metric.requires) <= set(portfolio.customers.columns):
+        valued = apply_metric(metric, portfolio.customers, plan, registry)
+        portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)
+    timings["metric"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    with _guard(cost, registry):
+        options = cost.build(portfolio, plan)
+    if not isinstance(options, OptionSet):
+        raise plugin_failure(cost, registry, f"returned {type(options).__name__}, not OptionSet")
+    try:
+        options.validate()
+    except EquityError as exc:
+        if portfolio.options is None:  # inputs were valid, so the cost model produced this
+            raise plugin_failure(cost, registry, str(exc)) from None
+        raise
+    rows = build_constraints(plan, options)
+    timings["options"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    if any(r.sense < 0 for r in rows) and not allocator.supports_minimums:
+        from engine.errors import InvalidInputError
+
+        raise InvalidInputError.single(
+            "plan.allocation.name",
+            f"{allocator.name!r} does not support segment minimums; use 'lp'",
+        )
+    with _guard(allocator, registry):
+        allocation = allocator.allocate(Problem(options, rows, plan, should_stop))
+    _check_allocation(allocator, registry, options, allocation)
+    broken = violations(options, rows, allocation)
+    if broken:
+        raise SolverError(f"{allocator.name} produced a plan that breaks {broken}; refusing it")
+    timings["allocate"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    return build_result(
+        options, allocation, rows, plan.discount_rate, allocator.name, allocator.exact, timings
+    )
+
+
+def _check_allocation(
+    allocator: Allocator, registry: Registry, options: OptionSet, allocation: object
+) -> None:
+    if not isinstance(allocation, Allocation):
+        raise plugin_failure(allocator, registry, f"returned {type(allocation).__name__}")
+    n = options.n_units
+    for name in ("lo", "hi", "theta"):
+        if np.shape(getattr(allocation, name)) != (n,):
+            raise plugin_failure(allocator, registry, f"{name} has shape "
+                                 f"{np.shape(getattr(allocation, name))}, expected ({n},)")
+    unit = options.unit_of_option
+    for name in ("lo", "hi"):
+        idx = getattr(allocation, name)
+        if (idx < 0).any() or (idx >= options.cost.size).any() or (unit[idx] != np.arange(n)).any():
+            raise plugin_failure(allocator, registry, f"{name} points at another unit's options")
+    theta = allocation.theta
+    if not np.isfinite(theta).all() or (theta < 0).any() or (theta > 1).any():
+        raise plugin_failure(allocator, registry, "theta must be in [0, 1]")
+    if (~options.fractional & (theta > 0) & (allocation.lo != allocation.hi)).any():
+        raise plugin_failure(allocator, registry, "a customer was given two levels")

@@ -1,0 +1,191 @@
+"""The plugin registry: built-ins plus third-party packages from entry points.
+
+Built-ins (``DEFAULT_PLUGINS``) are registered exactly like external plugins, so they are
+proof that the hooks suffice. A third-party plugin that fails to import or breaks the
+hook contract is recorded in ``Registry.failures`` with its name and the problem; it never
+stops the engine or the other plugins from loading.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from engine import __version__, hookspecs
+from engine.errors import FieldViolation, InvalidInputError, PluginError
+from engine.plan import StrategyChoice
+from engine.strategies import BASES, Param, Strategy
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "equity_engine"
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "equity_plugins.metrics",
+    "equity_plugins.costs",
+    "equity_plugins.allocators",
+)
+HOOKS = {"metric": "register_metrics", "cost": "register_costs", "allocation": "register_allocators"}
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    kind: str
+    name: str
+    cls: type[Strategy]
+    plugin: str
+    package: str
+    version: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "summary": self.cls.summary,
+            "plugin": self.plugin,
+            "package": self.package,
+            "version": self.version,
+            "parameters": {
+                key: {"default": p.default, "type": p.type.__name__, "doc": p.doc}
+                | ({"choices": list(p.choices)} if p.choices else {})
+                for key, p in self.cls.params.items()
+            },
+        }
+
+
+@dataclass
+class Registry:
+    strategies: dict[tuple[str, str], StrategyInfo] = field(default_factory=dict)
+    failures: list[PluginError] = field(default_factory=list)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self.strategies if k == kind)
+
+    def info(self, kind: str, name: str) -> StrategyInfo:
+        try:
+            return self.strategies[(kind, name)]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none"
+            raise InvalidInputError.single(
+                f"plan.{kind}.name", f"unknown {kind} strategy {name!r}; available: {known}"
+            ) from None
+
+    def create(self, kind: str, choice: StrategyChoice) -> Strategy:
+        info = self.info(kind, choice.name)
+        return info.cls.from_params(choice.params, path=f"plan.{kind}.params")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self.strategies[key].describe() for key in sorted(self.strategies)]
+
+
+def _validate_class(kind: str, cls: Any) -> str | None:
+    base = BASES[kind]
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        return f"register_{kind} expects a subclass of {base.__name__}, got {cls!r}"
+    if not isinstance(cls.name, str) or not cls.name:
+        return f"{cls.__name__} has no name"
+    if not all(isinstance(p, Param) for p in cls.params.values()):
+        return f"{cls.__name__}.params must map names to engine.strategies.Param"
+    return None
+
+
+def _provenance(plugin: object, dists: dict[str, tuple[str, str]], name: str) -> tuple[str, str]:
+    if name in dists:
+        return dists[name]
+    module = getattr(plugin, "__name__", "")
+    if module.startswith(("equity_plugins", "engine")):
+        return "equity-engine", __version__
+    return module.split(".")[0] or "unknown", "unknown"
+
+
+def build_registry(
+    allow: Iterable[str] | None = None,
+    disable: Iterable[str] = (),
+    extra: Iterable[object] = (),
+    entry_points: bool = True,
+) -> Registry:
+    """Load built-ins, entry-point plugins (optionally an allowlist of their names) and
+    ``extra`` plugin objects (for tests and embedding), then collect their strategies."""
+    allowed = None if allow is None else set(allow)
+    disabled = set(disable)
+    pm = pluggy.PluginManager("equity_engine")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    dists: dict[str, tuple[str, str]] = {}
+    for module_name in DEFAULT_PLUGINS:
+        if module_name not in disabled:
+            pm.register(importlib.import_module(module_name), name=module_name)
+    if entry_points:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled or (allowed is not None and ep.name not in allowed):
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken package must not take the engine down
+                registry.failures.append(PluginError(ep.name, f"failed to load: {exc!r}"))
+                log.warning("plugin %s failed to load: %r", ep.name, exc)
+                continue
+            if ep.dist is not None:
+                dists[ep.name] = (ep.dist.name, ep.dist.version)
+    for i, plugin in enumerate(extra):
+        pm.register(plugin, name=getattr(plugin, "__name__", f"extra-{i}"))
+    for kind, hook_name in HOOKS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            package, version = _provenance(impl.plugin, dists, impl.plugin_name)
+            register = partial(_register, registry, kind, impl.plugin_name, package, version)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                registry.failures.append(PluginError(impl.plugin_name, f"{hook_name} raised {exc!r}"))
+                log.warning("plugin %s: %s raised %r", impl.plugin_name, hook_name, exc)
+    return registry
+
+
+def _register(
+    registry: Registry, kind: str, plugin: str, package: str, version: str, cls: Any
+) -> None:
+    problem = _validate_class(kind, cls)
+    if problem is None and (kind, cls.name) in registry.strategies:
+        other = registry.strategies[(kind, cls.name)].plugin
+        problem = f"{kind} strategy {cls.name!r} is already registered by {other!r}"
+    if problem is not None:
+        raise PluginError(plugin, problem)
+    if cls.kind != kind:
+        raise PluginError(plugin, f"{cls.__name__}.kind is {cls.kind!r}, expected {kind!r}")
+    registry.strategies[(kind, cls.name)] = StrategyInfo(kind, cls.name, cls, plugin, package, version)
+
+
+_DEFAULT: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry (built once; strategies are stateless classes)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = build_registry()
+    return _DEFAULT
+
+
+def plugin_failure(strategy: Strategy, registry: Registry, problem: str) -> PluginError:
+    """An error naming the plugin that provides ``strategy`` (for shape/contract checks)."""
+    info = registry.strategies.get((strategy.kind, strategy.name))
+    return PluginError(info.plugin if info else strategy.name, f"{strategy.name}: {problem}")
+
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "FieldViolation",
+    "Registry",
+    "StrategyInfo",
+    "build_registry",
+    "default_registry",
+]

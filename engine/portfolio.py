@@ -1,0 +1,151 @@
+"""The portfolio: customers, prospect pools and/or an explicit options table, validated.
+
+Each table's contract is declared once (``CUSTOMERS``, ``PROSPECTS``, ``OPTIONS``) and
+checked column by column; every violation names the table, the column and the first
+offending row, so bad input never reaches the optimizer as a NaN or a silent clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine.errors import FieldViolation, InvalidInputError
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    required: bool = True
+    numeric: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    below_maximum: bool = False  # strict upper bound (retention < 1)
+    doc: str = ""
+
+
+CUSTOMERS = (
+    Column("customer_id", numeric=False, doc="unique id"),
+    Column("margin", doc="contribution per period, currency; may be negative"),
+    Column("retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="per-period, 0 <= r < 1"),
+    Column("service_cost", required=False, minimum=0.0, doc="cost to serve per period, >= 0"),
+    Column("segment", required=False, numeric=False, doc="segment name"),
+    Column("retention_ceiling", required=False, minimum=0.0, maximum=1.0, below_maximum=True,
+           doc="retention reachable with unlimited spend, in [retention, 1)"),
+    Column("retention_response", required=False, minimum=0.0,
+           doc="k in r(s) = r0 + (r_ceil - r0)(1 - exp(-k s)), per currency unit"),
+)
+PROSPECTS = (
+    Column("segment", numeric=False, doc="pool name (segment or channel), unique"),
+    Column("prospects", minimum=0.0, doc="pool size"),
+    Column("acquisition_ceiling", minimum=0.0, maximum=1.0, doc="share acquirable, in [0, 1]"),
+    Column("acquisition_response", minimum=0.0, doc="k in a(A) = a_ceil (1 - exp(-k A))"),
+    Column("margin", doc="contribution per period of an acquired customer"),
+    Column("retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="of an acquired customer"),
+    Column("service_cost", required=False, minimum=0.0, doc="of an acquired customer"),
+)
+OPTIONS = (
+    Column("customer_id", numeric=False, doc="unit id; one row per level"),
+    Column("level", doc="spend level label (spend per head)"),
+    Column("cost", minimum=0.0, doc="budget consumed at this level"),
+    Column("value", doc="equity at this level net of the spend it implies"),
+    Column("segment", required=False, numeric=False),
+    Column("kind", required=False, numeric=False, doc="acquisition or retention"),
+)
+
+
+def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) -> pl.DataFrame:
+    """Check ``table`` against ``columns``; return it with numeric columns as Float64."""
+    problems: list[FieldViolation] = []
+    if table.height == 0:
+        raise InvalidInputError.single(name, "is empty")
+    for col in columns:
+        field = f"{name}.{col.name}"
+        if col.name not in table.columns:
+            if col.required:
+                problems.append(FieldViolation(field, "required column is missing"))
+            continue
+        series = table[col.name]
+        nulls = series.is_null()
+        if nulls.any():
+            if col.name != "segment":
+                problems.append(_first(field, "is null", nulls))
+            continue
+        if not col.numeric:
+            continue
+        if not series.dtype.is_numeric():
+            problems.append(FieldViolation(field, f"must be numeric, got {series.dtype}"))
+            continue
+        values = series.cast(pl.Float64).to_numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            problems.append(_first(field, "must be finite (no NaN or infinity)", bad))
+            continue
+        if col.minimum is not None and (values < col.minimum).any():
+            problems.append(_first(field, f"must be >= {col.minimum:g}", values < col.minimum))
+        if col.maximum is not None:
+            over = values >= col.maximum if col.below_maximum else values > col.maximum
+            relation = "<" if col.below_maximum else "<="
+            if over.any():
+                problems.append(_first(field, f"must be {relation} {col.maximum:g}", over))
+    if problems:
+        raise InvalidInputError(problems)
+    numeric = [c.name for c in columns if c.numeric and c.name in table.columns]
+    return table.with_columns(pl.col(numeric).cast(pl.Float64))
+
+
+def _first(field: str, problem: str, mask: np.ndarray | pl.Series) -> FieldViolation:
+    rows = np.flatnonzero(mask.to_numpy() if isinstance(mask, pl.Series) else mask)
+    more = f" ({rows.size} rows)" if rows.size > 1 else ""
+    return FieldViolation(field, problem + more, int(rows[0]))
+
+
+def _unique(table: pl.DataFrame, name: str, keys: list[str]) -> None:
+    dup = table.select(keys).is_duplicated()
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        first = table.row(int(rows[0]), named=True)
+        label = ", ".join(f"{k}={first[k]!r}" for k in keys)
+        raise InvalidInputError.single(
+            f"{name}.{keys[-1] if len(keys) > 1 else keys[0]}",
+            f"must be unique; {label} appears {int(dup.sum())} times in all",
+            int(rows[0]),
+        )
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    """Customers and prospect pools (valued by the cost model), or explicit options."""
+
+    customers: pl.DataFrame | None = None
+    prospects: pl.DataFrame | None = None
+    options: pl.DataFrame | None = None
+
+    def validated(self) -> Portfolio:
+        if self.customers is None and self.prospects is None and self.options is None:
+            raise InvalidInputError.single(
+                "portfolio", "needs customers, prospects or an options table"
+            )
+        customers = prospects = options = None
+        if self.customers is not None:
+            customers = validate_table(self.customers, "customers", CUSTOMERS)
+            _unique(customers, "customers", ["customer_id"])
+            if "retention_ceiling" in customers.columns:
+                low = customers["retention_ceiling"] < customers["retention"]
+                if low.any():
+                    raise InvalidInputError([
+                        _first("customers.retention_ceiling", "must be >= retention", low)
+                    ])
+        if self.prospects is not None:
+            prospects = validate_table(self.prospects, "prospects", PROSPECTS)
+            _unique(prospects, "prospects", ["segment"])
+        if self.options is not None:
+            options = validate_table(self.options, "options", OPTIONS)
+            _unique(options, "options", ["customer_id", "level"])
+        return Portfolio(customers, prospects, options)
+
+    @property
+    def size(self) -> int:
+        return sum(t.height for t in (self.customers, self.prospects, self.options) if t is not None)

@@ -1,0 +1,387 @@
+"""Transaction logs to per-customer RFM sufficient statistics for BG/NBD and Gamma-Gamma.
+
+A log has one row per purchase: ``customer_id``, ``date``, ``amount`` (Parquet or CSV), or the
+raw CDNOW layout (whitespace separated: master id, sample id, yyyymmdd, CDs, dollars).
+
+Per customer, over the calibration window (every date <= ``calibration_end``):
+
+* ``frequency``: number of repeat purchase *days* (all purchases on one day are one
+  transaction, their amounts summed), i.e. purchase days - 1;
+* ``recency``: time from the first to the last purchase day, in the time unit (day or week);
+* ``T``: time from the first purchase day to the calibration end (the customer's age);
+* ``monetary``: mean amount of the repeat purchase days (the first day excluded, as the
+  Gamma-Gamma model is fitted on repeat spend); null when ``frequency`` is 0.
+
+Dirty-data policy (also in ``docs/clv.md``); every drop is counted in :class:`CleaningReport`:
+
+* missing customer id, date or amount, unparseable dates, non-finite amounts: error
+  (:class:`~engine.errors.InvalidInputError` naming the rows), since guessing would bias the fit;
+* dates after the calibration end: excluded from calibration (``rows_after_calibration_end``);
+* exact duplicate rows (same customer, date and amount): one kept (``duplicate_rows``); a log
+  that repeats a row is far more often a double export than two identical same-day purchases,
+  and a same-day repeat changes only the day's amount, never the frequency;
+* zero amounts: dropped (``zero_amount_rows``): not a purchase;
+* negative amounts (refunds): ``refunds="drop"`` (default) drops them (``refund_rows``,
+  ``refund_amount``): a refund does not undo the purchase *event* the BG/NBD counts, and
+  without order ids it cannot be matched to the purchase it reverses; ``"net_same_day"``
+  nets them against the same customer's same day, and a day whose net is <= 0 is no purchase
+  (``nonpositive_days``); ``"error"`` rejects them, naming the rows;
+* customers left with no purchase in the window: dropped
+  (``customers_without_calibration_purchase``);
+* customers with one purchase day only: kept (frequency 0 is most of a BG/NBD sample),
+  counted in ``customers_without_repeat``, excluded from the Gamma-Gamma fit;
+* repeat spend averaging zero cannot survive the rules above (every kept day is > 0);
+  :func:`engine.gamma_gamma.fit_gamma_gamma` rejects such rows if handed them directly.
+
+The work is one sort by (customer, date, amount) and segment reductions over the sorted
+arrays; nothing loops over customers in Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.errors import FieldViolation, InvalidInputError
+
+TimeUnit = Literal["day", "week"]
+RefundPolicy = Literal["drop", "net_same_day", "error"]
+FileFormat = Literal["auto", "csv", "parquet", "cdnow"]
+
+UNIT_DAYS: dict[str, float] = {"day": 1.0, "week": 7.0}
+REQUIRED_COLUMNS = ("customer_id", "date", "amount")
+TRANSACTION_ID = "transaction_id"  # optional: rows with distinct ids are never duplicates
+MAX_ROWS_NAMED = 20
+
+_CDNOW_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d{8})\s+(\d+)\s+(-?[\d.]+)\s*$")
+
+
+@dataclass(frozen=True)
+class CleaningReport:
+    """What the cleaning did to the log, so a fit can be audited against its input."""
+
+    input_rows: int
+    rows_after_calibration_end: int
+    duplicate_rows: int
+    zero_amount_rows: int
+    refund_rows: int
+    refund_amount: float
+    nonpositive_days: int
+    customers_without_calibration_purchase: int
+    customers: int
+    customers_without_repeat: int
+    customers_zero_repeat_spend: int
+    rows_used: int
+    purchase_days: int
+
+    def as_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def read_cdnow(path: str | Path) -> pl.DataFrame:
+    """Read the raw CDNOW layout; ``customer_id`` is the sample id (the id the papers quote).
+
+    Each line of the file is one order, so ``transaction_id`` is the 0-based line number:
+    identical lines (the sample has 20 pairs) are separate orders, not duplicates, and the
+    published Gamma-Gamma estimates count them. ``master_id`` and ``quantity`` (CDs) are kept.
+    """
+    lines = pl.read_csv(
+        path,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        new_columns=["line"],
+        schema_overrides={"line": pl.String},
+    )
+    lines = lines.with_row_index("row").filter(pl.col("line").str.strip_chars() != "")
+    parts = lines.with_columns(
+        pl.col("line").str.extract_groups(_CDNOW_LINE.pattern).alias("g")
+    ).unnest("g")
+    bad = parts.filter(pl.col("1").is_null())
+    if bad.height:
+        _raise_rows("transactions", "not a CDNOW line (master id, sample id, yyyymmdd, CDs, $)", bad["row"])
+    out = parts.select(
+        pl.col("2").cast(pl.Int64).alias("customer_id"),
+        pl.col("3").str.to_date("%Y%m%d", strict=False).alias("date"),
+        pl.col("5").cast(pl.Float64).alias("amount"),
+        pl.col("1").cast(pl.Int64).alias("master_id"),
+        pl.col("4").cast(pl.Int64).alias("quantity"),
+        pl.col("row").cast(pl.Int64).alias(TRANSACTION_ID),
+    )
+    bad_dates = out.filter(pl.col("date").is_null())
+    if bad_dates.height:
+        _raise_rows("transactions.date", "not a valid yyyymmdd date", bad_dates[TRANSACTION_ID])
+    return out
+
+
+def read_transactions(path: str | Path, fmt: FileFormat = "auto") -> pl.DataFrame:
+    """Read a transaction log and normalise it to ``customer_id``, ``date`` (Date), ``amount``.
+
+    ``fmt="auto"`` picks Parquet for ``.parquet``/``.pq``, CDNOW when the first line looks
+    like one, CSV otherwise.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError.single("transactions", f"file not found: {path}")
+    if fmt == "auto":
+        fmt = _sniff_format(path)
+    if fmt == "cdnow":
+        return read_cdnow(path)
+    if fmt == "parquet":
+        df = pl.read_parquet(path)
+    elif fmt == "csv":
+        df = pl.read_csv(path, infer_schema_length=10_000)
+    else:
+        raise InvalidInputError.single("format", f"unknown format {fmt!r} (auto, csv, parquet, cdnow)")
+    return normalize_transactions(df)
+
+
+def _sniff_format(path: Path) -> FileFormat:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return "parquet"
+    with path.open("rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace")
+    first = next((ln for ln in head.splitlines() if ln.strip()), "")
+    return "cdnow" if _CDNOW_LINE.match(first) else "csv"
+
+
+def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
+    """Check the required columns and coerce ``date`` to Date and ``amount`` to Float64.
+
+    Missing ids, dates or amounts, unparseable dates and non-finite amounts are errors naming
+    the rows: dropping them silently would bias frequency and spend.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InvalidInputError(
+            FieldViolation(f"transactions.{c}", "required column is missing") for c in missing
+        )
+    date = pl.col("date")
+    dtype = df.schema["date"]
+    if dtype == pl.Date:
+        date_expr = date
+    elif isinstance(dtype, pl.Datetime):
+        date_expr = date.dt.date()
+    elif dtype.is_integer():
+        date_expr = date.cast(pl.String).str.to_date("%Y%m%d", strict=False)
+    elif dtype == pl.String:
+        iso = date.str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+        compact = date.str.strip_chars().str.to_date("%Y%m%d", strict=False)
+        date_expr = pl.coalesce(iso, compact)
+    else:
+        raise InvalidInputError.single("transactions.date", f"unsupported type {dtype}")
+    amount_expr = pl.col("amount").cast(pl.Float64, strict=False)
+    out = df.with_columns(date_expr.alias("date"), amount_expr.alias("amount"))
+
+    problems: list[FieldViolation] = []
+    checks = (
+        ("customer_id", pl.col("customer_id").is_null(), "missing customer id"),
+        ("date", pl.col("date").is_null(), "missing or unparseable date"),
+        ("amount", pl.col("amount").is_null() | ~pl.col("amount").is_finite(),
+         "missing, non-numeric or non-finite amount"),
+    )
+    flags = out.select(*(expr.alias(name) for name, expr, _ in checks))
+    for name, _, description in checks:
+        rows = np.flatnonzero(flags[name].to_numpy())
+        problems.extend(_row_violations(f"transactions.{name}", description, rows))
+    if problems:
+        raise InvalidInputError(problems)
+    return out
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def parse_calibration_end(value: dt.date | dt.datetime | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InvalidInputError.single(
+            "calibration_end", f"not an ISO date (YYYY-MM-DD): {value!r}"
+        ) from None
+
+
+def rfm_statistics(
+    transactions: pl.DataFrame,
+    calibration_end: dt.date | dt.datetime | str,
+    time_unit: TimeUnit = "week",
+    refunds: RefundPolicy = "drop",
+) -> tuple[pl.DataFrame, CleaningReport]:
+    """Per-customer ``frequency``, ``recency``, ``T``, ``monetary`` and the cleaning report.
+
+    The output is sorted by ``customer_id``; see the module docstring for the data policy.
+    """
+    if time_unit not in UNIT_DAYS:
+        raise InvalidInputError.single("time_unit", f"must be one of {sorted(UNIT_DAYS)}, got {time_unit!r}")
+    if refunds not in ("drop", "net_same_day", "error"):
+        raise InvalidInputError.single("refunds", f"must be drop, net_same_day or error, got {refunds!r}")
+    end = parse_calibration_end(calibration_end)
+    unit = UNIT_DAYS[time_unit]
+    has_tid = TRANSACTION_ID in transactions.columns
+    tx = normalize_transactions(transactions).select(
+        [*REQUIRED_COLUMNS, TRANSACTION_ID] if has_tid else list(REQUIRED_COLUMNS)
+    )
+    input_rows = tx.height
+    input_customers = tx["customer_id"].n_unique()
+
+    after = pl.col("date") > end
+    n_after = int(tx.select(after.sum()).item())
+    if refunds == "error":
+        neg = tx.with_row_index("row").filter(~after & (pl.col("amount") < 0))
+        if neg.height:
+            _raise_rows("transactions.amount", "negative amount (refund) in the calibration window", neg["row"])
+
+    keys = ["customer_id", "date", "amount"] + ([TRANSACTION_ID] if has_tid else [])
+    s = tx.filter(~after).sort(keys)
+    cid = s["customer_id"]
+    new_customer = _changed(cid)
+    days = s["date"].cast(pl.Int32).to_numpy()
+    amount = s["amount"].to_numpy()
+    new_day = new_customer.copy()
+    new_day[1:] |= days[1:] != days[:-1]
+    duplicate = ~new_day
+    duplicate[1:] &= amount[1:] == amount[:-1]
+    if has_tid:
+        duplicate &= ~_changed(s[TRANSACTION_ID])
+
+    zero = amount == 0.0
+    negative = amount < 0.0
+    keep = ~duplicate
+    if refunds == "drop":
+        keep &= ~negative
+    n_duplicate = int(duplicate.sum())
+    n_zero = int((zero & ~duplicate).sum())
+    refund_mask = negative & ~duplicate
+    n_refund = int(refund_mask.sum())
+    refund_amount = float(-amount[refund_mask].sum()) + 0.0
+
+    # Day level: runs of equal (customer, date) among the kept rows.
+    kept = np.flatnonzero(keep)
+    seg = (np.cumsum(new_day) - 1)[kept]
+    day_start = np.ones(kept.size, dtype=bool)
+    day_start[1:] = seg[1:] != seg[:-1]
+    starts = np.flatnonzero(day_start)
+    if starts.size == 0:
+        raise InvalidInputError.single("transactions", f"no purchase on or before {end.isoformat()}")
+    day_amount = np.add.reduceat(amount[kept], starts)
+    day_refund = np.add.reduceat(negative[kept].astype(np.int64), starts) > 0
+    day_row = kept[starts]  # index into s of each day's first kept row
+    reversed_day = day_refund & (day_amount <= 0.0)  # only with refunds="net_same_day"
+    n_nonpositive = int(reversed_day.sum())
+    rows_used = int(np.diff(np.append(starts, kept.size))[~reversed_day].sum())
+    day_amount = day_amount[~reversed_day]
+    day_row = day_row[~reversed_day]
+    if day_row.size == 0:
+        raise InvalidInputError.single("transactions", f"no purchase on or before {end.isoformat()}")
+
+    # Customer level: runs of equal customer among the purchase days.
+    day_customer = np.cumsum(new_customer)[day_row]
+    cust_start = np.ones(day_row.size, dtype=bool)
+    cust_start[1:] = day_customer[1:] != day_customer[:-1]
+    cstarts = np.flatnonzero(cust_start)
+    cends = np.append(cstarts[1:], day_row.size) - 1
+    day_date = days[day_row]
+    first_day = day_date[cstarts]
+    last_day = day_date[cends]
+    frequency = cends - cstarts  # purchase days - 1
+    # Spend: zero-amount days are purchase events but carry no spend observation.
+    spend = np.where(day_amount > 0.0, day_amount, 0.0)
+    has_spend = (day_amount > 0.0).astype(np.int64)
+    spend_frequency = np.add.reduceat(has_spend, cstarts) - has_spend[cstarts]
+    repeat_spend = np.add.reduceat(spend, cstarts) - spend[cstarts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        monetary = np.where(spend_frequency > 0, repeat_spend / np.maximum(spend_frequency, 1), np.nan)
+    end_day = (end - dt.date(1970, 1, 1)).days
+    rfm = pl.DataFrame(
+        {
+            "customer_id": cid.gather(day_row[cstarts]),
+            "frequency": frequency.astype(np.int64),
+            "recency": (last_day - first_day).astype(np.float64) / unit,
+            "T": (end_day - first_day).astype(np.float64) / unit,
+            "monetary": monetary,
+            "spend_frequency": spend_frequency.astype(np.int64),
+        }
+    ).with_columns(pl.col("monetary").fill_nan(None))
+    report = CleaningReport(
+        input_rows=input_rows,
+        rows_after_calibration_end=n_after,
+        duplicate_rows=n_duplicate,
+        zero_amount_rows=n_zero,
+        refund_rows=n_refund,
+        refund_amount=refund_amount,
+        nonpositive_days=n_nonpositive,
+        customers_without_calibration_purchase=input_customers - rfm.height,
+        customers=rfm.height,
+        customers_without_repeat=int((frequency == 0).sum()),
+        customers_zero_repeat_spend=int(((frequency > 0) & (spend_frequency == 0)).sum()),
+        rows_used=rows_used,
+        purchase_days=int(day_row.size),
+    )
+    return rfm, report
+
+
+def load_rfm(
+    path: str | Path,
+    calibration_end: dt.date | dt.datetime | str,
+    time_unit: TimeUnit = "week",
+    fmt: FileFormat = "auto",
+    refunds: RefundPolicy = "drop",
+) -> tuple[pl.DataFrame, CleaningReport]:
+    """File to RFM in one call: :func:`read_transactions` then :func:`rfm_statistics`."""
+    return rfm_statistics(read_transactions(path, fmt), calibration_end, time_unit, refunds)
+
+
+def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
+    """Reject RFM rows no model can use (the transaction path never produces them)."""
+    need = ["frequency", "recency", "T"] + (["monetary"] if need_monetary else [])
+    missing = [c for c in need if c not in rfm.columns]
+    if missing:
+        raise InvalidInputError(FieldViolation(f"rfm.{c}", "required column is missing") for c in missing)
+    x = rfm["frequency"].cast(pl.Float64).to_numpy()
+    tx = rfm["recency"].cast(pl.Float64).to_numpy()
+    t = rfm["T"].cast(pl.Float64).to_numpy()
+    problems: list[FieldViolation] = []
+    rules = (
+        ("frequency", ~np.isfinite(x) | (x < 0) | (x != np.floor(x)), "must be an integer >= 0"),
+        ("T", ~np.isfinite(t) | (t < 0), "must be finite and >= 0"),
+        ("recency", ~np.isfinite(tx) | (tx < 0) | (tx > t * (1 + 1e-12)), "must satisfy 0 <= recency <= T"),
+        ("recency", (x == 0) & (tx != 0), "must be 0 when frequency is 0"),
+    )
+    for name, mask, description in rules:
+        problems.extend(_row_violations(f"rfm.{name}", description, np.flatnonzero(mask)))
+    if problems:
+        raise InvalidInputError(problems)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _changed(series: pl.Series) -> NDArray[np.bool_]:
+    """True where a sorted column starts a new run; works for any dtype (ints, strings)."""
+    flags = (series != series.shift(1)).fill_null(True)
+    return flags.to_numpy().astype(bool, copy=True)
+
+
+def _row_violations(field: str, description: str, rows: NDArray[np.int64]) -> list[FieldViolation]:
+    out = [FieldViolation(field, description, int(r)) for r in rows[:MAX_ROWS_NAMED]]
+    if rows.size > MAX_ROWS_NAMED:
+        out.append(FieldViolation(field, f"{description}: {rows.size - MAX_ROWS_NAMED} more rows"))
+    return out
+
+
+def _raise_rows(field: str, description: str, rows: pl.Series) -> None:
+    raise InvalidInputError(_row_violations(field, description, rows.to_numpy().astype(np.int64)))

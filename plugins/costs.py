@@ -1,0 +1,272 @@
+"""Built-in cost strategies: response curves, explicit spend tables, activity-based cost-to-serve."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from engine.errors import FieldViolation, InvalidInputError
+from engine.hookspecs import hookimpl
+from engine.options import ACQUISITION, RETENTION, OptionSet, from_table
+from engine.plan import Plan
+from engine.portfolio import Portfolio
+from engine.strategies import CostModel, Param
+from engine.valuation import (
+    acquisition_response,
+    customer_equity,
+    new_customer_equity,
+    retention_response,
+)
+
+
+def _levels(plan_levels: tuple[float, ...]) -> np.ndarray:
+    return np.unique(np.asarray(plan_levels, dtype=np.float64))
+
+
+def _net_margin(table: pl.DataFrame) -> np.ndarray:
+    net = table["margin"].to_numpy()
+    if "service_cost" in table.columns:
+        net = net - table["service_cost"].to_numpy()
+    return net
+
+
+def _segments(table: pl.DataFrame) -> pl.Series:
+    if "segment" in table.columns:
+        return table["segment"].cast(pl.String).fill_null("")
+    return pl.Series("segment", [""] * table.height, dtype=pl.String)
+
+
+def response_options(
+    customers: pl.DataFrame | None,
+    prospects: pl.DataFrame | None,
+    plan: Plan,
+    ceiling_share: float,
+    response: float,
+) -> OptionSet:
+    """Options from the exponential response curves (README, "Model"), whole arrays at once."""
+    valuation = plan.valuation
+    parts = []
+    if customers is not None:
+        s = _levels(plan.retention_levels)
+        r0 = customers["retention"].to_numpy()
+        if "retention_ceiling" in customers.columns:
+            ceiling = customers["retention_ceiling"].to_numpy()
+        else:
+            ceiling = r0 + ceiling_share * (1.0 - r0)
+        if "retention_response" in customers.columns:
+            k = customers["retention_response"].to_numpy()
+        else:
+            k = np.full(r0.size, response)
+        r = retention_response(s[None, :], r0[:, None], ceiling[:, None], k[:, None])
+        value = customer_equity(_net_margin(customers)[:, None], r, s[None, :], valuation)
+        n = customers.height
+        cost = np.broadcast_to(s, (n, s.size))
+        parts.append(
+            OptionSet.uniform(
+                customers["customer_id"],
+                np.full(n, RETENTION, dtype=np.int8),
+                _segments(customers),
+                np.zeros(n, dtype=bool),
+                np.ones(n),
+                cost,
+                cost,
+                value,
+            )
+        )
+    if prospects is not None:
+        a_levels = _levels(plan.acquisition_levels)
+        pool = prospects["prospects"].to_numpy()
+        share = acquisition_response(
+            a_levels[None, :],
+            prospects["acquisition_ceiling"].to_numpy()[:, None],
+            prospects["acquisition_response"].to_numpy()[:, None],
+        )
+        clv_new = new_customer_equity(
+            _net_margin(prospects), prospects["retention"].to_numpy(), valuation
+        )
+        value = pool[:, None] * (share * clv_new[:, None] - a_levels[None, :])
+        m = prospects.height
+        parts.append(
+            OptionSet.uniform(
+                prospects["segment"].cast(pl.String),
+                np.full(m, ACQUISITION, dtype=np.int8),
+                prospects["segment"],
+                np.ones(m, dtype=bool),
+                pool.astype(np.float64),
+                np.broadcast_to(a_levels, (m, a_levels.size)),
+                pool[:, None] * a_levels[None, :],
+                value,
+            )
+        )
+    return OptionSet.concat(parts)
+
+
+class ExponentialResponse(CostModel):
+    """Retention and acquisition respond to spend with diminishing returns (Blattberg & Deighton)."""
+
+    name = "exponential-response"
+    summary = "r(s) = r0 + (r_ceil - r0)(1 - e^-ks) per customer; a(A) = a_ceil (1 - e^-kA) per pool."
+    params: ClassVar = {
+        "ceiling_share": Param(
+            0.3,
+            "Default retention ceiling as the share of the gap to 1 spend can close, "
+            "for customers without a retention_ceiling column: r_ceil = r0 + share (1 - r0).",
+            minimum=0.0,
+            maximum=0.999,
+        ),
+        "response": Param(
+            0.05,
+            "Default k (per currency unit) for customers without retention_response.",
+            minimum=0.0,
+        ),
+    }
+    ceiling_share: float
+    response: float
+
+    def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
+        if portfolio.customers is None and portfolio.prospects is None:
+            raise InvalidInputError.single(
+                "portfolio", "exponential-response needs customers and/or prospects"
+            )
+        return response_options(
+            portfolio.customers, portfolio.prospects, plan, self.ceiling_share, self.response
+        )
+
+
+class SpendTable(CostModel):
+    """Explicit spend levels: per customer (cost, value) or per segment (retention per level)."""
+
+    name = "spend-table"
+    summary = (
+        "Options given directly: rows (customer_id, level, cost, value) per customer, or a "
+        "per-segment table (segment, level, retention) applied to every customer of the segment."
+    )
+    uses: ClassVar[tuple[str, ...]] = ("options", "customers")
+
+    def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
+        table = portfolio.options
+        if table is None:
+            raise InvalidInputError.single("options", "spend-table needs an options table")
+        return from_table(table)
+
+
+class SegmentSpendTable(CostModel):
+    """Per-segment response tables: retention reached at each spend level, by segment."""
+
+    name = "segment-spend-table"
+    summary = (
+        "A table (segment, level, retention) measured per segment; each customer of the "
+        "segment gets those levels, valued with its own margin and cost-to-serve."
+    )
+    uses: ClassVar[tuple[str, ...]] = ("customers", "options")
+
+    def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
+        table, customers = portfolio.options, portfolio.customers
+        if table is None or customers is None:
+            raise InvalidInputError.single(
+                "options", "segment-spend-table needs customers and an options table"
+            )
+        missing = [c for c in ("segment", "level", "retention") if c not in table.columns]
+        if missing:
+            raise InvalidInputError(
+                FieldViolation(f"options.{c}", "required column is missing") for c in missing
+            )
+        levels = table.select(
+            pl.col("segment").cast(pl.String),
+            pl.col("level").cast(pl.Float64),
+            pl.col("retention").cast(pl.Float64).alias("__r"),
+        )
+        bad = (levels["__r"] < 0) | (levels["__r"] >= 1) | levels["__r"].is_nan()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InvalidInputError.single("options.retention", "must be in [0, 1)", row)
+        base = customers.with_columns(_segments(customers).alias("segment")).with_row_index("__i")
+        long = base.join(levels, on="segment", how="inner").sort(["__i", "level"])
+        covered = long["__i"].unique()
+        if covered.len() != customers.height:
+            lost = base.filter(~pl.col("__i").is_in(covered.implode()))
+            raise InvalidInputError.single(
+                "customers.segment",
+                f"segment {lost['segment'][0]!r} has no rows in the spend table",
+                int(lost["__i"][0]),
+            )
+        net = long["margin"].to_numpy()
+        if "service_cost" in long.columns:
+            net = net - long["service_cost"].to_numpy()
+        spend = long["level"].to_numpy()
+        value = customer_equity(net, long["__r"].to_numpy(), spend, plan.valuation)
+        table_long = pl.DataFrame(
+            {
+                "customer_id": long["customer_id"],
+                "level": spend,
+                "cost": spend,
+                "value": value,
+                "segment": long["segment"],
+            }
+        )
+        return from_table(table_long)
+
+
+class ActivityBased(CostModel):
+    """Cost-to-serve from activity counts x unit costs, then the response curves."""
+
+    name = "activity-based"
+    summary = (
+        "service_cost = sum over activities of customers.activity_<name> x unit_costs[name] "
+        "(per period), replacing any service_cost column; spend response as exponential-response."
+    )
+    params: ClassVar = {
+        "unit_costs": Param({}, "Cost per unit of each activity, e.g. {\"calls\": 4.5}.", dict),
+        "ceiling_share": ExponentialResponse.params["ceiling_share"],
+        "response": ExponentialResponse.params["response"],
+    }
+    unit_costs: dict[str, float]
+    ceiling_share: float
+    response: float
+
+    def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
+        customers = portfolio.customers
+        if customers is None:
+            raise InvalidInputError.single("customers", "activity-based needs customers")
+        if not self.unit_costs:
+            raise InvalidInputError.single(
+                "plan.cost.params.unit_costs", "name at least one activity and its unit cost"
+            )
+        problems = []
+        cost = np.zeros(customers.height)
+        for activity, unit_cost in self.unit_costs.items():
+            column = f"activity_{activity}"
+            if not isinstance(unit_cost, int | float) or not np.isfinite(unit_cost) or unit_cost < 0:
+                problems.append(
+                    FieldViolation(f"plan.cost.params.unit_costs.{activity}", "must be a number >= 0")
+                )
+                continue
+            if column not in customers.columns:
+                problems.append(FieldViolation(f"customers.{column}", "required column is missing"))
+                continue
+            counts = customers[column].cast(pl.Float64, strict=False).to_numpy()
+            bad = ~np.isfinite(counts) | (counts < 0)
+            if bad.any():
+                problems.append(
+                    FieldViolation(f"customers.{column}", "must be a finite count >= 0",
+                                   int(np.flatnonzero(bad)[0]))
+                )
+                continue
+            cost += counts * float(unit_cost)
+        if problems:
+            raise InvalidInputError(problems)
+        served = customers.with_columns(pl.Series("service_cost", cost))
+        return response_options(
+            served, portfolio.prospects, plan, self.ceiling_share, self.response
+        )
+
+
+@hookimpl
+def register_costs(register: Callable[[type[CostModel]], None]) -> None:
+    register(ExponentialResponse)
+    register(SpendTable)
+    register(SegmentSpendTable)
+    register(ActivityBased)
