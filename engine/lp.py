@@ -382,11 +382,13 @@ def _repair(
     split = np.flatnonzero(~options.fractional & (allocation.theta > 0))
     if split.size == 0:
         return
-    for attempt, extra in enumerate((0, 24)):
-        units = split if extra == 0 else _neighbours(options, inc, prices, split, extra)
+    # Widest neighbourhood first: more customers free to move gives a better integer plan.
+    attempts = [_neighbours(options, rows, inc, prices, split, 24), split]
+    if options.cost.size <= 5_000:  # small enough to let every customer move: exact MIP
+        attempts.insert(0, np.flatnonzero(~options.fractional))
+    for units in attempts:
         if _repair_units(options, rows, allocation, units, settings):
-            if attempt:
-                allocation.notes.append(f"integer repair widened to {units.size} customers")
+            allocation.notes.append(f"integer repair: MIP over {units.size} customers")
             return
     raise InfeasiblePlanError(
         "no plan giving every customer exactly one level meets the minimums "
@@ -397,13 +399,17 @@ def _repair(
 
 def _neighbours(
     options: OptionSet,
+    rows: list[Constraint],
     inc: _Increments,
     prices: NDArray[np.float64],
     split: NDArray[np.int64],
     per_cell: int,
 ) -> NDArray[np.int64]:
-    """The split customers plus, per cell, those whose increments are closest to its price."""
-    cells = np.unique(options.cell[split])
+    """The split customers plus, in every cell sharing a row with them, the customers whose
+    increments are closest to the cell's price (the cheapest ones to move)."""
+    matrix = row_matrix(rows, options.n_cells) != 0
+    touched = matrix[:, np.unique(options.cell[split])].any(axis=1)
+    cells = np.flatnonzero(matrix[touched].any(axis=0))
     near = np.abs(inc.ratio - prices[inc.cell])
     chosen = [split]
     for c in cells:

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.options import OptionSet, from_table
+
+
+def random_options(
+    n: int, levels: int, segments: int, seed: int, kinds: bool = True, pools: int = 0
+) -> OptionSet:
+    """Random customers with non-concave value curves; optionally a few pools."""
+    rng = np.random.default_rng(seed)
+    cost = np.sort(rng.choice(np.arange(0, 60, 2.5), size=(n, levels), replace=True), axis=1)
+    cost[:, 0] = 0.0
+    value = 50 + np.cumsum(rng.normal(2, 8, (n, levels)), axis=1)
+    rows = pl.DataFrame(
+        {
+            "customer_id": np.repeat(np.arange(n), levels),
+            "level": cost.ravel(),
+            "cost": cost.ravel(),
+            "value": value.ravel(),
+            "segment": np.repeat(np.char.add("s", rng.permutation(np.arange(n) % segments).astype(str)),
+                                 levels),
+            "kind": np.repeat(
+                np.where(rng.random(n) < (0.3 if kinds else 0.0), "acquisition", "retention"),
+                levels,
+            ),
+        }
+    ).unique(subset=["customer_id", "level"], keep="first", maintain_order=True)
+    options = from_table(rows)
+    if pools:
+        seg = pl.Series([f"s{i % segments}" for i in range(pools)])
+        a = np.array([0.0, 1.0, 2.0, 4.0, 8.0])
+        size = rng.uniform(100, 1000, pools)
+        share = 0.3 * -np.expm1(-0.2 * a)
+        val = size[:, None] * (share * rng.uniform(20, 80, pools)[:, None] - a[None, :])
+        pool_set = OptionSet.uniform(
+            pl.Series([f"pool{i}" for i in range(pools)]), np.ones(pools, np.int8), seg,
+            np.ones(pools, bool), size, np.tile(a, (pools, 1)), size[:, None] * a, val,
+        )
+        options = OptionSet.concat([options, pool_set])
+    return options
+
+
+@pytest.fixture
+def options_factory():
+    return random_options

@@ -1,0 +1,60 @@
+"""Independent references for the optimizer: brute force and a different LP formulation.
+
+The engine solves an incremental (hull) formulation through PuLP; the reference LP here is
+the textbook convex-combination formulation (one weight per customer-level, weights of a
+customer sum to 1) solved by scipy's HiGHS bindings, sharing no code with engine/lp.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
+
+from engine.constraints import Constraint
+from engine.options import OptionSet
+
+
+def reference_lp(options: OptionSet, rows: list[Constraint]) -> float | None:
+    """LP optimum of the convex-combination formulation, None if infeasible."""
+    n, m = options.n_units, options.cost.size
+    unit = options.unit_of_option
+    a_eq = coo_matrix((np.ones(m), (unit, np.arange(m))), shape=(n, m)).tocsr()
+    a_ub, b_ub = None, None
+    if rows:
+        data, r_idx, c_idx = [], [], []
+        for k, row in enumerate(rows):
+            member = row.cells[options.cell[unit]]
+            cols = np.flatnonzero(member)
+            data.append(row.sense * options.cost[cols])
+            r_idx.append(np.full(cols.size, k))
+            c_idx.append(cols)
+        a_ub = coo_matrix(
+            (np.concatenate(data), (np.concatenate(r_idx), np.concatenate(c_idx))),
+            shape=(len(rows), m),
+        ).tocsr()
+        b_ub = np.array([row.sense * row.rhs for row in rows])
+    res = linprog(-options.value, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(n),
+                  bounds=(0, 1), method="highs")
+    if res.status == 2:
+        return None
+    assert res.status == 0, res.message
+    return float(-res.fun)
+
+
+def brute_force(options: OptionSet, rows: list[Constraint]) -> float | None:
+    """Best total value over every combination of one level per unit (all units integral)."""
+    choices = [range(options.offsets[i], options.offsets[i + 1]) for i in range(options.n_units)]
+    combos = np.array(list(itertools.product(*choices)), dtype=np.int64)
+    value = options.value[combos].sum(axis=1)
+    feasible = np.ones(len(combos), dtype=bool)
+    for row in rows:
+        member = row.cells[options.cell]
+        spend = (options.cost[combos] * member[None, :]).sum(axis=1)
+        slack = 1e-9 * max(1.0, abs(row.rhs))
+        feasible &= spend <= row.rhs + slack if row.sense > 0 else spend >= row.rhs - slack
+    if not feasible.any():
+        return None
+    return float(value[feasible].max())
