@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,7 +32,15 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "equity_plugins.costs",
     "equity_plugins.allocators",
 )
-HOOKS = {"metric": "register_metrics", "cost": "register_costs", "allocation": "register_allocators"}
+HOOKS = {
+    "metric": "register_metrics",
+    "cost": "register_costs",
+    "allocation": "register_allocators",
+}
+ALLOW_ENV = "EQUITY_PLUGINS_ALLOW"
+"""Comma-separated entry-point names: only these third-party plugins load (built-ins always do)."""
+DISABLE_ENV = "EQUITY_PLUGINS_DISABLE"
+"""Comma-separated plugin names (entry-point names or built-in modules) not to load."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,23 @@ class StrategyInfo:
             "parameters": {
                 key: {"default": p.default, "type": p.type.__name__, "doc": p.doc}
                 | ({"choices": list(p.choices)} if p.choices else {})
+                | ({"minimum": p.minimum} if p.minimum is not None else {})
+                | ({"maximum": p.maximum} if p.maximum is not None else {})
                 for key, p in self.cls.params.items()
             },
+            "capabilities": {
+                attr: list(value) if isinstance(value, tuple) else value
+                for attr in CAPABILITIES[self.kind]
+                if (value := getattr(self.cls, attr, None)) is not None
+            },
         }
+
+
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "metric": ("requires", "produces"),
+    "cost": ("uses",),
+    "allocation": ("exact", "supports_minimums"),
+}
 
 
 @dataclass
@@ -143,9 +166,14 @@ def build_registry(
             register = partial(_register, registry, kind, impl.plugin_name, package, version)
             try:
                 impl.function(register=register)
+            except PluginError as exc:  # the register callback refused a class
+                problem = f"{hook_name}: {exc.problem}"
+                registry.failures.append(PluginError(impl.plugin_name, problem))
+                log.warning("plugin %s: %s", impl.plugin_name, problem)
             except Exception as exc:
-                registry.failures.append(PluginError(impl.plugin_name, f"{hook_name} raised {exc!r}"))
-                log.warning("plugin %s: %s raised %r", impl.plugin_name, hook_name, exc)
+                problem = f"{hook_name} raised {exc!r}"
+                registry.failures.append(PluginError(impl.plugin_name, problem))
+                log.warning("plugin %s: %s", impl.plugin_name, problem)
     return registry
 
 
@@ -160,17 +188,33 @@ def _register(
         raise PluginError(plugin, problem)
     if cls.kind != kind:
         raise PluginError(plugin, f"{cls.__name__}.kind is {cls.kind!r}, expected {kind!r}")
-    registry.strategies[(kind, cls.name)] = StrategyInfo(kind, cls.name, cls, plugin, package, version)
+    registry.strategies[(kind, cls.name)] = StrategyInfo(
+        kind, cls.name, cls, plugin, package, version
+    )
 
 
 _DEFAULT: Registry | None = None
 
 
+def _env_names(variable: str) -> set[str] | None:
+    """Names in a comma-separated environment variable; None when it is unset."""
+    text = os.environ.get(variable)
+    if text is None:
+        return None
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
 def default_registry() -> Registry:
-    """The process-wide registry (built once; strategies are stateless classes)."""
+    """The process-wide registry (built once; strategies are stateless classes).
+
+    ``EQUITY_PLUGINS_ALLOW`` (if set, even to nothing) lists the only third-party plugins
+    to load; ``EQUITY_PLUGINS_DISABLE`` lists plugins not to load, built-in modules included.
+    """
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = build_registry()
+        _DEFAULT = build_registry(
+            allow=_env_names(ALLOW_ENV), disable=_env_names(DISABLE_ENV) or ()
+        )
     return _DEFAULT
 
 
@@ -181,7 +225,9 @@ def plugin_failure(strategy: Strategy, registry: Registry, problem: str) -> Plug
 
 
 __all__ = [
+    "ALLOW_ENV",
     "DEFAULT_PLUGINS",
+    "DISABLE_ENV",
     "ENTRY_POINT_GROUP",
     "FieldViolation",
     "Registry",
