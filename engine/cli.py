@@ -169,8 +169,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for item in registry.describe():
         print(f"{item['kind']:<11} {item['name']:<22} {item['package']} {item['version']}"
               f"  ({item['plugin']})")
+        if item["summary"]:
+            print(f"{'':<12}  {item['summary']}")
         for key, p in item["parameters"].items():
-            print(f"{'':<12}  {key} = {p['default']!r}: {p['doc']}")
+            allowed = f" {p['choices']}" if "choices" in p else ""
+            allowed += f" >= {p['minimum']:g}" if "minimum" in p else ""
+            allowed += f" <= {p['maximum']:g}" if "maximum" in p else ""
+            print(f"{'':<12}  {key} = {p['default']!r} ({p['type']}{allowed}): {p['doc']}")
     for failure in registry.failures:
         print(f"FAILED      {failure.plugin}: {failure.problem}")
     return 0
