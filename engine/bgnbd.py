@@ -93,7 +93,11 @@ def maximize_log_likelihood(
     phi0 = np.log(np.asarray(start, dtype=np.float64))
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(phi0)
     res = minimize(
-        objective, phi0, jac=True, method="L-BFGS-B", bounds=bounds,
+        objective,
+        phi0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
     )
     phi = np.asarray(res.x, dtype=np.float64)
@@ -120,7 +124,9 @@ def maximize_log_likelihood(
     if at_bound:
         problems.append(f"{', '.join(at_bound)} ran to the edge of the parameter space")
     if np.max(np.abs(g)) > 1e-6:
-        problems.append(f"gradient not zero at the optimum (max {np.max(np.abs(g)):.2e}; {res.message})")
+        problems.append(
+            f"gradient not zero at the optimum (max {np.max(np.abs(g)):.2e}; {res.message})"
+        )
     # Hessian of the total negative log-likelihood in natural parameters (delta method).
     h_theta = (hess - np.diag(g)) / np.outer(theta, theta) * weight
     if not problems and not _positive_definite(h_theta):
@@ -243,8 +249,7 @@ def log_likelihood(
     log_atx = np.log(alpha + tx)
     rx = r + x
     base = (
-        gammaln(rx) - gammaln(r) + r * np.log(alpha)
-        + betaln(a, b + x) - betaln(a, b) - rx * log_at
+        gammaln(rx) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b) - rx * log_at
     )
     d = np.where(pos, np.log(a) - np.log(bx1) + rx * (log_at - log_atx), -np.inf)
     ll_i = base + np.logaddexp(0.0, d)
@@ -282,7 +287,9 @@ def fit_bgnbd(
     x, tx, t_age, w = sufficient_statistics(rfm["frequency"], rfm["recency"], rfm["T"])
     n = float(w.sum())
     if not np.any(x > 0):
-        raise InvalidInputError.single("rfm.frequency", "no customer made a repeat purchase; BG/NBD is not identified")
+        raise InvalidInputError.single(
+            "rfm.frequency", "no customer made a repeat purchase; BG/NBD is not identified"
+        )
     if start is None:
         rate = float(w @ x) / max(float(w @ t_age), 1e-12)
         start = (1.0, 1.0 / max(rate, 1e-12), 1.0, 1.0)
@@ -300,7 +307,9 @@ def fit_bgnbd(
         a=a,
         b=b,
         log_likelihood=res.log_likelihood,
-        standard_errors=dict(zip(PARAM_NAMES, (float(s) for s in res.standard_errors), strict=True)),
+        standard_errors=dict(
+            zip(PARAM_NAMES, (float(s) for s in res.standard_errors), strict=True)
+        ),
         n_customers=int(n),
         n_rows=int(x.size),
         iterations=res.iterations,
@@ -325,20 +334,26 @@ def p_alive(params: BGNBDParams, frequency: ArrayLike, recency: ArrayLike, T: Ar
     bx1 = np.where(pos, params.b + x - 1.0, 1.0)
     d = np.where(
         pos,
-        np.log(params.a) - np.log(bx1)
+        np.log(params.a)
+        - np.log(bx1)
         + (params.r + x) * (np.log(params.alpha + t_age) - np.log(params.alpha + tx)),
         -np.inf,
     )
     return np.asarray(expit(-d), dtype=np.float64)
 
 
-def expected_purchases_alive(params: BGNBDParams, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+def expected_purchases_alive(
+    params: BGNBDParams, t: ArrayLike, frequency: ArrayLike, T: ArrayLike
+) -> Array:
     """E[purchases in (T, T+t] | alive at T, x repeats by T]; depends on (x, T) only."""
     a = params.a
     if abs(a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides of it
         lo = BGNBDParams(params.r, params.alpha, 1.0 - 1e-6, params.b)
         hi = BGNBDParams(params.r, params.alpha, 1.0 + 1e-6, params.b)
-        return 0.5 * (expected_purchases_alive(lo, t, frequency, T) + expected_purchases_alive(hi, t, frequency, T))
+        return 0.5 * (
+            expected_purchases_alive(lo, t, frequency, T)
+            + expected_purchases_alive(hi, t, frequency, T)
+        )
     x = np.asarray(frequency, dtype=np.float64)
     t_age = np.asarray(T, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
@@ -356,7 +371,9 @@ def conditional_expected_purchases(
     params: BGNBDParams, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
 ) -> Array:
     """E[Y(t) | x, t_x, T]: expected purchases in the next t time units (FHL 2005 eq. 10)."""
-    return p_alive(params, frequency, recency, T) * expected_purchases_alive(params, t, frequency, T)
+    return p_alive(params, frequency, recency, T) * expected_purchases_alive(
+        params, t, frequency, T
+    )
 
 
 def expected_purchases(params: BGNBDParams, t: ArrayLike) -> Array:
@@ -365,7 +382,9 @@ def expected_purchases(params: BGNBDParams, t: ArrayLike) -> Array:
     return expected_purchases_alive(params, t, np.zeros_like(t), np.zeros_like(t))
 
 
-def purchase_rate_alive(params: BGNBDParams, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+def purchase_rate_alive(
+    params: BGNBDParams, s: ArrayLike, frequency: ArrayLike, T: ArrayLike
+) -> Array:
     """d/ds E_alive(s): expected purchase rate s time units after T, given alive at T.
 
     E[lambda exp(-lambda p s)] under the posterior, written with Pfaff's transformation so

@@ -93,8 +93,10 @@ class _SpendData:
         log_gs = np.log(g + self.total)
         ll = (
             self.counts @ (gammaln(px + q) - gammaln(px))
-            - self.n * gammaln(q) + self.n * q * np.log(g)
-            + p * self.a_term - self.b_term
+            - self.n * gammaln(q)
+            + self.n * q * np.log(g)
+            + p * self.a_term
+            - self.b_term
             - (p * self.x + q) @ log_gs
         )
         psi_pxq = digamma(px + q)
@@ -110,16 +112,22 @@ def _repeaters(frequency: ArrayLike, monetary: ArrayLike) -> tuple[Array, Array]
     if x.shape != m.shape:
         raise InvalidInputError.single("rfm.monetary", "must have one value per customer")
     bad_x = ~np.isfinite(x) | (x < 0) | (x != np.floor(x))
-    problems = [FieldViolation("rfm.frequency", "must be an integer >= 0", int(i))
-                for i in np.flatnonzero(bad_x)[:MAX_ROWS_NAMED]]
+    problems = [
+        FieldViolation("rfm.frequency", "must be an integer >= 0", int(i))
+        for i in np.flatnonzero(bad_x)[:MAX_ROWS_NAMED]
+    ]
     sel = (x > 0) & ~bad_x
     bad_m = np.flatnonzero(sel & ~(np.isfinite(m) & (m > 0)))
     problems += [
-        FieldViolation("rfm.monetary", "repeat customers need a finite mean repeat spend > 0", int(i))
+        FieldViolation(
+            "rfm.monetary", "repeat customers need a finite mean repeat spend > 0", int(i)
+        )
         for i in bad_m[:MAX_ROWS_NAMED]
     ]
     if bad_m.size > MAX_ROWS_NAMED:
-        problems.append(FieldViolation("rfm.monetary", f"and {bad_m.size - MAX_ROWS_NAMED} more rows"))
+        problems.append(
+            FieldViolation("rfm.monetary", f"and {bad_m.size - MAX_ROWS_NAMED} more rows")
+        )
     if problems:
         raise InvalidInputError(problems)
     return x[sel], m[sel]
@@ -136,7 +144,8 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
     x, m = _repeaters(frequency, monetary)
     if x.size < 3:
         raise InvalidInputError.single(
-            "rfm.monetary", f"Gamma-Gamma needs at least 3 customers with repeat spend, got {x.size}"
+            "rfm.monetary",
+            f"Gamma-Gamma needs at least 3 customers with repeat spend, got {x.size}",
         )
     data = _SpendData(x, m)
     mean, var = float(m.mean()), float(m.var())
@@ -150,7 +159,9 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
         q=q,
         gamma=g,
         log_likelihood=res.log_likelihood,
-        standard_errors=dict(zip(PARAM_NAMES, (float(s) for s in res.standard_errors), strict=True)),
+        standard_errors=dict(
+            zip(PARAM_NAMES, (float(s) for s in res.standard_errors), strict=True)
+        ),
         n_customers=int(data.n),
         iterations=res.iterations,
         covariance=res.covariance.tolist(),
@@ -167,12 +178,15 @@ def population_mean_spend(params: GammaGammaParams) -> float:
     """E[M] for a customer with no repeat spend observed: p gamma / (q - 1)."""
     if params.q <= 1.0:
         raise ModelFitError(
-            "Gamma-Gamma", f"q = {params.q:.4g} <= 1: mean spend is infinite, the model does not fit"
+            "Gamma-Gamma",
+            f"q = {params.q:.4g} <= 1: mean spend is infinite, the model does not fit",
         )
     return params.p * params.gamma / (params.q - 1.0)
 
 
-def conditional_expected_spend(params: GammaGammaParams, frequency: ArrayLike, monetary: ArrayLike) -> Array:
+def conditional_expected_spend(
+    params: GammaGammaParams, frequency: ArrayLike, monetary: ArrayLike
+) -> Array:
     """E[M | x, m]; the population mean where x = 0 (monetary is then ignored)."""
     x = np.asarray(frequency, dtype=np.float64)
     m = np.nan_to_num(np.asarray(monetary, dtype=np.float64), nan=0.0)

@@ -109,7 +109,9 @@ def read_cdnow(path: str | Path) -> pl.DataFrame:
     ).unnest("g")
     bad = parts.filter(pl.col("1").is_null())
     if bad.height:
-        _raise_rows("transactions", "not a CDNOW line (master id, sample id, yyyymmdd, CDs, $)", bad["row"])
+        _raise_rows(
+            "transactions", "not a CDNOW line (master id, sample id, yyyymmdd, CDs, $)", bad["row"]
+        )
     out = parts.select(
         pl.col("2").cast(pl.Int64).alias("customer_id"),
         pl.col("3").str.to_date("%Y%m%d", strict=False).alias("date"),
@@ -142,7 +144,9 @@ def read_transactions(path: str | Path, fmt: FileFormat = "auto") -> pl.DataFram
     elif fmt == "csv":
         df = pl.read_csv(path, infer_schema_length=10_000)
     else:
-        raise InvalidInputError.single("format", f"unknown format {fmt!r} (auto, csv, parquet, cdnow)")
+        raise InvalidInputError.single(
+            "format", f"unknown format {fmt!r} (auto, csv, parquet, cdnow)"
+        )
     return normalize_transactions(df)
 
 
@@ -187,8 +191,11 @@ def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
     checks = (
         ("customer_id", pl.col("customer_id").is_null(), "missing customer id"),
         ("date", pl.col("date").is_null(), "missing or unparseable date"),
-        ("amount", pl.col("amount").is_null() | ~pl.col("amount").is_finite(),
-         "missing, non-numeric or non-finite amount"),
+        (
+            "amount",
+            pl.col("amount").is_null() | ~pl.col("amount").is_finite(),
+            "missing, non-numeric or non-finite amount",
+        ),
     )
     flags = out.select(*(expr.alias(name) for name, expr, _ in checks))
     for name, _, description in checks:
@@ -226,9 +233,13 @@ def rfm_statistics(
     The output is sorted by ``customer_id``; see the module docstring for the data policy.
     """
     if time_unit not in UNIT_DAYS:
-        raise InvalidInputError.single("time_unit", f"must be one of {sorted(UNIT_DAYS)}, got {time_unit!r}")
+        raise InvalidInputError.single(
+            "time_unit", f"must be one of {sorted(UNIT_DAYS)}, got {time_unit!r}"
+        )
     if refunds not in ("drop", "net_same_day", "error"):
-        raise InvalidInputError.single("refunds", f"must be drop, net_same_day or error, got {refunds!r}")
+        raise InvalidInputError.single(
+            "refunds", f"must be drop, net_same_day or error, got {refunds!r}"
+        )
     end = parse_calibration_end(calibration_end)
     unit = UNIT_DAYS[time_unit]
     has_tid = TRANSACTION_ID in transactions.columns
@@ -243,7 +254,11 @@ def rfm_statistics(
     if refunds == "error":
         neg = tx.with_row_index("row").filter(~after & (pl.col("amount") < 0))
         if neg.height:
-            _raise_rows("transactions.amount", "negative amount (refund) in the calibration window", neg["row"])
+            _raise_rows(
+                "transactions.amount",
+                "negative amount (refund) in the calibration window",
+                neg["row"],
+            )
 
     keys = ["customer_id", "date", "amount"] + ([TRANSACTION_ID] if has_tid else [])
     s = tx.filter(~after).sort(keys)
@@ -276,7 +291,9 @@ def rfm_statistics(
     day_start[1:] = seg[1:] != seg[:-1]
     starts = np.flatnonzero(day_start)
     if starts.size == 0:
-        raise InvalidInputError.single("transactions", f"no purchase on or before {end.isoformat()}")
+        raise InvalidInputError.single(
+            "transactions", f"no purchase on or before {end.isoformat()}"
+        )
     day_amount = np.add.reduceat(amount[kept], starts)
     day_refund = np.add.reduceat(negative[kept].astype(np.int64), starts) > 0
     day_row = kept[starts]  # index into s of each day's first kept row
@@ -286,7 +303,9 @@ def rfm_statistics(
     day_amount = day_amount[~reversed_day]
     day_row = day_row[~reversed_day]
     if day_row.size == 0:
-        raise InvalidInputError.single("transactions", f"no purchase on or before {end.isoformat()}")
+        raise InvalidInputError.single(
+            "transactions", f"no purchase on or before {end.isoformat()}"
+        )
 
     # Customer level: runs of equal customer among the purchase days.
     day_customer = np.cumsum(new_customer)[day_row]
@@ -304,7 +323,9 @@ def rfm_statistics(
     spend_frequency = np.add.reduceat(has_spend, cstarts) - has_spend[cstarts]
     repeat_spend = np.add.reduceat(spend, cstarts) - spend[cstarts]
     with np.errstate(invalid="ignore", divide="ignore"):
-        monetary = np.where(spend_frequency > 0, repeat_spend / np.maximum(spend_frequency, 1), np.nan)
+        monetary = np.where(
+            spend_frequency > 0, repeat_spend / np.maximum(spend_frequency, 1), np.nan
+        )
     end_day = (end - dt.date(1970, 1, 1)).days
     rfm = pl.DataFrame(
         {
@@ -350,7 +371,9 @@ def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
     need = ["frequency", "recency", "T"] + (["monetary"] if need_monetary else [])
     missing = [c for c in need if c not in rfm.columns]
     if missing:
-        raise InvalidInputError(FieldViolation(f"rfm.{c}", "required column is missing") for c in missing)
+        raise InvalidInputError(
+            FieldViolation(f"rfm.{c}", "required column is missing") for c in missing
+        )
     x = rfm["frequency"].cast(pl.Float64).to_numpy()
     tx = rfm["recency"].cast(pl.Float64).to_numpy()
     t = rfm["T"].cast(pl.Float64).to_numpy()
@@ -358,7 +381,11 @@ def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
     rules = (
         ("frequency", ~np.isfinite(x) | (x < 0) | (x != np.floor(x)), "must be an integer >= 0"),
         ("T", ~np.isfinite(t) | (t < 0), "must be finite and >= 0"),
-        ("recency", ~np.isfinite(tx) | (tx < 0) | (tx > t * (1 + 1e-12)), "must satisfy 0 <= recency <= T"),
+        (
+            "recency",
+            ~np.isfinite(tx) | (tx < 0) | (tx > t * (1 + 1e-12)),
+            "must satisfy 0 <= recency <= T",
+        ),
         ("recency", (x == 0) & (tx != 0), "must be 0 when frequency is 0"),
     )
     for name, mask, description in rules:

@@ -1,0 +1,331 @@
+"""Customer lifetime value from fitted BG/NBD + Gamma-Gamma, and the bridge into allocation.
+
+CLV (docs/clv.md). Periods k = 1..H of ``period_length`` time units, cash at the end of each
+period, per-period discount rate d (delta = 1/(1+d)):
+
+    CLV_i = margin_ratio * E[M_i] * P(alive_i) * DERT_i,
+    DERT_i = sum_k delta^k [E_alive(kL) - E_alive((k-1)L)]
+
+E_alive is the expected purchases of a customer known to be alive now (engine.bgnbd); it
+depends on (x, T) only, so it is computed once per distinct (x, T), never per customer. An
+infinite horizon sums the first ``TAIL_START`` periods exactly and integrates the rest
+(Gauss-Legendre in log time over the purchase rate, a period-averaged discount factor).
+
+Bridge. The engine values an existing customer as margin * sum_t r^t (1+g)^(t-1) / (1+d)^t
+(Gupta & Lehmann; r/(1+d-r) for an infinite horizon, g = 0). Two numbers per customer must
+reproduce a whole expected cash-flow stream, so the bridge matches two things exactly:
+
+* the next period: margin * retention = margin_ratio * E[M] * P(alive) * E_alive(L);
+* the total: margin * multiplier(retention) = CLV, for the plan's discount rate, horizon and
+  margin growth.
+
+With rho = DERT / E_alive(L), retention solves delta * sum_{j<H} (r (1+g) delta)^j = rho;
+for an infinite horizon and g = 0, r = 1 + d - 1/rho. ``retention`` is thus the effective
+per-period retention of an *alive* customer's expected purchase stream (it does not depend
+on P(alive), spend or margin ratio); P(alive) sits in ``margin``, because a geometric
+survival curve r^t cannot represent "may already be gone". Expected purchases per period
+decrease (dropout, and the survivors' posterior rate), so 0 <= r < 1 always.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import ArrayLike, NDArray
+
+from engine.bgnbd import (
+    BGNBDFit,
+    BGNBDParams,
+    expected_purchases_alive,
+    fit_bgnbd_rfm,
+    p_alive,
+    purchase_rate_alive,
+)
+from engine.errors import FieldViolation, InvalidInputError
+from engine.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
+from engine.transactions import (
+    UNIT_DAYS,
+    CleaningReport,
+    FileFormat,
+    RefundPolicy,
+    TimeUnit,
+    read_transactions,
+    rfm_statistics,
+)
+from engine.valuation import Valuation
+
+Array = NDArray[np.float64]
+TAIL_START = 100  # periods summed exactly before the tail integral (infinite horizon)
+_TAIL_NODES = 64
+_CHUNK = 2_000_000  # elements of one (rows x periods) block
+
+
+def check_valuation(valuation: Valuation, period_length: float) -> None:
+    """What the engine's Valuation allows but a BG/NBD stream cannot be valued with."""
+    problems = []
+    if valuation.horizon is None and not valuation.discount_rate > 0:
+        problems.append(
+            FieldViolation(
+                "plan.discount_rate",
+                "must be > 0 for an infinite horizon (BG/NBD CLV is unbounded)",
+            )
+        )
+    if not np.isfinite(period_length) or period_length <= 0:
+        problems.append(FieldViolation("period_length", "must be a finite number > 0"))
+    if problems:
+        raise InvalidInputError(problems)
+
+
+def default_discount_rate(
+    time_unit: TimeUnit, period_length: float = 1.0, annual: float = 0.10
+) -> float:
+    """Per-period rate equivalent to ``annual`` (10%) for periods of ``period_length`` units."""
+    return float((1.0 + annual) ** (period_length * UNIT_DAYS[time_unit] / 365.25) - 1.0)
+
+
+# ------------------------------------------------------------------------ expected streams
+
+
+def _distinct(frequency: Array, T: Array) -> tuple[Array, Array, NDArray[np.intp]]:
+    """Distinct (x, T) pairs and each customer's index into them, via integer codes."""
+    xu, xi = np.unique(frequency, return_inverse=True)
+    tu, ti = np.unique(T, return_inverse=True)
+    code = xi.astype(np.int64) * tu.size + ti
+    cu, inv = np.unique(code, return_inverse=True)
+    return xu[cu // tu.size], tu[cu % tu.size], inv.reshape(-1)
+
+
+def stream_alive(
+    params: BGNBDParams,
+    frequency: ArrayLike,
+    T: ArrayLike,
+    valuation: Valuation,
+    period_length: float = 1.0,
+) -> tuple[Array, Array]:
+    """(E_alive over the first period, discounted expected residual transactions), alive now.
+
+    Vectorised over rows; call it on distinct (x, T) rows. ``period_length`` is one valuation
+    period in the model's time unit.
+    """
+    check_valuation(valuation, period_length)
+    x = np.asarray(frequency, dtype=np.float64)
+    t_age = np.asarray(T, dtype=np.float64)
+    L = period_length
+    delta = 1.0 / (1.0 + valuation.discount_rate)
+    periods = valuation.horizon if valuation.horizon is not None else TAIL_START
+    first = expected_purchases_alive(params, np.full_like(x, L), x, t_age)
+    dert = np.zeros_like(x)
+    step = max(1, _CHUNK // max(periods, 1))
+    k = np.arange(periods + 1, dtype=np.float64)
+    disc = delta ** k[1:]
+    for lo in range(0, x.size, step):  # chunks of rows bound memory, not a loop per customer
+        sl = slice(lo, lo + step)
+        e = expected_purchases_alive(params, k[None, :] * L, x[sl, None], t_age[sl, None])
+        dert[sl] = np.diff(e, axis=1) @ disc
+    if valuation.horizon is None:
+        dert += _tail(params, x, t_age, valuation.discount_rate, L)
+    return first, dert
+
+
+def _tail(params: BGNBDParams, x: Array, t_age: Array, discount_rate: float, L: float) -> Array:
+    """sum_{k > TAIL_START} delta^k (E_alive(kL) - E_alive((k-1)L)) via an integral.
+
+    Periods are long against nothing here: the rate varies on the scale of s itself, so
+    replacing delta^k by the discount averaged over its period, rho/(e^rho - 1) e^(-rho s/L),
+    errs by O(1/(24 TAIL_START^2)) of the tail. Substituting s = S0 e^v makes the power-law
+    decay of the rate smooth for Gauss-Legendre.
+    """
+    rho = float(np.log1p(discount_rate))
+    s0 = TAIL_START * L
+    v_max = float(np.log(max(60.0 * L / (rho * s0), 1.0 + 1e-9)))
+    if v_max <= 1e-6:
+        return np.zeros_like(x)
+    nodes, weights = np.polynomial.legendre.leggauss(_TAIL_NODES)
+    v = 0.5 * v_max * (nodes + 1.0)
+    w = 0.5 * v_max * weights
+    s = s0 * np.exp(v)
+    kernel = w * np.exp(-rho * s / L) * s  # e^{-rho s/L} ds, ds = s dv
+    out = np.empty_like(x)
+    step = max(1, _CHUNK // _TAIL_NODES)
+    for lo in range(0, x.size, step):
+        sl = slice(lo, lo + step)
+        out[sl] = purchase_rate_alive(params, s[None, :], x[sl, None], t_age[sl, None]) @ kernel
+    return out * (rho / np.expm1(rho))
+
+
+def effective_retention(rho: Array, valuation: Valuation) -> Array:
+    """Solve delta * sum_{j<H} (r (1+g) delta)^j = rho for r, elementwise (0 <= r < 1).
+
+    ``rho`` is DERT over the first period's expected purchases, both for an alive customer.
+    """
+    d, g, h = valuation.discount_rate, valuation.margin_growth, valuation.horizon
+    delta = 1.0 / (1.0 + d)
+    rho = np.asarray(rho, dtype=np.float64)
+    if h is None:
+        q = 1.0 - delta / rho
+    elif h == 1:
+        raise InvalidInputError.single("plan.horizon", "one period fixes no retention; use >= 2")
+    else:
+        target = rho / delta  # sum_{j<H} q^j, increasing in q
+        lo = np.zeros_like(rho)
+        hi = np.full_like(rho, 1.0)
+        for _ in range(60):  # bisection over all rows at once
+            mid = 0.5 * (lo + hi)
+            val = _geometric_sum(mid, h)
+            below = val < target
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+        q = 0.5 * (lo + hi)
+    r = q / ((1.0 + g) * delta)
+    return np.clip(r, 0.0, np.nextafter(1.0, 0.0))
+
+
+def _geometric_sum(q: Array, n: int) -> Array:
+    near = np.abs(1.0 - q) < 1e-12
+    safe = np.where(near, 0.5, q)
+    return np.where(near, float(n), (1.0 - safe**n) / (1.0 - safe))
+
+
+# ------------------------------------------------------------------------- per customer
+
+
+def customer_values(
+    rfm: pl.DataFrame,
+    bgnbd: BGNBDFit,
+    gamma_gamma: GammaGammaFit,
+    valuation: Valuation | None = None,
+    period_length: float = 1.0,
+    margin_ratio: float = 1.0,
+    prediction_horizon: float | None = None,
+) -> pl.DataFrame:
+    """Per-customer CLV and the engine's ``margin`` and ``retention`` (see module docstring).
+
+    ``valuation`` is the plan's (discount rate and horizon per period, margin growth);
+    ``period_length`` is one of its periods in the model's time unit (52.18 for years of
+    weeks). ``prediction_horizon`` (time units) sets ``expected_purchases``; by default the
+    valued horizon, or one period when it is infinite. Columns: customer_id, margin, retention,
+    p_alive, expected_purchases, expected_spend, clv, frequency, recency, T, monetary.
+    """
+    valuation = valuation or Valuation()
+    check_valuation(valuation, period_length)
+    if not np.isfinite(margin_ratio) or margin_ratio < 0:
+        raise InvalidInputError.single("margin_ratio", "must be a finite number >= 0")
+    params = bgnbd.params
+    x = rfm["frequency"].cast(pl.Float64).to_numpy()
+    tx = rfm["recency"].cast(pl.Float64).to_numpy()
+    t_age = rfm["T"].cast(pl.Float64).to_numpy()
+    monetary = rfm["monetary"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    spend_x = rfm["spend_frequency"] if "spend_frequency" in rfm.columns else rfm["frequency"]
+    spend_x_np = spend_x.cast(pl.Float64).to_numpy()
+
+    alive = p_alive(params, x, tx, t_age)
+    spend = conditional_expected_spend(gamma_gamma.params, spend_x_np, monetary)
+    xu, tu, inv = _distinct(x, t_age)
+    first_u, dert_u = stream_alive(params, xu, tu, valuation, period_length)
+    if valuation.horizon == 1:  # any r reproduces one period: use the stream's long-run decay
+        forever = Valuation(valuation.discount_rate or 0.10, None, 0.0)
+        f_inf, d_inf = stream_alive(params, xu, tu, forever, period_length)
+        retention_u = effective_retention(d_inf / f_inf, forever)
+    else:
+        retention_u = effective_retention(dert_u / first_u, valuation)
+    if prediction_horizon is None:
+        horizon = valuation.horizon if valuation.horizon is not None else 1
+        prediction_horizon = horizon * period_length
+    purchases_u = expected_purchases_alive(params, np.full_like(xu, prediction_horizon), xu, tu)
+
+    value_per_alive = margin_ratio * spend * alive
+    clv = value_per_alive * dert_u[inv]
+    retention = retention_u[inv]
+    next_period = value_per_alive * first_u[inv]
+    margin = np.divide(next_period, retention, out=np.zeros_like(next_period), where=retention > 0)
+    return pl.DataFrame(
+        {
+            "customer_id": rfm["customer_id"],
+            "margin": margin,
+            "retention": retention,
+            "p_alive": alive,
+            "expected_purchases": alive * purchases_u[inv],
+            "expected_spend": spend,
+            "clv": clv,
+            "frequency": rfm["frequency"],
+            "recency": rfm["recency"],
+            "T": rfm["T"],
+            "monetary": rfm["monetary"],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class CLVResult:
+    rfm: pl.DataFrame
+    cleaning: CleaningReport
+    bgnbd: BGNBDFit
+    gamma_gamma: GammaGammaFit
+    customers: pl.DataFrame
+    valuation: Valuation
+    period_length: float
+    time_unit: str
+    calibration_end: dt.date
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON the CLI prints: fits, cleaning counts, valuation, totals."""
+        clv = self.customers["clv"].to_numpy()
+        return {
+            "bgnbd": self.bgnbd.as_dict(),
+            "gamma_gamma": self.gamma_gamma.as_dict(),
+            "cleaning": self.cleaning.as_dict(),
+            "customers": self.customers.height,
+            "calibration_end": self.calibration_end.isoformat(),
+            "time_unit": self.time_unit,
+            "valuation": {
+                "discount_rate": self.valuation.discount_rate,
+                "horizon": self.valuation.horizon,
+                "margin_growth": self.valuation.margin_growth,
+                "period_length": self.period_length,
+            },
+            "clv": {
+                "total": float(clv.sum()),
+                "mean": float(clv.mean()),
+                "median": float(np.median(clv)),
+            },
+        }
+
+
+def clv_from_transactions(
+    transactions: pl.DataFrame | str | Path,
+    calibration_end: dt.date | dt.datetime | str,
+    time_unit: TimeUnit = "week",
+    valuation: Valuation | None = None,
+    period_length: float = 1.0,
+    margin_ratio: float = 1.0,
+    refunds: RefundPolicy = "drop",
+    fmt: FileFormat = "auto",
+    prediction_horizon: float | None = None,
+) -> CLVResult:
+    """Transaction log (table or file) to fitted models and the per-customer table.
+
+    Without ``valuation``: infinite horizon at the per-period equivalent of 10% a year.
+    """
+    from engine.transactions import parse_calibration_end
+
+    end = parse_calibration_end(calibration_end)
+    if valuation is None:
+        valuation = Valuation(discount_rate=default_discount_rate(time_unit, period_length))
+    check_valuation(valuation, period_length)
+    tx = (
+        transactions
+        if isinstance(transactions, pl.DataFrame)
+        else read_transactions(transactions, fmt)
+    )
+    rfm, report = rfm_statistics(tx, end, time_unit, refunds)
+    bg = fit_bgnbd_rfm(rfm)
+    gg = fit_gamma_gamma_rfm(rfm)
+    customers = customer_values(
+        rfm, bg, gg, valuation, period_length, margin_ratio, prediction_horizon
+    )
+    return CLVResult(rfm, report, bg, gg, customers, valuation, period_length, time_unit, end)
