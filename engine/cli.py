@@ -51,8 +51,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--acquisition-budget", type=float)
     g.add_argument("--retention-budget", type=float)
     g.add_argument("--cap", type=_amount, action="append", default=[], metavar="SEGMENT=AMOUNT")
-    g.add_argument("--minimum", type=_amount, action="append", default=[],
-                   metavar="SEGMENT=AMOUNT")
+    g.add_argument("--minimum", type=_amount, action="append", default=[], metavar="SEGMENT=AMOUNT")
     g.add_argument("--discount-rate", type=float)
     g.add_argument("--horizon", type=int, help="periods valued (default: infinite)")
     g.add_argument("--metric", help="metric strategy (default clv)")
@@ -91,9 +90,13 @@ def load_inputs(args: argparse.Namespace) -> tuple[Portfolio, Plan]:
 
 def _override(plan: Plan, args: argparse.Namespace, options_only: bool) -> Plan:
     changes: dict[str, Any] = {}
-    for flag, attr in (("budget", "total_budget"), ("acquisition_budget", "acquisition_budget"),
-                       ("retention_budget", "retention_budget"),
-                       ("discount_rate", "discount_rate"), ("horizon", "horizon")):
+    for flag, attr in (
+        ("budget", "total_budget"),
+        ("acquisition_budget", "acquisition_budget"),
+        ("retention_budget", "retention_budget"),
+        ("discount_rate", "discount_rate"),
+        ("horizon", "horizon"),
+    ):
         if getattr(args, flag) is not None:
             changes[attr] = getattr(args, flag)
     limits = {(lim.segment, lim.kind): lim for lim in plan.segment_limits}
@@ -124,17 +127,24 @@ def print_summary(summary: dict[str, Any]) -> None:
     def money(x: float | None) -> str:
         return "n/a" if x is None else f"{x:,.2f}"
 
-    print(f"status           {summary['status']} ({summary['allocator']}, "
-          f"{summary['method']}, solver {summary['solver']})")
+    print(
+        f"status           {summary['status']} ({summary['allocator']}, "
+        f"{summary['method']}, solver {summary['solver']})"
+    )
     print(f"units            {summary['customers']:,} customers, {summary['pools']} pools")
     print(f"equity before    {money(summary['equity_before'])}")
     print(f"equity after     {money(summary['equity_after'])}")
     print(f"equity gain      {money(summary['equity_gain'])}")
-    print(f"total spend      {money(summary['total_spend'])}  "
-          + "  ".join(f"{k} {money(v)}" for k, v in summary["spend_by_kind"].items()))
+    print(
+        f"total spend      {money(summary['total_spend'])}  "
+        + "  ".join(f"{k} {money(v)}" for k, v in summary["spend_by_kind"].items())
+    )
     roc = summary["roc"]
-    print(f"ROC              {roc:.4f} (doing nothing: {summary['roc_do_nothing']:.4f})"
-          if roc is not None and roc == roc else "ROC              n/a")
+    print(
+        f"ROC              {roc:.4f} (doing nothing: {summary['roc_do_nothing']:.4f})"
+        if roc is not None and roc == roc
+        else "ROC              n/a"
+    )
     if summary.get("bound") is not None:
         print(f"LP bound         {money(summary['bound'])}  gap {summary['gap']:.3e}")
     for name, price in summary.get("shadow_prices", {}).items():
@@ -161,14 +171,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = default_registry()
     if args.json:
-        print(json.dumps({
-            "strategies": registry.describe(),
-            "failures": [{"plugin": f.plugin, "problem": f.problem} for f in registry.failures],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "strategies": registry.describe(),
+                    "failures": [
+                        {"plugin": f.plugin, "problem": f.problem} for f in registry.failures
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     for item in registry.describe():
-        print(f"{item['kind']:<11} {item['name']:<22} {item['package']} {item['version']}"
-              f"  ({item['plugin']})")
+        print(
+            f"{item['kind']:<11} {item['name']:<22} {item['package']} {item['version']}"
+            f"  ({item['plugin']})"
+        )
         if item["summary"]:
             print(f"{'':<12}  {item['summary']}")
         for key, p in item["parameters"].items():
@@ -189,8 +208,10 @@ def cmd_example(args: argparse.Namespace) -> int:
     write_table(customers, args.out / "customers.parquet")
     write_table(prospects, args.out / "prospects.parquet")
     (args.out / "plan.json").write_text(plan.to_json() + "\n")
-    print(f"wrote {args.out}/customers.parquet ({customers.height} rows), prospects.parquet "
-          f"({prospects.height} pools), plan.json")
+    print(
+        f"wrote {args.out}/customers.parquet ({customers.height} rows), prospects.parquet "
+        f"({prospects.height} pools), plan.json"
+    )
     return 0
 
 
@@ -226,8 +247,13 @@ def report_error(exc: BaseException) -> int:
         for v in exc.violations:
             print(f"  {v}", file=sys.stderr)
         return 2
-    codes = {InfeasiblePlanError: 3, LimitExceededError: 4, PluginError: 5, SolverError: 6,
-             CancelledError: 130}
+    codes = {
+        InfeasiblePlanError: 3,
+        LimitExceededError: 4,
+        PluginError: 5,
+        SolverError: 6,
+        CancelledError: 130,
+    }
     for cls, code in codes.items():
         if isinstance(exc, cls):
             print(f"error: {exc}", file=sys.stderr)
@@ -235,8 +261,10 @@ def report_error(exc: BaseException) -> int:
     if isinstance(exc, EquityError):
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"internal error: {type(exc).__name__}: {exc} (EQUITY_DEBUG=1 shows the traceback)",
-          file=sys.stderr)
+    print(
+        f"internal error: {type(exc).__name__}: {exc} (EQUITY_DEBUG=1 shows the traceback)",
+        file=sys.stderr,
+    )
     return 70
 
 

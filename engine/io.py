@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from engine.errors import InvalidInputError
 
-READERS = {
+READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".pq": pl.read_parquet,
     ".csv": pl.read_csv,
@@ -50,4 +51,6 @@ def write_table(table: pl.DataFrame, path: str | Path, field: str = "output") ->
                 field, f"{path}: unknown extension; use .parquet, .csv or .arrow"
             )
     except OSError as exc:
-        raise InvalidInputError.single(field, f"{path}: cannot be written: {exc.strerror}") from None
+        raise InvalidInputError.single(
+            field, f"{path}: cannot be written: {exc.strerror}"
+        ) from None

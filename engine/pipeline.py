@@ -52,9 +52,11 @@ def apply_metric(
         got = out.height if isinstance(out, pl.DataFrame) else type(out).__name__
         raise plugin_failure(metric, registry, f"returned {got} rows for {table.height}")
     for column in out.columns:
-        if out[column].dtype.is_float() and not np.isfinite(out[column].to_numpy()).all():
-            if metric.name != "roc":  # ROC is undefined (NaN) for rows without equity
-                raise plugin_failure(metric, registry, f"column {column!r} has non-finite values")
+        values = out[column]
+        # ROC is undefined (NaN) for rows without equity; every other value must be finite.
+        finite = metric.name == "roc" or not values.dtype.is_float()
+        if not finite and not np.isfinite(values.to_numpy()).all():
+            raise plugin_failure(metric, registry, f"column {column!r} has non-finite values")
     return table.with_columns(out)
 
 
@@ -125,8 +127,11 @@ def _check_allocation(
     n = options.n_units
     for name in ("lo", "hi", "theta"):
         if np.shape(getattr(allocation, name)) != (n,):
-            raise plugin_failure(allocator, registry, f"{name} has shape "
-                                 f"{np.shape(getattr(allocation, name))}, expected ({n},)")
+            raise plugin_failure(
+                allocator,
+                registry,
+                f"{name} has shape {np.shape(getattr(allocation, name))}, expected ({n},)",
+            )
     unit = options.unit_of_option
     for name in ("lo", "hi"):
         idx = getattr(allocation, name)

@@ -1,6 +1,6 @@
 """The plan: budgets, limits, valuation assumptions and strategy choices of one allocation.
 
-Its schema is the protobuf message ``equity_engine.v1.Plan`` (``proto/equity_engine/v1/plan.proto``);
+Its schema is the protobuf message ``equity_engine.v1.Plan`` (proto/equity_engine/v1/plan.proto);
 the CLI's JSON file is that message in protobuf's JSON mapping, so the CLI and the gRPC
 service accept exactly the same plans.
 """
@@ -90,7 +90,9 @@ class Plan:
             number(f"{base}.minimum", lim.minimum)
             if lim.cap is not None and lim.minimum is not None and lim.minimum > lim.cap:
                 problems.append(
-                    FieldViolation(f"{base}.minimum", f"{lim.minimum:g} exceeds the cap {lim.cap:g}")
+                    FieldViolation(
+                        f"{base}.minimum", f"{lim.minimum:g} exceeds the cap {lim.cap:g}"
+                    )
                 )
         for name in ("retention_levels", "acquisition_levels"):
             levels = getattr(self, name)
@@ -149,7 +151,7 @@ class Plan:
         return plan
 
     def to_proto(self) -> plan_pb2.Plan:
-        kinds = {v: k for k, v in KIND_NAMES.items()}
+        kinds: dict[str | None, Any] = {v: k for k, v in KIND_NAMES.items()}
         msg = plan_pb2.Plan(
             segment_limits=[
                 plan_pb2.SegmentLimit(

@@ -32,10 +32,20 @@ CUSTOMERS = (
     Column("retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="per-period, 0 <= r < 1"),
     Column("service_cost", required=False, minimum=0.0, doc="cost to serve per period, >= 0"),
     Column("segment", required=False, numeric=False, doc="segment name"),
-    Column("retention_ceiling", required=False, minimum=0.0, maximum=1.0, below_maximum=True,
-           doc="retention reachable with unlimited spend, in [retention, 1)"),
-    Column("retention_response", required=False, minimum=0.0,
-           doc="k in r(s) = r0 + (r_ceil - r0)(1 - exp(-k s)), per currency unit"),
+    Column(
+        "retention_ceiling",
+        required=False,
+        minimum=0.0,
+        maximum=1.0,
+        below_maximum=True,
+        doc="retention reachable with unlimited spend, in [retention, 1)",
+    ),
+    Column(
+        "retention_response",
+        required=False,
+        minimum=0.0,
+        doc="k in r(s) = r0 + (r_ceil - r0)(1 - exp(-k s)), per currency unit",
+    ),
 )
 PROSPECTS = (
     Column("segment", numeric=False, doc="pool name (segment or channel), unique"),
@@ -43,7 +53,9 @@ PROSPECTS = (
     Column("acquisition_ceiling", minimum=0.0, maximum=1.0, doc="share acquirable, in [0, 1]"),
     Column("acquisition_response", minimum=0.0, doc="k in a(A) = a_ceil (1 - exp(-k A))"),
     Column("margin", doc="contribution per period of an acquired customer"),
-    Column("retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="of an acquired customer"),
+    Column(
+        "retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="of an acquired customer"
+    ),
     Column("service_cost", required=False, minimum=0.0, doc="of an acquired customer"),
 )
 OPTIONS = (
@@ -53,6 +65,18 @@ OPTIONS = (
     Column("value", doc="equity at this level net of the spend it implies"),
     Column("segment", required=False, numeric=False),
     Column("kind", required=False, numeric=False, doc="acquisition or retention"),
+)
+
+SEGMENT_LEVELS = (
+    Column("segment", numeric=False, doc="segment the row applies to"),
+    Column("level", minimum=0.0, doc="spend per customer per period"),
+    Column(
+        "retention",
+        minimum=0.0,
+        maximum=1.0,
+        below_maximum=True,
+        doc="retention reached at this spend",
+    ),
 )
 
 
@@ -103,14 +127,18 @@ def _first(field: str, problem: str, mask: np.ndarray | pl.Series) -> FieldViola
 
 
 def _unique(table: pl.DataFrame, name: str, keys: list[str]) -> None:
-    dup = table.select(keys).is_duplicated()
-    if dup.any():
-        rows = np.flatnonzero(dup.to_numpy())
+    """Name the first row that repeats an earlier one, and that earlier row."""
+    repeated = ~table.select(pl.struct(keys).is_first_distinct()).to_series()
+    if repeated.any():
+        rows = np.flatnonzero(repeated.to_numpy())
         first = table.row(int(rows[0]), named=True)
         label = ", ".join(f"{k}={first[k]!r}" for k in keys)
+        earlier = table.with_row_index("__row").filter(
+            pl.all_horizontal(pl.col(k) == first[k] for k in keys)
+        )["__row"][0]
         raise InvalidInputError.single(
             f"{name}.{keys[-1] if len(keys) > 1 else keys[0]}",
-            f"must be unique; {label} appears {int(dup.sum())} times in all",
+            f"must be unique; {label} repeats row {earlier} ({rows.size} repeated rows in all)",
             int(rows[0]),
         )
 
@@ -135,17 +163,26 @@ class Portfolio:
             if "retention_ceiling" in customers.columns:
                 low = customers["retention_ceiling"] < customers["retention"]
                 if low.any():
-                    raise InvalidInputError([
-                        _first("customers.retention_ceiling", "must be >= retention", low)
-                    ])
+                    raise InvalidInputError(
+                        [_first("customers.retention_ceiling", "must be >= retention", low)]
+                    )
         if self.prospects is not None:
             prospects = validate_table(self.prospects, "prospects", PROSPECTS)
             _unique(prospects, "prospects", ["segment"])
-        if self.options is not None:
+        if (
+            self.options is not None
+            and "customer_id" not in self.options.columns
+            and ("retention" in self.options.columns)
+        ):  # a per-segment response table (segment, level, retention)
+            options = validate_table(self.options, "options", SEGMENT_LEVELS)
+            _unique(options, "options", ["segment", "level"])
+        elif self.options is not None:
             options = validate_table(self.options, "options", OPTIONS)
             _unique(options, "options", ["customer_id", "level"])
         return Portfolio(customers, prospects, options)
 
     @property
     def size(self) -> int:
-        return sum(t.height for t in (self.customers, self.prospects, self.options) if t is not None)
+        return sum(
+            t.height for t in (self.customers, self.prospects, self.options) if t is not None
+        )

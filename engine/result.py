@@ -70,12 +70,15 @@ def build_result(
     equity_before, equity_after = float(before.sum()), float(after.sum())
     total_spend = float(spend.sum())
     by_kind = units.group_by("kind").agg(pl.col("spend").sum())
-    by_segment = units.group_by("segment").agg(
-        pl.col("spend").sum(), pl.col("equity_before").sum(), pl.col("equity_after").sum()
-    ).sort("segment")
+    by_segment = (
+        units.group_by("segment")
+        .agg(pl.col("spend").sum(), pl.col("equity_before").sum(), pl.col("equity_after").sum())
+        .sort("segment")
+    )
     bound = allocation.bound
     gap = None
     if bound is not None and exact:
+        bound = max(bound, equity_after)  # equal up to float summation order
         gap = max(0.0, (bound - equity_after) / max(abs(bound), 1e-12))
 
     def roc(e0: float, e1: float, s: float) -> float:

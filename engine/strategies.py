@@ -46,7 +46,9 @@ class Param:
                 path, f"must be of type {self.type.__name__}, got {type(value).__name__}"
             )
         if self.choices is not None and value not in self.choices:
-            raise InvalidInputError.single(path, f"must be one of {list(self.choices)}, got {value!r}")
+            raise InvalidInputError.single(
+                path, f"must be one of {list(self.choices)}, got {value!r}"
+            )
         if isinstance(value, int | float) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
                 raise InvalidInputError.single(path, "must be finite")
@@ -81,7 +83,9 @@ class Strategy:
             )
         values = {}
         for key, spec in cls.params.items():
-            values[key] = spec.check(f"{path}.{key}", params[key]) if key in params else spec.default
+            values[key] = (
+                spec.check(f"{path}.{key}", params[key]) if key in params else spec.default
+            )
         return cls(**values)
 
     def get_params(self) -> dict[str, Any]:

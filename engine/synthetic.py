@@ -13,8 +13,13 @@ from engine.plan import Plan, SegmentLimit
 
 SEGMENTS = ("premium", "core", "value", "at-risk", "new")
 _MARGIN_MU = {"premium": 5.0, "core": 4.4, "value": 3.8, "at-risk": 4.2, "new": 4.0}
-_RETENTION_AB = {"premium": (18, 2), "core": (12, 3), "value": (8, 3), "at-risk": (4, 3),
-                 "new": (5, 3)}
+_RETENTION_AB = {
+    "premium": (18, 2),
+    "core": (12, 3),
+    "value": (8, 3),
+    "at-risk": (4, 3),
+    "new": (5, 3),
+}
 _SHARE = np.array([0.08, 0.35, 0.30, 0.12, 0.15])
 
 
@@ -47,7 +52,9 @@ def customers(n: int, seed: int = 7, segments: tuple[str, ...] = SEGMENTS) -> pl
     )
 
 
-def prospects(seed: int = 7, segments: tuple[str, ...] = SEGMENTS, scale: float = 1.0) -> pl.DataFrame:
+def prospects(
+    seed: int = 7, segments: tuple[str, ...] = SEGMENTS, scale: float = 1.0
+) -> pl.DataFrame:
     rng = np.random.default_rng(seed + 1)
     m = len(segments)
     return pl.DataFrame(
@@ -92,8 +99,10 @@ def options_table(
     if levels > spend.size:
         spend = np.concatenate([spend, 320.0 * 2.0 ** np.arange(1, levels - spend.size + 1)])
     clv = rng.lognormal(5.0, 0.8, n)
-    lift = rng.uniform(0.05, 0.6, n)[:, None] * clv[:, None] * -np.expm1(
-        -rng.lognormal(np.log(0.04), 0.5, n)[:, None] * spend[None, :]
+    lift = (
+        rng.uniform(0.05, 0.6, n)[:, None]
+        * clv[:, None]
+        * -np.expm1(-rng.lognormal(np.log(0.04), 0.5, n)[:, None] * spend[None, :])
     )
     s_shaped = rng.random(n) < nonconcave_share
     lift[s_shaped] *= (spend[None, :] / spend[-1]) ** 1.5

@@ -35,7 +35,9 @@ class Valuation:
         if not np.isfinite(self.discount_rate) or self.discount_rate < 0:
             raise InvalidInputError.single("plan.discount_rate", "must be a finite number >= 0")
         if self.horizon is not None and self.horizon < 1:
-            raise InvalidInputError.single("plan.horizon", "must be >= 1 period (omit for infinite)")
+            raise InvalidInputError.single(
+                "plan.horizon", "must be >= 1 period (omit for infinite)"
+            )
         if not np.isfinite(self.margin_growth) or self.margin_growth <= -1:
             raise InvalidInputError.single("plan.margin_growth", "must be a finite number > -1")
         if self.horizon is None and self.margin_growth >= self.discount_rate:

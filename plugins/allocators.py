@@ -25,8 +25,12 @@ class LinearProgram(Allocator):
     exact = True
     supports_minimums = True
     params: ClassVar = {
-        "solver": Param("auto", "LP/MIP solver PuLP drives: auto (HiGHS if installed), highs, cbc.",
-                        str, choices=("auto", "highs", "cbc")),
+        "solver": Param(
+            "auto",
+            "LP/MIP solver PuLP drives: auto (HiGHS if installed), highs, cbc.",
+            str,
+            choices=("auto", "highs", "cbc"),
+        ),
         "method": Param(
             "auto",
             "blocks: PuLP sees ratio blocks of each (segment, kind) cell, refined until exact "
@@ -35,8 +39,9 @@ class LinearProgram(Allocator):
             choices=("auto", "blocks", "full"),
         ),
         "time_limit": Param(0.0, "Seconds per solver call; 0 for none.", float, minimum=0.0),
-        "tolerance": Param(1e-12, "Relative gap at which block refinement stops.", float,
-                           minimum=0.0),
+        "tolerance": Param(
+            1e-12, "Relative gap at which block refinement stops.", float, minimum=0.0
+        ),
     }
     solver: str
     method: str
@@ -76,7 +81,7 @@ class Greedy(Allocator):
                 cum = np.cumsum(np.where(member & accepted, dc[order], 0.0)) + base[k]
                 over = np.flatnonzero(member & accepted & (cum > row.rhs * (1 + 1e-12)))
                 if over.size:
-                    accepted[over[0]:] &= ~member[over[0]:]
+                    accepted[over[0] :] &= ~member[over[0] :]
                     changed = True
             if not changed:
                 break

@@ -1,4 +1,4 @@
-"""Built-in cost strategies: response curves, explicit spend tables, activity-based cost-to-serve."""
+"""Built-in cost strategies: response curves, spend tables, activity-based cost-to-serve."""
 
 from __future__ import annotations
 
@@ -105,10 +105,12 @@ def response_options(
 
 
 class ExponentialResponse(CostModel):
-    """Retention and acquisition respond to spend with diminishing returns (Blattberg & Deighton)."""
+    """Retention and acquisition respond to spend with diminishing returns (Blattberg-Deighton)."""
 
     name = "exponential-response"
-    summary = "r(s) = r0 + (r_ceil - r0)(1 - e^-ks) per customer; a(A) = a_ceil (1 - e^-kA) per pool."
+    summary = (
+        "r(s) = r0 + (r_ceil - r0)(1 - e^-ks) per customer; a(A) = a_ceil (1 - e^-kA) per pool."
+    )
     params: ClassVar = {
         "ceiling_share": Param(
             0.3,
@@ -219,7 +221,7 @@ class ActivityBased(CostModel):
         "(per period), replacing any service_cost column; spend response as exponential-response."
     )
     params: ClassVar = {
-        "unit_costs": Param({}, "Cost per unit of each activity, e.g. {\"calls\": 4.5}.", dict),
+        "unit_costs": Param({}, 'Cost per unit of each activity, e.g. {"calls": 4.5}.', dict),
         "ceiling_share": ExponentialResponse.params["ceiling_share"],
         "response": ExponentialResponse.params["response"],
     }
@@ -239,9 +241,15 @@ class ActivityBased(CostModel):
         cost = np.zeros(customers.height)
         for activity, unit_cost in self.unit_costs.items():
             column = f"activity_{activity}"
-            if not isinstance(unit_cost, int | float) or not np.isfinite(unit_cost) or unit_cost < 0:
+            if (
+                not isinstance(unit_cost, int | float)
+                or not np.isfinite(unit_cost)
+                or unit_cost < 0
+            ):
                 problems.append(
-                    FieldViolation(f"plan.cost.params.unit_costs.{activity}", "must be a number >= 0")
+                    FieldViolation(
+                        f"plan.cost.params.unit_costs.{activity}", "must be a number >= 0"
+                    )
                 )
                 continue
             if column not in customers.columns:
@@ -251,8 +259,11 @@ class ActivityBased(CostModel):
             bad = ~np.isfinite(counts) | (counts < 0)
             if bad.any():
                 problems.append(
-                    FieldViolation(f"customers.{column}", "must be a finite count >= 0",
-                                   int(np.flatnonzero(bad)[0]))
+                    FieldViolation(
+                        f"customers.{column}",
+                        "must be a finite count >= 0",
+                        int(np.flatnonzero(bad)[0]),
+                    )
                 )
                 continue
             cost += counts * float(unit_cost)

@@ -21,8 +21,9 @@ def random_options(
             "level": cost.ravel(),
             "cost": cost.ravel(),
             "value": value.ravel(),
-            "segment": np.repeat(np.char.add("s", rng.permutation(np.arange(n) % segments).astype(str)),
-                                 levels),
+            "segment": np.repeat(
+                np.char.add("s", rng.permutation(np.arange(n) % segments).astype(str)), levels
+            ),
             "kind": np.repeat(
                 np.where(rng.random(n) < (0.3 if kinds else 0.0), "acquisition", "retention"),
                 levels,
@@ -37,8 +38,14 @@ def random_options(
         share = 0.3 * -np.expm1(-0.2 * a)
         val = size[:, None] * (share * rng.uniform(20, 80, pools)[:, None] - a[None, :])
         pool_set = OptionSet.uniform(
-            pl.Series([f"pool{i}" for i in range(pools)]), np.ones(pools, np.int8), seg,
-            np.ones(pools, bool), size, np.tile(a, (pools, 1)), size[:, None] * a, val,
+            pl.Series([f"pool{i}" for i in range(pools)]),
+            np.ones(pools, np.int8),
+            seg,
+            np.ones(pools, bool),
+            size,
+            np.tile(a, (pools, 1)),
+            size[:, None] * a,
+            val,
         )
         options = OptionSet.concat([options, pool_set])
     return options

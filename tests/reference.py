@@ -36,8 +36,15 @@ def reference_lp(options: OptionSet, rows: list[Constraint]) -> float | None:
             shape=(len(rows), m),
         ).tocsr()
         b_ub = np.array([row.sense * row.rhs for row in rows])
-    res = linprog(-options.value, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(n),
-                  bounds=(0, 1), method="highs")
+    res = linprog(
+        -options.value,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=np.ones(n),
+        bounds=(0, 1),
+        method="highs",
+    )
     if res.status == 2:
         return None
     assert res.status == 0, res.message

@@ -110,7 +110,8 @@ def test_shadow_price_is_the_slope_of_the_optimum() -> None:
     allocation = lp.solve(options, rows, lp.LpSettings(repair=False))
     for name, price in allocation.shadow_prices.items():
         bumped = [
-            type(r)(r.name, r.cells, r.sense, r.rhs + (0.01 if r.name == name else 0.0)) for r in rows
+            type(r)(r.name, r.cells, r.sense, r.rhs + (0.01 if r.name == name else 0.0))
+            for r in rows
         ]
         moved = lp.solve(options, bumped, lp.LpSettings(repair=False))
         slope = (moved.lp_objective - allocation.lp_objective) / 0.01
