@@ -17,6 +17,7 @@ import polars as pl
 from engine.allocation import Allocation, violations
 from engine.constraints import build_constraints
 from engine.errors import EquityError, SolverError
+from engine.limits import Limits
 from engine.options import OptionSet
 from engine.plan import Plan
 from engine.plugins import Registry, default_registry, plugin_failure
@@ -65,8 +66,10 @@ def allocate(
     plan: Plan,
     registry: Registry | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    limits: Limits | None = None,
 ) -> PlanResult:
     registry = registry or default_registry()
+    limits = limits or Limits()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     plan.validate()
@@ -75,6 +78,7 @@ def allocate(
     allocator = registry.create("allocation", plan.allocation)
     assert isinstance(metric, Metric) and isinstance(cost, CostModel)
     assert isinstance(allocator, Allocator)
+    limits.check_inputs(portfolio, plan)
     portfolio = portfolio.validated()
     timings["validate"] = time.perf_counter() - started
 
@@ -95,6 +99,7 @@ def allocate(
         if portfolio.options is None:  # inputs were valid, so the cost model produced this
             raise plugin_failure(cost, registry, str(exc)) from None
         raise
+    limits.check_options(options)
     rows = build_constraints(plan, options)
     timings["options"] = time.perf_counter() - mark
 
@@ -107,7 +112,8 @@ def allocate(
             f"{allocator.name!r} does not support segment minimums; use 'lp'",
         )
     with _guard(allocator, registry):
-        allocation = allocator.allocate(Problem(options, rows, plan, should_stop))
+        problem = Problem(options, rows, plan, should_stop, limits.time_limit(None))
+        allocation = allocator.allocate(problem)
     _check_allocation(allocator, registry, options, allocation)
     broken = violations(options, rows, allocation)
     if broken:

@@ -22,6 +22,7 @@ from engine.valuation import Valuation
 
 DEFAULT_RETENTION_LEVELS: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0)
 DEFAULT_ACQUISITION_LEVELS: tuple[float, ...] = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+MAX_AMOUNT = 1e15  # budgets and levels beyond this are typos and overflow equity sums
 KIND_NAMES = {0: None, 1: "retention", 2: "acquisition"}
 
 
@@ -74,6 +75,8 @@ class Plan:
                 return
             if not math.isfinite(value):
                 problems.append(FieldViolation(path, f"must be finite, got {value}"))
+            elif abs(value) > MAX_AMOUNT:
+                problems.append(FieldViolation(path, f"must be at most {MAX_AMOUNT:g}"))
             elif value < minimum:
                 problems.append(FieldViolation(path, f"must be >= {minimum:g}, got {value:g}"))
 

@@ -15,6 +15,10 @@ import polars as pl
 from engine.errors import FieldViolation, InvalidInputError
 
 
+# Money and counts beyond this are data errors, and would overflow equity sums to infinity.
+MAX_MAGNITUDE = 1e12
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -106,6 +110,10 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
         bad = ~np.isfinite(values)
         if bad.any():
             problems.append(_first(field, "must be finite (no NaN or infinity)", bad))
+            continue
+        huge = np.abs(values) > MAX_MAGNITUDE
+        if huge.any():
+            problems.append(_first(field, f"must be within +-{MAX_MAGNITUDE:g}", huge))
             continue
         if col.minimum is not None and (values < col.minimum).any():
             problems.append(_first(field, f"must be >= {col.minimum:g}", values < col.minimum))

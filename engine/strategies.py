@@ -125,6 +125,7 @@ class Problem:
     rows: list[Constraint]
     plan: Plan
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    time_limit: float | None = None  # seconds per solver call the operator allows
 
 
 class Allocator(Strategy):

@@ -32,14 +32,14 @@ class Valuation:
     margin_growth: float = 0.0
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.discount_rate) or self.discount_rate < 0:
-            raise InvalidInputError.single("plan.discount_rate", "must be a finite number >= 0")
-        if self.horizon is not None and self.horizon < 1:
+        if not np.isfinite(self.discount_rate) or not 0 <= self.discount_rate <= 10:
+            raise InvalidInputError.single("plan.discount_rate", "must be a number in [0, 10]")
+        if self.horizon is not None and not 1 <= self.horizon <= 10_000:
             raise InvalidInputError.single(
-                "plan.horizon", "must be >= 1 period (omit for infinite)"
+                "plan.horizon", "must be 1 to 10000 periods (omit for infinite)"
             )
-        if not np.isfinite(self.margin_growth) or self.margin_growth <= -1:
-            raise InvalidInputError.single("plan.margin_growth", "must be a finite number > -1")
+        if not np.isfinite(self.margin_growth) or not -1 < self.margin_growth <= 10:
+            raise InvalidInputError.single("plan.margin_growth", "must be a number in (-1, 10]")
         if self.horizon is None and self.margin_growth >= self.discount_rate:
             raise InvalidInputError.single(
                 "plan.margin_growth",

@@ -52,10 +52,14 @@ class LinearProgram(Allocator):
         settings = lp.LpSettings(
             method=self.method,
             solver=self.solver,
-            time_limit=self.time_limit or None,
+            time_limit=_tighter(self.time_limit or None, problem.time_limit),
             tolerance=self.tolerance,
         )
         return lp.solve(problem.options, problem.rows, settings, problem.should_stop)
+
+
+def _tighter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 class Greedy(Allocator):
@@ -70,6 +74,11 @@ class Greedy(Allocator):
         unit, dc, dv = hull.increments(options.cost, options.value)
         first = hull.points[hull.offsets[:-1]]
         base = row_usage(options, rows, options.cost[first])
+        for row, used in zip(rows, base, strict=True):
+            if row.sense > 0 and used > row.rhs * (1 + 1e-12):
+                raise InfeasiblePlanError(
+                    f"{row.name}: even the cheapest levels spend {used:g} > {row.rhs:g}"
+                )
         order = np.argsort(-(dv / dc), kind="stable")
         order = order[dv[order] > 0]
         cell = options.cell[unit[order]]
