@@ -14,7 +14,6 @@ import polars as pl
 
 from engine.errors import FieldViolation, InvalidInputError
 
-
 # Money and counts beyond this are data errors, and would overflow equity sums to infinity.
 MAX_MAGNITUDE = 1e12
 
