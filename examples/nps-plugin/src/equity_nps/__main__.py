@@ -1,0 +1,5 @@
+import sys
+
+from equity_nps.cli import main
+
+sys.exit(main())
