@@ -1,0 +1,137 @@
+from engine.api.equity_engine.v1 import plan_pb2 as _plan_pb2
+from engine.api.equity_engine.v1 import portfolio_pb2 as _portfolio_pb2
+from engine.api.equity_engine.v1 import result_pb2 as _result_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StrategyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_KIND_UNSPECIFIED: _ClassVar[StrategyKind]
+    STRATEGY_KIND_METRIC: _ClassVar[StrategyKind]
+    STRATEGY_KIND_COST: _ClassVar[StrategyKind]
+    STRATEGY_KIND_ALLOCATION: _ClassVar[StrategyKind]
+STRATEGY_KIND_UNSPECIFIED: StrategyKind
+STRATEGY_KIND_METRIC: StrategyKind
+STRATEGY_KIND_COST: StrategyKind
+STRATEGY_KIND_ALLOCATION: StrategyKind
+
+class AllocateRequest(_message.Message):
+    __slots__ = ("portfolio", "plan", "response_format")
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    portfolio: _portfolio_pb2.Portfolio
+    plan: _plan_pb2.Plan
+    response_format: _portfolio_pb2.TableFormat
+    def __init__(self, portfolio: _Optional[_Union[_portfolio_pb2.Portfolio, _Mapping]] = ..., plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ...) -> None: ...
+
+class AllocateResponse(_message.Message):
+    __slots__ = ("summary", "units")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    summary: _result_pb2.PlanSummary
+    units: _portfolio_pb2.Table
+    def __init__(self, summary: _Optional[_Union[_result_pb2.PlanSummary, _Mapping]] = ..., units: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ...) -> None: ...
+
+class AllocateStreamHeader(_message.Message):
+    __slots__ = ("plan", "response_format", "response_batch_rows")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    plan: _plan_pb2.Plan
+    response_format: _portfolio_pb2.TableFormat
+    response_batch_rows: int
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ..., response_batch_rows: _Optional[int] = ...) -> None: ...
+
+class AllocateStreamRequest(_message.Message):
+    __slots__ = ("header", "batch")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    header: AllocateStreamHeader
+    batch: _portfolio_pb2.Portfolio
+    def __init__(self, header: _Optional[_Union[AllocateStreamHeader, _Mapping]] = ..., batch: _Optional[_Union[_portfolio_pb2.Portfolio, _Mapping]] = ...) -> None: ...
+
+class AllocateStreamResponse(_message.Message):
+    __slots__ = ("units", "summary")
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    units: _portfolio_pb2.Table
+    summary: _result_pb2.PlanSummary
+    def __init__(self, units: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., summary: _Optional[_Union[_result_pb2.PlanSummary, _Mapping]] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("customers", "plan", "metrics", "response_format")
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    customers: _portfolio_pb2.Table
+    plan: _plan_pb2.Plan
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    response_format: _portfolio_pb2.TableFormat
+    def __init__(self, customers: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., metrics: _Optional[_Iterable[str]] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _portfolio_pb2.Table
+    def __init__(self, scores: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ...) -> None: ...
+
+class ListPluginsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StrategyParameter(_message.Message):
+    __slots__ = ("name", "type", "doc", "default_value", "choices")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    doc: str
+    default_value: _struct_pb2.Value
+    choices: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., doc: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., choices: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...) -> None: ...
+
+class Strategy(_message.Message):
+    __slots__ = ("kind", "name", "summary", "plugin", "package", "version", "parameters")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    kind: StrategyKind
+    name: str
+    summary: str
+    plugin: str
+    package: str
+    version: str
+    parameters: _containers.RepeatedCompositeFieldContainer[StrategyParameter]
+    def __init__(self, kind: _Optional[_Union[StrategyKind, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., plugin: _Optional[str] = ..., package: _Optional[str] = ..., version: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[StrategyParameter, _Mapping]]] = ...) -> None: ...
+
+class PluginFailure(_message.Message):
+    __slots__ = ("plugin", "problem")
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    plugin: str
+    problem: str
+    def __init__(self, plugin: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class ListPluginsResponse(_message.Message):
+    __slots__ = ("strategies", "failures")
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    strategies: _containers.RepeatedCompositeFieldContainer[Strategy]
+    failures: _containers.RepeatedCompositeFieldContainer[PluginFailure]
+    def __init__(self, strategies: _Optional[_Iterable[_Union[Strategy, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[PluginFailure, _Mapping]]] = ...) -> None: ...

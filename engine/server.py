@@ -1,0 +1,724 @@
+"""The gRPC server: ``equity_engine.v1.EquityService`` plus health checking and reflection.
+
+- ``ServerConfig``: address, threads and limits (one frozen dataclass; ``equity serve`` flags).
+- ``EquityServicer``: the four RPCs, thin: decode (``engine.wire``), run the engine, encode.
+- ``SolveGate``: at most ``max_concurrent_solves`` large solves run at once; up to
+  ``max_queued_solves`` more wait (RESOURCE_EXHAUSTED beyond). Requests of at most
+  ``small_solve_rows`` rows, health checks, ``Score`` and ``ListPlugins`` never wait for a
+  slot, and the thread pool always keeps threads free for them.
+- ``ServiceInterceptor``: the one place exceptions become gRPC statuses
+  (``engine.wire.status_from_error``) and the one JSON access-log line per request.
+- ``EquityServer``: owns the grpc server; ``start``/``stop`` with health NOT_SERVING first
+  and a grace period for requests in flight. ``serve`` adds SIGTERM/SIGINT handling.
+
+Every solve gets ``should_stop``: true once the client has gone, the deadline has passed or
+the server is stopping past its grace period; the block LP checks it between rounds and
+raises ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import grpc
+import polars as pl
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from engine import wire
+from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
+from engine.errors import (
+    CancelledError,
+    EquityError,
+    FieldViolation,
+    InvalidInputError,
+    LimitExceededError,
+)
+from engine.pipeline import allocate, apply_metric
+from engine.plan import Plan, StrategyChoice
+from engine.plugins import Registry, default_registry
+from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
+from engine.result import PlanResult
+from engine.strategies import Metric
+
+log = logging.getLogger("engine.server")
+access_log = logging.getLogger("engine.server.access")
+
+SERVICE_NAME: str = service_pb2.DESCRIPTOR.services_by_name["EquityService"].full_name
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the server listens, how many threads it uses and the limits it enforces."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 50051  # 0 = any free port (``EquityServer.start`` returns it)
+    workers: int = 16  # RPC threads; > max_concurrent_solves + max_queued_solves
+    max_concurrent_solves: int = 2  # large solves running at once
+    max_queued_solves: int = 8  # large solves waiting for a slot; more: RESOURCE_EXHAUSTED
+    queue_timeout: float = 60.0  # seconds a solve may wait for a slot; then RESOURCE_EXHAUSTED
+    small_solve_rows: int = 10_000  # solves of at most this many rows never wait for a slot
+    max_message_bytes: int = 64 * MiB  # per message, both directions
+    max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
+    grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
+    drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be in [0, 65535], got {self.port}")
+        for name in ("max_concurrent_solves", "max_message_bytes", "max_rows"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_queued_solves", "small_solve_rows"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("queue_timeout", "grace", "drain"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        spare = self.workers - self.max_concurrent_solves - self.max_queued_solves
+        if spare < 2:
+            problems.append(
+                f"workers ({self.workers}) must exceed max_concurrent_solves + "
+                f"max_queued_solves ({self.max_concurrent_solves + self.max_queued_solves}) "
+                "by at least 2, so health checks and small requests always find a thread"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+        ]
+
+
+# --- admission of solves ----------------------------------------------------------------------
+
+
+class SolveGate:
+    """Bounds large solves: ``slots`` at once, ``queue`` more waiting, none beyond."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._slots = threading.BoundedSemaphore(config.max_concurrent_solves)
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._running = 0
+        self._idle = threading.Condition(self._lock)
+
+    @property
+    def running(self) -> int:
+        """Solves running now (large and small)."""
+        with self._lock:
+            return self._running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no solve runs; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A place among the large solves running or queued, or RESOURCE_EXHAUSTED."""
+        capacity = self.config.max_concurrent_solves + self.config.max_queued_solves
+        with self._lock:
+            if self._admitted >= capacity:
+                waiting = self._admitted - self.config.max_concurrent_solves + 1
+                raise LimitExceededError(
+                    "max_queued_solves", waiting, self.config.max_queued_solves
+                )
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    @contextmanager
+    def slot(self, should_stop: Callable[[], bool]) -> Iterator[None]:
+        """Wait for a solve slot, giving up when the call is cancelled or the wait too long."""
+        started = time.monotonic()
+        while not self._slots.acquire(timeout=0.05):
+            if should_stop():
+                raise CancelledError("cancelled while waiting for a solve slot")
+            waited = time.monotonic() - started
+            if waited > self.config.queue_timeout:
+                raise LimitExceededError("queue_timeout", waited, self.config.queue_timeout)
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def running_solve(self) -> Iterator[None]:
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._idle.notify_all()
+
+
+def stopper(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """``should_stop`` for one call: the client went away or the deadline passed."""
+
+    def should_stop() -> bool:
+        if not context.is_active():
+            return True
+        remaining = context.time_remaining()
+        return remaining is not None and remaining <= 0
+
+    return should_stop
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+class EquityServicer(service_pb2_grpc.EquityServiceServicer):
+    """The RPCs of ``equity_engine.v1.EquityService``; errors are raised, never set here."""
+
+    def __init__(self, registry: Registry, config: ServerConfig, gate: SolveGate) -> None:
+        self.registry = registry
+        self.config = config
+        self.gate = gate
+        self._plugins = wire.plugins_to_proto(registry.describe(), registry.failures)
+
+    # Allocate ------------------------------------------------------------------------------
+
+    def Allocate(
+        self, request: service_pb2.AllocateRequest, context: grpc.ServicerContext
+    ) -> service_pb2.AllocateResponse:
+        plan = Plan.from_proto(request.plan)
+        portfolio = wire.decode_portfolio(request.portfolio)
+        self._check_rows(portfolio)
+        result = self._solve(portfolio, plan, context, admitted=False)
+        fmt = request.response_format or wire.first_format(
+            request.portfolio.customers, request.portfolio.prospects, request.portfolio.options
+        )
+        response = service_pb2.AllocateResponse(
+            summary=wire.summary_to_proto(result.summary),
+            units=wire.encode_table(result.units, fmt),
+        )
+        size = response.ByteSize()
+        if size > self.config.max_message_bytes:
+            raise LimitExceededError("max_message_bytes", size, self.config.max_message_bytes)
+        return response
+
+    def AllocateStream(
+        self,
+        request_iterator: Iterator[service_pb2.AllocateStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[service_pb2.AllocateStreamResponse]:
+        with self.gate.admitted():
+            header, portfolio, fmt = self._receive(request_iterator)
+            plan = Plan.from_proto(header.plan)
+            result = self._solve(portfolio, plan, context, admitted=True)
+            fmt = header.response_format or fmt
+            units = result.units
+            rows = header.response_batch_rows or wire.batch_rows(units)
+            for start in range(0, units.height, rows):  # one message per batch of rows
+                yield service_pb2.AllocateStreamResponse(
+                    units=wire.encode_table(units.slice(start, rows), fmt)
+                )
+            yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
+
+    def _receive(
+        self, requests: Iterator[service_pb2.AllocateStreamRequest]
+    ) -> tuple[service_pb2.AllocateStreamHeader, Portfolio, int]:
+        first = next(requests, None)
+        if first is None or first.WhichOneof("item") != "header":
+            raise InvalidInputError.single("header", "the first message of the stream must be "
+                                           "the header (plan and response options)")
+        parts: dict[str, list[pl.DataFrame]] = {name: [] for name in wire.TABLES}
+        rows = dict.fromkeys(wire.TABLES, 0)
+        fmt = None
+        for i, msg in enumerate(requests, start=1):
+            if msg.WhichOneof("item") != "batch":
+                raise InvalidInputError.single("header", f"message {i} is a second header")
+            if fmt is None:
+                fmt = wire.first_format(msg.batch.customers, msg.batch.prospects, msg.batch.options)
+            for name in wire.TABLES:
+                table = wire.decode_table(getattr(msg.batch, name), name)
+                if table is None:
+                    continue
+                if parts[name] and set(table.columns) != set(parts[name][0].columns):
+                    raise InvalidInputError.single(
+                        name, f"batch in message {i} has columns {sorted(table.columns)}; "
+                        f"the first batch had {sorted(parts[name][0].columns)}")
+                rows[name] += table.height
+                if rows[name] > self.config.max_rows:
+                    raise LimitExceededError("max_rows", rows[name], self.config.max_rows)
+                parts[name].append(table.select(parts[name][0].columns) if parts[name] else table)
+        tables: dict[str, pl.DataFrame | None] = {}
+        for name, batches in parts.items():
+            if not batches:
+                tables[name] = None
+                continue
+            try:
+                tables[name] = pl.concat(batches, how="vertical_relaxed", rechunk=True)
+            except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise InvalidInputError.single(
+                    name, f"batches have incompatible column types: {message}"
+                ) from None
+        return first.header, Portfolio(**tables), fmt or wire.ARROW
+
+    def _check_rows(self, portfolio: Portfolio) -> None:
+        for name in wire.TABLES:
+            table = getattr(portfolio, name)
+            if table is not None and table.height > self.config.max_rows:
+                raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+
+    def _solve(
+        self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool
+    ) -> PlanResult:
+        should_stop = stopper(context)
+        set_rows(portfolio.size)
+        with ExitStack() as stack:
+            if portfolio.size > self.config.small_solve_rows:
+                if not admitted:
+                    stack.enter_context(self.gate.admitted())
+                stack.enter_context(self.gate.slot(should_stop))
+            if should_stop():
+                raise CancelledError("cancelled before the solve started")
+            with self.gate.running_solve():
+                return allocate(portfolio, plan, self.registry, should_stop)
+        raise AssertionError("unreachable")  # pragma: no cover (for mypy)
+
+    # Score / ListPlugins -------------------------------------------------------------------
+
+    def Score(
+        self, request: service_pb2.ScoreRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ScoreResponse:
+        plan = Plan.from_proto(request.plan)
+        table = wire.decode_table(request.customers, "customers")
+        if table is None:
+            raise InvalidInputError.single("customers", "a table of rows to score is required")
+        set_rows(table.height)
+        if table.height > self.config.max_rows:
+            raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        metrics = self._metrics(list(request.metrics) or [plan.metric.name])
+        table = _score_inputs(table, metrics)
+        scored = table
+        for metric in metrics:
+            scored = apply_metric(metric, scored, plan, self.registry)
+        produced = [c for m in metrics for c in m.produces] + [
+            c for c in scored.columns if c not in table.columns
+        ]
+        keep = ["customer_id"] if "customer_id" in table.columns else []
+        keep += [c for c in dict.fromkeys(produced) if c in scored.columns and c not in keep]
+        fmt = request.response_format or wire.first_format(request.customers)
+        return service_pb2.ScoreResponse(scores=wire.encode_table(scored.select(keep), fmt))
+
+    def _metrics(self, names: list[str]) -> list[Metric]:
+        problems = []
+        metrics = []
+        known = self.registry.names("metric")
+        for i, name in enumerate(names):
+            if name not in known:
+                problems.append(FieldViolation(
+                    f"metrics[{i}]", f"unknown metric {name!r}; available: {', '.join(known)}"
+                ))
+                continue
+            metric = self.registry.create("metric", StrategyChoice(name))
+            assert isinstance(metric, Metric)
+            metrics.append(metric)
+        if problems:
+            raise InvalidInputError(problems)
+        return metrics
+
+    def ListPlugins(
+        self, request: service_pb2.ListPluginsRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ListPluginsResponse:
+        return self._plugins
+
+
+def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
+    """Validate the columns the metrics read (and known customer columns that are present)."""
+    required = {c for m in metrics for c in m.requires}
+    known = {c.name for c in CUSTOMERS}
+    contract = tuple(
+        replace(c, required=c.name in required)
+        for c in CUSTOMERS
+        if c.name in table.columns or c.name in required
+    ) + tuple(Column(name) for name in sorted(required - known))
+    return validate_table(table, "customers", contract)
+
+
+# --- the interceptor --------------------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    """What the access log says about one call."""
+
+    method: str
+    request_id: str
+    started: float
+    request_bytes: int = 0
+    response_bytes: int = 0
+    request_messages: int = 0
+    response_messages: int = 0
+    rows: int | None = None
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    error: str | None = None
+
+
+_LOCAL = threading.local()
+
+
+def set_rows(rows: int) -> None:
+    """Record the rows of the current call for the access log (no-op outside a call)."""
+    stats: CallStats | None = getattr(_LOCAL, "stats", None)
+    if stats is not None:
+        stats.rows = rows
+
+
+def _clear(stats: CallStats) -> None:
+    if getattr(_LOCAL, "stats", None) is stats:
+        _LOCAL.stats = None
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class InFlight:
+    """Counts calls of the service until gRPC has finished them (status sent or cancelled)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._idle:
+            return self._count
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    """Maps every exception of the service to a status with details, and logs each call.
+
+    Domain errors (``engine.errors``) get their code and ``google.rpc`` details from
+    ``engine.wire.status_from_error``; anything else becomes INTERNAL with a request id
+    and its traceback goes to the server log only. Health and reflection pass through.
+    """
+
+    def __init__(self, inflight: InFlight | None = None) -> None:
+        self.prefix = f"/{SERVICE_NAME}/"
+        self.inflight = inflight or InFlight()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or not method.startswith(self.prefix):
+            return handler
+        name = method.removeprefix(self.prefix)
+        stats = CallStats(name, uuid.uuid4().hex[:16], time.perf_counter())
+        request_deserializer = handler.request_deserializer
+        response_serializer = handler.response_serializer
+
+        def deserialize(data: bytes) -> Any:
+            stats.request_bytes += len(data)
+            stats.request_messages += 1
+            return request_deserializer(data) if request_deserializer else data
+
+        def serialize(message: Any) -> bytes:
+            data: bytes = response_serializer(message) if response_serializer else message
+            stats.response_bytes += len(data)
+            stats.response_messages += 1
+            return data
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, stats), deserialize, serialize)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, stats), deserialize, serialize)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, stats), deserialize, serialize)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, stats), deserialize, serialize)
+        return handler  # pragma: no cover
+
+    def _begin(self, stats: CallStats, context: grpc.ServicerContext) -> None:
+        _LOCAL.stats = stats
+        self.inflight.enter()
+        # Logged once gRPC has finished the call: the response is serialized (its size
+        # known) and sent, or the call was cancelled.
+        if not context.add_callback(lambda: self._finish(stats, context)):
+            self._finish(stats, context)
+
+    def _unary(self, behavior: Callable[..., Any], stats: CallStats) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            self._begin(stats, context)
+            try:
+                response = behavior(request, context)
+                stats.code = grpc.StatusCode.OK
+                return response
+            except Exception as exc:
+                self._fail(exc, context, stats)
+                raise
+            finally:
+                _clear(stats)
+
+        return call
+
+    def _streaming(
+        self, behavior: Callable[..., Iterable[Any]], stats: CallStats
+    ) -> Callable[..., Iterator[Any]]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            self._begin(stats, context)
+            try:
+                for response in behavior(request, context):
+                    _LOCAL.stats = stats
+                    yield response
+                stats.code = grpc.StatusCode.OK
+            except GeneratorExit:
+                stats.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                self._fail(exc, context, stats)
+                raise
+            finally:
+                _clear(stats)
+
+        return call
+
+    def _fail(self, exc: Exception, context: grpc.ServicerContext, stats: CallStats) -> None:
+        """Abort the call with the mapped status (raises); re-raise what is already a status."""
+        code = context.code()  # type: ignore[attr-defined]
+        if code is not None and code != grpc.StatusCode.OK:  # the handler aborted on its own
+            stats.code = code
+            return
+        remaining = context.time_remaining()
+        deadline_passed = remaining is not None and remaining <= 0
+        if not context.is_active() and not isinstance(exc, EquityError):
+            stats.code = (grpc.StatusCode.DEADLINE_EXCEEDED if deadline_passed
+                          else grpc.StatusCode.CANCELLED)
+            stats.error = "client went away"
+            return
+        if not isinstance(exc, EquityError):
+            log.error("internal error in %s (request %s)", stats.method, stats.request_id,
+                      exc_info=exc, extra={"fields": {"request_id": stats.request_id}})
+        status = wire.status_from_error(exc, deadline_passed, stats.request_id)
+        stats.code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+        stats.error = status.message if isinstance(exc, EquityError) else type(exc).__name__
+        context.abort_with_status(rpc_status.to_status(status))
+
+    def _finish(self, stats: CallStats, context: grpc.ServicerContext) -> None:
+        fields = {
+            "request_id": stats.request_id,
+            "method": stats.method,
+            "peer": context.peer(),
+            "status": stats.code.name,
+            "duration_ms": round(1000 * (time.perf_counter() - stats.started), 3),
+            "request_bytes": stats.request_bytes,
+            "response_bytes": stats.response_bytes,
+            "request_messages": stats.request_messages,
+            "response_messages": stats.response_messages,
+            "rows": stats.rows,
+        }
+        if stats.error is not None:
+            fields["error"] = stats.error
+        access_log.info("%s %s", stats.method, stats.code.name, extra={"fields": fields})
+        self.inflight.leave()
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class EquityServer:
+    """The service, health and reflection on one grpc server with a thread pool."""
+
+    def __init__(
+        self, config: ServerConfig | None = None, registry: Registry | None = None
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.registry = registry or default_registry()
+        self.gate = SolveGate(self.config)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.interceptor = ServiceInterceptor()
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=self.config.workers, thread_name_prefix="equity-rpc"
+        )
+        self._server = grpc.server(
+            self._pool, interceptors=[self.interceptor], options=self.config.channel_options()
+        )
+        self.servicer = EquityServicer(self.registry, self.config, self.gate)
+        service_pb2_grpc.add_EquityServiceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port: int | None = None
+        self._stopped = threading.Event()
+
+    def _bind(self) -> int:
+        """Listen on the configured address (TLS and authentication would be added here)."""
+        return self._server.add_insecure_port(self.config.target)
+
+    def start(self) -> int:
+        """Bind, start serving, mark the service SERVING; returns the port bound."""
+        try:
+            port = self._bind()
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.config.target}: {exc}") from None
+        if not port:
+            raise OSError(f"cannot listen on {self.config.target}")
+        self.port = port
+        self._server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on %s:%d", self.config.host, port, extra={"fields": {
+            "host": self.config.host, "port": port, "workers": self.config.workers,
+            "max_concurrent_solves": self.config.max_concurrent_solves,
+            "max_message_bytes": self.config.max_message_bytes,
+        }})
+        return port
+
+    @property
+    def address(self) -> str:
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return replace(self.config, port=self.port).target
+
+    @property
+    def active_solves(self) -> int:
+        """Solves running now; drops to 0 once cancelled solves have stopped."""
+        return self.gate.running
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: health NOT_SERVING, wait ``drain``, refuse new calls, let calls
+        in flight finish for up to ``grace`` seconds, then cancel what is left (solves see
+        ``should_stop`` and stop). Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        log.info("shutting down", extra={"fields": {"grace": grace, "in_flight":
+                                                    self.interceptor.inflight.count}})
+        if self.config.drain > 0:
+            time.sleep(self.config.drain)  # let load balancers see NOT_SERVING
+        done = self._server.stop(grace)
+        # Health watches never end on their own: once the service's calls are done, stop now.
+        self.interceptor.inflight.wait_idle(grace)
+        self._server.stop(0)
+        done.wait()
+        self.gate.wait_idle(5.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)
+
+    def __enter__(self) -> EquityServer:
+        if self.port is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(config: ServerConfig, registry: Registry | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (``EquityServer.stop``)."""
+    server = EquityServer(config, registry)
+    server.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        server.stop()
+    return 0
+
+
+# --- logging ----------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: int | str = logging.INFO, json_lines: bool = True) -> None:
+    """Log to stderr, one JSON object per line (or plain text)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+__all__ = [
+    "SERVICE_NAME",
+    "EquityServer",
+    "EquityServicer",
+    "JsonFormatter",
+    "ServerConfig",
+    "ServiceInterceptor",
+    "SolveGate",
+    "configure_logging",
+    "serve",
+    "stopper",
+]
