@@ -108,7 +108,10 @@ def _alternative(spec: Param) -> Any:
 
 
 def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+    """Equal and of the same type (3 is not 3.0: parameters are stored as validated)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and math.isnan(a) and math.isnan(b):
         return True
     return bool(a == b)
 
