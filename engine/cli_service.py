@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from engine.server import MiB, ServerConfig
@@ -40,6 +41,12 @@ def add_parser(subparsers: Any) -> None:
                    help="largest message either way, MiB")
     p.add_argument("--max-rows", type=int, default=_DEFAULTS.max_rows,
                    help="rows per table per request")
+    p.add_argument("--max-units", type=int, default=_DEFAULTS.limits.max_units,
+                   help="customers + pools per allocation")
+    p.add_argument("--max-levels", type=int, default=_DEFAULTS.limits.max_levels_per_unit,
+                   help="spend levels per customer")
+    p.add_argument("--solver-seconds", type=float, default=_DEFAULTS.limits.solver_seconds,
+                   help="time limit per solver call (default: none)")
     p.add_argument("--grace", type=float, default=_DEFAULTS.grace,
                    help="seconds calls in flight may take to finish on shutdown")
     p.add_argument("--drain", type=float, default=_DEFAULTS.drain,
@@ -79,6 +86,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_rows=args.max_rows,
             grace=args.grace,
             drain=args.drain,
+            limits=replace(
+                _DEFAULTS.limits,
+                max_units=args.max_units,
+                max_levels_per_unit=args.max_levels,
+                solver_seconds=args.solver_seconds,
+            ),
         )
     except ValueError as exc:
         raise SystemExit(f"equity serve: {exc}") from None

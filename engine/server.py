@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -45,6 +45,7 @@ from engine.errors import (
     InvalidInputError,
     LimitExceededError,
 )
+from engine.limits import Limits
 from engine.pipeline import allocate, apply_metric
 from engine.plan import Plan, StrategyChoice
 from engine.plugins import Registry, default_registry
@@ -74,6 +75,7 @@ class ServerConfig:
     max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
+    limits: Limits = field(default_factory=Limits)  # per allocation: units, levels, solver time
 
     def __post_init__(self) -> None:
         problems = []
@@ -302,7 +304,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             if should_stop():
                 raise CancelledError("cancelled before the solve started")
             with self.gate.running_solve():
-                return allocate(portfolio, plan, self.registry, should_stop)
+                return allocate(portfolio, plan, self.registry, should_stop, self.config.limits)
         raise AssertionError("unreachable")  # pragma: no cover (for mypy)
 
     # Score / ListPlugins -------------------------------------------------------------------

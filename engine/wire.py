@@ -322,7 +322,11 @@ def plugins_to_proto(
                 doc=p["doc"],
                 default_value=_value(p["default"]),
                 choices=[_value(c) for c in p.get("choices", ())],
+                minimum=p.get("minimum"),
+                maximum=p.get("maximum"),
             )
+        if "capabilities" in item:
+            s.capabilities.update(item["capabilities"])
     for failure in failures:
         msg.failures.add(plugin=failure.plugin, problem=failure.problem)
     return msg
@@ -341,6 +345,9 @@ def plugins_from_proto(msg: service_pb2.ListPluginsResponse) -> list[dict[str, A
             }
             if p.choices:
                 param["choices"] = [json_format.MessageToDict(c) for c in p.choices]
+            for bound in ("minimum", "maximum"):
+                if p.HasField(bound):
+                    param[bound] = getattr(p, bound)
             params[p.name] = param
         out.append({
             "kind": _KIND_NAMES.get(s.kind, "unspecified"),
@@ -350,6 +357,7 @@ def plugins_from_proto(msg: service_pb2.ListPluginsResponse) -> list[dict[str, A
             "package": s.package,
             "version": s.version,
             "parameters": params,
+            "capabilities": json_format.MessageToDict(s.capabilities),
         })
     return out
 

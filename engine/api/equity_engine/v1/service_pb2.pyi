@@ -89,21 +89,25 @@ class ListPluginsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StrategyParameter(_message.Message):
-    __slots__ = ("name", "type", "doc", "default_value", "choices")
+    __slots__ = ("name", "type", "doc", "default_value", "choices", "minimum", "maximum")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DOC_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
     CHOICES_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     doc: str
     default_value: _struct_pb2.Value
     choices: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., doc: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., choices: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...) -> None: ...
+    minimum: float
+    maximum: float
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., doc: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., choices: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ...) -> None: ...
 
 class Strategy(_message.Message):
-    __slots__ = ("kind", "name", "summary", "plugin", "package", "version", "parameters")
+    __slots__ = ("kind", "name", "summary", "plugin", "package", "version", "parameters", "capabilities")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +115,7 @@ class Strategy(_message.Message):
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     kind: StrategyKind
     name: str
     summary: str
@@ -118,7 +123,8 @@ class Strategy(_message.Message):
     package: str
     version: str
     parameters: _containers.RepeatedCompositeFieldContainer[StrategyParameter]
-    def __init__(self, kind: _Optional[_Union[StrategyKind, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., plugin: _Optional[str] = ..., package: _Optional[str] = ..., version: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[StrategyParameter, _Mapping]]] = ...) -> None: ...
+    capabilities: _struct_pb2.Struct
+    def __init__(self, kind: _Optional[_Union[StrategyKind, str]] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., plugin: _Optional[str] = ..., package: _Optional[str] = ..., version: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[StrategyParameter, _Mapping]]] = ..., capabilities: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PluginFailure(_message.Message):
     __slots__ = ("plugin", "problem")
