@@ -347,17 +347,23 @@ def expected_purchases_alive(
 ) -> Array:
     """E[purchases in (T, T+t] | alive at T, x repeats by T]; depends on (x, T) only."""
     a = params.a
-    if abs(a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides of it
-        lo = BGNBDParams(params.r, params.alpha, 1.0 - 1e-6, params.b)
-        hi = BGNBDParams(params.r, params.alpha, 1.0 + 1e-6, params.b)
-        return 0.5 * (
-            expected_purchases_alive(lo, t, frequency, T)
-            + expected_purchases_alive(hi, t, frequency, T)
-        )
+    if abs(a - 1.0) < _A_NEAR_ONE:  # removable singularity: interpolate across it
+        lo, hi = 1.0 - 2 * _A_NEAR_ONE, 1.0 + 2 * _A_NEAR_ONE
+        f_lo = _expected_alive(params.r, params.alpha, lo, params.b, t, frequency, T)
+        f_hi = _expected_alive(params.r, params.alpha, hi, params.b, t, frequency, T)
+        return f_lo + (a - lo) / (hi - lo) * (f_hi - f_lo)
+    return _expected_alive(params.r, params.alpha, a, params.b, t, frequency, T)
+
+
+_A_NEAR_ONE = 1e-6
+
+
+def _expected_alive(
+    r: float, alpha: float, a: float, b: float, t: ArrayLike, frequency: ArrayLike, T: ArrayLike
+) -> Array:
     x = np.asarray(frequency, dtype=np.float64)
     t_age = np.asarray(T, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
-    r, alpha, b = params.r, params.alpha, params.b
     at = alpha + t_age
     z = t / (at + t)
     log1mz = np.log(at) - np.log(at + t)
