@@ -309,56 +309,62 @@ def _trace_network(
     net: _Network, tol: float, progress: Progress, should_stop: Callable[[], bool]
 ) -> _Pieces:
     """Successive longest augmenting paths; gains are (priority, value) compared in that order,
-    priority counting the minimums a unit of flow helps meet (a big-M made exact)."""
+    priority counting the minimums a unit of flow helps meet (a big-M made exact).
+
+    Each step moves the best path to the next breakpoint of one of its cells or to a limit.
+    Steps are batched when the best path is a single cell: every single-cell path admissible
+    at the same priority is merged by slope (what successive steps would do) for as long as
+    no other path beats the merged slope: paths avoiding those cells keep a constant gain,
+    the others are re-evaluated at every merged breakpoint, and the kind and segment limits
+    cut the batch. Batching changes the speed only, not the result."""
     m = net.cells.size
-    n_seg_arcs = np.diff(net.bp_off) - 1  # segments of each cell's curve
+    if net.slope.size == 0:
+        return _Pieces(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool),
+                       np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    n_arcs = np.diff(net.bp_off) - 1  # linear stretches of each cell's curve
     x = np.zeros(m)
-    p = np.zeros(m, dtype=np.int64)  # bp[p] <= x < bp[p + 1]
+    p = np.zeros(m, dtype=np.int64)  # bp[off + p] <= x < bp[off + p + 1]
     y = np.zeros(2)  # flow through each kind node
     z = np.zeros(net.seg_cap.size)  # flow into each segment node
     pc, pd, pk, ps = _paths(net)
     pad = pc < 0
     pcs = np.where(pad, 0, pc)
-    bp, off, slope = net.bp, net.bp_off, net.slope
-    sl_off = off[:-1] - np.arange(m)
-    ceiling = net.hi
-    pieces_dc: list[float] = []
-    pieces_dv: list[float] = []
-    pieces_forced: list[bool] = []
-    mv_piece: list[int] = []
-    mv_cell: list[int] = []
-    mv_delta: list[float] = []
-    total_room = float(ceiling.sum()) or 1.0
-    if slope.size == 0:
-        return _Pieces(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool),
-                       np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    fwd = pd > 0
+    single = pad[:, 1]
+    type1 = np.full(m, -1, dtype=np.int64)
+    type1[pc[single, 0]] = np.flatnonzero(single)
+    bp, off, slope, lo, hi = net.bp, net.bp_off[:-1], net.slope, net.lo, net.hi
+    sl_off = off - np.arange(m)
     last = slope.size - 1
-    iteration = 0
+    chunks: list[tuple[FloatArray, FloatArray, bool, IntArray, IntArray, FloatArray]] = []
+    n_pieces = 0
+    total_room = float(hi.sum()) or 1.0
+    batch = 64
+    steps = 0
     inf = math.inf
     while True:
-        iteration += 1
-        if iteration % 2000 == 0:
+        steps += 1
+        if steps % 500 == 0:
             if should_stop():
                 raise CancelledError("frontier cancelled")
             progress("network", min(1.0, float(x.sum()) / total_room))
-        has_right = p < n_seg_arcs
-        at_bp = x <= bp[off[:-1] + p] + tol
+        has_right = p < n_arcs
+        at_bp = x <= bp[off + p] + tol
         left = np.where(at_bp, p - 1, p)
         rs = np.where(has_right, slope[np.clip(sl_off + p, 0, last)], -inf)
         ls = np.where(left >= 0, slope[np.clip(sl_off + left, 0, last)], inf)
-        below = x < net.lo - tol
-        fwd_room = np.where(has_right, ceiling - x, 0.0)
-        nxt = bp[off[:-1] + np.minimum(p + 1, n_seg_arcs)]
+        below = x < lo - tol
+        fwd_room = np.where(has_right, hi - x, 0.0)
+        nxt = bp[off + np.minimum(p + 1, n_arcs)]
         fwd_step = np.minimum(np.where(has_right, nxt - x, 0.0), fwd_room)
-        fwd_step = np.where(below, np.minimum(fwd_step, net.lo - x), fwd_step)
+        fwd_step = np.where(below, np.minimum(fwd_step, lo - x), fwd_step)
         fwd_prio = below.astype(np.int64)
         bwd_room = np.where(x > tol, x, 0.0)
-        prv = bp[off[:-1] + np.maximum(left, 0)]
-        above = x > net.lo + tol
-        bwd_step = np.minimum(x - prv, np.where(above & (net.lo > 0), x - net.lo, inf))
-        bwd_prio = -((~above) & (net.lo > 0)).astype(np.int64)
+        prv = bp[off + np.maximum(left, 0)]
+        above = x > lo + tol
+        bwd_step = np.minimum(x - prv, np.where(above & (lo > 0), x - lo, inf))
+        bwd_prio = -((~above) & (lo > 0)).astype(np.int64)
 
-        fwd = pd > 0
         e_prio = np.where(pad, 0, np.where(fwd, fwd_prio[pcs], bwd_prio[pcs]))
         e_val = np.where(pad, 0.0, np.where(fwd, rs[pcs], -ls[pcs]))
         e_room = np.where(pad, inf, np.where(fwd, fwd_room[pcs], bwd_room[pcs]))
@@ -375,23 +381,36 @@ def _trace_network(
         if not ok.any():
             break
         cand = np.flatnonzero(ok)
-        best_prio = prio[cand].max()
+        best_prio = int(prio[cand].max())
         cand = cand[prio[cand] == best_prio]
         b = int(cand[np.argmax(val[cand])])
         gain = float(val[b])
         if best_prio < 0 or (best_prio == 0 and gain <= 0.0):
             break
+        if single[b]:
+            done = _batch(
+                net, x, p, y, z, n_arcs, sl_off, at_bp, below, seg_below, kind_room, seg_room,
+                ok & (prio == best_prio), val, pc, pd, pad, type1, single, e_val, batch, tol,
+            )
+            if done is not None:
+                cells, lengths, slopes = done
+                chunks.append((lengths, lengths * slopes, best_prio > 0,
+                               n_pieces + np.arange(lengths.size), net.cells[cells], lengths))
+                n_pieces += lengths.size
+                batch = min(max(16, 2 * lengths.size), 1 << 16)
+                continue
+            batch = 16
         step = float(min(e_step[b].min(), kind_room[pk[b]], seg_step[ps[b]], room[b]))
-        if step <= tol:  # a step this small is float noise: take the room to the next mark
-            step = float(room[b]) if room[b] <= 2 * tol else tol
-        piece = len(pieces_dc)
+        if step <= tol:  # float noise at a mark: cross it
+            step = float(min(room[b], 2 * tol))
+        moved_cells, moved = [], []
         for c, d in zip(pc[b], pd[b], strict=True):
             if c < 0:
                 continue
             ci = int(c)
             if d > 0:
                 target = x[ci] + step
-                end = bp[off[ci] + p[ci] + 1] if p[ci] < n_seg_arcs[ci] else target
+                end = bp[off[ci] + p[ci] + 1] if p[ci] < n_arcs[ci] else target
                 if target >= end - tol:
                     target = end
                     p[ci] += 1
@@ -402,32 +421,140 @@ def _trace_network(
                 start = bp[off[ci] + p[ci]]
                 if target <= start + tol:
                     target = start
-            for mark in (net.lo[ci], ceiling[ci]):
+            for mark in (lo[ci], hi[ci]):
                 if abs(target - mark) <= tol:
                     target = mark
-            mv_piece.append(piece)
-            mv_cell.append(int(net.cells[ci]))
-            mv_delta.append(float(target - x[ci]))
+            moved_cells.append(int(net.cells[ci]))
+            moved.append(float(target - x[ci]))
             x[ci] = target
         y[pk[b]] += step
         z[ps[b]] += step
-        pieces_dc.append(step)
-        pieces_dv.append(gain * step)
-        pieces_forced.append(bool(best_prio > 0))
-    if (x < net.lo - 1e3 * tol).any() or (z < net.seg_min - 1e3 * tol).any():
+        chunks.append((np.array([step]), np.array([gain * step]), best_prio > 0,
+                       np.full(len(moved), n_pieces), np.array(moved_cells, dtype=np.int64),
+                       np.array(moved)))
+        n_pieces += 1
+    if (x < lo - 1e3 * tol).any() or (z < net.seg_min - 1e3 * tol).any():
         raise InfeasiblePlanError("the minimums cannot be met within the budgets and caps")
-    n = len(pieces_dc)
     progress("network", 1.0)
+    if not chunks:
+        return _Pieces(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool),
+                       np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    dc = np.concatenate([c[0] for c in chunks])
     return _Pieces(
-        dc=np.array(pieces_dc, dtype=np.float64),
-        dv=np.array(pieces_dv, dtype=np.float64),
-        forced=np.array(pieces_forced, dtype=bool),
-        cell=np.full(n, -1, dtype=np.int64),
-        order=np.arange(n, dtype=np.int64),
-        m_piece=np.array(mv_piece, dtype=np.int64),
-        m_cell=np.array(mv_cell, dtype=np.int64),
-        m_delta=np.array(mv_delta, dtype=np.float64),
+        dc=dc,
+        dv=np.concatenate([c[1] for c in chunks]),
+        forced=np.concatenate([np.full(c[0].size, c[2]) for c in chunks]),
+        cell=np.full(dc.size, -1, dtype=np.int64),
+        order=np.arange(dc.size, dtype=np.int64),
+        m_piece=np.concatenate([c[3] for c in chunks]).astype(np.int64),
+        m_cell=np.concatenate([c[4] for c in chunks]).astype(np.int64),
+        m_delta=np.concatenate([c[5] for c in chunks]),
     )
+
+
+def _batch(
+    net: _Network,
+    x: FloatArray,
+    p: IntArray,
+    y: FloatArray,
+    z: FloatArray,
+    n_arcs: IntArray,
+    sl_off: IntArray,
+    at_bp: BoolArray,
+    below: BoolArray,
+    seg_below: BoolArray,
+    kind_room: FloatArray,
+    seg_room: FloatArray,
+    live: BoolArray,
+    val: FloatArray,
+    pc: IntArray,
+    pd: IntArray,
+    pad: BoolArray,
+    type1: IntArray,
+    single: BoolArray,
+    e_val: FloatArray,
+    limit: int,
+    tol: float,
+) -> tuple[IntArray, FloatArray, FloatArray] | None:
+    """Merge the live single-cell paths' breakpoints while that is what the steps would do;
+    updates the state and returns (local cell, length, slope) of each merged piece."""
+    bp, off, slope, lo, hi = net.bp, net.bp_off[:-1], net.slope, net.lo, net.hi
+    group = np.flatnonzero((type1 >= 0) & live[np.maximum(type1, 0)])
+    if group.size == 0:
+        return None
+    in_group = np.zeros(x.size, dtype=bool)
+    in_group[group] = True
+    touches = ~pad & in_group[np.where(pad, 0, pc)]
+    others = live & ~touches.any(axis=1)
+    g_a = float(val[others].max()) if others.any() else -math.inf
+    varying = np.flatnonzero(live & touches.any(axis=1) & ~single)
+
+    # Whole stretches of each group cell up to its limit (hi, or lo while below it).
+    parts_cell, parts_len, parts_slope, parts_k = [], [], [], []
+    for j in group:  # a loop over (segment, kind) cells
+        k0 = int(p[j])
+        k1 = int(min(n_arcs[j], k0 + limit))
+        ends = bp[off[j] + k0 + 1: off[j] + k1 + 1]
+        cap = hi[j] if not below[j] else min(hi[j], lo[j])
+        whole = int(np.searchsorted(ends, cap + tol, side="right"))
+        if whole == 0:
+            continue
+        starts = np.concatenate(([x[j]], ends[:whole - 1]))
+        parts_cell.append(np.full(whole, j))
+        parts_len.append(ends[:whole] - starts)
+        parts_slope.append(slope[sl_off[j] + k0: sl_off[j] + k0 + whole])
+        parts_k.append(np.arange(whole))
+    if not parts_cell:
+        return None
+    cell = np.concatenate(parts_cell)
+    length = np.concatenate(parts_len)
+    slp = np.concatenate(parts_slope)
+    order = np.argsort(-slp, kind="stable")[:limit]
+    cell, length, slp = cell[order], length[order], slp[order]
+    count = int(np.searchsorted(-slp, -g_a, side="right"))  # slopes >= the best constant path
+    seg_need = np.where(seg_below, net.seg_min - z, seg_room)  # a minimum met changes priorities
+    for arc_of, room in ((net.kind, kind_room), (net.seg, seg_need)):
+        arc = arc_of[cell]
+        for a in np.flatnonzero(np.isfinite(room)):
+            mine = arc == a
+            if mine.any():
+                over = np.cumsum(np.where(mine, length, 0.0)) > room[a] + tol
+                if over.any():
+                    count = min(count, int(np.argmax(over)))
+    if count > 0 and varying.size:
+        count = min(count, max(1, (1 << 22) // varying.size))
+        cell_c, slp_c = cell[:count], slp[:count]
+        onehot = np.zeros((count, x.size))
+        onehot[np.arange(count), cell_c] = 1.0
+        pos = (np.cumsum(onehot, axis=0) - onehot).astype(np.int64)  # stretches taken before
+        k = p[None, :] + pos
+        rs = np.where(k < n_arcs[None, :], slope[np.clip(sl_off + k, 0, slope.size - 1)], -np.inf)
+        left = np.where((pos > 0) | at_bp[None, :], k - 1, k)
+        ls = np.where(left >= 0, slope[np.clip(sl_off + left, 0, slope.size - 1)], np.inf)
+        vc, vd = pc[varying], pd[varying]
+        grp = ~pad[varying] & in_group[np.where(pad[varying], 0, vc)]
+        const = np.where(grp, 0.0, e_val[varying]).sum(axis=1)
+        gains = np.tile(const, (count, 1))
+        for e in range(3):
+            cols = np.where(grp[:, e], vc[:, e], 0)
+            term = np.where(vd[:, e] > 0, rs[:, cols], -ls[:, cols])
+            gains += np.where(grp[:, e][None, :], term, 0.0)
+        beaten = gains.max(axis=1) > slp_c
+        if beaten.any():
+            count = int(np.argmax(beaten))
+    if count == 0:
+        return None
+    cell, length, slp = cell[:count], length[:count], slp[:count]
+    taken = np.bincount(cell, minlength=x.size)
+    for j in np.flatnonzero(taken):
+        p[j] += taken[j]
+        x[j] = bp[off[j] + p[j]]
+        for mark in (lo[j], hi[j]):
+            if abs(x[j] - mark) <= tol:
+                x[j] = mark
+    y += np.bincount(net.kind[cell], weights=length, minlength=2)
+    z += np.bincount(net.seg[cell], weights=length, minlength=z.size)
+    return cell, length, slp
 
 
 def _build_network(
@@ -673,7 +800,9 @@ def frontier_of(
     unit, dc, dv = hull.increments(options.cost, options.value)
     first = hull.points[hull.offsets[:-1]]
     n_cells = options.n_cells
-    base_cell = np.bincount(options.cell, weights=options.cost[first], minlength=n_cells)
+    base_cell = np.bincount(options.cell, weights=options.cost[first], minlength=n_cells).astype(
+        np.float64
+    )
     base_value = float(options.value[first].sum())
     equity_before = float(options.value[options.baseline].sum())
     nonempty = np.bincount(options.cell, minlength=n_cells) > 0
