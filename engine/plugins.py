@@ -152,42 +152,63 @@ def build_registry(
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken package must not take the engine down
-                registry.failures.append(PluginError(ep.name, f"failed to load: {exc!r}"))
-                log.warning("plugin %s failed to load: %r", ep.name, exc)
+                _failed(registry, ep.name, f"failed to load: {exc!r}")
                 continue
             if ep.dist is not None:
                 dists[ep.name] = (ep.dist.name, ep.dist.version)
     for i, plugin in enumerate(extra):
-        pm.register(plugin, name=getattr(plugin, "__name__", f"extra-{i}"))
+        name = getattr(plugin, "__name__", f"extra-{i}")
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            _failed(registry, name, f"failed to register: {exc!r}")
+    for name, plugin in pm.list_name_plugin():
+        unknown = sorted(
+            attr for attr in dir(plugin)
+            if attr not in HOOKS.values() and pm.parse_hookimpl_opts(plugin, attr) is not None
+        )
+        if unknown:  # pluggy would silently never call a misspelt hook
+            _failed(registry, name, f"unknown hooks {unknown}; the hooks are "
+                                    f"{', '.join(HOOKS.values())}")
     for kind, hook_name in HOOKS.items():
         hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        # Built-ins first whatever tryfirst/trylast say, so no plugin can take their names.
+        impls = sorted(hook.get_hookimpls(), key=lambda i: i.plugin_name not in DEFAULT_PLUGINS)
+        for impl in impls:
+            if impl.hookwrapper or impl.wrapper:
+                _failed(registry, impl.plugin_name, f"{hook_name} must be a plain hook, "
+                                                    "not a wrapper")
+                continue
             package, version = _provenance(impl.plugin, dists, impl.plugin_name)
             register = partial(_register, registry, kind, impl.plugin_name, package, version)
             try:
                 impl.function(register=register)
-            except PluginError as exc:  # the register callback refused a class
-                problem = f"{hook_name}: {exc.problem}"
-                registry.failures.append(PluginError(impl.plugin_name, problem))
-                log.warning("plugin %s: %s", impl.plugin_name, problem)
+            except PluginError as exc:
+                _failed(registry, impl.plugin_name, f"{hook_name}: {exc.problem}")
             except Exception as exc:
-                problem = f"{hook_name} raised {exc!r}"
-                registry.failures.append(PluginError(impl.plugin_name, problem))
-                log.warning("plugin %s: %s", impl.plugin_name, problem)
+                _failed(registry, impl.plugin_name, f"{hook_name} raised {exc!r}")
     return registry
+
+
+def _failed(registry: Registry, plugin: str, problem: str) -> None:
+    registry.failures.append(PluginError(plugin, problem))
+    log.warning("plugin %s: %s", plugin, problem)
 
 
 def _register(
     registry: Registry, kind: str, plugin: str, package: str, version: str, cls: Any
 ) -> None:
+    """The ``register`` callback: a refused class is recorded as a failure of ``plugin``
+    and the hook goes on with its other classes."""
     problem = _validate_class(kind, cls)
     if problem is None and (kind, cls.name) in registry.strategies:
         other = registry.strategies[(kind, cls.name)].plugin
         problem = f"{kind} strategy {cls.name!r} is already registered by {other!r}"
+    if problem is None and cls.kind != kind:
+        problem = f"{cls.__name__}.kind is {cls.kind!r}, expected {kind!r}"
     if problem is not None:
-        raise PluginError(plugin, problem)
-    if cls.kind != kind:
-        raise PluginError(plugin, f"{cls.__name__}.kind is {cls.kind!r}, expected {kind!r}")
+        _failed(registry, plugin, f"{HOOKS[kind]}: {problem}")
+        return
     registry.strategies[(kind, cls.name)] = StrategyInfo(
         kind, cls.name, cls, plugin, package, version
     )

@@ -204,6 +204,64 @@ def test_a_non_strategy_is_refused_and_the_rest_of_the_plugin_loads() -> None:
     assert "lp" in registry.names("allocation")
 
 
+def test_a_refused_class_does_not_stop_the_rest_of_the_hook() -> None:
+    registry = build_registry(entry_points=False, extra=[
+        Plugin("acme-first-bad", costs=(dict, Exploding)),
+    ])
+    assert [f.plugin for f in registry.failures] == ["acme-first-bad"]
+    assert registry.info("cost", "exploding").plugin == "acme-first-bad"
+
+
+def test_no_hook_order_lets_a_plugin_take_a_builtin_name() -> None:
+    class Lp(Greedy):
+        name = "lp"
+
+    class Sneaky:
+        __name__ = "acme-sneaky"
+
+        @hookimpl(trylast=True)  # called first by pluggy; the engine still loads built-ins first
+        def register_allocators(self, register: Callable[[Any], None]) -> None:
+            register(Lp)
+
+    registry = build_registry(entry_points=False, extra=[Sneaky()])
+    assert [f.plugin for f in registry.failures] == ["acme-sneaky"]
+    assert registry.info("allocation", "lp").plugin == "equity_plugins.allocators"
+    assert registry.names("allocation") == ["greedy", "lp", "proportional", "uniform"]
+
+
+def test_misspelt_hooks_and_wrappers_are_reported() -> None:
+    class Typo:
+        __name__ = "acme-typo"
+
+        @hookimpl
+        def register_cost(self, register: Callable[[Any], None]) -> None:
+            register(Exploding)
+
+        @hookimpl(wrapper=True)
+        def register_metrics(self, register: Callable[[Any], None]) -> Any:
+            return (yield)
+
+    registry = build_registry(entry_points=False, extra=[Typo()])
+    problems = sorted(f.problem for f in registry.failures)
+    assert all(f.plugin == "acme-typo" for f in registry.failures)
+    assert problems[0].startswith("register_metrics must be a plain hook")
+    assert problems[1].startswith("unknown hooks ['register_cost']")
+
+
+def test_an_extra_plugin_with_a_bad_hook_signature_is_recorded() -> None:
+    class BadSignature:
+        __name__ = "acme-signature"
+
+        @hookimpl
+        def register_costs(self, callback: Callable[[Any], None]) -> None:
+            callback(Exploding)
+
+    registry = build_registry(entry_points=False, extra=[BadSignature()])
+    [failure] = registry.failures
+    assert failure.plugin == "acme-signature" and "failed to register" in failure.problem
+    assert "exponential-response" in registry.names("cost")
+
+
 def test_a_strategy_of_the_wrong_kind_is_refused() -> None:
     registry = build_registry(entry_points=False, extra=[
         Plugin("acme-kind", costs=(ShortMetric,)),
@@ -356,7 +414,7 @@ def test_cli_lists_failures_exits_5_naming_the_plugin_and_keeps_working(site: Pa
     assert broken.stderr.strip().splitlines()[-1] == (
         "error: plugin 'acme': acme-exploding: raised RuntimeError('boom')"
     )
-    assert "plugin crash failed to load" in broken.stderr  # load failures are warned about
+    assert "plugin crash: failed to load" in broken.stderr  # load failures are warned about
 
     healthy = equity("allocate", "--example", "--example-size", "200", "--json", site=site)
     assert healthy.returncode == 0, healthy.stderr
