@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -674,7 +675,7 @@ def check_allocator(
         if not np.array_equal(getattr(allocation, name), getattr(again, name)):
             _fail(cls, f"not deterministic: two runs on the same problem differ in {name}")
 
-    stop = Problem(options, problem.rows, problem.plan, should_stop=lambda: True)
+    stop = replace(problem, should_stop=lambda: True)
     fresh = cls.from_params(params or {})
     try:
         stopped = fresh.allocate(stop)
@@ -688,7 +689,7 @@ def check_allocator(
 
     copies = _copies(n_large, options.n_units)
     rows = [Constraint(r.name, r.cells, r.sense, r.rhs * copies) for r in problem.rows]
-    large = Problem(tile_options(options, copies), rows, problem.plan, problem.should_stop)
+    large = replace(problem, options=tile_options(options, copies), rows=rows)
     run(large, f"{copies} copies of the problem ({large.options.n_units} units, "
                "budgets scaled alike)")
     return allocation
