@@ -44,28 +44,21 @@ def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     """Hull of every unit's options; ``offsets`` delimits units in the flat arrays."""
     counts = np.diff(offsets)
     n_units = counts.size
+    if n_units > 0 and counts[0] > 1 and bool(np.all(counts == counts[0])):
+        width = int(counts[0])
+        grid = cost.reshape(n_units, width)
+        if bool((grid[:, 1:] > grid[:, :-1]).all()):  # levels listed in increasing cost
+            return _uniform_hull(n_units, width, cost, value)
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
-    flat = np.arange(cost.size, dtype=np.int64)
-    uniform = n_units > 0 and bool(np.all(counts == counts[0]))
-    if uniform and counts[0] > 1 and bool(np.all(np.diff(cost.reshape(n_units, -1), axis=1) > 0)):
-        order = flat  # the common case: levels already listed in increasing cost
-    else:
-        order = np.lexsort((-value, cost, unit))
-        u, c = unit[order], cost[order]
-        duplicate = np.zeros(order.size, dtype=bool)
-        duplicate[1:] = (u[1:] == u[:-1]) & (c[1:] == c[:-1])
-        order = order[~duplicate]
-
-    idx = order
-    while True:
+    order = np.lexsort((-value, cost, unit))
+    u, c = unit[order], cost[order]
+    duplicate = np.zeros(order.size, dtype=bool)
+    duplicate[1:] = (u[1:] == u[:-1]) & (c[1:] == c[:-1])
+    idx = order[~duplicate]
+    while idx.size >= 3:
         u, c, v = unit[idx], cost[idx], value[idx]
-        if idx.size < 3:
-            break
         interior = (u[1:-1] == u[:-2]) & (u[1:-1] == u[2:])
-        left = (v[1:-1] - v[:-2]) * (c[2:] - c[:-2])
-        right = (v[2:] - v[:-2]) * (c[1:-1] - c[:-2])
-        scale = np.abs(left) + np.abs(right)
-        below = interior & (left <= right + 1e-12 * scale)
+        below = interior & _below(c[:-2], v[:-2], c[1:-1], v[1:-1], c[2:], v[2:])
         if not below.any():
             break
         keep = np.ones(idx.size, dtype=bool)
@@ -75,3 +68,38 @@ def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     hull_offsets = np.zeros(n_units + 1, dtype=np.int64)
     np.cumsum(hull_counts, out=hull_offsets[1:])
     return Hull(points=idx, offsets=hull_offsets)
+
+
+def _below(
+    ca: FloatArray, va: FloatArray, cb: FloatArray, vb: FloatArray, cc: FloatArray, vc: FloatArray
+) -> NDArray[np.bool_]:
+    """Whether b lies on or below the chord from a to c (a relative tolerance for noise)."""
+    left = (vb - va) * (cc - ca)
+    right = (vc - va) * (cb - ca)
+    return left <= right + 1e-12 * (np.abs(left) + np.abs(right))
+
+
+def _uniform_hull(n_units: int, width: int, cost: FloatArray, value: FloatArray) -> Hull:
+    """Every unit has ``width`` options in increasing cost: Andrew's monotone chain run on all
+    units at once, one column at a time (a stack of columns per unit, popped where concavity
+    fails), so the work is a few passes over the units whatever the number of units."""
+    stack = np.zeros((n_units, width), dtype=np.int64)  # flat option indices
+    top = np.ones(n_units, dtype=np.int64)  # stack size per unit
+    base = np.arange(n_units, dtype=np.int64) * width
+    stack[:, 0] = base
+    for j in range(1, width):
+        new = base + j
+        rows = np.flatnonzero(top >= 2) if j > 1 else np.zeros(0, dtype=np.int64)
+        while rows.size:
+            t = top[rows]
+            a, b, c = stack[rows, t - 2], stack[rows, t - 1], new[rows]
+            pop = _below(cost[a], value[a], cost[b], value[b], cost[c], value[c])
+            rows = rows[pop]
+            top[rows] -= 1
+            rows = rows[top[rows] >= 2]
+        stack[np.arange(n_units), top] = new
+        top += 1
+    points = stack[np.arange(width)[None, :] < top[:, None]]
+    offsets = np.zeros(n_units + 1, dtype=np.int64)
+    np.cumsum(top, out=offsets[1:])
+    return Hull(points=points, offsets=offsets)

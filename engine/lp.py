@@ -34,6 +34,7 @@ from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import OptionSet
 
 EPS = 1e-9
+SNAP = 1e-12  # shares this close to 0 or 1 are float noise (a tiny share may be real: keep it)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class _Increments:
         cum = np.cumsum(self.dc)
         before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[self.unit]]
         filled = np.clip((spend[self.unit] - before) / self.dc, 0.0, 1.0)
-        filled[filled > 1 - EPS] = 1.0
-        filled[filled < EPS] = 0.0
+        filled[filled > 1 - SNAP] = 1.0
+        filled[filled < SNAP] = 0.0
         return filled
 
 
@@ -100,6 +101,7 @@ def solve(
     method = settings.method
     if method == "auto":
         method = "blocks"
+    blocks: _Blocks | None = None
     if not rows or not constrained.any():
         taken = (inc.dv > 0).astype(np.float64)
         duals = np.zeros(len(rows))
@@ -112,7 +114,7 @@ def solve(
         if not np.isfinite(duals).all():
             _raise_infeasible(options, rows, rhs_eff)
     elif method == "blocks":
-        taken, duals, solver_name, rounds = _solve_blocks(
+        taken, duals, solver_name, rounds, blocks = _solve_blocks(
             inc, constrained, matrix, rhs_eff, base_value, settings, should_stop, options, rows
         )
     else:
@@ -129,7 +131,7 @@ def solve(
     }
     allocation.status = "optimal"
     if settings.repair:
-        _repair(options, rows, allocation, inc, prices, settings)
+        _repair(options, rows, allocation, inc, constrained, blocks, prices, settings)
     allocation.seconds = time.perf_counter() - started
     return allocation
 
@@ -172,6 +174,146 @@ def _solve_full(
     return taken, np.maximum(result.shadow_prices, 0.0), result.solver
 
 
+@dataclass
+class _Blocks:
+    """The constrained increments grouped into blocks, each a (cell, ratio interval) pair.
+
+    Per increment (``idx`` into :class:`_Increments`): its ratio, cost, value and block;
+    per block: cell, interval ``[lo, hi)`` holding all of its ratios, sums and count.
+    """
+
+    idx: NDArray[np.int64]
+    ratio: NDArray[np.float64]
+    dc: NDArray[np.float64]
+    dv: NDArray[np.float64]
+    block: NDArray[np.int64]
+    cell: NDArray[np.int64]
+    lo: NDArray[np.float64]
+    hi: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    value: NDArray[np.float64]
+    count: NDArray[np.int64]
+    splittable: NDArray[np.bool_]
+
+    @classmethod
+    def initial(cls, inc: _Increments, idx: NDArray[np.int64], n_cells: int, bins: int) -> _Blocks:
+        """One set of ratio quantiles for all cells, then (cell, bin) pairs. Ratios are
+        binned on a monotone integer key of their bits (exponent and 4 mantissa bits), so
+        binning millions of them costs a few integer passes, not a binary search each."""
+        dc, dv = inc.dc[idx], inc.dv[idx]
+        ratio = dv / dc + 0.0  # + 0.0 turns -0.0 into 0.0, which the key orders apart
+        coarse = _float_key(ratio) >> _SHIFT
+        low, high = int(coarse.min()), int(coarse.max())
+        step = max(1, idx.size // 200_000)
+        sample = coarse[::step]
+        edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.int64))
+        edges = edges[edges > low]
+        table = np.searchsorted(edges, np.arange(low, high + 1), side="right")
+        n_bins = edges.size + 1
+        used = np.zeros(n_cells, dtype=bool)
+        cell = inc.cell[idx]
+        used[cell] = True
+        rank = np.cumsum(used) - 1
+        key = rank[cell] * n_bins + table[coarse - low]
+        count = np.bincount(key)
+        present = count > 0
+        block = (np.cumsum(present) - 1)[key]
+        keys = np.flatnonzero(present)
+        bounds = np.concatenate(([-np.inf], _key_float(edges << _SHIFT), [np.inf]))
+        return cls(
+            idx=idx,
+            ratio=ratio,
+            dc=dc,
+            dv=dv,
+            block=block,
+            cell=np.flatnonzero(used)[keys // n_bins],
+            lo=bounds[keys % n_bins],
+            hi=bounds[keys % n_bins + 1],
+            cost=np.bincount(block, weights=dc).astype(np.float64),
+            value=np.bincount(block, weights=dv).astype(np.float64),
+            count=count[present],
+            splittable=np.ones(keys.size, dtype=bool),
+        )
+
+    @classmethod
+    def by_cell(cls, inc: _Increments, idx: NDArray[np.int64]) -> _Blocks:
+        """One block per cell (the grouping the full method's repair needs)."""
+        cells, block = np.unique(inc.cell[idx], return_inverse=True)
+        dc, dv = inc.dc[idx], inc.dv[idx]
+        n = cells.size
+        return cls(
+            idx, dv / dc, dc, dv, block, cells, np.full(n, -np.inf), np.full(n, np.inf),
+            np.bincount(block, weights=dc).astype(np.float64),
+            np.bincount(block, weights=dv).astype(np.float64),
+            np.bincount(block), np.ones(n, dtype=bool),
+        )
+
+    def members(self, chosen: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Positions (into ``idx``) of the increments of the chosen blocks: one pass."""
+        return np.flatnonzero(chosen[self.block])
+
+    def split(self, positions: NDArray[np.int64], prices: NDArray[np.float64], bins: int) -> None:
+        """Split the blocks holding ``positions`` at quantiles of their own ratios and at
+        their cell's price (a Python loop over blocks only, never over increments)."""
+        positions = positions[np.argsort(self.block[positions], kind="stable")]
+        groups = np.split(positions, np.flatnonzero(np.diff(self.block[positions])) + 1)
+        cells, los, his = self.cell.tolist(), self.lo.tolist(), self.hi.tolist()
+        flags = self.splittable.tolist()
+        for group in groups:
+            old = int(self.block[group[0]])
+            r = self.ratio[group]
+            cut = np.append(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]), prices[cells[old]])
+            cut = np.unique(cut)
+            cut = cut[(cut > r.min()) & (cut <= r.max())]
+            if cut.size == 0:  # all ratios equal: the fill already treats it exactly
+                flags[old] = False
+                continue
+            sub = np.searchsorted(cut, r, side="right")
+            bounds = np.concatenate(([los[old]], cut, [his[old]]))
+            used = np.flatnonzero(np.bincount(sub, minlength=cut.size + 1))
+            ids = np.empty(cut.size + 1, dtype=np.int64)
+            ids[used[0]] = old
+            ids[used[1:]] = np.arange(len(cells), len(cells) + used.size - 1)
+            los[old], his[old] = float(bounds[used[0]]), float(bounds[used[0] + 1])
+            for s in used[1:]:
+                cells.append(cells[old])
+                los.append(float(bounds[s]))
+                his.append(float(bounds[s + 1]))
+                flags.append(True)
+            self.block[group] = ids[sub]
+        self.cell = np.array(cells, dtype=np.int64)
+        self.lo, self.hi = np.array(los), np.array(his)
+        self.splittable = np.array(flags, dtype=bool)
+        n = self.cell.size
+        changed = np.concatenate(groups)
+        touched = np.zeros(n, dtype=bool)
+        touched[self.block[changed]] = True
+        b = self.block[changed]
+        cost, value, count = (np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64))
+        old_n = self.cost.size
+        cost[:old_n], value[:old_n], count[:old_n] = self.cost, self.value, self.count
+        cost[touched], value[touched], count[touched] = 0.0, 0.0, 0
+        cost += np.bincount(b, weights=self.dc[changed], minlength=n)
+        value += np.bincount(b, weights=self.dv[changed], minlength=n)
+        count += np.bincount(b, minlength=n)
+        self.cost, self.value, self.count = cost, value, count
+
+
+_SHIFT = 48  # keep the sign, 11 exponent bits and 4 mantissa bits of a ratio's key
+_SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def _float_key(x: NDArray[np.float64]) -> NDArray[np.int64]:
+    """An int64 key ordered as the floats are (bit trick: flip the magnitude of negatives)."""
+    bits = x.view(np.int64)
+    return bits ^ ((bits >> 63) & _SIGN_OFF)
+
+
+def _key_float(key: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Inverse of :func:`_float_key`."""
+    return np.asarray(key ^ ((key >> 63) & _SIGN_OFF), dtype=np.int64).view(np.float64)
+
+
 def _solve_blocks(
     inc: _Increments,
     constrained: NDArray[np.bool_],
@@ -182,41 +324,25 @@ def _solve_blocks(
     should_stop: Callable[[], bool],
     options: OptionSet,
     rows: list[Constraint],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], str, int]:
-    idx = np.flatnonzero(constrained)
-    ratio = inc.ratio[idx]
-    cell = inc.cell[idx]
-    dc, dv = inc.dc[idx], inc.dv[idx]
-    # Initial blocks: one set of ratio quantiles for all cells, then (cell, bin) pairs.
-    step = max(1, idx.size // 200_000)
-    edges = np.unique(np.quantile(ratio[::step], np.linspace(0, 1, settings.bins + 1)[1:-1]))
-    bins = np.searchsorted(edges, ratio, side="right")
-    key = cell * (edges.size + 1) + bins
-    present = np.bincount(key) > 0
-    relabel = np.cumsum(present) - 1
-    block = relabel[key]
-    keys = np.flatnonzero(present)
-    bounds = np.concatenate(([-np.inf], edges, [np.inf]))
-    b_cell = keys // (edges.size + 1)
-    b_lo = bounds[keys % (edges.size + 1)]
-    b_hi = bounds[keys % (edges.size + 1) + 1]
-    splittable = np.ones(keys.size, dtype=bool)
+) -> tuple[NDArray[np.float64], NDArray[np.float64], str, int, _Blocks]:
+    """Block LP, then refinement of the blocks next to each cell's price until exact.
 
-    taken_c = np.zeros(idx.size)
+    Every round costs one LP over blocks plus one pass over the increments (finding the
+    members of the few blocks that straddle a price or are partly taken); the primal value
+    and the Lagrangian bound come from block sums plus those members."""
+    blocks = _Blocks.initial(inc, np.flatnonzero(constrained), options.n_cells, settings.bins)
+    free = inc.dv[~constrained]
+    free_value = float(free[free > 0].sum())
     duals = np.zeros(matrix.shape[0])
     solver_name = "none"
     rounds = 0
-    full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
-    for rounds in range(1, settings.max_rounds + 1):  # noqa: B007
+    while True:
+        rounds += 1
         if should_stop():
             raise CancelledError("allocation cancelled")
-        n_blocks = b_cell.size
-        b_cost = np.bincount(block, weights=dc, minlength=n_blocks)
-        b_value = np.bincount(block, weights=dv, minlength=n_blocks)
-        b_count = np.bincount(block, minlength=n_blocks)
-        coef = matrix[:, b_cell] * b_cost
+        coef = matrix[:, blocks.cell] * blocks.cost
         result = solvers.maximize(
-            b_value, coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
+            blocks.value, coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
         )
         solver_name = result.solver
         if result.status == "infeasible":
@@ -226,103 +352,70 @@ def _solve_blocks(
         x = np.clip(result.x, 0.0, 1.0)
         duals = np.maximum(result.shadow_prices, 0.0)
         prices = duals @ matrix
-        taken_c = _fill(x, block, b_cell, b_cost, ratio, cell, dc)
-        full_taken[idx] = taken_c
-        primal = base_value + float(inc.dv @ full_taken)
-        bound = _lagrangian(inc, prices, duals, rhs_eff, base_value)
-        if bound - primal <= settings.tolerance * max(1.0, abs(bound)):
-            break
-        price = prices[b_cell]
-        partial = (x > EPS) & (x < 1 - EPS)
-        split = splittable & (b_count > 1) & (((b_lo < price) & (price < b_hi)) | partial)
-        if not split.any():
-            break
-        block, b_cell, b_lo, b_hi, splittable = _split(
-            split, block, b_cell, b_lo, b_hi, splittable, ratio, settings.bins
+        price = prices[blocks.cell]
+        full = x >= 1 - SNAP
+        partial = (x > SNAP) & ~full
+        straddle = (blocks.lo < price) & (price < blocks.hi)
+        touched = partial | straddle
+        pos = blocks.members(touched)
+        taken = _fill(blocks, pos, x, full, partial, options.n_cells)
+        primal = (
+            base_value
+            + free_value
+            + float(blocks.value[full & ~touched].sum())
+            + float(blocks.dv[pos] @ taken)
         )
-    return full_taken, duals, solver_name, rounds
+        above = (blocks.lo >= price) & ~straddle
+        in_straddle = pos[straddle[blocks.block[pos]]]
+        reduced = blocks.dv[in_straddle] - prices[blocks.cell[blocks.block[in_straddle]]] * (
+            blocks.dc[in_straddle]
+        )
+        bound = (
+            base_value
+            + free_value
+            + float(duals @ rhs_eff)
+            + float((blocks.value - price * blocks.cost)[above].sum())
+            + float(np.maximum(reduced, 0.0).sum())
+        )
+        split = blocks.splittable & (blocks.count > 1) & touched
+        done = bound - primal <= settings.tolerance * max(1.0, abs(bound))
+        if done or not split.any() or rounds >= settings.max_rounds:
+            break
+        blocks.split(pos[split[blocks.block[pos]]], prices, settings.bins)
+    full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
+    taken_c = full[blocks.block].astype(np.float64)
+    taken_c[pos] = taken
+    full_taken[blocks.idx] = taken_c
+    return full_taken, duals, solver_name, rounds, blocks
 
 
 def _fill(
+    blocks: _Blocks,
+    pos: NDArray[np.int64],
     x: NDArray[np.float64],
-    block: NDArray[np.int64],
-    b_cell: NDArray[np.int64],
-    b_cost: NDArray[np.float64],
-    ratio: NDArray[np.float64],
-    cell: NDArray[np.int64],
-    dc: NDArray[np.float64],
+    full: NDArray[np.bool_],
+    partial: NDArray[np.bool_],
+    n_cells: int,
 ) -> NDArray[np.float64]:
-    """Spend of each cell's partly taken blocks, refilled in decreasing ratio (cell-exact)."""
-    full = x >= 1 - EPS
-    partial = (x > EPS) & ~full
-    taken = full[block].astype(np.float64)
-    if partial.any():
-        budget = np.bincount(b_cell[partial], weights=(b_cost * x)[partial], minlength=1)
-        members = np.flatnonzero(partial[block])
-        order = members[np.lexsort((-ratio[members], cell[members]))]
-        c_cell, c_dc = cell[order], dc[order]
-        cum = np.cumsum(c_dc)
-        first_of_cell = np.r_[True, c_cell[1:] != c_cell[:-1]]
+    """Share taken of each increment at ``pos``: 1 in full blocks; each cell's spend on its
+    partly taken blocks refilled in decreasing ratio (exact within a cell)."""
+    b = blocks.block[pos]
+    taken = full[b].astype(np.float64)
+    part = np.flatnonzero(partial[b])
+    if part.size:
+        budget = np.bincount(
+            blocks.cell[partial], weights=(blocks.cost * x)[partial], minlength=n_cells
+        )
+        p = pos[part]
+        c = blocks.cell[blocks.block[p]]
+        order = np.lexsort((-blocks.ratio[p], c))
+        c, dc = c[order], blocks.dc[p[order]]
+        cum = np.cumsum(dc)
+        first_of_cell = np.r_[True, c[1:] != c[:-1]]
         starts = np.maximum.accumulate(np.where(first_of_cell, np.arange(order.size), 0))
-        before = cum - c_dc - np.concatenate(([0.0], cum))[starts]
-        taken[order] = np.clip((budget[c_cell] - before) / c_dc, 0.0, 1.0)
+        before = cum - dc - np.concatenate(([0.0], cum))[starts]
+        taken[part[order]] = np.clip((budget[c] - before) / dc, 0.0, 1.0)
     return taken
-
-
-def _split(
-    split: NDArray[np.bool_],
-    block: NDArray[np.int64],
-    b_cell: NDArray[np.int64],
-    b_lo: NDArray[np.float64],
-    b_hi: NDArray[np.float64],
-    splittable: NDArray[np.bool_],
-    ratio: NDArray[np.float64],
-    bins: int,
-) -> tuple[
-    NDArray[np.int64],
-    NDArray[np.int64],
-    NDArray[np.float64],
-    NDArray[np.float64],
-    NDArray[np.bool_],
-]:
-    """Split the chosen blocks at quantiles of their own ratios (a loop over blocks only)."""
-    members = np.flatnonzero(split[block])
-    members = members[np.argsort(block[members], kind="stable")]
-    groups = np.split(members, np.flatnonzero(np.diff(block[members])) + 1)
-    cells, los, his, flags = [list(a) for a in (b_cell, b_lo, b_hi, splittable)]
-    for group in groups:
-        old = int(block[group[0]])
-        r = ratio[group]
-        edges = np.unique(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]))
-        edges = edges[(edges > r.min()) & (edges <= r.max())]
-        if edges.size == 0:  # all ratios equal: the fill already treats it exactly
-            flags[old] = False
-            continue
-        sub = np.searchsorted(edges, r, side="right")
-        bounds = np.concatenate(([b_lo[old]], edges, [b_hi[old]]))
-        used = np.unique(sub)
-        new_ids = {}
-        for j, s in enumerate(used):
-            if j == 0:
-                new_ids[s] = old
-                los[old], his[old] = bounds[s], bounds[s + 1]
-            else:
-                new_ids[s] = len(cells)
-                cells.append(b_cell[old])
-                los.append(bounds[s])
-                his.append(bounds[s + 1])
-                flags.append(True)
-        lookup = np.zeros(used.max() + 1, dtype=np.int64)
-        for s, b in new_ids.items():
-            lookup[s] = b
-        block[group] = lookup[sub]
-    return (
-        block,
-        np.array(cells, dtype=np.int64),
-        np.array(los),
-        np.array(his),
-        np.array(flags, dtype=bool),
-    )
 
 
 def _to_allocation(
@@ -375,15 +468,22 @@ def _repair(
     rows: list[Constraint],
     allocation: Allocation,
     inc: _Increments,
+    constrained: NDArray[np.bool_],
+    blocks: _Blocks | None,
     prices: NDArray[np.float64],
     settings: LpSettings,
 ) -> None:
-    """Give each customer left between two levels one level, by a MIP over their options."""
+    """Give each customer left between two levels one level, by a MIP over their options.
+
+    The MIP's size does not grow with the portfolio: the split customers (at most one or two
+    per cell) plus a fixed number of neighbours per cell."""
     split = np.flatnonzero(~options.fractional & (allocation.theta > 0))
     if split.size == 0:
         return
+    if blocks is None:
+        blocks = _Blocks.by_cell(inc, np.flatnonzero(constrained))
     # Widest neighbourhood first: more customers free to move gives a better integer plan.
-    attempts = [_neighbours(options, rows, inc, prices, split, 24), split]
+    attempts = [_neighbours(options, rows, inc, blocks, prices, split, 24), split]
     if options.cost.size <= 5_000:  # small enough to let every customer move: exact MIP
         attempts.insert(0, np.flatnonzero(~options.fractional))
     for units in attempts:
@@ -401,23 +501,42 @@ def _neighbours(
     options: OptionSet,
     rows: list[Constraint],
     inc: _Increments,
+    blocks: _Blocks,
     prices: NDArray[np.float64],
     split: NDArray[np.int64],
     per_cell: int,
 ) -> NDArray[np.int64]:
     """The split customers plus, in every cell sharing a row with them, the customers whose
-    increments are closest to the cell's price (the cheapest ones to move)."""
+    increments are closest to the cell's price (the cheapest ones to move).
+
+    A cell's blocks are disjoint ratio intervals, so the ``per_cell`` nearest increments lie
+    in the block holding the price and the blocks next to it holding ``per_cell`` increments
+    on each side: only those blocks' members are looked at."""
     matrix = row_matrix(rows, options.n_cells) != 0
     touched = matrix[:, np.unique(options.cell[split])].any(axis=1)
-    cells = np.flatnonzero(matrix[touched].any(axis=0))
-    near = np.abs(inc.ratio - prices[inc.cell])
-    chosen = [split]
-    for c in cells:
-        members = np.flatnonzero(inc.cell == c)
-        k = min(per_cell, members.size)
-        best = members[np.argpartition(near[members], k - 1)[:k]] if k else members
-        chosen.append(inc.unit[best])
-    integral = np.unique(np.concatenate(chosen))
+    wanted = matrix[touched].any(axis=0)
+    chosen = np.zeros(blocks.cell.size, dtype=bool)
+    for c in np.flatnonzero(wanted):
+        own = np.flatnonzero(blocks.cell == c)
+        own = own[np.argsort(blocks.lo[own], kind="stable")]
+        counts = blocks.count[own]
+        j = int(np.searchsorted(blocks.lo[own], prices[c], side="right")) - 1
+        below = np.cumsum(counts[:max(j, 0)][::-1])  # blocks j-1, j-2, ... (all below price)
+        above = np.cumsum(counts[j + 1:])  # blocks j+1, j+2, ... (all above price)
+        first = max(j, 0) - int(np.searchsorted(below, per_cell)) - 1
+        last = j + 1 + int(np.searchsorted(above, per_cell))
+        chosen[own[max(first, 0):last + 1]] = True
+    pos = blocks.members(chosen)
+    cell = blocks.cell[blocks.block[pos]]
+    near = np.abs(blocks.ratio[pos] - prices[cell])
+    order = np.lexsort((near, cell))
+    cell = cell[order]
+    first_of_cell = np.r_[True, cell[1:] != cell[:-1]]
+    rank = np.arange(order.size) - np.maximum.accumulate(
+        np.where(first_of_cell, np.arange(order.size), 0)
+    )
+    best = pos[order[rank < per_cell]]
+    integral = np.unique(np.concatenate([split, inc.unit[blocks.idx[best]]]))
     return integral[~options.fractional[integral]]
 
 
@@ -457,6 +576,12 @@ def _repair_units(
     chosen = opt[result.x > 0.5]
     owners = owner[result.x > 0.5]
     if owners.size != units.size:
+        return False
+    # A MIP solver's feasibility tolerance is absolute: check the rows in exact arithmetic.
+    used = matrix @ np.bincount(
+        options.cell[units[owners]], weights=options.cost[chosen], minlength=options.n_cells
+    )
+    if (used > residual + 2 * slack).any():
         return False
     allocation.lo[units[owners]] = chosen
     allocation.hi[units[owners]] = chosen

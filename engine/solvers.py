@@ -44,7 +44,8 @@ def resolve(name: str) -> str:
         return have[0]
     if name not in SOLVERS:
         raise InvalidInputError.single(
-            "plan.allocation.params.solver", f"unknown solver {name!r}; choose from auto, highs, cbc"
+            "plan.allocation.params.solver",
+            f"unknown solver {name!r}; choose from auto, highs, cbc",
         )
     if name not in have:
         raise InvalidInputError.single(
@@ -55,7 +56,10 @@ def resolve(name: str) -> str:
 
 def _make(name: str, time_limit: float | None, mip: bool) -> pulp.LpSolver:
     if name == "highs":
-        return pulp.HiGHS(msg=False, timeLimit=time_limit, mip=mip)
+        # HiGHS' MIP feasibility tolerance is absolute (1e-6): tightened so that a small
+        # minimum is met, not left short by the tolerance (the LP's 1e-7 is tight enough).
+        tolerance = {"mip_feasibility_tolerance": 1e-9} if mip else {}
+        return pulp.HiGHS(msg=False, timeLimit=time_limit, mip=mip, **tolerance)
     return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, mip=mip)
 
 
