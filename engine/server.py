@@ -650,6 +650,10 @@ class EquityServer:
         self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 
+    def cancel_all(self) -> None:
+        """Cancel every call now (their solves stop); for a second shutdown signal."""
+        self._server.stop(0)
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)
 
@@ -669,16 +673,21 @@ def serve(config: ServerConfig, registry: Registry | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():  # a second signal: do not wait for the grace period
+            log.warning("received %s again: cancelling calls in flight", name)
+            server.cancel_all()
+            return
+        log.info("received %s", name)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         stop.wait()
+        server.stop()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        server.stop()
     return 0
 
 

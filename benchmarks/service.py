@@ -1,0 +1,96 @@
+"""Round trips through the gRPC service on loopback: Allocate and AllocateStream.
+
+    .venv/bin/python benchmarks/service.py --customers 100000 --repeat 3
+
+Starts `equity serve` as a separate process (client and server do not share a GIL), sends
+the synthetic example portfolio (customers + 5 prospect pools, the README's plan scaled)
+with the real client, and prints the median wall time of each call next to the engine's
+own time for the same allocation in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from engine.cli_service import _free_port
+from engine.client import AllocateResult, Client
+from engine.pipeline import allocate
+from engine.portfolio import Portfolio
+from engine.synthetic import example
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median wall time of ``fn`` and median engine time it reports (summary seconds)."""
+    times, engine = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+        engine.append(result.summary["seconds"]["total"])  # type: ignore[attr-defined]
+    return statistics.median(times), statistics.median(engine)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--max-message-mb", type=int, default=512)
+    args = parser.parse_args()
+
+    customers, prospects, plan = example(args.customers)
+    portfolio = Portfolio(customers, prospects)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
+         "WARNING", "--max-message-mb", str(args.max_message_mb), "--max-rows", "50000000"],
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    rows = []
+    try:
+        local, _ = median_seconds(lambda: allocate(portfolio, plan), args.repeat)
+        rows.append(("engine in-process (no gRPC)", local, ""))
+        for fmt in ("arrow", "columns"):
+            with Client(f"127.0.0.1:{port}", table_format=fmt, timeout=600,
+                        max_message_bytes=args.max_message_mb << 20) as client:
+                client.wait_ready(30)
+                warm = example(200)
+                client.allocate(Portfolio(warm[0], warm[1]), warm[2])  # warm up
+                request = client.allocate_request(portfolio, plan)
+                size = request.ByteSize() / 1e6
+                def unary(c: Client = client) -> AllocateResult:
+                    return c.allocate(portfolio, plan)
+
+                def stream(c: Client = client) -> AllocateResult:
+                    return c.stream(portfolio, plan, batch_rows=args.batch_rows)
+
+                t, e = median_seconds(unary, args.repeat)
+                rows.append((f"Allocate, {fmt}", t,
+                             f"(summary.seconds.total {e:.3f} s), request {size:.1f} MB"))
+                t, e = median_seconds(stream, args.repeat)
+                rows.append((f"AllocateStream, {fmt}, {args.batch_rows:,}-row batches", t,
+                             f"(summary.seconds.total {e:.3f} s)"))
+                t0 = time.perf_counter()
+                for _ in range(args.repeat):
+                    client.score(customers)
+                rows.append((f"Score (CLV only: the wire cost), {fmt}",
+                             (time.perf_counter() - t0) / args.repeat, "mean"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    print(f"{args.customers:,} customers + {prospects.height} pools, median of {args.repeat}, "
+          f"loopback, server in a separate process")
+    for name, seconds, note in rows:
+        print(f"  {name:<46} {seconds:7.3f} s  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
