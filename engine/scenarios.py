@@ -1,0 +1,588 @@
+"""Plans side by side: the optimum, doing nothing, the baselines and the firm's own plan.
+
+* ``evaluate_spend`` values a plan the user supplies (a table ``customer_id, spend``; a pool's
+  id is its segment name and its spend is the pool's total) under the same model as the
+  optimizer. The model only knows the plan's spend levels: a spend between two levels is
+  valued as the mix of those two levels (what the LP could do with the same money), a spend
+  below the cheapest level is raised to it and a spend above the dearest level is taken as
+  spent with no further effect. Units the table leaves out do nothing.
+* ``compare`` puts it next to the optimum (``allocate``), doing nothing and the ``uniform``
+  and ``proportional`` baselines: equity, spend, Return on Customer in total, by segment and
+  by kind, and where the money moves. A supplied plan is never reported better than the
+  optimum: it is checked against the LP bound for the same money and the same rows (relaxed
+  where the supplied plan breaks them).
+* ``kind_split`` answers acquisition versus retention: with one shared budget, the split and
+  the marginal equity of one more (and of the last) unit of each; with separate budgets, the
+  shadow price of each and what moving one unit from one to the other gains (first order from
+  the shadow prices, and exactly by re-solving the LP).
+* ``robustness`` evaluates fixed plans (the optimum's among them) under changed assumptions
+  (discount rate, response strength) next to the plan re-optimized under them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.allocation import Allocation, row_usage
+from engine.constraints import GE, LE, Constraint, build_constraints
+from engine.errors import EquityError, InvalidInputError, SolverError
+from engine.options import KINDS, OptionSet
+from engine.plan import Plan, StrategyChoice
+from engine.plugins import Registry, default_registry
+from engine.portfolio import Portfolio
+from engine.result import PlanResult
+from engine.valuation import return_on_customer
+
+FloatArray = NDArray[np.float64]
+Progress = Callable[[str, float], None]
+UNIT_COLUMNS = ("customer_id", "kind", "segment", "spend", "equity_before", "equity_after")
+
+
+def _no_progress(phase: str, done: float) -> None:
+    del phase, done
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating plans.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """A plan under the model: one row per unit (``UNIT_COLUMNS`` plus ``uplift``)."""
+
+    name: str
+    units: pl.DataFrame
+    discount_rate: float
+    notes: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # plan rows it breaks
+    bound: float | None = None  # LP bound of the optimum it is compared with
+
+    @property
+    def equity_before(self) -> float:
+        return float(self.units["equity_before"].sum())
+
+    @property
+    def equity_after(self) -> float:
+        return float(self.units["equity_after"].sum())
+
+    @property
+    def spend(self) -> float:
+        return float(self.units["spend"].sum())
+
+    @property
+    def roc(self) -> float:
+        return float(return_on_customer(self.equity_before, self.equity_after, self.spend,
+                                        self.discount_rate))
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "plan": self.name,
+            "spend": self.spend,
+            "equity_before": self.equity_before,
+            "equity_after": self.equity_after,
+            "equity_gain": self.equity_after - self.equity_before,
+            "roc": self.roc,
+            "breaks": list(self.broken),
+            "notes": list(self.notes),
+        }
+
+
+def evaluation_of(result: PlanResult, name: str, discount_rate: float) -> Evaluation:
+    """An ``allocate`` result as an evaluation."""
+    units = result.units.select(*UNIT_COLUMNS).with_columns(
+        (pl.col("equity_after") - pl.col("equity_before")).alias("uplift")
+    )
+    notes = [] if result.summary.get("gap") in (None, 0.0) else [
+        f"gap to the LP bound {result.summary['gap']:.2e}"
+    ]
+    return Evaluation(name, units, discount_rate, notes, bound=result.summary.get("bound"))
+
+
+def _units_frame(options: OptionSet, spend: FloatArray, after: FloatArray) -> pl.DataFrame:
+    before = options.value[options.baseline]
+    return pl.DataFrame({
+        "customer_id": options.unit_id.cast(pl.String),
+        "kind": np.array(KINDS)[options.kind],
+        "segment": pl.Series(np.array(options.segments, dtype=object)[options.segment],
+                             dtype=pl.String),
+        "spend": spend,
+        "equity_before": before,
+        "equity_after": after,
+        "uplift": after - before,
+    })
+
+
+def spend_allocation(
+    options: OptionSet, table: pl.DataFrame, name: str = "plan"
+) -> tuple[Allocation, FloatArray, list[str]]:
+    """Map a spend table onto the options: each unit mixes the two levels around its spend.
+
+    Returns the allocation, the spend above each unit's dearest level (no effect) and notes.
+    """
+    if "customer_id" not in table.columns or "spend" not in table.columns:
+        missing = [c for c in ("customer_id", "spend") if c not in table.columns]
+        raise InvalidInputError.single(f"{name}.{missing[0]}", "required column is missing")
+    spend_col = table["spend"]
+    if not spend_col.dtype.is_numeric():
+        raise InvalidInputError.single(f"{name}.spend", f"must be numeric, got {spend_col.dtype}")
+    values = spend_col.cast(pl.Float64).to_numpy()
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise InvalidInputError.single(f"{name}.spend", "must be a finite number >= 0",
+                                       int(np.flatnonzero(bad)[0]))
+    ids = table["customer_id"].cast(pl.String)
+    if ids.is_duplicated().any():
+        row = int(np.flatnonzero(ids.is_duplicated().to_numpy())[0])
+        raise InvalidInputError.single(f"{name}.customer_id", f"{ids[row]!r} appears twice", row)
+    units = pl.DataFrame({"customer_id": options.unit_id.cast(pl.String),
+                          "__unit": np.arange(options.n_units)})
+    if units["customer_id"].is_duplicated().any():
+        raise InvalidInputError.single(
+            f"{name}.customer_id", "customer and pool ids overlap; rename the pools' segments"
+        )
+    joined = pl.DataFrame({"customer_id": ids, "spend": values}).with_row_index("__row").join(
+        units, on="customer_id", how="left"
+    )
+    unknown = joined.filter(pl.col("__unit").is_null())
+    if unknown.height:
+        raise InvalidInputError.single(
+            f"{name}.customer_id",
+            f"{unknown.height} ids are not in the portfolio, first {unknown['customer_id'][0]!r}",
+            int(unknown["__row"][0]),
+        )
+    notes = []
+    target = options.cost[options.baseline].copy()
+    given = joined["__unit"].to_numpy().astype(np.int64)
+    target[given] = joined["spend"].to_numpy()
+    if given.size < options.n_units:
+        notes.append(f"{options.n_units - given.size} units not in the table do nothing")
+
+    unit = options.unit_of_option
+    order = np.lexsort((-options.value, options.cost, unit))
+    cost = options.cost[order]
+    starts = options.offsets[:-1]
+    counts = np.diff(options.offsets)
+    first, last = order[starts], order[starts + counts - 1]
+    low = target < options.cost[first] * (1 - 1e-12)
+    if low.any():
+        notes.append(f"{int(low.sum())} units spend less than their cheapest level: raised to it")
+    target = np.maximum(target, options.cost[first])
+    excess = np.maximum(target - options.cost[last], 0.0)
+    excess[excess <= 1e-12 * np.maximum(1.0, options.cost[last])] = 0.0
+    if excess.any():
+        notes.append(f"{int((excess > 0).sum())} units spend above their dearest level: "
+                     f"{excess.sum():,.2f} spent with no effect")
+    target = target - excess
+    within = cost <= target[unit[order]] * (1 + 1e-12) + 1e-12
+    count = np.bincount(unit[order], weights=within, minlength=options.n_units).astype(np.int64)
+    lo_pos = starts + np.maximum(count, 1) - 1
+    # Among options at the same cost the sort puts the best value first: step back to it.
+    same = np.flatnonzero(lo_pos > starts)
+    while same.size:
+        tie = cost[lo_pos[same] - 1] == cost[lo_pos[same]]
+        same = same[tie]
+        lo_pos[same] -= 1
+        same = same[lo_pos[same] > starts[same]]
+    hi_pos = np.minimum(starts + count, starts + counts - 1)
+    lo, hi = order[lo_pos], order[hi_pos]
+    width = options.cost[hi] - options.cost[lo]
+    theta = np.where(width > 0, (target - options.cost[lo]) / np.where(width > 0, width, 1.0), 0)
+    theta = np.clip(theta, 0.0, 1.0)
+    exact = theta <= 1e-12
+    hi = np.where(exact, lo, hi)
+    theta = np.where(exact, 0.0, theta)
+    mixed = ~options.fractional & (theta > 0)
+    if mixed.any():
+        notes.append(f"{int(mixed.sum())} customers spend between two levels: valued as the mix")
+    return Allocation(lo, hi, theta, "feasible", "none", "supplied"), excess, notes
+
+
+def evaluate_spend(
+    options: OptionSet,
+    rows: list[Constraint],
+    table: pl.DataFrame,
+    name: str,
+    discount_rate: float,
+) -> Evaluation:
+    """A supplied plan (``customer_id, spend``) under the model; reports the rows it breaks."""
+    allocation, excess, notes = spend_allocation(options, table, name)
+    spend = allocation.spend(options) + excess
+    after = allocation.equity(options) - excess
+    return Evaluation(name, _units_frame(options, spend, after), discount_rate, notes,
+                      broken_rows(options, rows, spend))
+
+
+def broken_rows(options: OptionSet, rows: list[Constraint], spend: FloatArray) -> list[str]:
+    """Names of the rows a per-unit spend breaks (relative tolerance 1e-9)."""
+    usage = row_usage(options, rows, spend)
+    return [
+        r.name for r, u in zip(rows, usage, strict=True)
+        if (r.sense == LE and u > r.rhs + 1e-9 * max(1.0, abs(r.rhs)))
+        or (r.sense == GE and u < r.rhs - 1e-9 * max(1.0, abs(r.rhs)))
+    ]
+
+
+def roc_table(evaluations: Sequence[Evaluation]) -> pl.DataFrame:
+    """ROC of each plan in total, per segment and per kind (long form).
+
+    ROC = ((1 + d)(E + S) - S - E0) / E0 (``engine.valuation.return_on_customer``): E0 the
+    equity at the start (doing nothing), E the plan's equity net of its spend S. Acquisition
+    alone has no equity at the start (E0 = 0): its ROC is undefined (null)."""
+    frames = []
+    for ev in evaluations:
+        u = ev.units
+        parts = [
+            u.select(pl.lit("total").alias("scope"), pl.lit("all").alias("group"),
+                     pl.col("equity_before").sum(), pl.col("equity_after").sum(),
+                     pl.col("spend").sum()),
+            u.group_by("segment").agg(pl.col("equity_before").sum(), pl.col("equity_after").sum(),
+                                      pl.col("spend").sum())
+            .select(pl.lit("segment").alias("scope"), pl.col("segment").alias("group"),
+                    "equity_before", "equity_after", "spend"),
+            u.group_by("kind").agg(pl.col("equity_before").sum(), pl.col("equity_after").sum(),
+                                   pl.col("spend").sum())
+            .select(pl.lit("kind").alias("scope"), pl.col("kind").alias("group"),
+                    "equity_before", "equity_after", "spend"),
+        ]
+        frame = pl.concat(parts)
+        roc = return_on_customer(frame["equity_before"].to_numpy(),
+                                 frame["equity_after"].to_numpy(), frame["spend"].to_numpy(),
+                                 ev.discount_rate)
+        frames.append(frame.with_columns(pl.lit(ev.name).alias("plan"),
+                                         pl.Series("roc", roc).fill_nan(None)))
+    out = pl.concat(frames).select("plan", "scope", "group", "spend", "equity_before",
+                                   "equity_after", "roc")
+    return out.sort(["scope", "group", "plan"], maintain_order=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The comparison.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Every plan of one question, evaluated under one model."""
+
+    plan: Plan
+    optimum: PlanResult
+    evaluations: list[Evaluation]
+    moved: pl.DataFrame | None  # money by segment and kind: current plan vs optimum
+    same_money: dict[str, Any] | None  # the optimum for the current plan's money and rows
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> pl.DataFrame:
+        """One row per plan; ``optimum_same_money`` is the LP bound for that plan's spend and
+        rows, ``gain_available`` what re-allocating the same money would add (never < 0)."""
+        rows = [ev.totals() for ev in self.evaluations]
+        frame = pl.DataFrame([{k: v for k, v in r.items() if k not in ("notes", "breaks")}
+                              for r in rows])
+        bounds = [ev.bound if ev.bound is not None else math.nan for ev in self.evaluations]
+        return frame.with_columns(
+            pl.Series("optimum_same_money", bounds, dtype=pl.Float64),
+            (pl.Series(bounds, dtype=pl.Float64) - pl.col("equity_after")).alias(
+                "gain_available"),
+            pl.Series("breaks", [", ".join(r["breaks"]) for r in rows], dtype=pl.String),
+        ).with_columns(pl.col("optimum_same_money", "gain_available").fill_nan(None))
+
+    def roc(self) -> pl.DataFrame:
+        return roc_table(self.evaluations)
+
+    def evaluation(self, name: str) -> Evaluation | None:
+        return next((e for e in self.evaluations if e.name == name), None)
+
+
+def _without_minimums(plan: Plan) -> Plan:
+    limits = tuple(replace(lim, minimum=None) for lim in plan.segment_limits if lim.cap is not None)
+    return plan.with_overrides(segment_limits=limits)
+
+
+def compare(
+    portfolio: Portfolio,
+    plan: Plan,
+    current: pl.DataFrame | None = None,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+    baselines: Sequence[str] = ("uniform", "proportional"),
+) -> Comparison:
+    """The optimum next to doing nothing, the baselines and (optionally) the current plan."""
+    from engine.pipeline import allocate
+
+    registry = registry or default_registry()
+    progress = progress or _no_progress
+    d = plan.discount_rate
+    progress("optimum", 0.0)
+    optimum = allocate(portfolio, plan, registry)
+    options = optimum.options
+    rows = build_constraints(plan, options)
+    notes: list[str] = []
+    evaluations = [evaluation_of(optimum, "optimum", d)]
+    before = options.value[options.baseline]
+    evaluations.append(Evaluation("do nothing",
+                                  _units_frame(options, options.cost[options.baseline], before),
+                                  d))
+    for i, name in enumerate(baselines):
+        progress(f"baseline {name}", (i + 1) / (len(baselines) + 3))
+        base_plan = plan.with_overrides(allocation=StrategyChoice(name))
+        try:
+            if any(lim.minimum for lim in plan.segment_limits):
+                base_plan = _without_minimums(base_plan)
+                notes.append(f"{name}: segment minimums dropped (the baseline cannot honour them)")
+            ev = evaluation_of(allocate(portfolio, base_plan, registry), name, d)
+            if ev.spend == 0:
+                notes.append(f"{name}: spends nothing (no common level fits the budgets)")
+            evaluations.append(ev)
+        except EquityError as exc:
+            notes.append(f"{name}: not available ({exc})")
+    moved = same_money = None
+    if current is not None:
+        progress("current plan", 0.8)
+        evaluations.append(evaluate_spend(options, rows, current, "current", d))
+    progress("bounds", 0.9)
+    for ev in evaluations[1:]:
+        found = same_money_bound(options, rows, ev)
+        if ev.name == "current":
+            same_money = found
+    if current is not None:
+        moved = money_moved(evaluations[-1], evaluations[0])
+    progress("done", 1.0)
+    return Comparison(plan, optimum, evaluations, moved, same_money, notes)
+
+
+def same_money_bound(
+    options: OptionSet, rows: list[Constraint], ev: Evaluation
+) -> dict[str, Any]:
+    """The LP optimum with the plan's total spend and the other rows, each relaxed just
+    enough to admit the plan: a bound it cannot beat (checked; stored in ``ev.bound``)."""
+    from engine import lp
+
+    spend = ev.units["spend"].to_numpy()
+    usage = row_usage(options, rows, spend)
+    relaxed = []
+    for row, used in zip(rows, usage, strict=True):
+        if row.name == "budget":
+            continue
+        rhs = max(row.rhs, used) if row.sense == LE else min(row.rhs, used)
+        relaxed.append(replace(row, rhs=float(rhs)))
+    total = float(spend.sum())
+    relaxed.append(Constraint("budget", np.ones(options.n_cells, dtype=bool), LE, total))
+    allocation = lp.solve(options, relaxed, lp.LpSettings(repair=False))
+    objective = float(allocation.lp_objective or 0.0)
+    bound = objective if allocation.bound is None else float(allocation.bound)
+    if ev.equity_after > bound + 1e-9 * max(1.0, abs(bound)):
+        raise SolverError(
+            f"plan {ev.name!r} ({ev.equity_after:.9g}) came out above the LP bound for the same "
+            f"money ({bound:.9g}): the model is inconsistent"
+        )
+    ev.bound = bound
+    return {
+        "budget": total,
+        "relaxed": [r.name for r, u in zip(rows, usage, strict=True)
+                    if r.name != "budget" and ((r.sense == LE and u > r.rhs)
+                                               or (r.sense == GE and u < r.rhs))],
+        "lp_objective": objective,
+        "lp_bound": bound,
+        "gain_available": bound - ev.equity_after,
+    }
+
+
+def money_moved(current: Evaluation, optimum: Evaluation) -> pl.DataFrame:
+    """Spend by (segment, kind) under each plan and how much the optimum moves."""
+    def cells(ev: Evaluation) -> pl.DataFrame:
+        return ev.units.group_by(["segment", "kind"]).agg(pl.col("spend").sum())
+
+    return (
+        cells(current).rename({"spend": "current"})
+        .join(cells(optimum).rename({"spend": "optimum"}), on=["segment", "kind"], how="full",
+              coalesce=True)
+        .fill_null(0.0)
+        .with_columns((pl.col("optimum") - pl.col("current")).alias("moved"))
+        .sort(["segment", "kind"])
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Acquisition versus retention.
+# --------------------------------------------------------------------------------------------
+
+
+def _solve_lp(options: OptionSet, rows: list[Constraint]) -> float:
+    from engine import lp
+
+    allocation = lp.solve(options, rows, lp.LpSettings(repair=False))
+    return float(allocation.lp_objective or 0.0)
+
+
+def _with_rhs(rows: list[Constraint], changes: dict[str, float], n_cells: int,
+              kind_of_cell: NDArray[np.int64]) -> list[Constraint]:
+    out = [replace(r, rhs=changes[r.name]) if r.name in changes else r for r in rows]
+    names = {r.name for r in rows}
+    for name, rhs in changes.items():
+        if name in names:
+            continue
+        if name == "budget":
+            out.append(Constraint(name, np.ones(n_cells, dtype=bool), LE, rhs))
+        else:
+            kind = KINDS.index(name.split(":")[1])
+            out.append(Constraint(name, kind_of_cell == kind, LE, rhs))
+    return out
+
+
+def kind_split(result: PlanResult, rows: list[Constraint], delta: float = 1.0) -> dict[str, Any]:
+    """Acquisition versus retention at the optimum ``result`` of the rows ``rows``.
+
+    Shared budget: per kind, the marginal equity (net, per unit of budget) of one more unit
+    spent on that kind and of the last unit spent on it, each by re-solving the LP with the
+    kinds' spends pinned at the optimum's split and one of them moved by ``delta``.
+    Separate budgets: each kind budget's shadow price and the gain of moving ``delta`` from one
+    kind to the other, first order (difference of shadow prices) and exact (LP re-solve).
+    """
+    options = result.options
+    spend = result.summary["spend_by_kind"]
+    base = float(result.summary["lp_objective"])
+    n_cells = options.n_cells
+    kind_of_cell = np.arange(n_cells) % len(KINDS)
+    names = {r.name for r in rows}
+    separate = [k for k in KINDS if f"budget:{k}" in names]
+    present = [k for k in KINDS if (options.kind == KINDS.index(k)).any()]
+    out: dict[str, Any] = {
+        "spend": {k: float(spend.get(k, 0.0)) for k in KINDS},
+        "equity_gain": {
+            k: float(result.units.filter(pl.col("kind") == k)["uplift"].sum()) for k in KINDS
+        },
+        "budgets": "separate" if separate else "shared",
+        "delta": delta,
+    }
+    total = float(sum(spend.values()))
+    out["share"] = {k: (float(spend.get(k, 0.0)) / total if total > 0 else math.nan)
+                    for k in KINDS}
+    if not separate:
+        marginal: dict[str, dict[str, float]] = {}
+        pinned = {f"budget:{k}": float(spend.get(k, 0.0)) for k in KINDS}
+        budget_total = float(sum(pinned.values()))
+        for k in present:
+            up = dict(pinned, **{f"budget:{k}": pinned[f"budget:{k}"] + delta,
+                                 "budget": budget_total + delta})
+            nxt = (_solve_lp(options, _with_rhs(rows, up, n_cells, kind_of_cell)) - base) / delta
+            last = math.nan
+            if pinned[f"budget:{k}"] >= delta:
+                down = dict(pinned, **{f"budget:{k}": pinned[f"budget:{k}"] - delta,
+                                       "budget": budget_total - delta})
+                try:
+                    last = (base - _solve_lp(options, _with_rhs(rows, down, n_cells,
+                                                                kind_of_cell))) / delta
+                except EquityError:
+                    last = math.nan
+            marginal[k] = {"next_unit": nxt, "last_unit": last}
+        out["marginal"] = marginal
+        if len(present) == 2:
+            out["gain_moving_one_unit"] = {
+                f"{a}->{b}": marginal[b]["next_unit"] - marginal[a]["last_unit"]
+                for a, b in (("retention", "acquisition"), ("acquisition", "retention"))
+            }
+        return out
+    prices = result.summary.get("shadow_prices", {})
+    shadow = {k: float(prices.get(f"budget:{k}", 0.0)) for k in KINDS}
+    out["shadow_price"] = shadow
+    budgets = {r.name: r.rhs for r in rows if r.name.startswith("budget:")}
+    moves: dict[str, dict[str, float]] = {}
+    for a, b in (("retention", "acquisition"), ("acquisition", "retention")):
+        first_order = shadow[b] - shadow[a]
+        change: dict[str, float] = {}
+        if f"budget:{b}" in budgets:
+            change[f"budget:{b}"] = budgets[f"budget:{b}"] + delta
+        if f"budget:{a}" in budgets:
+            change[f"budget:{a}"] = max(budgets[f"budget:{a}"] - delta, 0.0)
+        try:
+            exact = (_solve_lp(options, _with_rhs(rows, change, n_cells, kind_of_cell))
+                     - base) / delta
+        except EquityError:
+            exact = math.nan
+        moves[f"{a}->{b}"] = {"first_order": first_order, "exact": exact}
+    out["gain_moving_one_unit"] = moves
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness: the same plans under changed assumptions.
+# --------------------------------------------------------------------------------------------
+
+
+def with_response(portfolio: Portfolio, plan: Plan, factor: float) -> tuple[Portfolio, Plan]:
+    """Spend response ``factor`` times as strong: every response rate k scaled by it."""
+    customers, prospects = portfolio.customers, portfolio.prospects
+    if customers is not None and "retention_response" in customers.columns:
+        customers = customers.with_columns(pl.col("retention_response") * factor)
+    if prospects is not None and "acquisition_response" in prospects.columns:
+        prospects = prospects.with_columns(pl.col("acquisition_response") * factor)
+    cost = plan.cost
+    if cost.name in ("exponential-response", "activity-based"):
+        params = dict(cost.params)
+        params["response"] = float(params.get("response", 0.05)) * factor
+        cost = StrategyChoice(cost.name, params)
+    return Portfolio(customers, prospects, portfolio.options), plan.with_overrides(cost=cost)
+
+
+def robustness(
+    portfolio: Portfolio,
+    plan: Plan,
+    plans: dict[str, pl.DataFrame],
+    discount_rates: Sequence[float] = (),
+    response_factors: Sequence[float] = (),
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> pl.DataFrame:
+    """Each fixed plan (``customer_id, spend``) under each changed assumption, next to the
+    plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs."""
+    from engine.pipeline import allocate
+
+    registry = registry or default_registry()
+    progress = progress or _no_progress
+    variants: list[tuple[str, Portfolio, Plan]] = [("as planned", portfolio, plan)]
+    for rate in discount_rates:
+        try:
+            variants.append((f"discount rate {rate:g}", portfolio,
+                             plan.with_overrides(discount_rate=float(rate))))
+        except InvalidInputError:
+            continue
+    for factor in response_factors:
+        pf, pl_ = with_response(portfolio, plan, float(factor))
+        variants.append((f"response x{factor:g}", pf, pl_))
+    rows: list[dict[str, Any]] = []
+    for i, (label, pf, variant) in enumerate(variants):
+        progress(f"scenario {label}", i / len(variants))
+        best = allocate(pf, variant, registry)
+        options = best.options
+        constraints = build_constraints(variant, options)
+        d = variant.discount_rate
+        evs = [evaluation_of(best, "re-optimized", d)]
+        for name, table in plans.items():
+            evs.append(evaluate_spend(options, constraints, table, name, d))
+        for ev in evs[1:]:
+            same_money_bound(options, constraints, ev)
+        for ev in evs:
+            bound = ev.bound if ev.bound is not None else ev.equity_after
+            rows.append({
+                "assumption": label,
+                "plan": ev.name,
+                "spend": ev.spend,
+                "equity_after": ev.equity_after,
+                "equity_gain": ev.equity_after - ev.equity_before,
+                "roc": ev.roc,
+                "below_optimum_bound": bound - ev.equity_after,
+            })
+    progress("scenarios", 1.0)
+    return pl.DataFrame(rows).with_columns(pl.col("roc").fill_nan(None))
+
+
+def spend_table(evaluation: Evaluation) -> pl.DataFrame:
+    """An evaluated plan as a supplied plan (``customer_id, spend``)."""
+    return evaluation.units.select("customer_id", "spend")
