@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from engine.errors import InvalidInputError
 from engine.pipeline import allocate
 from engine.plan import Plan, StrategyChoice
@@ -26,9 +25,10 @@ from engine.testing import (
     sample_portfolio,
 )
 from engine.valuation import Valuation
+from equity_plugins.costs import ExponentialResponse
+
 from equity_nps import cli, nps, nps_by_segment, plugin, portfolio_nps
 from equity_nps.strategies import NetPromoterScore, NpsResponse
-from equity_plugins.costs import ExponentialResponse
 
 EXPECT = {"cost": ["nps-response"], "metric": ["nps"]}
 
