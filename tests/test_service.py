@@ -172,6 +172,17 @@ def _plan(plan: Plan, allocator: str) -> Plan:
     return replace(plan, allocation=StrategyChoice(allocator), segment_limits=())
 
 
+def _approx(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-9 relative, recursively through dicts and lists."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_approx(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_approx(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(a == pytest.approx(b, rel=1e-9, abs=1e-9))
+    return bool(a == b)
+
+
 def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,9 +202,8 @@ def test_allocate_matches_the_engine(client: Client, data: Any, registry: Regist
     assert_frame_equal(remote.units, local.units)
     expected = json.loads(local.to_json())  # JSON-ready: undefined figures are None
     assert remote.summary.keys() == expected.keys()
-    assert {k: v for k, v in remote.summary.items() if k != "seconds"} == {
-        k: v for k, v in expected.items() if k != "seconds"
-    }
+    for key in expected.keys() - {"seconds"}:  # group sums may differ in the last bits
+        assert _approx(remote.summary[key], expected[key]), key
     assert remote.summary["seconds"].keys() == expected["seconds"].keys()
     assert remote.summary["status"] == "optimal"
 
