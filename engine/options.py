@@ -49,9 +49,20 @@ class OptionSet:
 
     @cached_property
     def baseline(self) -> NDArray[np.int64]:
-        """Flat index of each unit's do-nothing option: its cheapest (best value on ties)."""
-        order = np.lexsort((-self.value, self.cost, self.unit_of_option))
-        return order[self.offsets[:-1]]
+        """Flat index of each unit's do-nothing option: its cheapest (best value on ties,
+        the first listed on full ties). Segment minima, not a sort of all options."""
+        starts = self.offsets[:-1]
+        if self.n_units == 0 or (np.diff(self.offsets) == 0).any():  # empty units: the sort
+            order = np.lexsort((-self.value, self.cost, self.unit_of_option))
+            return order[starts]
+        unit = self.unit_of_option
+        cheapest = self.cost == np.minimum.reduceat(self.cost, starts)[unit]
+        value = np.where(cheapest, self.value, -np.inf)
+        best = cheapest & (value == np.maximum.reduceat(value, starts)[unit])
+        hits = np.flatnonzero(best)
+        first = np.ones(hits.size, dtype=bool)
+        first[1:] = unit[hits[1:]] != unit[hits[:-1]]
+        return hits[first]
 
     @cached_property
     def hull(self) -> Hull:
@@ -163,61 +174,89 @@ def from_table(table: pl.DataFrame) -> OptionSet:
 
     Columns: ``customer_id``, ``level``, ``cost``, ``value``; optional ``segment`` and
     ``kind`` (``acquisition`` or ``retention``, default retention) constant per customer.
+    A table already sorted by customer and, within each customer, by cost (as written by
+    most pipelines) is used as it is; any other order is sorted first.
     """
-    sort_cols = ["customer_id", "cost"]
-    df = table.with_row_index("__row").sort(sort_cols, maintain_order=True)
-    if "segment" not in df.columns:
-        df = df.with_columns(pl.lit("").alias("segment"))
-    if "kind" not in df.columns:
-        df = df.with_columns(pl.lit("retention").alias("kind"))
-    df = df.with_columns(pl.col("segment").cast(pl.String).fill_null(""))
-    per_unit = df.group_by("customer_id", maintain_order=True).agg(
-        pl.len().alias("n"),
-        pl.col("segment").n_unique().alias("n_segments"),
-        pl.col("kind").n_unique().alias("n_kinds"),
-        pl.col("segment").first(),
-        pl.col("kind").first(),
-        pl.col("__row").first(),
+    n = table.height
+    df = table.with_row_index("__row")
+    ids = df["customer_id"]
+    if not _grouped_by_cost(ids, df["cost"]):
+        df = df.sort(["customer_id", "cost"], maintain_order=True)
+        ids = df["customer_id"]
+    boundary = np.ones(n, dtype=bool)
+    if n > 1:
+        boundary[1:] = (ids.slice(1) != ids.slice(0, n - 1)).fill_null(True).to_numpy()
+    starts = np.flatnonzero(boundary)
+    unit = np.cumsum(boundary) - 1
+    segment = (
+        df["segment"].cast(pl.String).fill_null("")
+        if "segment" in df.columns
+        else pl.repeat("", n, dtype=pl.String, eager=True)
     )
+    names = segment.unique().sort()
+    seg = segment.cast(pl.Enum(names.to_list())).to_physical().to_numpy().astype(np.int32)
+    kind_text = df["kind"].cast(pl.String) if "kind" in df.columns else None
+    kind = np.zeros(n, dtype=np.int8)
+    known = np.ones(n, dtype=bool)
+    if kind_text is not None:
+        kind_code = kind_text.cast(pl.Enum(list(KINDS)), strict=False)
+        known = kind_code.is_not_null().to_numpy()
+        kind = kind_code.to_physical().fill_null(len(KINDS)).to_numpy().astype(np.int8)
+    rows = df["__row"].to_numpy()
     problems = []
-    for column, count in (("segment", "n_segments"), ("kind", "n_kinds")):
-        bad = per_unit.filter(pl.col(count) > 1)
-        if bad.height:
+    for column, codes in (("segment", seg), ("kind", kind)):
+        differs = np.zeros(n, dtype=bool)
+        differs[1:] = (codes[1:] != codes[:-1]) & ~boundary[1:]
+        if column == "kind" and kind_text is not None and not known.all():
+            # two different unknown kinds share a code: compare their text
+            text_differs = (kind_text.slice(1) != kind_text.slice(0, n - 1)).fill_null(True)
+            differs[1:] |= text_differs.to_numpy() & ~boundary[1:]
+        if differs.any():
+            bad_units = np.unique(unit[differs])
+            first = int(bad_units[0])
             problems.append(
                 FieldViolation(
                     f"options.{column}",
                     f"must be the same on every row of a customer; differs for "
-                    f"{bad.height} customers, first {bad['customer_id'][0]!r}",
-                    int(bad["__row"][0]),
+                    f"{bad_units.size} customers, first {ids[int(starts[first])]!r}",
+                    int(rows[starts[first]]),
                 )
             )
-    kind_values = per_unit["kind"].cast(pl.String)
-    unknown = ~kind_values.is_in(list(KINDS))
-    if unknown.any():
-        first = int(np.flatnonzero(unknown.to_numpy())[0])
+    unknown = ~known[starts]
+    if unknown.any() and kind_text is not None:
+        first = int(np.flatnonzero(unknown)[0])
         problems.append(
             FieldViolation(
                 "options.kind",
-                f"must be 'acquisition' or 'retention', got {kind_values[first]!r}",
-                int(per_unit["__row"][first]),
+                f"must be 'acquisition' or 'retention', got {kind_text[int(starts[first])]!r}",
+                int(rows[starts[first]]),
             )
         )
     if problems:
         raise InvalidInputError(problems)
-    counts = per_unit["n"].to_numpy().astype(np.int64)
-    offsets = np.zeros(counts.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    codes, names = _encode(per_unit["segment"])
-    kind = (kind_values == "acquisition").to_numpy().astype(np.int8)
+    offsets = np.append(starts, n).astype(np.int64)
     return OptionSet(
-        unit_id=per_unit["customer_id"],
-        kind=kind,
-        segment=codes,
-        segments=names,
-        fractional=np.zeros(counts.size, dtype=bool),
-        size=np.ones(counts.size),
+        unit_id=ids.gather(starts),
+        kind=kind[starts],
+        segment=seg[starts],
+        segments=names.to_list(),
+        fractional=np.zeros(starts.size, dtype=bool),
+        size=np.ones(starts.size),
         offsets=offsets,
         level=df["level"].cast(pl.Float64).to_numpy(),
         cost=df["cost"].cast(pl.Float64).to_numpy(),
         value=df["value"].cast(pl.Float64).to_numpy(),
     )
+
+
+def _grouped_by_cost(ids: pl.Series, cost: pl.Series) -> bool:
+    """Whether rows are sorted by customer id and, within a customer, by cost: a linear
+    check that lets an already ordered table skip the sort."""
+    if ids.null_count() or not ids.is_sorted():
+        return False
+    n = ids.len()
+    if n < 2:
+        return True
+    c = cost.cast(pl.Float64).to_numpy()
+    same = (ids.slice(1) == ids.slice(0, n - 1)).to_numpy()
+    return not bool((same & (c[1:] < c[:-1])).any())
