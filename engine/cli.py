@@ -30,7 +30,7 @@ from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
 
 # Modules adding sub-commands: each defines ``add_parser(subparsers)``.
-EXTENSIONS: tuple[str, ...] = ("engine.cli_service",)
+EXTENSIONS: tuple[str, ...] = ("engine.cli_service", "engine.cli_planning")
 
 
 def _amount(text: str) -> tuple[str, float]:

@@ -348,11 +348,17 @@ def compare(
         evaluations.append(evaluate_spend(options, rows, current, "current", d))
     progress("bounds", 0.9)
     for ev in evaluations[1:]:
-        found = same_money_bound(options, rows, ev)
+        found, solution = _same_money(options, rows, ev)
         if ev.name == "current":
             same_money = found
+            lp_plan = Evaluation(
+                "optimum, same money", _units_frame(options, solution.spend(options),
+                                                    solution.equity(options)), d,
+                ["the LP plan for the current plan's spend and rows (customers may be split "
+                 "between two levels)"], bound=found["lp_bound"])
     if current is not None:
-        moved = money_moved(evaluations[-1], evaluations[0])
+        evaluations.append(lp_plan)
+        moved = money_moved(evaluations[-2], evaluations[0], lp_plan)
     progress("done", 1.0)
     return Comparison(plan, optimum, evaluations, moved, same_money, notes)
 
@@ -362,6 +368,12 @@ def same_money_bound(
 ) -> dict[str, Any]:
     """The LP optimum with the plan's total spend and the other rows, each relaxed just
     enough to admit the plan: a bound it cannot beat (checked; stored in ``ev.bound``)."""
+    return _same_money(options, rows, ev)[0]
+
+
+def _same_money(
+    options: OptionSet, rows: list[Constraint], ev: Evaluation
+) -> tuple[dict[str, Any], Allocation]:
     from engine import lp
 
     spend = ev.units["spend"].to_numpy()
@@ -391,22 +403,27 @@ def same_money_bound(
         "lp_objective": objective,
         "lp_bound": bound,
         "gain_available": bound - ev.equity_after,
-    }
+    }, allocation
 
 
-def money_moved(current: Evaluation, optimum: Evaluation) -> pl.DataFrame:
-    """Spend by (segment, kind) under each plan and how much the optimum moves."""
-    def cells(ev: Evaluation) -> pl.DataFrame:
-        return ev.units.group_by(["segment", "kind"]).agg(pl.col("spend").sum())
+def money_moved(
+    current: Evaluation, optimum: Evaluation, same_money: Evaluation | None = None
+) -> pl.DataFrame:
+    """Spend by (segment, kind) under each plan and how much the optimum moves (``moved``:
+    optimum minus current; ``moved_same_money``: the same-money optimum minus current)."""
+    def cells(ev: Evaluation, name: str) -> pl.DataFrame:
+        return ev.units.group_by(["segment", "kind"]).agg(pl.col("spend").sum().alias(name))
 
-    return (
-        cells(current).rename({"spend": "current"})
-        .join(cells(optimum).rename({"spend": "optimum"}), on=["segment", "kind"], how="full",
-              coalesce=True)
-        .fill_null(0.0)
-        .with_columns((pl.col("optimum") - pl.col("current")).alias("moved"))
-        .sort(["segment", "kind"])
-    )
+    out = cells(current, "current").join(cells(optimum, "optimum"), on=["segment", "kind"],
+                                         how="full", coalesce=True)
+    if same_money is not None:
+        out = out.join(cells(same_money, "same_money"), on=["segment", "kind"], how="full",
+                       coalesce=True)
+    out = out.fill_null(0.0).with_columns((pl.col("optimum") - pl.col("current")).alias("moved"))
+    if same_money is not None:
+        out = out.with_columns((pl.col("same_money") - pl.col("current"))
+                               .alias("moved_same_money"))
+    return out.sort(["segment", "kind"])
 
 
 # --------------------------------------------------------------------------------------------
