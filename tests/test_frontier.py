@@ -138,7 +138,8 @@ def test_options_table_with_non_concave_responses() -> None:
     table = options_table(3000, levels=6, segments=6)
     portfolio = Portfolio(options=table)
     plan = Plan(total_budget=40_000.0, cost=StrategyChoice("spend-table"),
-                segment_limits=(SegmentLimit("S1", cap=5_000.0), SegmentLimit("S2", minimum=9_000.0)))
+                segment_limits=(SegmentLimit("S1", cap=5_000.0),
+                                SegmentLimit("S2", minimum=9_000.0)))
     front = frontier(portfolio, plan)
     for b in (front.min_budget + 1.0, 40_000.0, 0.9 * front.optimal_budget):
         solved = allocate(portfolio, plan.with_overrides(total_budget=b))

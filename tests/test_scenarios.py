@@ -51,7 +51,8 @@ def test_roc_matches_a_hand_computation() -> None:
 
     d = 0.1
     # optimum: A takes the level 10. E0 = 150, E = 130 + 50 = 180, S = 10.
-    assert value("optimum", "total", "all") == pytest.approx(((1 + d) * (180 + 10) - 10 - 150) / 150)
+    total = ((1 + d) * (180 + 10) - 10 - 150) / 150
+    assert value("optimum", "total", "all") == pytest.approx(total)
     assert value("optimum", "segment", "s1") == pytest.approx(((1 + d) * (130 + 10) - 10 - 100)
                                                               / 100)
     assert value("optimum", "segment", "s2") == pytest.approx(d)
@@ -157,8 +158,9 @@ def test_robustness_under_changed_assumptions() -> None:
     table = robustness(PORTFOLIO, PLAN, plans, discount_rates=[0.05], response_factors=[0.5, 2.0])
     assert table["assumption"].unique().len() == 4
     assert (table["below_optimum_bound"].to_numpy() >= -1e-6).all()
-    as_planned = table.filter((pl.col("assumption") == "as planned") & (pl.col("plan") == "optimum"))
-    reopt = table.filter((pl.col("assumption") == "as planned") & (pl.col("plan") == "re-optimized"))
+    planned = table.filter(pl.col("assumption") == "as planned")
+    as_planned = planned.filter(pl.col("plan") == "optimum")
+    reopt = planned.filter(pl.col("plan") == "re-optimized")
     assert as_planned["equity_after"][0] == pytest.approx(reopt["equity_after"][0], rel=1e-12)
     # a stronger response makes every fixed plan worth more
     for name in plans:
