@@ -237,11 +237,15 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             result = self._solve(portfolio, plan, context, admitted=True)
             fmt = header.response_format or fmt
             units = result.units
-            rows = header.response_batch_rows or wire.batch_rows(units)
+            limit = self.config.max_message_bytes
+            rows = header.response_batch_rows or wire.batch_rows(units, min(2 * MiB, limit // 2))
             for start in range(0, units.height, rows):  # one message per batch of rows
-                yield service_pb2.AllocateStreamResponse(
+                message = service_pb2.AllocateStreamResponse(
                     units=wire.encode_table(units.slice(start, rows), fmt)
                 )
+                if message.ByteSize() > limit:  # only with a response_batch_rows too large
+                    raise LimitExceededError("max_message_bytes", message.ByteSize(), limit)
+                yield message
             yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
 
     def _receive(

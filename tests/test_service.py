@@ -492,3 +492,30 @@ def test_config_keeps_threads_for_health() -> None:
     with pytest.raises(ValueError, match="workers"):
         ServerConfig(workers=4, max_concurrent_solves=2, max_queued_solves=2)
     assert ServerConfig(host="::1", port=1).target == "[::1]:1"
+
+
+def test_message_size_limits(registry: Registry, data: Any) -> None:
+    customers, _, plan = data
+    slim = customers.select("customer_id", "segment", "margin", "retention")
+    no_limits = replace(plan, segment_limits=())
+    with Client("unused") as c:
+        request_bytes = c.allocate_request(Portfolio(slim), no_limits).ByteSize()
+        big_request = c.allocate_request(Portfolio(customers), no_limits).ByteSize()
+    local = allocate(Portfolio(slim), no_limits, registry)
+    response_bytes = wire.encode_table(local.units).ByteSize()
+    assert request_bytes < response_bytes and request_bytes < big_request
+    limit = min(response_bytes, big_request) - 1_000
+    srv = EquityServer(replace(CONFIG, max_message_bytes=limit), registry)
+    srv.start()
+    try:
+        with Client(srv.address, timeout=10) as client:
+            with pytest.raises(LimitExceededError) as err:  # the answer would not fit
+                client.allocate(Portfolio(slim), no_limits)
+            assert err.value.limit == "max_message_bytes"
+            with pytest.raises(ServiceError) as raw:  # refused by gRPC itself
+                client.allocate(Portfolio(customers), no_limits)
+            assert raw.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            streamed = client.stream(Portfolio(customers), no_limits, batch_rows=500)
+            assert streamed.units.height == customers.height  # streaming has no such limit
+    finally:
+        srv.stop(0)
