@@ -338,6 +338,8 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "n/a"
+        if value == 0:
+            return "0"
         return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}"
     return html.escape(str(value))
 
@@ -353,7 +355,22 @@ def _table(frame: pl.DataFrame, percent: Sequence[str] = ()) -> str:
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _segment_split(front: Frontier) -> str:
+    """Spend by segment (rows) and kind at the least, the plan's and the optimal budget."""
+    budgets = sorted({front.min_budget, front.chosen_budget, front.optimal_budget})
+    split = front.split_at(budgets)
+    labels = {b: ("least " if b == front.min_budget else "")
+              + ("plan's " if b == front.chosen_budget and front.plan_budget is not None else "")
+              + ("optimal " if b == front.optimal_budget else "") + f"budget {b:,.0f}"
+              for b in budgets}
+    wide = split.with_columns(
+        pl.col("budget").replace_strict(labels, return_dtype=pl.String).alias("at")
+    ).pivot(on="at", index=["segment", "kind"], values="spend")
+    return _table(wide)
 
 
 def _kinds_html(kinds: dict[str, Any]) -> str:
@@ -390,6 +407,7 @@ th{background:#f4f6f8} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .kpi{display:inline-block;background:#f4f8f4;border-radius:6px;padding:.6em 1em;margin:.3em}
 .kpi b{display:block;font-size:1.35em} .note{color:#666;font-size:.88em}
+.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -423,7 +441,11 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         f"leaves money unspent. Method: {front.method}, {front.n_breakpoints:,} breakpoints, "
         f"{front.seconds:.2f} s.</p>",
         img("frontier", "frontier"),
-        _table(front.table(10).select(pl.all()), ()),
+        _table(front.table(10).select("budget", "equity", "equity_gain", "slope",
+                                      *[k for k in ("retention", "acquisition")
+                                        if k in front.table(2).columns])),
+        "<p>Spend by segment and kind along the frontier:</p>",
+        _segment_split(front),
         "<h2>Acquisition vs retention</h2>",
         _kinds_html(data.kinds),
         "<h2>Plans compared</h2>",
