@@ -16,7 +16,7 @@ import polars as pl
 
 from engine.allocation import Allocation, violations
 from engine.constraints import build_constraints
-from engine.errors import EquityError, SolverError
+from engine.errors import EquityError
 from engine.limits import Limits
 from engine.options import OptionSet
 from engine.plan import Plan
@@ -54,9 +54,9 @@ def apply_metric(
         raise plugin_failure(metric, registry, f"returned {got} rows for {table.height}")
     for column in out.columns:
         values = out[column]
-        # ROC is undefined (NaN) for rows without equity; every other value must be finite.
-        finite = metric.name == "roc" or not values.dtype.is_float()
-        if not finite and not np.isfinite(values.to_numpy()).all():
+        # A metric may declare columns that can be undefined (ROC of a row without equity).
+        exempt = column in metric.nullable or not values.dtype.is_float()
+        if not exempt and not np.isfinite(values.to_numpy()).all():
             raise plugin_failure(metric, registry, f"column {column!r} has non-finite values")
     return table.with_columns(out)
 
@@ -83,9 +83,13 @@ def allocate(
     timings["validate"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    if portfolio.customers is not None and set(metric.requires) <= set(portfolio.customers.columns):
+    metric_columns = None
+    if portfolio.customers is not None:
+        before = set(portfolio.customers.columns) - set(metric.produces)
         valued = apply_metric(metric, portfolio.customers, plan, registry)
         portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)
+        added = [c for c in valued.columns if c not in before]
+        metric_columns = valued.select("customer_id", *added) if added else None
     timings["metric"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -117,11 +121,18 @@ def allocate(
     _check_allocation(allocator, registry, options, allocation)
     broken = violations(options, rows, allocation)
     if broken:
-        raise SolverError(f"{allocator.name} produced a plan that breaks {broken}; refusing it")
+        raise plugin_failure(allocator, registry, f"its plan breaks {broken}; refused")
     timings["allocate"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     return build_result(
-        options, allocation, rows, plan.discount_rate, allocator.name, allocator.exact, timings
+        options,
+        allocation,
+        rows,
+        plan.discount_rate,
+        allocator.name,
+        allocator.exact,
+        timings,
+        metric_columns,
     )
 
 

@@ -48,6 +48,7 @@ def build_result(
     allocator: str,
     exact: bool,
     timings: dict[str, float],
+    metric_columns: pl.DataFrame | None = None,
 ) -> PlanResult:
     before = options.value[options.baseline]
     after = allocation.equity(options)
@@ -67,6 +68,14 @@ def build_result(
             "pool_share_at_upper": allocation.theta,
         }
     )
+    if metric_columns is not None:  # what the plan's metric said of each customer
+        extra = metric_columns.with_columns(pl.col("customer_id").cast(pl.String))
+        extra = extra.rename({c: f"metric_{c}" for c in extra.columns[1:] if c in units.columns})
+        pools = pl.Series(options.fractional)
+        units = units.join(extra, on="customer_id", how="left", maintain_order="left")
+        units = units.with_columns(  # a pool named like a customer gets no customer metrics
+            pl.when(pools).then(None).otherwise(pl.col(c)).alias(c) for c in extra.columns[1:]
+        )
     equity_before, equity_after = float(before.sum()), float(after.sum())
     total_spend = float(spend.sum())
     by_kind = units.group_by("kind").agg(pl.col("spend").sum())

@@ -8,6 +8,7 @@ Capabilities are class attributes so the engine can check them before running an
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -84,7 +85,9 @@ class Strategy:
         values = {}
         for key, spec in cls.params.items():
             values[key] = (
-                spec.check(f"{path}.{key}", params[key]) if key in params else spec.default
+                spec.check(f"{path}.{key}", params[key])
+                if key in params
+                else copy.deepcopy(spec.default)  # a mutable default is never shared
             )
         return cls(**values)
 
@@ -102,6 +105,7 @@ class Metric(Strategy):
     kind: ClassVar[str] = "metric"
     requires: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[tuple[str, ...]] = ()
+    nullable: ClassVar[tuple[str, ...]] = ()  # produced columns that may hold NaN
 
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
         raise NotImplementedError

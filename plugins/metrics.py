@@ -36,6 +36,7 @@ class ReturnOnCustomer(Metric):
     summary = "Return on Customer (Peppers & Rogers) of each row of a plan; NaN for prospects."
     requires: ClassVar[tuple[str, ...]] = ("equity_before", "equity_after", "spend")
     produces: ClassVar[tuple[str, ...]] = ("roc",)
+    nullable: ClassVar[tuple[str, ...]] = ("roc",)
 
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
         roc = return_on_customer(

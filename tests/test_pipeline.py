@@ -53,6 +53,12 @@ def test_summary_is_consistent_with_the_units(portfolio: Portfolio) -> None:
 
 def test_equity_before_is_the_clv_formula(portfolio: Portfolio) -> None:
     result = allocate(portfolio, plan_with("lp"))
+    customers_only = result.units.filter(pl.col("kind") == "retention")
+    # the plan's metric (clv) is carried into the per-customer plan
+    assert customers_only["clv"].to_numpy() == pytest.approx(
+        customers_only["equity_before"].to_numpy()
+    )
+    assert result.units.filter(pl.col("kind") == "acquisition")["clv"].is_null().all()
     cust = portfolio.customers
     assert cust is not None
     expected = customer_equity(
