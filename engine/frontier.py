@@ -931,14 +931,17 @@ def _assemble(
     within = cum - np.concatenate(([0.0], cum))[starts]
     spend_after = start_cell[lc] + within
     nonempty = np.flatnonzero(np.bincount(options.cell, minlength=n_cells) > 0)
+    # Every cell at point 0, then each change; pieces touch a cell once, so (cell, point) is
+    # unique and one stable sort by cell keeps the points in order.
+    all_point = np.concatenate([np.zeros(nonempty.size, dtype=np.int64), lp])
+    all_cell = np.concatenate([nonempty, lc]).astype(np.int64)
+    all_spend = np.concatenate([start_cell[nonempty], spend_after])
+    by_cell = np.argsort(all_cell, kind="stable")
     moves = pl.DataFrame({
-        "point": np.concatenate([np.zeros(nonempty.size, dtype=np.int64), lp]),
-        "cell": np.concatenate([nonempty, lc]).astype(np.int64),
-        "spend": np.concatenate([start_cell[nonempty], spend_after]),
+        "point": all_point[by_cell],
+        "cell": all_cell[by_cell],
+        "spend": all_spend[by_cell],
     })
-    # Several moves of one cell at one point (network steps) keep the last.
-    moves = moves.group_by(["cell", "point"], maintain_order=True).agg(pl.col("spend").last())
-    moves = moves.sort(["cell", "point"])
     segment_names = pl.Enum(options.segments)
     kind_names = pl.Enum(list(KINDS))
     cells = moves["cell"].to_numpy()
