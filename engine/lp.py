@@ -42,7 +42,7 @@ class LpSettings:
     method: str = "auto"  # auto | blocks | full
     solver: str = "auto"
     time_limit: float | None = None
-    bins: int = 64
+    bins: int = 32
     tolerance: float = 1e-12
     max_rounds: int = 30
     repair: bool = True
@@ -299,6 +299,45 @@ class _Blocks:
         self.cost, self.value, self.count = cost, value, count
 
 
+    def next_to(self, chosen: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Blocks next to a chosen one in their cell's order of ratio intervals."""
+        order = np.lexsort((self.lo, self.cell))
+        same = self.cell[order][1:] == self.cell[order][:-1]
+        hit = chosen[order]
+        near = np.zeros(order.size, dtype=bool)
+        near[1:] |= hit[:-1] & same
+        near[:-1] |= hit[1:] & same
+        out = np.zeros(order.size, dtype=bool)
+        out[order] = near
+        return out
+
+    def merge(self, group: NDArray[np.int64]) -> None:
+        """Merge the blocks sharing a ``group`` label >= 0 into one (-1: keep as it is)."""
+        n = group.size
+        keep = group < 0
+        labels = np.unique(group[~keep])
+        if labels.size == n - int(keep.sum()):  # nothing to merge
+            return
+        new_id = np.empty(n, dtype=np.int64)
+        new_id[keep] = np.arange(int(keep.sum()))
+        merged = np.searchsorted(labels, group[~keep])
+        new_id[~keep] = int(keep.sum()) + merged
+        m = int(keep.sum()) + labels.size
+        self.block = new_id[self.block]
+        cell = np.empty(m, dtype=np.int64)
+        cell[new_id] = self.cell
+        lo, hi = np.full(m, np.inf), np.full(m, -np.inf)
+        np.minimum.at(lo, new_id, self.lo)
+        np.maximum.at(hi, new_id, self.hi)
+        self.cell, self.lo, self.hi = cell, lo, hi
+        self.cost = np.bincount(new_id, weights=self.cost, minlength=m).astype(np.float64)
+        self.value = np.bincount(new_id, weights=self.value, minlength=m).astype(np.float64)
+        self.count = np.bincount(new_id, weights=self.count, minlength=m).astype(np.int64)
+        splittable = np.ones(m, dtype=bool)
+        splittable[new_id[keep]] = self.splittable[keep]
+        self.splittable = splittable
+
+
 _SHIFT = 48  # keep the sign, 11 exponent bits and 4 mantissa bits of a ratio's key
 _SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
 
@@ -381,7 +420,11 @@ def _solve_blocks(
         done = bound - primal <= settings.tolerance * max(1.0, abs(bound))
         if done or not split.any() or rounds >= settings.max_rounds:
             break
+        # Blocks away from every price are settled (wholly taken or not at all): merge them
+        # per cell so the next LP only sees the detail that matters.
+        settled = np.where(touched | blocks.next_to(touched), -1, blocks.cell * 2 + full)
         blocks.split(pos[split[blocks.block[pos]]], prices, settings.bins)
+        blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
     full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     taken_c = full[blocks.block].astype(np.float64)
     taken_c[pos] = taken
@@ -483,7 +526,7 @@ def _repair(
     if blocks is None:
         blocks = _Blocks.by_cell(inc, np.flatnonzero(constrained))
     # Widest neighbourhood first: more customers free to move gives a better integer plan.
-    attempts = [_neighbours(options, rows, inc, blocks, prices, split, 24), split]
+    attempts = [_neighbours(options, rows, inc, blocks, prices, split, 8), split]
     if options.cost.size <= 5_000:  # small enough to let every customer move: exact MIP
         attempts.insert(0, np.flatnonzero(~options.fractional))
     for units in attempts:
@@ -529,7 +572,9 @@ def _neighbours(
     pos = blocks.members(chosen)
     cell = blocks.cell[blocks.block[pos]]
     near = np.abs(blocks.ratio[pos] - prices[cell])
-    order = np.lexsort((near, cell))
+    # one float sort instead of a lexsort: cells in separate ranges, near within each
+    span = 2.0 * float(near.max(initial=0.0)) + 1.0
+    order = np.argsort(cell * span + near)
     cell = cell[order]
     first_of_cell = np.r_[True, cell[1:] != cell[:-1]]
     rank = np.arange(order.size) - np.maximum.accumulate(
