@@ -14,6 +14,7 @@ so they are summed once per distinct x with weights.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,12 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import digamma, gammaln
 
-from engine.bgnbd import ModelFitError, maximize_log_likelihood
+from engine.bgnbd import (
+    WARM_START_SAMPLE,
+    ModelFitError,
+    maximize_log_likelihood,
+    warm_start_sample,
+)
 from engine.errors import FieldViolation, InvalidInputError
 
 Array = NDArray[np.float64]
@@ -92,16 +98,20 @@ class _SpendData:
         px = p * self.xs
         log_gs = np.log(g + self.total)
         ll = (
-            self.counts @ (gammaln(px + q) - gammaln(px))
+            np.dot(self.counts, gammaln(px + q) - gammaln(px))
             - self.n * gammaln(q)
             + self.n * q * np.log(g)
             + p * self.a_term
             - self.b_term
-            - (p * self.x + q) @ log_gs
+            - np.dot(p * self.x + q, log_gs)
         )
         psi_pxq = digamma(px + q)
-        g_p = self.counts @ (self.xs * (psi_pxq - digamma(px))) + self.a_term - self.x @ log_gs
-        g_q = self.counts @ psi_pxq - self.n * digamma(q) + self.n * np.log(g) - log_gs.sum()
+        g_p = (
+            np.dot(self.counts, self.xs * (psi_pxq - digamma(px)))
+            + self.a_term
+            - np.dot(self.x, log_gs)
+        )
+        g_q = np.dot(self.counts, psi_pxq) - self.n * digamma(q) + self.n * np.log(g) - log_gs.sum()
         g_g = self.n * q / g - np.sum((p * self.x + q) / (g + self.total))
         return float(ll), np.array([g_p, g_q, g_g])
 
@@ -152,6 +162,13 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
     # Start near the moments: q = 3 keeps the population mean finite, gamma matches it.
     p0 = max(mean**2 / max(var, 1e-12 * mean**2), 0.5)
     start = np.array([p0, 3.0, 2.0 * mean / p0])
+    if x.size > 4 * WARM_START_SAMPLE:  # start from the optimum of a random sample
+        sample = warm_start_sample(x.size).to_numpy()
+        sub = _SpendData(x[sample], m[sample])
+        with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
+            start = maximize_log_likelihood(
+                "Gamma-Gamma", sub.loglik, start, PARAM_NAMES, sub.n, polish=False
+            ).params
     res = maximize_log_likelihood("Gamma-Gamma", data.loglik, start, PARAM_NAMES, data.n)
     p, q, g = (float(v) for v in res.params)
     return GammaGammaFit(

@@ -185,7 +185,13 @@ def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
     else:
         raise InvalidInputError.single("transactions.date", f"unsupported type {dtype}")
     amount_expr = pl.col("amount").cast(pl.Float64, strict=False)
-    out = df.with_columns(date_expr.alias("date"), amount_expr.alias("amount"))
+    out = df
+    if dtype != pl.Date or df.schema["amount"] != pl.Float64:
+        out = df.with_columns(date_expr.alias("date"), amount_expr.alias("amount"))
+    # Fast path: Arrow keeps null counts, so a clean table costs one finiteness pass.
+    nulls = out.select(REQUIRED_COLUMNS).null_count().row(0)
+    if sum(nulls) == 0 and bool(out["amount"].is_finite().all()):
+        return out
 
     problems: list[FieldViolation] = []
     checks = (
@@ -199,7 +205,7 @@ def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
     )
     flags = out.select(*(expr.alias(name) for name, expr, _ in checks))
     for name, _, description in checks:
-        rows = np.flatnonzero(flags[name].to_numpy())
+        rows = np.flatnonzero(flags[name].fill_null(True).to_numpy())
         problems.extend(_row_violations(f"transactions.{name}", description, rows))
     if problems:
         raise InvalidInputError(problems)
@@ -247,7 +253,6 @@ def rfm_statistics(
         [*REQUIRED_COLUMNS, TRANSACTION_ID] if has_tid else list(REQUIRED_COLUMNS)
     )
     input_rows = tx.height
-    input_customers = tx["customer_id"].n_unique()
 
     after = pl.col("date") > end
     n_after = int(tx.select(after.sum()).item())
@@ -259,19 +264,24 @@ def rfm_statistics(
                 "negative amount (refund) in the calibration window",
                 neg["row"],
             )
-
-    keys = ["customer_id", "date", "amount"] + ([TRANSACTION_ID] if has_tid else [])
-    s = tx.filter(~after).sort(keys)
+    window = tx.filter(~after) if n_after else tx
+    # Logs usually arrive in date order; then a stable one-key sort gives (customer, date).
+    if window["date"].is_sorted():
+        s = window.sort("customer_id", maintain_order=True)
+    else:
+        s = window.sort(["customer_id", "date"])
     cid = s["customer_id"]
     new_customer = _changed(cid)
     days = s["date"].cast(pl.Int32).to_numpy()
     amount = s["amount"].to_numpy()
     new_day = new_customer.copy()
     new_day[1:] |= days[1:] != days[:-1]
-    duplicate = ~new_day
-    duplicate[1:] &= amount[1:] == amount[:-1]
-    if has_tid:
-        duplicate &= ~_changed(s[TRANSACTION_ID])
+    day_id = np.cumsum(new_day, dtype=np.int64) - 1
+    duplicate = _duplicates(s, day_id, new_day, amount, has_tid)
+    input_customers = int(new_customer.sum())
+    if n_after:  # customers whose every purchase is after the calibration end
+        late = tx.filter(after)["customer_id"].unique()
+        input_customers += int((~late.is_in(cid.filter(pl.Series(new_customer)).implode())).sum())
 
     zero = amount == 0.0
     negative = amount < 0.0
@@ -286,7 +296,7 @@ def rfm_statistics(
 
     # Day level: runs of equal (customer, date) among the kept rows.
     kept = np.flatnonzero(keep)
-    seg = (np.cumsum(new_day) - 1)[kept]
+    seg = day_id[kept]
     day_start = np.ones(kept.size, dtype=bool)
     day_start[1:] = seg[1:] != seg[:-1]
     starts = np.flatnonzero(day_start)
@@ -295,24 +305,29 @@ def rfm_statistics(
             "transactions", f"no purchase on or before {end.isoformat()}"
         )
     day_amount = np.add.reduceat(amount[kept], starts)
-    day_refund = np.add.reduceat(negative[kept].astype(np.int64), starts) > 0
     day_row = kept[starts]  # index into s of each day's first kept row
-    reversed_day = day_refund & (day_amount <= 0.0)  # only with refunds="net_same_day"
+    kept_rows = _run_lengths(starts, kept.size)
+    if refunds == "net_same_day":  # a day netting to <= 0 with a refund in it is no purchase
+        day_refund = np.add.reduceat(negative[kept].astype(np.int64), starts) > 0
+        reversed_day = day_refund & (day_amount <= 0.0)
+        day_amount = day_amount[~reversed_day]
+        day_row = day_row[~reversed_day]
+        kept_rows = kept_rows[~reversed_day]
+    else:
+        reversed_day = np.zeros(0, dtype=bool)
     n_nonpositive = int(reversed_day.sum())
-    rows_used = int(np.diff(np.append(starts, kept.size))[~reversed_day].sum())
-    day_amount = day_amount[~reversed_day]
-    day_row = day_row[~reversed_day]
+    rows_used = int(kept_rows.sum())
     if day_row.size == 0:
         raise InvalidInputError.single(
             "transactions", f"no purchase on or before {end.isoformat()}"
         )
 
     # Customer level: runs of equal customer among the purchase days.
-    day_customer = np.cumsum(new_customer)[day_row]
+    day_customer = np.cumsum(new_customer, dtype=np.int64)[day_row]
     cust_start = np.ones(day_row.size, dtype=bool)
     cust_start[1:] = day_customer[1:] != day_customer[:-1]
     cstarts = np.flatnonzero(cust_start)
-    cends = np.append(cstarts[1:], day_row.size) - 1
+    cends = cstarts + _run_lengths(cstarts, day_row.size) - 1
     day_date = days[day_row]
     first_day = day_date[cstarts]
     last_day = day_date[cends]
@@ -397,8 +412,46 @@ def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
 # --------------------------------------------------------------------------------- helpers
 
 
+def _duplicates(
+    s: pl.DataFrame,
+    day_id: NDArray[np.int64],
+    new_day: NDArray[np.bool_],
+    amount: NDArray[np.float64],
+    has_tid: bool,
+) -> NDArray[np.bool_]:
+    """Rows repeating an earlier row of the same (customer, date) exactly; first one kept.
+
+    Only days with several rows can hold duplicates, and they are few, so the exact
+    comparison runs on that subset instead of sorting the whole log by amount.
+    """
+    size = _run_lengths(np.flatnonzero(new_day), new_day.size)
+    idx = np.flatnonzero(size[day_id] > 1)
+    duplicate = np.zeros(new_day.size, dtype=bool)
+    if idx.size:
+        sub = pl.DataFrame({"day": day_id[idx], "amount": amount[idx]})
+        if has_tid:
+            sub = sub.with_columns(s[TRANSACTION_ID].gather(idx).alias(TRANSACTION_ID))
+        first = sub.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+        duplicate[idx] = ~first
+    return duplicate
+
+
+def _run_lengths(starts: NDArray[np.int64], n: int) -> NDArray[np.int64]:
+    """Lengths of the runs beginning at ``starts`` in an array of length ``n``."""
+    out = np.empty(starts.size, dtype=np.int64)
+    out[:-1] = starts[1:] - starts[:-1]
+    out[-1:] = n - starts[-1:]
+    return out
+
+
 def _changed(series: pl.Series) -> NDArray[np.bool_]:
     """True where a sorted column starts a new run; works for any dtype (ints, strings)."""
+    if series.dtype.is_integer():
+        values = series.to_numpy()
+        out = np.empty(values.size, dtype=bool)
+        out[:1] = True
+        np.not_equal(values[1:], values[:-1], out=out[1:])
+        return out
     flags = (series != series.shift(1)).fill_null(True)
     return flags.to_numpy().astype(bool, copy=True)
 

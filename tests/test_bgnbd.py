@@ -368,14 +368,14 @@ def test_finite_horizon_clv_is_the_period_sum(fitted: tuple) -> None:
 def test_infinite_horizon_tail_against_long_sum() -> None:
     x = np.array([0.0, 2, 26, 5, 60])
     T = np.array([38.86, 38.86, 31, 20, 52])
-    for d, period in [(0.0018, 1.0), (0.10, 52.18), (0.02, 4.0)]:
+    for d, period in [(0.0005, 1.0), (0.0018, 1.0), (0.10, 52.18), (0.02, 4.0), (0.5, 1.0)]:
         _, dert = stream_alive(PUBLISHED, x, T, Valuation(d), period)
         k = np.arange(0.0, math.ceil(40 / math.log1p(d)) + 1)  # discount below e^-40 after
         for i in range(x.size):
             cum = expected_purchases_alive(PUBLISHED, k * period, x[i], T[i])
             brute = np.diff(cum) @ (1 + d) ** -k[1:]
-            assert dert[i] == pytest.approx(brute, rel=1e-6), (d, i)
-    assert TAIL_START >= 50
+            assert dert[i] == pytest.approx(brute, rel=1e-7), (d, i)
+    assert TAIL_START < 40  # the tail integral really does most of the work
 
 
 def test_valuation_errors(fitted: tuple) -> None:

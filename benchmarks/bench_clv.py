@@ -1,0 +1,173 @@
+"""Benchmark: transaction log file -> RFM -> BG/NBD + Gamma-Gamma -> per-customer CLV.
+
+    .venv/bin/python benchmarks/bench_clv.py --customers 1000000
+
+Generates (seeded, untimed) a BG/NBD + Gamma-Gamma population with about 10 transactions
+per customer over two years and writes it to Parquet, then times each stage of the path a
+user runs (``equity clv``): read the file, RFM statistics, both fits, per-customer CLV and
+bridge. Prints a table and writes JSON (stage times, machine load, fitted vs true values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.bgnbd import fit_bgnbd_rfm
+from engine.clv import customer_values, default_discount_rate
+from engine.gamma_gamma import fit_gamma_gamma_rfm
+from engine.transactions import read_transactions, rfm_statistics
+from engine.valuation import Valuation
+
+START = dt.date(2022, 1, 1)
+CALIBRATION_END = dt.date(2023, 12, 31)
+TRUE = {"r": 1.2, "alpha": 5.7, "a": 0.6, "b": 5.0, "p": 5.0, "q": 4.0, "gamma": 60.0}
+
+
+def generate(n: int, seed: int) -> pl.DataFrame:
+    """One row per purchase; first purchases spread over 2022, calibration ends 2023-12-31.
+
+    Per customer: lambda ~ Gamma(r, alpha) per week, p ~ Beta(a, b); the number of repeat
+    purchases by T is min(dropout index ~ Geometric(p), Poisson(lambda T)), their times the
+    first order statistics of uniforms on (0, T] (exponential spacings, vectorised). About
+    5% of purchase days are split into two rows, and 0.1% of rows are exact duplicates or
+    refunds, so the cleaning path does real work.
+    """
+    rng = np.random.default_rng(seed)
+    horizon = (CALIBRATION_END - START).days
+    first = rng.integers(0, 365, n)
+    age_days = (horizon - first).astype(np.float64)
+    lam = rng.gamma(TRUE["r"], 1.0 / TRUE["alpha"], n) / 7.0  # per day
+    p = rng.beta(TRUE["a"], TRUE["b"], n)
+    n_poisson = rng.poisson(lam * age_days)
+    repeats = np.minimum(rng.geometric(p), n_poisson)
+    # Order statistics of N uniforms: Exp(1) spacings over their sum plus Gamma(N - k + 1).
+    has = repeats > 0
+    owner = np.repeat(np.arange(n), repeats)
+    gaps = rng.exponential(1.0, owner.size)
+    csum = np.cumsum(gaps)
+    seg_start = (np.cumsum(repeats) - repeats)[has]
+    within = csum - np.repeat(csum[seg_start] - gaps[seg_start], repeats[has])
+    denom = np.zeros(n)
+    denom[has] = within[seg_start + repeats[has] - 1] + rng.gamma(n_poisson[has] - repeats[has] + 1)
+    u = within / denom[owner]
+    repeat_day = first[owner] + np.floor(u * age_days[owner]).astype(np.int64)
+    cust = np.concatenate([np.arange(n), owner])
+    day = np.concatenate([first, repeat_day])
+    # Spend: nu ~ Gamma(q, gamma); each purchase ~ Gamma(p, nu).
+    nu = rng.gamma(TRUE["q"], 1.0 / TRUE["gamma"], n)
+    amount = np.round(np.maximum(rng.gamma(TRUE["p"], 1.0 / nu[cust]), 0.01), 2)
+    # Dirt: split baskets, exact duplicates, refunds.
+    split = rng.random(cust.size) < 0.05
+    share = np.round(amount[split] * rng.uniform(0.2, 0.8, split.sum()), 2)
+    amount[split] -= share
+    dup = rng.random(cust.size) < 0.001
+    ref = np.flatnonzero(rng.random(cust.size) < 0.001)
+    cust = np.concatenate([cust, cust[split], cust[dup], cust[ref]])
+    day = np.concatenate([day, day[split], day[dup], day[ref] + 3])
+    amount = np.concatenate([amount, share, amount[dup], -amount[ref]])
+    ids = rng.permutation(n).astype(np.int64) + 10_000_000
+    keep = day <= horizon
+    order = np.argsort(day[keep], kind="stable")  # logs arrive in date order
+    epoch = (START - dt.date(1970, 1, 1)).days
+    return pl.DataFrame(
+        {
+            "customer_id": ids[cust[keep][order]],
+            "date": pl.Series((day[keep][order] + epoch).astype(np.int32)).cast(pl.Date),
+            "amount": amount[keep][order],
+        }
+    )
+
+
+def run(n: int, seed: int, workdir: Path) -> dict[str, Any]:
+    path = workdir / f"clv_tx_{n}.parquet"
+    t0 = time.perf_counter()
+    if not path.exists():
+        generate(n, seed).write_parquet(path)
+    gen = time.perf_counter() - t0
+    load_before = os.getloadavg()
+    times: dict[str, float] = {}
+    start = mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        times[name] = now - mark
+        mark = now
+
+    tx = read_transactions(path)
+    lap("read parquet")
+    rfm, report = rfm_statistics(tx, CALIBRATION_END, "week")
+    lap("RFM statistics")
+    bg = fit_bgnbd_rfm(rfm)
+    lap("BG/NBD fit")
+    gg = fit_gamma_gamma_rfm(rfm)
+    lap("Gamma-Gamma fit")
+    valuation = Valuation(discount_rate=default_discount_rate("week"))
+    customers = customer_values(rfm, bg, gg, valuation)
+    lap("CLV + bridge")
+    times["total"] = time.perf_counter() - start
+    return {
+        "customers": rfm.height,
+        "transactions": tx.height,
+        "distinct_rfm_rows": bg.n_rows,
+        "repeaters": gg.n_customers,
+        "seconds": times,
+        "generate_seconds": gen,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "fitted": {
+            "bgnbd": {k: getattr(bg, k) for k in ("r", "alpha", "a", "b")}
+            | {"log_likelihood": bg.log_likelihood},
+            "gamma_gamma": {k: getattr(gg, k) for k in ("p", "q", "gamma")},
+            "true": TRUE,
+        },
+        "cleaning": report.as_dict(),
+        "clv_total": float(customers["clv"].sum()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--seed", type=int, default=2005)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/equity-bench"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/clv.json"))
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = [run(n, args.seed, args.workdir) for n in args.customers]
+    stages = list(results[0]["seconds"])
+    print(f"{'stage':<18}" + "".join(f"{r['customers']:>14,}" for r in results))
+    print(f"{'transactions':<18}" + "".join(f"{r['transactions']:>14,}" for r in results))
+    for stage in stages:
+        print(f"{stage:<18}" + "".join(f"{r['seconds'][stage]:>13.2f}s" for r in results))
+    for r in results:
+        f = r["fitted"]
+        print(
+            f"n={r['customers']:,}: BG/NBD "
+            + " ".join(f"{k}={f['bgnbd'][k]:.3f}({f['true'][k]})" for k in ("r", "alpha", "a", "b"))
+            + "  GG "
+            + " ".join(
+                f"{k}={f['gamma_gamma'][k]:.3f}({f['true'][k]})" for k in ("p", "q", "gamma")
+            )
+            + f"  load {r['load_average_before'][0]:.2f}->{r['load_average_after'][0]:.2f}"
+        )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
