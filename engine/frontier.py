@@ -70,7 +70,8 @@ def _no_progress(phase: str, done: float) -> None:
 def build_model(
     portfolio: Portfolio, plan: Plan, registry: Registry | None = None
 ) -> tuple[OptionSet, list[Constraint]]:
-    """Options and constraint rows of ``plan`` on ``portfolio``, as ``allocate`` sees them."""
+    """Options and constraint rows of ``plan`` on ``portfolio``, built as ``allocate`` builds
+    them (metric, then cost model; the same errors)."""
     from engine.pipeline import apply_metric
     from engine.strategies import CostModel, Metric
 
@@ -80,7 +81,7 @@ def build_model(
     cost = registry.create("cost", plan.cost)
     assert isinstance(metric, Metric) and isinstance(cost, CostModel)
     portfolio = portfolio.validated()
-    if portfolio.customers is not None and set(metric.requires) <= set(portfolio.customers.columns):
+    if portfolio.customers is not None:
         valued = apply_metric(metric, portfolio.customers, plan, registry)
         portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)
     try:
@@ -91,7 +92,12 @@ def build_model(
         raise plugin_failure(cost, registry, f"raised {exc!r}") from exc
     if not isinstance(options, OptionSet):
         raise plugin_failure(cost, registry, f"returned {type(options).__name__}, not OptionSet")
-    options.validate()
+    try:
+        options.validate()
+    except EquityError as exc:
+        if portfolio.options is None:  # inputs were valid, so the cost model produced this
+            raise plugin_failure(cost, registry, str(exc)) from None
+        raise
     return options, build_constraints(plan, options)
 
 
