@@ -7,6 +7,7 @@ code with ``engine.lp`` (no hull, no increments, no blocks):
     s.t. sum_{j of customer i} x_j = 1                    for every customer i
          sum_j cost_j x_j <= budget
          sum_{j in segment s} cost_j x_j <= cap_s           for every capped segment s
+         sum_{j in segment s} cost_j x_j >= minimum_s       for every segment with a minimum
          0 <= x_j <= 1
 
 ``highs_direct`` hands HiGHS the matrix as numpy arrays (interior point, presolve off, as
@@ -37,14 +38,20 @@ class Model:
     segment_names: list[str]
     budget: float | None
     caps: dict[str, float] = field(default_factory=dict)
+    minimums: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_units(self) -> int:
         return int(self.unit[-1]) + 1 if self.unit.size else 0
 
 
-def model_from_table(table: object, budget: float | None, caps: dict[str, float]) -> Model:
-    """From a polars options table (customer_id, cost, value, segment)."""
+def model_from_table(
+    table: object,
+    budget: float | None,
+    caps: dict[str, float],
+    minimums: dict[str, float] | None = None,
+) -> Model:
+    """From a polars options table (customer_id, cost, value, segment), sorted by customer."""
     import polars as pl
 
     assert isinstance(table, pl.DataFrame)
@@ -62,20 +69,25 @@ def model_from_table(table: object, budget: float | None, caps: dict[str, float]
         segment_names=names,
         budget=budget,
         caps=caps,
+        minimums=dict(minimums or {}),
     )
 
 
-def _coupling(model: Model) -> tuple[list[NDArray[np.int64]], list[float]]:
-    """Columns and right-hand side of each coupling row (budget, then one per cap)."""
-    cols, rhs = [], []
+def _coupling(model: Model) -> tuple[list[NDArray[np.int64]], list[float], list[float]]:
+    """Columns, sign and right-hand side of each coupling row in ``sign * spend <= rhs``
+    form: the budget, one row per cap, one per minimum (sign -1)."""
+    cols, sign, rhs = [], [], []
     if model.budget is not None:
         cols.append(np.arange(model.cost.size))
+        sign.append(1.0)
         rhs.append(model.budget)
     index = {s: i for i, s in enumerate(model.segment_names)}
-    for name, cap in model.caps.items():
-        cols.append(np.flatnonzero(model.segment == index[name]))
-        rhs.append(cap)
-    return cols, rhs
+    for limits, s in ((model.caps, 1.0), (model.minimums, -1.0)):
+        for name, amount in limits.items():
+            cols.append(np.flatnonzero(model.segment == index[name]))
+            sign.append(s)
+            rhs.append(s * amount)
+    return cols, sign, rhs
 
 
 @dataclass
@@ -93,12 +105,12 @@ def highs_direct(model: Model, time_limit: float = 3600.0, crossover: bool = Tru
 
     started = time.perf_counter()
     m, n = model.cost.size, model.n_units
-    cols, rhs = _coupling(model)
+    cols, sign, rhs = _coupling(model)
     k = len(cols)
     r = [np.full(c.size, i, dtype=np.int64) for i, c in enumerate(cols)]
     r.append(k + model.unit)
     c = [*cols, np.arange(m)]
-    v = [model.cost[cc] for cc in cols] + [np.ones(m)]
+    v = [s * model.cost[cc] for s, cc in zip(sign, cols, strict=True)] + [np.ones(m)]
     a = coo_matrix(
         (np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(k + n, m)
     ).tocsc()
@@ -143,8 +155,8 @@ def pulp_naive(model: Model, time_limit: float = 3600.0) -> Solved:
     starts.append(len(x))
     for i in range(len(starts) - 1):
         prob += pulp.lpSum(x[starts[i]:starts[i + 1]]) == 1, f"one_{i}"
-    for r, (cols, b) in enumerate(zip(*_coupling(model), strict=True)):
-        prob += pulp.lpSum(cost[j] * x[j] for j in cols.tolist()) <= b, f"row_{r}"
+    for r, (cols, sign, b) in enumerate(zip(*_coupling(model), strict=True)):
+        prob += pulp.lpSum(sign * cost[j] * x[j] for j in cols.tolist()) <= b, f"row_{r}"
     built = time.perf_counter()
     solver = pulp.HiGHS(
         msg=False, timeLimit=time_limit, solver="ipm", presolve="off", run_crossover="on"
