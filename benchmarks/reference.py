@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
@@ -46,15 +47,12 @@ class Model:
 
 
 def model_from_table(
-    table: object,
+    table: pl.DataFrame,
     budget: float | None,
     caps: dict[str, float],
     minimums: dict[str, float] | None = None,
 ) -> Model:
     """From a polars options table (customer_id, cost, value, segment), sorted by customer."""
-    import polars as pl
-
-    assert isinstance(table, pl.DataFrame)
     ids = table["customer_id"].to_numpy()
     boundary = np.ones(ids.size, dtype=bool)
     boundary[1:] = ids[1:] != ids[:-1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import polars as pl
 import pytest
 
 from benchmarks import generate, reference
@@ -21,7 +22,7 @@ from engine.options import from_table
 from engine.plan import Plan, SegmentLimit
 
 
-def _case(seed: int, n: int = 3000) -> tuple[object, Plan]:
+def _case(seed: int, n: int = 3000) -> tuple[pl.DataFrame, Plan]:
     spec = generate.Spec(n, seed=seed, segments=6, cap_share=0.25)
     _, table, plan = generate.portfolio(spec)
     budget = plan.total_budget
@@ -39,7 +40,7 @@ def _case(seed: int, n: int = 3000) -> tuple[object, Plan]:
     return table, replace(plan, segment_limits=(*caps, minimum))
 
 
-def _reference(table: object, plan: Plan) -> float:
+def _reference(table: pl.DataFrame, plan: Plan) -> float:
     caps = {s.segment: s.cap for s in plan.segment_limits if s.cap is not None}
     mins = {s.segment: s.minimum for s in plan.segment_limits if s.minimum is not None}
     solved = reference.highs_direct(
@@ -100,5 +101,5 @@ def test_block_refinement_closes_the_gap_from_coarse_blocks() -> None:
     coarse = lp.solve(options, rows, lp.LpSettings(bins=2, repair=False))
     assert coarse.iterations > 1
     assert coarse.lp_objective == pytest.approx(_reference(table, plan), rel=1e-9)
-    assert coarse.bound is not None
+    assert coarse.bound is not None and coarse.lp_objective is not None
     assert coarse.bound - coarse.lp_objective <= 1e-9 * abs(coarse.bound)
