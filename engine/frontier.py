@@ -45,11 +45,11 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.constraints import GE, Constraint, build_constraints
-from engine.errors import CancelledError, EquityError, InfeasiblePlanError, SolverError
+from engine.constraints import GE, Constraint
+from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import ACQUISITION, KINDS, RETENTION, OptionSet
 from engine.plan import Plan
-from engine.plugins import Registry, default_registry, plugin_failure
+from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
 FloatArray = NDArray[np.float64]
@@ -70,35 +70,12 @@ def _no_progress(phase: str, done: float) -> None:
 def build_model(
     portfolio: Portfolio, plan: Plan, registry: Registry | None = None
 ) -> tuple[OptionSet, list[Constraint]]:
-    """Options and constraint rows of ``plan`` on ``portfolio``, built as ``allocate`` builds
-    them (metric, then cost model; the same errors)."""
-    from engine.pipeline import apply_metric
-    from engine.strategies import CostModel, Metric
+    """Options and constraint rows of ``plan`` on ``portfolio``, exactly as ``allocate``
+    builds them (``engine.pipeline.build_model``: the same metric, cost model and errors)."""
+    from engine.pipeline import build_model as pipeline_model
 
-    registry = registry or default_registry()
-    plan.validate()
-    metric = registry.create("metric", plan.metric)
-    cost = registry.create("cost", plan.cost)
-    assert isinstance(metric, Metric) and isinstance(cost, CostModel)
-    portfolio = portfolio.validated()
-    if portfolio.customers is not None:
-        valued = apply_metric(metric, portfolio.customers, plan, registry)
-        portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)
-    try:
-        options = cost.build(portfolio, plan)
-    except EquityError:
-        raise
-    except Exception as exc:
-        raise plugin_failure(cost, registry, f"raised {exc!r}") from exc
-    if not isinstance(options, OptionSet):
-        raise plugin_failure(cost, registry, f"returned {type(options).__name__}, not OptionSet")
-    try:
-        options.validate()
-    except EquityError as exc:
-        if portfolio.options is None:  # inputs were valid, so the cost model produced this
-            raise plugin_failure(cost, registry, str(exc)) from None
-        raise
-    return options, build_constraints(plan, options)
+    model = pipeline_model(portfolio, plan, registry)
+    return model.options, model.rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from engine.allocation import Allocation, violations
-from engine.constraints import build_constraints
-from engine.errors import EquityError
+from engine.constraints import Constraint, build_constraints
+from engine.errors import EquityError, FieldViolation, InvalidInputError
 from engine.limits import Limits
 from engine.options import OptionSet
 from engine.plan import Plan
@@ -40,8 +41,6 @@ def apply_metric(
     metric: Metric, table: pl.DataFrame, plan: Plan, registry: Registry, name: str = "customers"
 ) -> pl.DataFrame:
     """Run a metric on a table and join its columns, checking the metric's contract."""
-    from engine.errors import FieldViolation, InvalidInputError
-
     missing = [c for c in metric.requires if c not in table.columns]
     if missing:
         raise InvalidInputError(
@@ -61,13 +60,28 @@ def apply_metric(
     return table.with_columns(out)
 
 
-def allocate(
+@dataclass
+class Model:
+    """The optimization model of a plan on a portfolio: what every consumer of it needs.
+
+    ``allocate`` solves it; the frontier, scenarios and reports reuse it as built here, so
+    there is one place where metric, cost model, limits and constraints come together.
+    """
+
+    options: OptionSet
+    rows: list[Constraint]
+    metric_columns: pl.DataFrame | None
+    portfolio: Portfolio
+    timings: dict[str, float]
+
+
+def build_model(
     portfolio: Portfolio,
     plan: Plan,
     registry: Registry | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
     limits: Limits | None = None,
-) -> PlanResult:
+) -> Model:
+    """Validate, run the plan's metric and cost strategies, and build the constraint rows."""
     registry = registry or default_registry()
     limits = limits or Limits()
     timings: dict[str, float] = {}
@@ -75,9 +89,7 @@ def allocate(
     plan.validate()
     metric = registry.create("metric", plan.metric)
     cost = registry.create("cost", plan.cost)
-    allocator = registry.create("allocation", plan.allocation)
     assert isinstance(metric, Metric) and isinstance(cost, CostModel)
-    assert isinstance(allocator, Allocator)
     limits.check_inputs(portfolio, plan)
     portfolio = portfolio.validated()
     timings["validate"] = time.perf_counter() - started
@@ -106,11 +118,26 @@ def allocate(
     limits.check_options(options)
     rows = build_constraints(plan, options)
     timings["options"] = time.perf_counter() - mark
+    return Model(options, rows, metric_columns, portfolio, timings)
+
+
+def allocate(
+    portfolio: Portfolio,
+    plan: Plan,
+    registry: Registry | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    limits: Limits | None = None,
+) -> PlanResult:
+    registry = registry or default_registry()
+    limits = limits or Limits()
+    started = time.perf_counter()
+    allocator = registry.create("allocation", plan.allocation)
+    assert isinstance(allocator, Allocator)
+    model = build_model(portfolio, plan, registry, limits)
+    options, rows, timings = model.options, model.rows, model.timings
 
     mark = time.perf_counter()
     if any(r.sense < 0 for r in rows) and not allocator.supports_minimums:
-        from engine.errors import InvalidInputError
-
         raise InvalidInputError.single(
             "plan.allocation.name",
             f"{allocator.name!r} does not support segment minimums; use 'lp'",
@@ -132,7 +159,7 @@ def allocate(
         allocator.name,
         allocator.exact,
         timings,
-        metric_columns,
+        model.metric_columns,
     )
 
 
