@@ -127,7 +127,7 @@ def stream_alive(
     for lo in range(0, x.size, step):  # chunks of rows bound memory, not a loop per customer
         sl = slice(lo, lo + step)
         e = expected_purchases_alive(params, k[None, :] * L, x[sl, None], t_age[sl, None])
-        dert[sl] = np.dot(np.diff(e, axis=1), disc)
+        dert[sl] = np.einsum("ij,j->i", np.diff(e, axis=1), disc)  # no threaded BLAS
     if valuation.horizon is None:
         dert += _tail(params, x, t_age, valuation.discount_rate, L)
     return first, dert
@@ -161,7 +161,7 @@ def _tail(params: BGNBDParams, x: Array, t_age: Array, discount_rate: float, L: 
     for lo in range(0, x.size, step):
         sl = slice(lo, lo + step)
         rate = purchase_rate_alive(params, s_all[None, :], x[sl, None], t_age[sl, None])
-        integral[sl] = np.dot(rate[:, :-1], kernel)
+        integral[sl] = np.einsum("ij,j->i", rate[:, :-1], kernel)
         start_rate[sl] = rate[:, -1] * L
     kappa = rho / np.expm1(rho)
     beta = rho / 12.0 - rho**3 / 720.0 if rho < 0.001 else 0.5 / np.tanh(0.5 * rho) - 1.0 / rho

@@ -26,6 +26,7 @@ from scipy.special import digamma, gammaln
 from engine.bgnbd import (
     WARM_START_SAMPLE,
     ModelFitError,
+    inner,
     maximize_log_likelihood,
     warm_start_sample,
 )
@@ -98,20 +99,20 @@ class _SpendData:
         px = p * self.xs
         log_gs = np.log(g + self.total)
         ll = (
-            np.dot(self.counts, gammaln(px + q) - gammaln(px))
+            inner(self.counts, gammaln(px + q) - gammaln(px))
             - self.n * gammaln(q)
             + self.n * q * np.log(g)
             + p * self.a_term
             - self.b_term
-            - np.dot(p * self.x + q, log_gs)
+            - inner(p * self.x + q, log_gs)
         )
         psi_pxq = digamma(px + q)
         g_p = (
-            np.dot(self.counts, self.xs * (psi_pxq - digamma(px)))
+            inner(self.counts, self.xs * (psi_pxq - digamma(px)))
             + self.a_term
-            - np.dot(self.x, log_gs)
+            - inner(self.x, log_gs)
         )
-        g_q = np.dot(self.counts, psi_pxq) - self.n * digamma(q) + self.n * np.log(g) - log_gs.sum()
+        g_q = inner(self.counts, psi_pxq) - self.n * digamma(q) + self.n * np.log(g) - log_gs.sum()
         g_g = self.n * q / g - np.sum((p * self.x + q) / (g + self.total))
         return float(ll), np.array([g_p, g_q, g_g])
 

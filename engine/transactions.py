@@ -274,69 +274,66 @@ def rfm_statistics(
     new_customer = _changed(cid)
     days = s["date"].cast(pl.Int32).to_numpy()
     amount = s["amount"].to_numpy()
+    # Large fresh arrays are the cost here (page faults), so everything stays at one row
+    # per day or smaller, in bools and int32 where it can.
     new_day = new_customer.copy()
     new_day[1:] |= days[1:] != days[:-1]
-    day_id = np.cumsum(new_day, dtype=np.int64) - 1
-    duplicate = _duplicates(s, day_id, new_day, amount, has_tid)
+    duplicate = _duplicates(s, new_day, amount, has_tid)
     input_customers = int(new_customer.sum())
     if n_after:  # customers whose every purchase is after the calibration end
         late = tx.filter(after)["customer_id"].unique()
         input_customers += int((~late.is_in(cid.filter(pl.Series(new_customer)).implode())).sum())
 
-    zero = amount == 0.0
     negative = amount < 0.0
+    n_duplicate = int(duplicate.sum())
+    n_zero = int(np.count_nonzero((amount == 0.0) & ~duplicate))
+    refund_mask = negative & ~duplicate
+    n_refund = int(np.count_nonzero(refund_mask))
+    refund_amount = float(-amount[refund_mask].sum()) + 0.0
     keep = ~duplicate
     if refunds == "drop":
         keep &= ~negative
-    n_duplicate = int(duplicate.sum())
-    n_zero = int((zero & ~duplicate).sum())
-    refund_mask = negative & ~duplicate
-    n_refund = int(refund_mask.sum())
-    refund_amount = float(-amount[refund_mask].sum()) + 0.0
 
-    # Day level: runs of equal (customer, date) among the kept rows.
-    kept = np.flatnonzero(keep)
-    seg = day_id[kept]
-    day_start = np.ones(kept.size, dtype=bool)
-    day_start[1:] = seg[1:] != seg[:-1]
-    starts = np.flatnonzero(day_start)
-    if starts.size == 0:
-        raise InvalidInputError.single(
-            "transactions", f"no purchase on or before {end.isoformat()}"
-        )
-    day_amount = np.add.reduceat(amount[kept], starts)
-    day_row = kept[starts]  # index into s of each day's first kept row
-    kept_rows = _run_lengths(starts, kept.size)
+    # Day level: sums over each (customer, date) run, dropped rows contributing nothing.
+    day_row = np.flatnonzero(new_day)  # first row of each day
+    kept_amount = np.where(keep, amount, 0.0)
+    day_amount = np.add.reduceat(kept_amount, day_row)
+    day_rows = np.add.reduceat(keep.view(np.uint8), day_row, dtype=np.int32)
+    valid = day_rows > 0  # e.g. a day of refunds only, with refunds="drop", is no purchase
+    n_nonpositive = 0
     if refunds == "net_same_day":  # a day netting to <= 0 with a refund in it is no purchase
-        day_refund = np.add.reduceat(negative[kept].astype(np.int64), starts) > 0
-        reversed_day = day_refund & (day_amount <= 0.0)
-        day_amount = day_amount[~reversed_day]
-        day_row = day_row[~reversed_day]
-        kept_rows = kept_rows[~reversed_day]
-    else:
-        reversed_day = np.zeros(0, dtype=bool)
-    n_nonpositive = int(reversed_day.sum())
-    rows_used = int(kept_rows.sum())
+        day_refund = np.add.reduceat((negative & keep).view(np.uint8), day_row, dtype=np.int32)
+        reversed_day = valid & (day_refund > 0) & (day_amount <= 0.0)
+        n_nonpositive = int(reversed_day.sum())
+        valid &= ~reversed_day
+    if not valid.all():
+        day_row = day_row[valid]
+        day_amount = day_amount[valid]
+        day_rows = day_rows[valid]
+    rows_used = int(day_rows.sum(dtype=np.int64))
     if day_row.size == 0:
         raise InvalidInputError.single(
             "transactions", f"no purchase on or before {end.isoformat()}"
         )
 
     # Customer level: runs of equal customer among the purchase days.
-    day_customer = np.cumsum(new_customer, dtype=np.int64)[day_row]
-    cust_start = np.ones(day_row.size, dtype=bool)
-    cust_start[1:] = day_customer[1:] != day_customer[:-1]
+    cust_start = new_customer[day_row]
+    if not cust_start[0] or day_row.size < new_day.sum():  # some days were dropped
+        day_customer = np.cumsum(new_customer, dtype=np.int32)[day_row]
+        cust_start = np.ones(day_row.size, dtype=bool)
+        cust_start[1:] = day_customer[1:] != day_customer[:-1]
     cstarts = np.flatnonzero(cust_start)
     cends = cstarts + _run_lengths(cstarts, day_row.size) - 1
-    day_date = days[day_row]
-    first_day = day_date[cstarts]
-    last_day = day_date[cends]
+    first_day = days[day_row[cstarts]]
+    last_day = days[day_row[cends]]
     frequency = cends - cstarts  # purchase days - 1
-    # Spend: zero-amount days are purchase events but carry no spend observation.
-    spend = np.where(day_amount > 0.0, day_amount, 0.0)
-    has_spend = (day_amount > 0.0).astype(np.int64)
-    spend_frequency = np.add.reduceat(has_spend, cstarts) - has_spend[cstarts]
-    repeat_spend = np.add.reduceat(spend, cstarts) - spend[cstarts]
+    # Spend: every kept day sums to >= 0; zero-amount days are purchase events without a
+    # spend observation.
+    has_spend = day_amount > 0.0
+    first_spend = has_spend[cstarts]
+    spend_frequency = np.add.reduceat(has_spend.view(np.uint8), cstarts, dtype=np.int64)
+    spend_frequency -= first_spend
+    repeat_spend = np.add.reduceat(day_amount, cstarts) - day_amount[cstarts]
     with np.errstate(invalid="ignore", divide="ignore"):
         monetary = np.where(
             spend_frequency > 0, repeat_spend / np.maximum(spend_frequency, 1), np.nan
@@ -413,22 +410,20 @@ def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
 
 
 def _duplicates(
-    s: pl.DataFrame,
-    day_id: NDArray[np.int64],
-    new_day: NDArray[np.bool_],
-    amount: NDArray[np.float64],
-    has_tid: bool,
+    s: pl.DataFrame, new_day: NDArray[np.bool_], amount: NDArray[np.float64], has_tid: bool
 ) -> NDArray[np.bool_]:
     """Rows repeating an earlier row of the same (customer, date) exactly; first one kept.
 
     Only days with several rows can hold duplicates, and they are few, so the exact
     comparison runs on that subset instead of sorting the whole log by amount.
     """
-    size = _run_lengths(np.flatnonzero(new_day), new_day.size)
-    idx = np.flatnonzero(size[day_id] > 1)
+    alone = new_day.copy()  # a row that starts its day and is followed by a new day
+    alone[:-1] &= new_day[1:]
+    idx = np.flatnonzero(~alone)
     duplicate = np.zeros(new_day.size, dtype=bool)
     if idx.size:
-        sub = pl.DataFrame({"day": day_id[idx], "amount": amount[idx]})
+        day = np.cumsum(new_day[idx], dtype=np.int64)  # days are contiguous runs within idx
+        sub = pl.DataFrame({"day": day, "amount": amount[idx]})
         if has_tid:
             sub = sub.with_columns(s[TRANSACTION_ID].gather(idx).alias(TRANSACTION_ID))
         first = sub.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
