@@ -442,3 +442,36 @@ def test_cli_prints_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ["clv", "--transactions", str(tmp_path / "none.csv"), "--calibration-end", "1997-09-30"]
     )
     assert bad == 2
+
+
+# ------------------------------------------------------------ plugin and allocation
+
+
+def test_bgnbd_plugin_runs_a_transaction_log_through_allocate() -> None:
+    import equity_plugins.bgnbd as plugin
+
+    from engine.pipeline import allocate
+    from engine.plan import Plan, StrategyChoice
+    from engine.plugins import build_registry
+    from engine.portfolio import Portfolio
+    from engine.transactions import read_transactions
+
+    registry = build_registry(extra=[plugin], entry_points=False)
+    assert "bgnbd" in registry.names("metric") and not registry.failures
+    metric = registry.create(
+        "metric", StrategyChoice("bgnbd", {"calibration_end": "1997-09-30", "margin_ratio": 0.3})
+    )
+    plan = Plan(total_budget=2000.0, discount_rate=0.1)
+    customers = metric.compute(read_transactions(CDNOW), plan.valuation)  # type: ignore[attr-defined]
+    assert customers.height == 2357 and customers["customer_id"].is_unique().all()
+    # Yearly periods: margin x multiplier is the model's CLV at 10% a year.
+    r = customers["retention"].to_numpy()
+    engine_clv = customers["margin"].to_numpy() * margin_multiplier(r, plan.valuation)
+    assert engine_clv == pytest.approx(customers["clv"].to_numpy(), rel=1e-9)
+    result = allocate(Portfolio(customers), plan, registry)
+    summary = json.loads(result.to_json())
+    assert summary["status"] == "optimal"
+    assert summary["equity_before"] == pytest.approx(customers["clv"].sum(), rel=1e-9)
+    assert summary["equity_after"] >= summary["equity_before"]
+    with pytest.raises(InvalidInputError):
+        registry.create("metric", StrategyChoice("bgnbd", {"time_unit": "month"}))

@@ -1,0 +1,93 @@
+"""Built-in metric: a transaction log becomes the customers table (BG/NBD + Gamma-Gamma).
+
+Unlike row-valuing metrics, ``bgnbd`` reads a *transactions* table (``customer_id``,
+``date``, ``amount``; see ``engine.transactions`` for the cleaning policy) and returns one
+row per customer with the columns the engine values customers by, ``margin`` and
+``retention``, plus the model's own per-customer figures. The bridge (``engine.clv``, docs/
+clv.md) is exact for the plan's valuation: ``margin * margin_multiplier(retention)`` equals
+the BG/NBD/Gamma-Gamma CLV at the plan's discount rate, horizon and margin growth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import polars as pl
+
+from engine.clv import CLVResult, clv_from_transactions
+from engine.errors import InvalidInputError
+from engine.hookspecs import hookimpl
+from engine.strategies import Metric, Param
+from engine.transactions import UNIT_DAYS, normalize_transactions
+from engine.valuation import Valuation
+
+
+class TransactionCLV(Metric):
+    """Fit BG/NBD and Gamma-Gamma on a transaction log; customers with margin and retention."""
+
+    name = "bgnbd"
+    summary = (
+        "Transactions -> customers: BG/NBD (purchases, P(alive)) x Gamma-Gamma (spend) CLV, "
+        "with margin and retention that reproduce it in the engine's CLV formula."
+    )
+    input_table: ClassVar[str] = "transactions"
+    requires: ClassVar[tuple[str, ...]] = ("customer_id", "date", "amount")
+    produces: ClassVar[tuple[str, ...]] = (
+        "customer_id", "margin", "retention", "p_alive", "expected_purchases",
+        "expected_spend", "clv", "frequency", "recency", "T", "monetary",
+    )  # fmt: skip
+    params: ClassVar = {
+        "calibration_end": Param(
+            "",
+            "Last date (YYYY-MM-DD) of the purchases the model learns from; empty: the log's "
+            "last date (value customers as of the end of the log).",
+            str,
+        ),
+        "time_unit": Param("week", "Time unit of the model's recency and age.", str,
+                           choices=("day", "week")),
+        "period_days": Param(
+            365.25,
+            "Length in days of one plan period: the plan's discount rate and horizon are per "
+            "period, and margin and retention are returned per period.",
+            minimum=1e-9,
+        ),
+        "margin_ratio": Param(
+            1.0, "Contribution margin per unit of purchase amount (1: margin = revenue).",
+            minimum=0.0,
+        ),
+        "refunds": Param(
+            "drop", "Negative amounts: drop them, net them within the day, or reject the log.",
+            str, choices=("drop", "net_same_day", "error"),
+        ),
+    }  # fmt: skip
+    calibration_end: str
+    time_unit: str
+    period_days: float
+    margin_ratio: float
+    refunds: str
+
+    def fit(self, transactions: pl.DataFrame, valuation: Valuation) -> CLVResult:
+        """Both fits and the per-customer table, with the cleaning report and fit summary."""
+        tx = normalize_transactions(transactions)
+        end = self.calibration_end or tx["date"].max()
+        if end is None:
+            raise InvalidInputError.single("transactions", "is empty")
+        return clv_from_transactions(
+            tx,
+            end,  # type: ignore[arg-type]
+            time_unit=self.time_unit,  # type: ignore[arg-type]
+            valuation=valuation,
+            period_length=self.period_days / UNIT_DAYS[self.time_unit],
+            margin_ratio=self.margin_ratio,
+            refunds=self.refunds,  # type: ignore[arg-type]
+        )
+
+    def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
+        """The customers table of a transactions table: one row per customer, not per row."""
+        return self.fit(table, valuation).customers
+
+
+@hookimpl
+def register_metrics(register: Callable[[type[Metric]], None]) -> None:
+    register(TransactionCLV)
