@@ -1,7 +1,8 @@
 """Transaction logs to per-customer RFM sufficient statistics for BG/NBD and Gamma-Gamma.
 
-A log has one row per purchase: ``customer_id``, ``date``, ``amount`` (Parquet or CSV), or the
-raw CDNOW layout (whitespace separated: master id, sample id, yyyymmdd, CDs, dollars).
+A log has one row per purchase: ``customer_id``, ``date``, ``amount`` (Parquet or CSV), an
+optional ``transaction_id``, or the raw CDNOW layout (whitespace separated: master id,
+sample id, yyyymmdd, CDs, dollars).
 
 Per customer, over the calibration window (every date <= ``calibration_end``):
 
@@ -9,32 +10,36 @@ Per customer, over the calibration window (every date <= ``calibration_end``):
   transaction, their amounts summed), i.e. purchase days - 1;
 * ``recency``: time from the first to the last purchase day, in the time unit (day or week);
 * ``T``: time from the first purchase day to the calibration end (the customer's age);
-* ``monetary``: mean amount of the repeat purchase days (the first day excluded, as the
-  Gamma-Gamma model is fitted on repeat spend); null when ``frequency`` is 0.
+* ``monetary``: mean amount of the repeat purchase days with a positive amount (the first
+  day excluded: the Gamma-Gamma model is fitted on repeat spend); null when there is none;
+* ``spend_frequency``: how many days ``monetary`` averages (the Gamma-Gamma's x).
 
-Dirty-data policy (also in ``docs/clv.md``); every drop is counted in :class:`CleaningReport`:
+Dirty-data policy (the table in ``docs/clv.md``); every drop is counted in
+:class:`CleaningReport`:
 
 * missing customer id, date or amount, unparseable dates, non-finite amounts: error
   (:class:`~engine.errors.InvalidInputError` naming the rows), since guessing would bias the fit;
 * dates after the calibration end: excluded from calibration (``rows_after_calibration_end``);
-* exact duplicate rows (same customer, date and amount): one kept (``duplicate_rows``); a log
-  that repeats a row is far more often a double export than two identical same-day purchases,
-  and a same-day repeat changes only the day's amount, never the frequency;
-* zero amounts: dropped (``zero_amount_rows``): not a purchase;
+* exact duplicate rows (same customer, date, amount and ``transaction_id`` if any): one kept
+  (``duplicate_rows``); a repeated row is likelier a double export than two identical
+  purchases, and a same-day repeat changes only the day's amount, never the frequency;
+* zero amounts: purchase events without spend (``zero_amount_rows``): free items are
+  purchases (CDNOW's published fits count its 8 free first purchases);
 * negative amounts (refunds): ``refunds="drop"`` (default) drops them (``refund_rows``,
   ``refund_amount``): a refund does not undo the purchase *event* the BG/NBD counts, and
   without order ids it cannot be matched to the purchase it reverses; ``"net_same_day"``
-  nets them against the same customer's same day, and a day whose net is <= 0 is no purchase
-  (``nonpositive_days``); ``"error"`` rejects them, naming the rows;
+  nets them against the same customer's same day, and a day with a refund netting to <= 0
+  is no purchase (``nonpositive_days``); ``"error"`` rejects them, naming the rows;
 * customers left with no purchase in the window: dropped
   (``customers_without_calibration_purchase``);
 * customers with one purchase day only: kept (frequency 0 is most of a BG/NBD sample),
   counted in ``customers_without_repeat``, excluded from the Gamma-Gamma fit;
-* repeat spend averaging zero cannot survive the rules above (every kept day is > 0);
-  :func:`engine.gamma_gamma.fit_gamma_gamma` rejects such rows if handed them directly.
+* repeat purchases whose spend averages zero (free repeat days only): kept for BG/NBD,
+  ``monetary`` null, excluded from the Gamma-Gamma fit (``customers_zero_repeat_spend``);
+  :func:`engine.gamma_gamma.fit_gamma_gamma` rejects such rows, naming them, if handed them.
 
-The work is one sort by (customer, date, amount) and segment reductions over the sorted
-arrays; nothing loops over customers in Python.
+The work is one sort of the log by customer (stable, when the log is in date order) and
+segment reductions over the sorted arrays; nothing loops over customers in Python.
 """
 
 from __future__ import annotations
