@@ -17,7 +17,7 @@ import polars as pl
 
 from engine.allocation import Allocation, violations
 from engine.constraints import Constraint, build_constraints
-from engine.errors import EquityError, FieldViolation, InvalidInputError
+from engine.errors import CancelledError, EquityError, FieldViolation, InvalidInputError
 from engine.limits import Limits
 from engine.options import OptionSet
 from engine.plan import Plan
@@ -75,11 +75,18 @@ class Model:
     timings: dict[str, float]
 
 
+def _checkpoint(should_stop: Callable[[], bool]) -> None:
+    """Between stages: a caller that went away stops the work here, not at the end."""
+    if should_stop():
+        raise CancelledError("allocation cancelled")
+
+
 def build_model(
     portfolio: Portfolio,
     plan: Plan,
     registry: Registry | None = None,
     limits: Limits | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Model:
     """Validate, run the plan's metric and cost strategies, and build the constraint rows."""
     registry = registry or default_registry()
@@ -93,6 +100,7 @@ def build_model(
     limits.check_inputs(portfolio, plan)
     portfolio = portfolio.validated()
     timings["validate"] = time.perf_counter() - started
+    _checkpoint(should_stop)
 
     mark = time.perf_counter()
     metric_columns = None
@@ -103,6 +111,7 @@ def build_model(
         added = [c for c in valued.columns if c not in before]
         metric_columns = valued.select("customer_id", *added) if added else None
     timings["metric"] = time.perf_counter() - mark
+    _checkpoint(should_stop)
 
     mark = time.perf_counter()
     with _guard(cost, registry):
@@ -117,7 +126,9 @@ def build_model(
         raise
     limits.check_options(options)
     rows = build_constraints(plan, options)
+    _ = options.hull  # the hull is part of building the model; time it here
     timings["options"] = time.perf_counter() - mark
+    _checkpoint(should_stop)
     return Model(options, rows, metric_columns, portfolio, timings)
 
 
@@ -133,7 +144,7 @@ def allocate(
     started = time.perf_counter()
     allocator = registry.create("allocation", plan.allocation)
     assert isinstance(allocator, Allocator)
-    model = build_model(portfolio, plan, registry, limits)
+    model = build_model(portfolio, plan, registry, limits, should_stop)
     options, rows, timings = model.options, model.rows, model.timings
 
     mark = time.perf_counter()
@@ -150,8 +161,9 @@ def allocate(
     if broken:
         raise plugin_failure(allocator, registry, f"its plan breaks {broken}; refused")
     timings["allocate"] = time.perf_counter() - mark
-    timings["total"] = time.perf_counter() - started
-    return build_result(
+    _checkpoint(should_stop)
+    mark = time.perf_counter()
+    result = build_result(
         options,
         allocation,
         rows,
@@ -161,6 +173,9 @@ def allocate(
         timings,
         model.metric_columns,
     )
+    timings["report"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started  # the same dict the summary holds
+    return result
 
 
 def _check_allocation(
