@@ -149,7 +149,8 @@ def maximize_log_likelihood(
 
 def inner(a: ArrayLike, b: ArrayLike) -> float:
     """Inner product without BLAS: OpenBLAS threads its ddot, and on a busy 2-core machine
-    waking and spinning those threads costs milliseconds per call (measured 100x slower)."""
+    waking and spinning those threads costs milliseconds per call (a 20k-customer fit: 0.8 s
+    instead of 0.016 s with OPENBLAS_NUM_THREADS=1)."""
     return float(
         np.einsum("i,i->", np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     )
