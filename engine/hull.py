@@ -33,11 +33,13 @@ class Hull:
     ) -> tuple[IntArray, FloatArray, FloatArray]:
         """Consecutive hull steps: (unit, extra cost > 0, extra value), slopes decreasing."""
         counts = np.diff(self.offsets)
-        unit = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-        same = unit[1:] == unit[:-1]
-        dc = np.diff(cost[self.points])[same]
-        dv = np.diff(value[self.points])[same]
-        return unit[1:][same], dc, dv
+        unit = np.repeat(np.arange(counts.size, dtype=np.int64), np.maximum(counts - 1, 0))
+        step = np.ones(max(self.points.size - 1, 0), dtype=bool)  # pairs within one unit
+        step[self.offsets[1:-1][self.offsets[1:-1] > 0] - 1] = False
+        c, v = cost[self.points], value[self.points]
+        dc = np.subtract(c[1:], c[:-1], out=c[:-1])[step]
+        dv = np.subtract(v[1:], v[:-1], out=v[:-1])[step]
+        return unit, dc, dv
 
 
 def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:

@@ -63,7 +63,19 @@ class _Increments:
         return self.dv / self.dc
 
     def prefix_fill(self, taken: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Same spend per unit, taken in order: at least as valuable on a concave hull."""
+        """Same spend per unit, taken in order: at least as valuable on a concave hull.
+
+        A block solution already takes each unit's increments in order (they are sorted by
+        ratio); that is checked on boolean arrays, and only a solution that is not (the
+        full method's, on ties) pays for the refill."""
+        np.copyto(taken, 1.0, where=taken > 1 - SNAP)
+        np.copyto(taken, 0.0, where=taken < SNAP)
+        if taken.size > 1:
+            later = taken[1:] > 0
+            later &= taken[:-1] < 1
+            later &= self.unit[1:] == self.unit[:-1]
+            if not later.any():
+                return taken
         spend = np.bincount(self.unit, weights=self.dc * taken, minlength=self.start.size - 1)
         cum = np.cumsum(self.dc)
         before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[self.unit]]
@@ -143,8 +155,11 @@ def _lagrangian(
     rhs_eff: NDArray[np.float64],
     base_value: float,
 ) -> float:
-    reduced = inc.dv - prices[inc.cell] * inc.dc
-    return base_value + float(duals @ rhs_eff) + float(np.maximum(reduced, 0.0).sum())
+    reduced = prices[inc.cell]  # one buffer for dv - price * dc, then its positive part
+    reduced *= inc.dc
+    np.subtract(inc.dv, reduced, out=reduced)
+    np.maximum(reduced, 0.0, out=reduced)
+    return base_value + float(duals @ rhs_eff) + float(reduced.sum())
 
 
 def _solve_full(
@@ -200,9 +215,14 @@ class _Blocks:
         """One set of ratio quantiles for all cells, then (cell, bin) pairs. Ratios are
         binned on a monotone integer key of their bits (exponent and 4 mantissa bits), so
         binning millions of them costs a few integer passes, not a binary search each."""
-        dc, dv = inc.dc[idx], inc.dv[idx]
-        ratio = dv / dc + 0.0  # + 0.0 turns -0.0 into 0.0, which the key orders apart
-        coarse = _float_key(ratio) >> _SHIFT
+        if idx.size == inc.dc.size:  # every cell constrained (a total budget): no copies
+            dc, dv, cell = inc.dc, inc.dv, inc.cell
+        else:
+            dc, dv, cell = inc.dc[idx], inc.dv[idx], inc.cell[idx]
+        ratio = np.divide(dv, dc)
+        ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
+        coarse = _float_key(ratio)
+        coarse >>= _SHIFT
         low, high = int(coarse.min()), int(coarse.max())
         step = max(1, idx.size // 200_000)
         sample = coarse[::step]
@@ -211,10 +231,13 @@ class _Blocks:
         table = np.searchsorted(edges, np.arange(low, high + 1), side="right")
         n_bins = edges.size + 1
         used = np.zeros(n_cells, dtype=bool)
-        cell = inc.cell[idx]
         used[cell] = True
         rank = np.cumsum(used) - 1
-        key = rank[cell] * n_bins + table[coarse - low]
+        coarse -= low
+        key = rank[cell]
+        key *= n_bins
+        key += table[coarse]
+        del coarse
         count = np.bincount(key)
         present = count > 0
         block = (np.cumsum(present) - 1)[key]
@@ -345,7 +368,10 @@ _SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
 def _float_key(x: NDArray[np.float64]) -> NDArray[np.int64]:
     """An int64 key ordered as the floats are (bit trick: flip the magnitude of negatives)."""
     bits = x.view(np.int64)
-    return bits ^ ((bits >> 63) & _SIGN_OFF)
+    key = bits >> 63
+    key &= _SIGN_OFF
+    key ^= bits
+    return key
 
 
 def _key_float(key: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -425,9 +451,11 @@ def _solve_blocks(
         settled = np.where(touched | blocks.next_to(touched), -1, blocks.cell * 2 + full)
         blocks.split(pos[split[blocks.block[pos]]], prices, settings.bins)
         blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
-    full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     taken_c = full[blocks.block].astype(np.float64)
     taken_c[pos] = taken
+    if blocks.idx.size == inc.dc.size:
+        return taken_c, duals, solver_name, rounds, blocks
+    full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     full_taken[blocks.idx] = taken_c
     return full_taken, duals, solver_name, rounds, blocks
 
