@@ -30,7 +30,8 @@ from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
 
 # Modules adding sub-commands: each defines ``add_parser(subparsers)``.
-EXTENSIONS: tuple[str, ...] = ("engine.cli_service", "engine.cli_planning")
+EXTENSIONS: tuple[str, ...] = (
+    "engine.cli_clv","engine.cli_service", "engine.cli_planning")
 
 
 def _amount(text: str) -> tuple[str, float]:
@@ -65,6 +66,11 @@ def add_portfolio_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--customers", type=Path, help="customers table (.parquet, .csv, .arrow)")
     g.add_argument("--prospects", type=Path, help="prospect pools table")
     g.add_argument("--options", type=Path, help="explicit options table")
+    g.add_argument("--transactions", type=Path,
+                   help="transaction log (customer_id, date, amount; CSV, Parquet or CDNOW): "
+                   "customers are valued from it by the 'bgnbd' metric unless --metric says")
+    g.add_argument("--calibration-end", help="last date the CLV model learns from (YYYY-MM-DD)")
+    g.add_argument("--time-unit", choices=("day", "week"), help="CLV model time unit")
     g.add_argument("--example", action="store_true", help="use the built-in example portfolio")
     g.add_argument("--example-size", type=int, default=5_000, help="customers in the example")
 
@@ -84,8 +90,26 @@ def load_inputs(args: argparse.Namespace) -> tuple[Portfolio, Plan]:
         prospects = read_table(args.prospects, "prospects")
     if args.options:
         options = read_table(args.options, "options")
+    transactions = None
+    if getattr(args, "transactions", None):
+        from engine.transactions import read_transactions
+
+        transactions = read_transactions(args.transactions)
     plan = _override(plan, args, options is not None and customers is None)
-    return Portfolio(customers, prospects, options), plan
+    if transactions is not None:
+        plan = _transactions_metric(plan, args)
+    return Portfolio(customers, prospects, options, transactions), plan
+
+
+def _transactions_metric(plan: Plan, args: argparse.Namespace) -> Plan:
+    """--transactions implies the bgnbd metric; --calibration-end / --time-unit set its params."""
+    metric = plan.metric if args.metric or plan.metric.name != "clv" else StrategyChoice("bgnbd")
+    params = dict(metric.params)
+    if args.calibration_end:
+        params["calibration_end"] = args.calibration_end
+    if args.time_unit:
+        params["time_unit"] = args.time_unit
+    return plan.with_overrides(metric=StrategyChoice(metric.name, params))
 
 
 def _override(plan: Plan, args: argparse.Namespace, options_only: bool) -> Plan:

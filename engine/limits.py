@@ -22,6 +22,7 @@ class Limits:
     max_units: int = 50_000_000
     max_levels_per_unit: int = 256
     max_segment_limits: int = 10_000
+    max_transactions: int = 1_000_000_000
     solver_seconds: float | None = None  # per solver call; None: no limit
 
     def check_inputs(self, portfolio: Portfolio, plan: Plan) -> None:
@@ -30,6 +31,11 @@ class Limits:
         )
         if portfolio.options is not None and "customer_id" in portfolio.options.columns:
             units += portfolio.options["customer_id"].n_unique()
+        if portfolio.transactions is not None:
+            rows = portfolio.transactions.height
+            if rows > self.max_transactions:
+                raise LimitExceededError("max_transactions", rows, self.max_transactions)
+            units += portfolio.transactions["customer_id"].n_unique() if rows else 0
         if units > self.max_units:
             raise LimitExceededError("max_units", units, self.max_units)
         levels = max(len(set(plan.retention_levels)), len(set(plan.acquisition_levels)))

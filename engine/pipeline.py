@@ -75,6 +75,44 @@ class Model:
     timings: dict[str, float]
 
 
+def _customers_from_transactions(
+    metric: Metric, portfolio: Portfolio, plan: Plan, registry: Registry
+) -> tuple[Portfolio, pl.DataFrame]:
+    """A transactions metric (e.g. ``bgnbd``) derives margin and retention per customer; a
+    customers table given alongside contributes its other columns (segment, cost-to-serve,
+    response parameters), joined on ``customer_id``."""
+    transactions = portfolio.transactions
+    assert transactions is not None
+    if metric.input_table != "transactions":
+        raise InvalidInputError.single(
+            "plan.metric.name",
+            f"metric {metric.name!r} values a customers table, not transactions; "
+            "choose a transactions metric such as 'bgnbd'",
+        )
+    missing = [c for c in metric.requires if c not in transactions.columns]
+    if missing:
+        raise InvalidInputError(
+            FieldViolation(f"transactions.{c}", f"required by metric {metric.name!r}")
+            for c in missing
+        )
+    with _guard(metric, registry):
+        derived = metric.compute(transactions, plan.valuation)
+    if not isinstance(derived, pl.DataFrame) or not {"customer_id", "margin", "retention"} <= set(
+        derived.columns
+    ):
+        raise plugin_failure(metric, registry, "must return customer_id, margin and retention")
+    customers = derived
+    if portfolio.customers is not None:
+        extra = portfolio.customers.drop(
+            [c for c in portfolio.customers.columns if c in derived.columns and c != "customer_id"]
+        ).with_columns(pl.col("customer_id").cast(pl.String))
+        customers = derived.with_columns(pl.col("customer_id").cast(pl.String)).join(
+            extra, on="customer_id", how="left", maintain_order="left"
+        )
+    metric_columns = derived.drop("margin", "retention")
+    return Portfolio(customers, portfolio.prospects, portfolio.options), metric_columns
+
+
 def _checkpoint(should_stop: Callable[[], bool]) -> None:
     """Between stages: a caller that went away stops the work here, not at the end."""
     if should_stop():
@@ -98,13 +136,17 @@ def build_model(
     cost = registry.create("cost", plan.cost)
     assert isinstance(metric, Metric) and isinstance(cost, CostModel)
     limits.check_inputs(portfolio, plan)
+    mark = time.perf_counter()
+    metric_columns = None
+    if portfolio.transactions is not None:
+        portfolio, metric_columns = _customers_from_transactions(metric, portfolio, plan, registry)
+        timings["transactions"] = time.perf_counter() - mark
     portfolio = portfolio.validated()
     timings["validate"] = time.perf_counter() - started
     _checkpoint(should_stop)
 
     mark = time.perf_counter()
-    metric_columns = None
-    if portfolio.customers is not None:
+    if portfolio.customers is not None and metric.input_table == "customers":
         before = set(portfolio.customers.columns) - set(metric.produces)
         valued = apply_metric(metric, portfolio.customers, plan, registry)
         portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "equity_plugins.metrics",
     "equity_plugins.costs",
     "equity_plugins.allocators",
+    "equity_plugins.bgnbd",
 )
 HOOKS = {
     "metric": "register_metrics",

@@ -157,11 +157,12 @@ class Portfolio:
     customers: pl.DataFrame | None = None
     prospects: pl.DataFrame | None = None
     options: pl.DataFrame | None = None
+    transactions: pl.DataFrame | None = None  # valued into customers by a transactions metric
 
     def validated(self) -> Portfolio:
-        if self.customers is None and self.prospects is None and self.options is None:
+        if all(t is None for t in (self.customers, self.prospects, self.options)):
             raise InvalidInputError.single(
-                "portfolio", "needs customers, prospects or an options table"
+                "portfolio", "needs customers, prospects, an options table or transactions"
             )
         customers = prospects = options = None
         if self.customers is not None:
@@ -186,7 +187,7 @@ class Portfolio:
         elif self.options is not None:
             options = validate_table(self.options, "options", OPTIONS)
             _unique(options, "options", ["customer_id", "level"])
-        return Portfolio(customers, prospects, options)
+        return Portfolio(customers, prospects, options, self.transactions)
 
     @property
     def size(self) -> int:

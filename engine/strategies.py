@@ -103,6 +103,9 @@ class Metric(Strategy):
     """
 
     kind: ClassVar[str] = "metric"
+    # "customers": adds columns to the customers table (one row in, one row out).
+    # "transactions": turns a transaction log into the customers table (one row per customer).
+    input_table: ClassVar[str] = "customers"
     requires: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[tuple[str, ...]] = ()
     nullable: ClassVar[tuple[str, ...]] = ()  # produced columns that may hold NaN

@@ -163,3 +163,44 @@ def test_plugins_lists_builtins_with_provenance() -> None:
         assert key in listed
         assert listed[key]["package"] == "equity-engine"
     assert "solver" in listed[("allocation", "lp")]["parameters"]
+
+
+DATA = ROOT / "tests" / "data" / "CDNOW_sample.txt"
+
+
+def test_allocate_from_a_transaction_log(tmp_path: Path) -> None:
+    """Transactions -> BG/NBD/Gamma-Gamma -> margin and retention -> plan, in one command."""
+    segments = tmp_path / "segments.csv"
+    pl.DataFrame(
+        {"customer_id": [str(i) for i in range(1, 2358)],
+         "segment": ["odd" if i % 2 else "even" for i in range(1, 2358)]}
+    ).write_csv(segments)
+    proc = run(
+        "allocate", "--transactions", str(DATA), "--calibration-end", "1997-09-30",
+        "--customers", str(segments), "--budget", "2000", "--cap", "odd=600", "--json",
+        "--output", str(tmp_path / "plan.parquet"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["customers"] == 2357
+    assert summary["total_spend"] <= 2000 * (1 + 1e-9)
+    assert summary["spend_by_segment"]["odd"] <= 600 * (1 + 1e-9)
+    plan = pl.read_parquet(tmp_path / "plan.parquet")
+    # the model's per-customer figures travel with the plan; equity before is the CLV
+    assert {"p_alive", "clv", "expected_purchases"} <= set(plan.columns)
+    assert plan["equity_before"].to_numpy() == pytest.approx(plan["clv"].to_numpy(), rel=1e-9)
+
+
+def test_clv_command_prints_the_fitted_model() -> None:
+    proc = run("clv", "--transactions", str(DATA), "--calibration-end", "1997-09-30",
+               "--time-unit", "week", "--json")
+    assert proc.returncode == 0, proc.stderr
+    fit = json.loads(proc.stdout)
+    assert fit["bgnbd"]["r"] == pytest.approx(0.243, abs=5e-4)
+    assert fit["gamma_gamma"]["p"] == pytest.approx(6.25, abs=5e-3)
+
+
+def test_a_customers_metric_on_transactions_is_refused() -> None:
+    proc = run("allocate", "--transactions", str(DATA), "--metric", "clv", "--budget", "10")
+    assert proc.returncode == 2
+    assert "plan.metric.name" in proc.stderr and "bgnbd" in proc.stderr
