@@ -37,7 +37,7 @@ from engine.options import KINDS
 from engine.portfolio import Portfolio
 
 DOMAIN = "equity-engine.v1"
-TABLES = ("customers", "prospects", "options")
+TABLES = ("customers", "prospects", "options", "transactions")
 ARROW = portfolio_pb2.TABLE_FORMAT_ARROW_IPC
 COLUMNS = portfolio_pb2.TABLE_FORMAT_COLUMNS
 UNSPECIFIED = portfolio_pb2.TABLE_FORMAT_UNSPECIFIED
@@ -386,7 +386,7 @@ class DeadlineExceededError(CancelledError):
     """The call's deadline passed; the server stopped working on it (DEADLINE_EXCEEDED)."""
 
 
-_ROW = re.compile(r"^((?:customers|prospects|options)\.[^\[\]]+)\[(\d+)\]$")
+_ROW = re.compile(r"^((?:customers|prospects|options|transactions)\.[^\[\]]+)\[(\d+)\]$")
 
 
 def _pack(*messages: Any) -> list[any_pb2.Any]:

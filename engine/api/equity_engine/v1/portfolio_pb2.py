@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n equity_engine/v1/portfolio.proto\x12\x10\x65quity_engine.v1\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\"\xf5\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07\x64oubles\x18\x02 \x01(\x0b\x32\x1e.equity_engine.v1.DoubleValuesH\x00\x12/\n\x06int64s\x18\x03 \x01(\x0b\x32\x1d.equity_engine.v1.Int64ValuesH\x00\x12\x31\n\x07strings\x18\x04 \x01(\x0b\x32\x1e.equity_engine.v1.StringValuesH\x00\x12-\n\x05\x62ools\x18\x05 \x01(\x0b\x32\x1c.equity_engine.v1.BoolValuesH\x00\x12\r\n\x05nulls\x18\x06 \x03(\x08\x42\x08\n\x06values\"4\n\x07\x43olumns\x12)\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x18.equity_engine.v1.Column\"R\n\x05Table\x12\x13\n\tarrow_ipc\x18\x01 \x01(\x0cH\x00\x12,\n\x07\x63olumns\x18\x02 \x01(\x0b\x32\x19.equity_engine.v1.ColumnsH\x00\x42\x06\n\x04\x64\x61ta\"\x8d\x01\n\tPortfolio\x12*\n\tcustomers\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12*\n\tprospects\x18\x02 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.equity_engine.v1.Table*a\n\x0bTableFormat\x12\x1c\n\x18TABLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16TABLE_FORMAT_ARROW_IPC\x10\x01\x12\x18\n\x14TABLE_FORMAT_COLUMNS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n equity_engine/v1/portfolio.proto\x12\x10\x65quity_engine.v1\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\"\xf5\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x07\x64oubles\x18\x02 \x01(\x0b\x32\x1e.equity_engine.v1.DoubleValuesH\x00\x12/\n\x06int64s\x18\x03 \x01(\x0b\x32\x1d.equity_engine.v1.Int64ValuesH\x00\x12\x31\n\x07strings\x18\x04 \x01(\x0b\x32\x1e.equity_engine.v1.StringValuesH\x00\x12-\n\x05\x62ools\x18\x05 \x01(\x0b\x32\x1c.equity_engine.v1.BoolValuesH\x00\x12\r\n\x05nulls\x18\x06 \x03(\x08\x42\x08\n\x06values\"4\n\x07\x43olumns\x12)\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x18.equity_engine.v1.Column\"R\n\x05Table\x12\x13\n\tarrow_ipc\x18\x01 \x01(\x0cH\x00\x12,\n\x07\x63olumns\x18\x02 \x01(\x0b\x32\x19.equity_engine.v1.ColumnsH\x00\x42\x06\n\x04\x64\x61ta\"\xbc\x01\n\tPortfolio\x12*\n\tcustomers\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12*\n\tprospects\x18\x02 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12-\n\x0ctransactions\x18\x04 \x01(\x0b\x32\x17.equity_engine.v1.Table*a\n\x0bTableFormat\x12\x1c\n\x18TABLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16TABLE_FORMAT_ARROW_IPC\x10\x01\x12\x18\n\x14TABLE_FORMAT_COLUMNS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'equity_engine.v1.portfolio_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TABLEFORMAT']._serialized_start=709
-  _globals['_TABLEFORMAT']._serialized_end=806
+  _globals['_TABLEFORMAT']._serialized_start=756
+  _globals['_TABLEFORMAT']._serialized_end=853
   _globals['_DOUBLEVALUES']._serialized_start=54
   _globals['_DOUBLEVALUES']._serialized_end=84
   _globals['_INT64VALUES']._serialized_start=86
@@ -48,5 +48,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLE']._serialized_start=481
   _globals['_TABLE']._serialized_end=563
   _globals['_PORTFOLIO']._serialized_start=566
-  _globals['_PORTFOLIO']._serialized_end=707
+  _globals['_PORTFOLIO']._serialized_end=754
 # @@protoc_insertion_point(module_scope)

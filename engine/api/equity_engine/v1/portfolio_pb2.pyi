@@ -71,11 +71,13 @@ class Table(_message.Message):
     def __init__(self, arrow_ipc: _Optional[bytes] = ..., columns: _Optional[_Union[Columns, _Mapping]] = ...) -> None: ...
 
 class Portfolio(_message.Message):
-    __slots__ = ("customers", "prospects", "options")
+    __slots__ = ("customers", "prospects", "options", "transactions")
     CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
     PROSPECTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     customers: Table
     prospects: Table
     options: Table
-    def __init__(self, customers: _Optional[_Union[Table, _Mapping]] = ..., prospects: _Optional[_Union[Table, _Mapping]] = ..., options: _Optional[_Union[Table, _Mapping]] = ...) -> None: ...
+    transactions: Table
+    def __init__(self, customers: _Optional[_Union[Table, _Mapping]] = ..., prospects: _Optional[_Union[Table, _Mapping]] = ..., options: _Optional[_Union[Table, _Mapping]] = ..., transactions: _Optional[_Union[Table, _Mapping]] = ...) -> None: ...
