@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from engine.server import MiB, ServerConfig
+from engine.server import MiB, ServerConfig, ServerTls
 
 _DEFAULTS = ServerConfig()
 
@@ -27,7 +28,8 @@ def add_parser(subparsers: Any) -> None:
         "request on stderr.",
     )
     p.add_argument("--host", default=_DEFAULTS.host,
-                   help="address to bind (default 127.0.0.1: loopback only; 0.0.0.0 for all)")
+                   help="address to bind (default 127.0.0.1: loopback only; 0.0.0.0 for all, "
+                   "which needs --tls-cert/--tls-key or --insecure)")
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="0 picks a free port")
     p.add_argument("--workers", type=int, default=None,
                    help="RPC threads (default: solves + queue + 6)")
@@ -46,7 +48,27 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-levels", type=int, default=_DEFAULTS.limits.max_levels_per_unit,
                    help="spend levels per customer")
     p.add_argument("--solver-seconds", type=float, default=_DEFAULTS.limits.solver_seconds,
-                   help="time limit per solver call (default: none)")
+                   help="time limit per solver call")
+    p.add_argument("--max-solve-seconds", type=float, default=_DEFAULTS.max_solve_seconds,
+                   help="wall time of one solve; then RESOURCE_EXHAUSTED (0: no limit)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=_DEFAULTS.max_concurrent_rpcs,
+                   help="calls in flight; more are refused by gRPC (RESOURCE_EXHAUSTED)")
+    p.add_argument("--max-metrics", type=int, default=_DEFAULTS.max_metrics,
+                   help="metrics per Score call")
+    sec = p.add_argument_group("security")
+    sec.add_argument("--tls-cert", help="server certificate chain (PEM file): serve TLS")
+    sec.add_argument("--tls-key", help="private key of --tls-cert (PEM file)")
+    sec.add_argument("--tls-client-ca", help="CA (PEM file) that signs client certificates: "
+                     "mutual TLS, clients without a valid certificate cannot connect")
+    sec.add_argument("--token-file", help="file with the accepted bearer tokens, one per line "
+                     "(several allow rotation); every call but health checks needs one")
+    sec.add_argument("--token-env", metavar="VAR",
+                     help="environment variable holding an accepted bearer token")
+    sec.add_argument("--insecure", action="store_true",
+                     help="allow plaintext on a non-loopback --host (refused otherwise)")
+    sec.add_argument("--plugins-allow", metavar="NAMES",
+                     help="comma-separated entry-point plugins to load (built-ins always "
+                     "load; empty: none); default: all installed, or $EQUITY_PLUGINS_ALLOW")
     p.add_argument("--grace", type=float, default=_DEFAULTS.grace,
                    help="seconds calls in flight may take to finish on shutdown")
     p.add_argument("--drain", type=float, default=_DEFAULTS.drain,
@@ -69,6 +91,48 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _tls(args: argparse.Namespace) -> ServerTls | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    try:
+        return ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except OSError as exc:
+        raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+
+
+def _tokens(args: argparse.Namespace) -> tuple[str, ...]:
+    tokens: list[str] = []
+    if args.token_file is not None:
+        try:
+            text = Path(args.token_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.token_file}: {exc.strerror}") from None
+        lines = [line.strip() for line in text.splitlines()]
+        found = [line for line in lines if line and not line.startswith("#")]
+        if not found:
+            raise ValueError(f"{args.token_file} holds no token")
+        tokens += found
+    if args.token_env is not None:
+        value = os.environ.get(args.token_env, "").strip()
+        if not value:
+            raise ValueError(f"environment variable {args.token_env} is unset or empty")
+        tokens.append(value)
+    return tuple(tokens)
+
+
+def _allow(args: argparse.Namespace) -> tuple[str, ...] | None:
+    text = args.plugins_allow
+    if text is None:
+        text = os.environ.get("EQUITY_PLUGINS_ALLOW")
+    if text is None:
+        return None
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     workers = args.workers
     if workers is None:
@@ -84,6 +148,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             small_solve_rows=args.small_solve_rows,
             max_message_bytes=int(args.max_message_mb * MiB),
             max_rows=args.max_rows,
+            max_solve_seconds=args.max_solve_seconds or None,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_metrics=args.max_metrics,
             grace=args.grace,
             drain=args.drain,
             limits=replace(
@@ -92,6 +159,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 max_levels_per_unit=args.max_levels,
                 solver_seconds=args.solver_seconds,
             ),
+            tls=_tls(args),
+            tokens=_tokens(args),
+            insecure=args.insecure,
+            plugins_allow=_allow(args),
         )
     except ValueError as exc:
         raise SystemExit(f"equity serve: {exc}") from None

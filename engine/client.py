@@ -10,14 +10,20 @@ Failed calls raise the engine's own exceptions, rebuilt from the status details:
 ``InfeasiblePlanError`` (``.reason``, ``.constraints``), ``LimitExceededError``
 (``.limit``, ``.value``, ``.maximum``), ``CancelledError`` / ``DeadlineExceededError``,
 ``PluginError`` (``.plugin``), ``SolverError``; anything else is a ``ServiceError``
-carrying the gRPC ``code``. All derive from ``engine.errors.EquityError``.
+carrying the gRPC ``code`` (e.g. UNAUTHENTICATED without a valid token, UNAVAILABLE when
+the TLS handshake fails). All derive from ``engine.errors.EquityError``.
+
+Security: ``tls=ClientTls.from_files(ca="ca.pem")`` (add ``cert=``/``key=`` for mutual
+TLS, or ``tls=True`` for the system's CAs) and ``token="..."`` (sent as
+``authorization: Bearer <token>`` on every call).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -47,6 +53,80 @@ class AllocateResult:
 
     def to_json(self) -> str:
         return json.dumps(self.summary, indent=2)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for the channel: the CA that signed the server's certificate (None: the system's
+    roots) and, for mutual TLS, this client's certificate chain and key (PEM bytes).
+    ``server_name`` overrides the name checked against the server certificate."""
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = field(default=None, repr=False)
+    private_key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
+
+    @classmethod
+    def from_files(
+        cls,
+        ca: str | Path | bytes | None = None,
+        cert: str | Path | bytes | None = None,
+        key: str | Path | bytes | None = None,
+        server_name: str | None = None,
+    ) -> ClientTls:
+        def read(value: str | Path | bytes | None) -> bytes | None:
+            if value is None or isinstance(value, bytes):
+                return value
+            return Path(value).read_bytes()
+
+        return cls(read(ca), read(cert), read(key), server_name)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise ValueError("a client certificate needs its key, and the key its certificate")
+        return grpc.ssl_channel_credentials(
+            self.root_certificates, self.private_key, self.certificate_chain
+        )
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call of the channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None),
+                            getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
 
 
 def _error(err: grpc.RpcError) -> EquityError:
@@ -110,6 +190,8 @@ class Client:
         timeout: float | None = 300.0,
         table_format: str = "arrow",
         max_message_bytes: int = 64 * MiB,
+        tls: ClientTls | bool | None = None,
+        token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
@@ -117,13 +199,22 @@ class Client:
         self.timeout = timeout
         self.table_format = wire.table_format(table_format)
         self.max_message_bytes = max_message_bytes
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if tls is True:
+            tls = ClientTls()
+        if isinstance(tls, ClientTls):
+            credentials = tls.credentials()
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
         if channel is None:
             channel = (grpc.secure_channel(target, credentials, options) if credentials
                        else grpc.insecure_channel(target, options))
+        self._raw_channel = channel
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
         self.channel = channel
         self.stub = service_pb2_grpc.EquityServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
@@ -131,7 +222,7 @@ class Client:
     # lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -151,7 +242,7 @@ class Client:
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the channel connects (e.g. a server that is starting)."""
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
                                f"no server at {self.target} after {timeout:g} s") from None
@@ -299,6 +390,7 @@ __all__ = [
     "AllocateResult",
     "CancelledError",
     "Client",
+    "ClientTls",
     "DeadlineExceededError",
     "PendingAllocation",
     "ServiceError",

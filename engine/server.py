@@ -6,18 +6,26 @@
   ``max_queued_solves`` more wait (RESOURCE_EXHAUSTED beyond). Requests of at most
   ``small_solve_rows`` rows, health checks, ``Score`` and ``ListPlugins`` never wait for a
   slot, and the thread pool always keeps threads free for them.
+- ``AuthInterceptor``: bearer tokens (constant-time compare); every call but health checks
+  needs one when tokens are configured (UNAUTHENTICATED otherwise).
 - ``ServiceInterceptor``: the one place exceptions become gRPC statuses
-  (``engine.wire.status_from_error``) and the one JSON access-log line per request.
+  (``engine.wire.status_from_error``) and the one JSON access-log line per request; a
+  request that is not a valid protobuf message is INVALID_ARGUMENT, not INTERNAL.
 - ``EquityServer``: owns the grpc server; ``start``/``stop`` with health NOT_SERVING first
   and a grace period for requests in flight. ``serve`` adds SIGTERM/SIGINT handling.
+  It listens with TLS (``ServerTls``; mutual TLS with ``client_ca``) or, on loopback only
+  unless ``insecure`` says otherwise, in plaintext.
 
-Every solve gets ``should_stop``: true once the client has gone, the deadline has passed or
-the server is stopping past its grace period; the block LP checks it between rounds and
-raises ``CancelledError``.
+Every solve gets ``should_stop``: true once the client has gone, the deadline has passed,
+the server is stopping past its grace period or the solve has run ``max_solve_seconds``;
+the block LP checks it between rounds and raises ``CancelledError`` (RESOURCE_EXHAUSTED
+``max_solve_seconds`` when the time budget was the reason).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import signal
@@ -28,10 +36,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import grpc
 import polars as pl
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -44,11 +55,12 @@ from engine.errors import (
     FieldViolation,
     InvalidInputError,
     LimitExceededError,
+    SolverError,
 )
 from engine.limits import Limits
 from engine.pipeline import allocate, apply_metric
 from engine.plan import Plan, StrategyChoice
-from engine.plugins import Registry, default_registry
+from engine.plugins import DISABLE_ENV, Registry, _env_names, build_registry, default_registry
 from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
 from engine.strategies import Metric
@@ -60,9 +72,59 @@ SERVICE_NAME: str = service_pb2.DESCRIPTOR.services_by_name["EquityService"].ful
 MiB = 1 << 20
 
 
+def _read(value: bytes | str | Path) -> bytes:
+    """PEM given as bytes, or a path to a file holding it."""
+    return value if isinstance(value, bytes) else Path(value).read_bytes()
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate chain and key (PEM); with ``client_ca`` also mutual TLS:
+    every client must present a certificate signed by that CA (checked in the handshake,
+    so a client without one cannot connect at all, health checks included)."""
+
+    certificate_chain: bytes = field(repr=False)
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_files(
+        cls, cert: str | Path | bytes, key: str | Path | bytes,
+        client_ca: str | Path | bytes | None = None,
+    ) -> ServerTls:
+        return cls(_read(cert), _read(key), None if client_ca is None else _read(client_ca))
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.mutual,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); not for 0.0.0.0."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # another host name: could resolve anywhere
+
+
+MIN_TOKEN_LENGTH = 16
+SERVER_LIMITS = Limits(solver_seconds=60.0)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where the server listens, how many threads it uses and the limits it enforces."""
+    """Where the server listens, how many threads it uses, the limits it enforces and who
+    may call it."""
 
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 50051  # 0 = any free port (``EquityServer.start`` returns it)
@@ -73,14 +135,40 @@ class ServerConfig:
     small_solve_rows: int = 10_000  # solves of at most this many rows never wait for a slot
     max_message_bytes: int = 64 * MiB  # per message, both directions
     max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
+    max_solve_seconds: float | None = 300.0  # wall time of one solve; then RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int | None = 1024  # calls in flight; more: gRPC's RESOURCE_EXHAUSTED
+    max_metrics: int = 16  # metrics per Score call
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
-    limits: Limits = field(default_factory=Limits)  # per allocation: units, levels, solver time
+    limits: Limits = SERVER_LIMITS  # per allocation: units, levels, segment limits, solver time
+    tls: ServerTls | None = None  # None: plaintext (loopback only unless ``insecure``)
+    tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens; () = none needed
+    insecure: bool = False  # allow plaintext on a non-loopback address
+    plugins_allow: tuple[str, ...] | None = None  # entry-point plugins to load; None = all
 
     def __post_init__(self) -> None:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be in [0, 65535], got {self.port}")
+        if self.tls is None and not self.insecure and not is_loopback(self.host):
+            problems.append(
+                f"refusing to listen on {self.host} without TLS: anyone on the network could "
+                "call the service and read its data; give a certificate (--tls-cert, "
+                "--tls-key) or say --insecure"
+            )
+        for token in self.tokens:
+            if len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable() \
+                    or any(c.isspace() for c in token):
+                problems.append(f"tokens must be at least {MIN_TOKEN_LENGTH} printable ASCII "
+                                "characters without spaces")
+                break
+        if self.max_solve_seconds is not None and not self.max_solve_seconds > 0:
+            problems.append(f"max_solve_seconds must be > 0, got {self.max_solve_seconds}")
+        if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < self.workers:
+            problems.append(f"max_concurrent_rpcs ({self.max_concurrent_rpcs}) must be at "
+                            f"least workers ({self.workers})")
+        if self.max_metrics < 1:
+            problems.append(f"max_metrics must be >= 1, got {self.max_metrics}")
         for name in ("max_concurrent_solves", "max_message_bytes", "max_rows"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -210,7 +298,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     def Allocate(
         self, request: service_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> service_pb2.AllocateResponse:
-        plan = Plan.from_proto(request.plan)
+        wire.check_format(request.response_format, "response_format")
+        plan = wire.plan_from_proto(request.plan)
         portfolio = wire.decode_portfolio(request.portfolio)
         self._check_rows(portfolio)
         result = self._solve(portfolio, plan, context, admitted=False)
@@ -233,7 +322,9 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     ) -> Iterator[service_pb2.AllocateStreamResponse]:
         with self.gate.admitted():
             header, portfolio, fmt = self._receive(request_iterator)
-            plan = Plan.from_proto(header.plan)
+            wire.check_format(header.response_format, "header.response_format")
+            plan = wire.plan_from_proto(header.plan, "header.plan")
+            self._check_rows(portfolio)
             result = self._solve(portfolio, plan, context, admitted=True)
             fmt = header.response_format or fmt
             units = result.units
@@ -290,10 +381,22 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         return first.header, Portfolio(**tables), fmt or wire.ARROW
 
     def _check_rows(self, portfolio: Portfolio) -> None:
+        """Row and level limits, before any work: ``max_rows`` per table and, for an options
+        table, ``max_levels_per_unit`` rows per customer (a million levels for one customer
+        is refused here, not after the options are built)."""
         for name in wire.TABLES:
             table = getattr(portfolio, name)
             if table is not None and table.height > self.config.max_rows:
                 raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        options = portfolio.options
+        limit = self.config.limits.max_levels_per_unit
+        if options is not None and "customer_id" in options.columns and options.height > limit:
+            try:
+                most = options.group_by("customer_id").len()["len"].max()
+            except pl.exceptions.PolarsError:
+                return  # an id column polars cannot group: validation names it later
+            if isinstance(most, int) and most > limit:
+                raise LimitExceededError("max_levels_per_unit", most, limit)
 
     def _solve(
         self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool
@@ -308,21 +411,52 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             if should_stop():
                 raise CancelledError("cancelled before the solve started")
             with self.gate.running_solve():
-                return allocate(portfolio, plan, self.registry, should_stop, self.config.limits)
+                return self._timed_allocate(portfolio, plan, should_stop)
         raise AssertionError("unreachable")  # pragma: no cover (for mypy)
+
+    def _timed_allocate(
+        self, portfolio: Portfolio, plan: Plan, should_stop: Callable[[], bool]
+    ) -> PlanResult:
+        """``allocate`` within ``max_solve_seconds``: past it the solve is stopped and the
+        call is RESOURCE_EXHAUSTED naming that limit (each solver call is also bounded by
+        ``limits.solver_seconds``, at most the same budget)."""
+        budget = self.config.max_solve_seconds
+        limits = self.config.limits
+        if budget is not None:
+            per_call = min(limits.solver_seconds or budget, budget)
+            limits = replace(limits, solver_seconds=per_call)
+        started = time.monotonic()
+
+        def over_budget() -> bool:
+            return budget is not None and time.monotonic() - started > budget
+
+        def stop() -> bool:
+            return should_stop() or over_budget()
+
+        try:
+            return allocate(portfolio, plan, self.registry, stop, limits)
+        except (CancelledError, SolverError):
+            if over_budget() and not should_stop():
+                assert budget is not None
+                elapsed = round(time.monotonic() - started, 3)
+                raise LimitExceededError("max_solve_seconds", elapsed, budget) from None
+            raise
 
     # Score / ListPlugins -------------------------------------------------------------------
 
     def Score(
         self, request: service_pb2.ScoreRequest, context: grpc.ServicerContext
     ) -> service_pb2.ScoreResponse:
-        plan = Plan.from_proto(request.plan)
+        wire.check_format(request.response_format, "response_format")
+        plan = wire.plan_from_proto(request.plan)
         table = wire.decode_table(request.customers, "customers")
         if table is None:
             raise InvalidInputError.single("customers", "a table of rows to score is required")
         set_rows(table.height)
         if table.height > self.config.max_rows:
             raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        if len(request.metrics) > self.config.max_metrics:
+            raise LimitExceededError("max_metrics", len(request.metrics), self.config.max_metrics)
         metrics = self._metrics(list(request.metrics) or [plan.metric.name])
         table = _score_inputs(table, metrics)
         scored = table
@@ -408,6 +542,28 @@ def _clear(stats: CallStats) -> None:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """Stands for a request message that did not parse (so the call can fail with
+    INVALID_ARGUMENT and field ``request``; gRPC itself would answer INTERNAL)."""
+
+    problem: str
+
+    def error(self, index: int | None = None) -> InvalidInputError:
+        where = "" if index is None else f"message {index} of the stream is "
+        return InvalidInputError.single(
+            "request", f"{where}not a valid protobuf message: {self.problem}"
+        )
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    """A request stream that raises ``InvalidInputError`` at the first malformed message."""
+    for i, request in enumerate(requests):
+        if isinstance(request, Malformed):
+            raise request.error(i)
+        yield request
+
+
 class InFlight:
     """Counts calls of the service until gRPC has finished them (status sent or cancelled)."""
 
@@ -463,7 +619,12 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def deserialize(data: bytes) -> Any:
             stats.request_bytes += len(data)
             stats.request_messages += 1
-            return request_deserializer(data) if request_deserializer else data
+            if request_deserializer is None:
+                return data
+            try:
+                return request_deserializer(data)
+            except (DecodeError, ValueError, TypeError) as exc:  # garbage, bad UTF-8...
+                return Malformed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
         def serialize(message: Any) -> bytes:
             data: bytes = response_serializer(message) if response_serializer else message
@@ -497,6 +658,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             self._begin(stats, context)
             try:
+                if isinstance(request, Malformed):
+                    raise request.error()
+                if isinstance(request, Iterator):  # a client stream
+                    request = _checked(request)
                 response = behavior(request, context)
                 stats.code = grpc.StatusCode.OK
                 return response
@@ -514,6 +679,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             self._begin(stats, context)
             try:
+                if isinstance(request, Malformed):
+                    raise request.error()
+                if isinstance(request, Iterator):  # a client stream
+                    request = _checked(request)
                 for response in behavior(request, context):
                     _LOCAL.stats = stats
                     yield response
@@ -555,6 +724,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             "request_id": stats.request_id,
             "method": stats.method,
             "peer": context.peer(),
+            "client": _client_name(context),
             "status": stats.code.name,
             "duration_ms": round(1000 * (time.perf_counter() - stats.started), 3),
             "request_bytes": stats.request_bytes,
@@ -569,6 +739,73 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.inflight.leave()
 
 
+def _client_name(context: grpc.ServicerContext) -> str | None:
+    """The common name of the client certificate (mutual TLS), if there is one."""
+    names = context.auth_context().get("x509_common_name") or []
+    return names[0].decode(errors="replace") if names else None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Bearer tokens: a call needs metadata ``authorization: Bearer <token>`` with one of
+    the configured tokens, compared in constant time; otherwise UNAUTHENTICATED (reason
+    ``UNAUTHENTICATED`` in ``ErrorInfo``), before the request is even parsed.
+
+    Health checks (``grpc.health.v1.Health``) need no token, so load balancers and
+    orchestrators can probe the server; they reveal only SERVING / NOT_SERVING.
+    """
+
+    OPEN = ("/grpc.health.v1.Health/",)
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self._tokens = [t.encode() for t in tokens]
+        if not self._tokens:
+            raise ValueError("AuthInterceptor needs at least one token")
+
+    def authorized(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+        given = b""
+        for key, value in metadata or ():
+            if key == "authorization":
+                given = value if isinstance(value, bytes) else value.encode()
+        scheme, _, presented = given.partition(b" ")
+        ok = False
+        for token in self._tokens:  # no early exit: timing says nothing about which matched
+            ok |= hmac.compare_digest(presented, token)
+        return ok and scheme.lower() == b"bearer"
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        if method.startswith(self.OPEN) or self.authorized(metadata):
+            return continuation(handler_call_details)
+        return _refusal(method, continuation(handler_call_details))
+
+
+def _refusal(method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
+    """A handler of the same shape that answers UNAUTHENTICATED without parsing anything."""
+    message = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+    status = status_pb2.Status(
+        code=code_pb2.UNAUTHENTICATED, message=message,
+        details=wire._pack(wire._info("UNAUTHENTICATED")),
+    )
+
+    def deny(request: Any, context: grpc.ServicerContext) -> Any:
+        access_log.warning("%s UNAUTHENTICATED", method, extra={"fields": {
+            "method": method, "peer": context.peer(), "status": "UNAUTHENTICATED"}})
+        context.abort_with_status(rpc_status.to_status(status))
+
+    if handler is not None and handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if handler is not None and handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if handler is not None and handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -579,15 +816,19 @@ class EquityServer:
         self, config: ServerConfig | None = None, registry: Registry | None = None
     ) -> None:
         self.config = config or ServerConfig()
-        self.registry = registry or default_registry()
+        self.registry = registry or server_registry(self.config)
         self.gate = SolveGate(self.config)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.interceptor = ServiceInterceptor()
+        interceptors: list[grpc.ServerInterceptor] = [self.interceptor]
+        if self.config.tokens:
+            interceptors.insert(0, AuthInterceptor(self.config.tokens))
         self._pool = futures.ThreadPoolExecutor(
             max_workers=self.config.workers, thread_name_prefix="equity-rpc"
         )
         self._server = grpc.server(
-            self._pool, interceptors=[self.interceptor], options=self.config.channel_options()
+            self._pool, interceptors=interceptors, options=self.config.channel_options(),
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         self.servicer = EquityServicer(self.registry, self.config, self.gate)
         service_pb2_grpc.add_EquityServiceServicer_to_server(self.servicer, self._server)
@@ -599,7 +840,10 @@ class EquityServer:
         self._stopped = threading.Event()
 
     def _bind(self) -> int:
-        """Listen on the configured address (TLS and authentication would be added here)."""
+        """Listen on the configured address: TLS when configured, else plaintext (which
+        ``ServerConfig`` allows on loopback only, unless ``insecure``)."""
+        if self.config.tls is not None:
+            return self._server.add_secure_port(self.config.target, self.config.tls.credentials())
         return self._server.add_insecure_port(self.config.target)
 
     def start(self) -> int:
@@ -614,10 +858,16 @@ class EquityServer:
         self._server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        tls = self.config.tls
         log.info("serving on %s:%d", self.config.host, port, extra={"fields": {
             "host": self.config.host, "port": port, "workers": self.config.workers,
             "max_concurrent_solves": self.config.max_concurrent_solves,
             "max_message_bytes": self.config.max_message_bytes,
+            "max_solve_seconds": self.config.max_solve_seconds,
+            "transport": "plaintext" if tls is None else "mutual-tls" if tls.mutual else "tls",
+            "tokens": len(self.config.tokens),
+            "strategies": len(self.registry.strategies),
+            "plugin_failures": len(self.registry.failures),
         }})
         return port
 
@@ -668,6 +918,15 @@ class EquityServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_registry(config: ServerConfig) -> Registry:
+    """Built-ins plus installed entry-point plugins: all of them, or only those named by
+    ``config.plugins_allow`` (``EQUITY_PLUGINS_DISABLE`` still applies). Plugins come
+    from installed distributions only; nothing is loaded from a path or a request."""
+    if config.plugins_allow is None:
+        return default_registry()
+    return build_registry(allow=config.plugins_allow, disable=_env_names(DISABLE_ENV) or ())
 
 
 def serve(config: ServerConfig, registry: Registry | None = None) -> int:
@@ -727,13 +986,17 @@ def configure_logging(level: int | str = logging.INFO, json_lines: bool = True) 
 
 __all__ = [
     "SERVICE_NAME",
+    "AuthInterceptor",
     "EquityServer",
     "EquityServicer",
     "JsonFormatter",
     "ServerConfig",
+    "ServerTls",
     "ServiceInterceptor",
     "SolveGate",
     "configure_logging",
+    "is_loopback",
     "serve",
+    "server_registry",
     "stopper",
 ]

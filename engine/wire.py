@@ -22,7 +22,7 @@ import polars as pl
 from google.protobuf import any_pb2, json_format, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from engine.api.equity_engine.v1 import portfolio_pb2, result_pb2, service_pb2
+from engine.api.equity_engine.v1 import plan_pb2, portfolio_pb2, result_pb2, service_pb2
 from engine.errors import (
     CancelledError,
     EquityError,
@@ -34,6 +34,7 @@ from engine.errors import (
     SolverError,
 )
 from engine.options import KINDS
+from engine.plan import KIND_NAMES, Plan
 from engine.portfolio import Portfolio
 
 DOMAIN = "equity-engine.v1"
@@ -42,6 +43,28 @@ ARROW = portfolio_pb2.TABLE_FORMAT_ARROW_IPC
 COLUMNS = portfolio_pb2.TABLE_FORMAT_COLUMNS
 UNSPECIFIED = portfolio_pb2.TABLE_FORMAT_UNSPECIFIED
 _FORMAT_NAMES = {"arrow": ARROW, "columns": COLUMNS}
+
+
+def check_format(value: int, field: str) -> None:
+    """Refuse a ``TableFormat`` value this server does not know (proto3 enums are open)."""
+    if value not in (UNSPECIFIED, ARROW, COLUMNS):
+        raise InvalidInputError.single(
+            field, f"unknown table format {value}; use TABLE_FORMAT_ARROW_IPC or "
+            "TABLE_FORMAT_COLUMNS (or leave unset)")
+
+
+def plan_from_proto(msg: plan_pb2.Plan, field: str = "plan") -> Plan:
+    """``Plan.from_proto`` after the checks it leaves to the caller: enum values this
+    server does not know (proto3 enums are open) are field violations, not crashes."""
+    problems = [
+        FieldViolation(f"{field}.segment_limits[{i}].kind",
+                       f"unknown kind {lim.kind}; use KIND_RETENTION, KIND_ACQUISITION or "
+                       "leave unset")
+        for i, lim in enumerate(msg.segment_limits) if lim.kind not in KIND_NAMES
+    ]
+    if problems:
+        raise InvalidInputError(problems)
+    return Plan.from_proto(msg)
 
 
 def table_format(name: str | int) -> portfolio_pb2.TableFormat:
@@ -135,14 +158,33 @@ def decode_table(msg: portfolio_pb2.Table, field: str) -> pl.DataFrame | None:
 
 def _read_arrow(data: bytes, field: str) -> pl.DataFrame:
     try:
-        if data[:6] == b"ARROW1":
-            return pl.read_ipc(data)
-        return pl.read_ipc_stream(data)
+        table = pl.read_ipc(data) if data[:6] == b"ARROW1" else pl.read_ipc_stream(data)
     except Exception as exc:  # polars raises several types for malformed input
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidInputError.single(
             f"{field}.arrow_ipc", f"not a readable Arrow IPC stream or file: {message}"
         ) from None
+    return _plain_columns(table, field)
+
+
+def _plain_columns(table: pl.DataFrame, field: str) -> pl.DataFrame:
+    """Only the column types the engine reads: numbers, booleans, strings (categoricals
+    become strings) and all-null columns; anything else (lists, structs, dates, binary...)
+    is a field violation here rather than a surprise deeper in."""
+    problems = []
+    casts = []
+    for name, dtype in table.schema.items():
+        if dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null):
+            continue
+        if isinstance(dtype, pl.Categorical | pl.Enum):
+            casts.append(pl.col(name).cast(pl.String))
+            continue
+        problems.append(FieldViolation(
+            f"{field}.{name}", f"unsupported column type {dtype}; send numbers, booleans or "
+            "strings"))
+    if problems:
+        raise InvalidInputError(problems)
+    return table.with_columns(casts) if casts else table
 
 
 def first_format(*tables: portfolio_pb2.Table) -> int:
@@ -386,6 +428,7 @@ class DeadlineExceededError(CancelledError):
     """The call's deadline passed; the server stopped working on it (DEADLINE_EXCEEDED)."""
 
 
+_TRANSPORT_SIZE = re.compile(r"message larger than max \((\d+) vs\. (\d+)\)")
 _ROW = re.compile(r"^((?:customers|prospects|options|transactions)\.[^\[\]]+)\[(\d+)\]$")
 
 
@@ -497,6 +540,9 @@ def error_from_status(
             float(meta.get("value", "nan")),
             float(meta.get("maximum", "nan")),
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (m := _TRANSPORT_SIZE.search(message)):
+        # gRPC's transport refuses an oversized message before the service sees it.
+        return LimitExceededError("max_message_bytes", int(m.group(1)), int(m.group(2)))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceededError(message or "deadline exceeded")
     if code == grpc.StatusCode.CANCELLED:

@@ -10,10 +10,9 @@ import json
 import logging
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import grpc
 import polars as pl
@@ -25,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from polars.testing import assert_frame_equal, assert_series_equal
+from service_plugins import Slow, SpinState, test_registry
 
 from engine import wire
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2
@@ -37,93 +37,13 @@ from engine.errors import (
     PluginError,
     SolverError,
 )
-from engine.hookspecs import hookimpl
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
-from engine.plugins import Registry, build_registry
+from engine.plugins import Registry
 from engine.portfolio import Portfolio
 from engine.server import SERVICE_NAME, EquityServer, ServerConfig
-from engine.strategies import Allocator, Problem
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
-
-# --- test-only strategies -------------------------------------------------------------------
-
-
-class SpinState:
-    """What the spin allocator saw: started, and stopped because should_stop() said so."""
-
-    started = threading.Event()
-    stopped = threading.Event()
-    checks = 0
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.started.clear()
-        cls.stopped.clear()
-        cls.checks = 0
-
-
-class Spin(Allocator):
-    """Works (in small steps) until the engine's stop signal: an endless solve."""
-
-    name = "spin"
-
-    def allocate(self, problem: Problem) -> Any:
-        SpinState.started.set()
-        while not problem.should_stop():
-            SpinState.checks += 1
-            time.sleep(0.005)
-        SpinState.stopped.set()
-        raise CancelledError("spin stopped")
-
-
-class Slow(Allocator):
-    """The greedy plan, after a pause: a request still in flight when shutdown begins."""
-
-    name = "slow"
-    started: ClassVar[threading.Event] = threading.Event()
-
-    def allocate(self, problem: Problem) -> Any:
-        from equity_plugins.allocators import Greedy
-
-        Slow.started.set()
-        time.sleep(0.4)
-        return Greedy().allocate(problem)
-
-
-class Boom(Allocator):
-    name = "boom"
-
-    def allocate(self, problem: Problem) -> Any:
-        raise RuntimeError("boom inside the plugin")
-
-
-class GiveUp(Allocator):
-    name = "give-up"
-
-    def allocate(self, problem: Problem) -> Any:
-        raise SolverError("the solver gave up", "time limit")
-
-
-@hookimpl
-def register_allocators(register: Callable[[type[Allocator]], None]) -> None:
-    for cls in (Spin, Slow, Boom, GiveUp):
-        register(cls)
-
-
-TEST_PLUGINS = types.SimpleNamespace(__name__="service-test-plugins",
-                                     register_allocators=register_allocators)
-
-
-class ExplodingRegistry(Registry):
-    """A registry with a bug: the unexpected-exception path (INTERNAL, no traceback)."""
-
-    def create(self, kind: str, choice: StrategyChoice) -> Any:
-        if choice.name == "explode":
-            raise KeyError("secret internal detail")
-        return super().create(kind, choice)
-
 
 # --- fixtures -------------------------------------------------------------------------------
 
@@ -140,8 +60,7 @@ CONFIG = ServerConfig(
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    base = build_registry(extra=[TEST_PLUGINS], entry_points=False)
-    return ExplodingRegistry(base.strategies, base.failures)
+    return test_registry()
 
 
 @pytest.fixture(scope="module")
@@ -512,9 +431,10 @@ def test_message_size_limits(registry: Registry, data: Any) -> None:
             with pytest.raises(LimitExceededError) as err:  # the answer would not fit
                 client.allocate(Portfolio(slim), no_limits)
             assert err.value.limit == "max_message_bytes"
-            with pytest.raises(ServiceError) as raw:  # refused by gRPC itself
+            with pytest.raises(LimitExceededError) as err:  # refused by gRPC's transport
                 client.allocate(Portfolio(customers), no_limits)
-            assert raw.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert err.value.limit == "max_message_bytes"
+            assert err.value.value == big_request and err.value.maximum == limit
             streamed = client.stream(Portfolio(customers), no_limits, batch_rows=500)
             assert streamed.units.height == customers.height  # streaming has no such limit
     finally:
