@@ -175,26 +175,19 @@ def from_table(table: pl.DataFrame) -> OptionSet:
     Columns: ``customer_id``, ``level``, ``cost``, ``value``; optional ``segment`` and
     ``kind`` (``acquisition`` or ``retention``, default retention) constant per customer.
     A table already sorted by customer and, within each customer, by cost (as written by
-    most pipelines) is used as it is; any other order is sorted first.
+    most pipelines) is used as it is, in a few linear passes; any other order is sorted.
     """
     n = table.height
-    df = table.with_row_index("__row")
+    df = table
+    new_unit = _new_unit(df["customer_id"])
+    rows: NDArray[np.int64] | None = None  # original row of each sorted row, if sorted
+    if not _ordered(df["customer_id"], df["cost"], new_unit):
+        df = table.with_row_index("__row").sort(["customer_id", "cost"], maintain_order=True)
+        rows = df["__row"].to_numpy().astype(np.int64)
+        new_unit = _new_unit(df["customer_id"])
     ids = df["customer_id"]
-    if not _grouped_by_cost(ids, df["cost"]):
-        df = df.sort(["customer_id", "cost"], maintain_order=True)
-        ids = df["customer_id"]
-    boundary = np.ones(n, dtype=bool)
-    if n > 1:
-        boundary[1:] = (ids.slice(1) != ids.slice(0, n - 1)).fill_null(True).to_numpy()
-    starts = np.flatnonzero(boundary)
-    unit = np.cumsum(boundary) - 1
-    segment = (
-        df["segment"].cast(pl.String).fill_null("")
-        if "segment" in df.columns
-        else pl.repeat("", n, dtype=pl.String, eager=True)
-    )
-    names = segment.unique().sort()
-    seg = segment.cast(pl.Enum(names.to_list())).to_physical().to_numpy().astype(np.int32)
+    starts = np.flatnonzero(new_unit)
+    seg, names = _codes(df["segment"] if "segment" in df.columns else None, n)
     kind_text = df["kind"].cast(pl.String) if "kind" in df.columns else None
     kind = np.zeros(n, dtype=np.int8)
     known = np.ones(n, dtype=bool)
@@ -202,34 +195,38 @@ def from_table(table: pl.DataFrame) -> OptionSet:
         kind_code = kind_text.cast(pl.Enum(list(KINDS)), strict=False)
         known = kind_code.is_not_null().to_numpy()
         kind = kind_code.to_physical().fill_null(len(KINDS)).to_numpy().astype(np.int8)
-    rows = df["__row"].to_numpy()
+
+    def row_of(i: int) -> int:
+        return int(rows[i]) if rows is not None else i
+
     problems = []
     for column, codes in (("segment", seg), ("kind", kind)):
         differs = np.zeros(n, dtype=bool)
-        differs[1:] = (codes[1:] != codes[:-1]) & ~boundary[1:]
+        np.not_equal(codes[1:], codes[:-1], out=differs[1:])
         if column == "kind" and kind_text is not None and not known.all():
             # two different unknown kinds share a code: compare their text
             text_differs = (kind_text.slice(1) != kind_text.slice(0, n - 1)).fill_null(True)
-            differs[1:] |= text_differs.to_numpy() & ~boundary[1:]
+            differs[1:] |= text_differs.to_numpy()
+        differs &= ~new_unit
         if differs.any():
-            bad_units = np.unique(unit[differs])
-            first = int(bad_units[0])
+            bad_units = np.unique(np.searchsorted(starts, np.flatnonzero(differs), "right") - 1)
+            first = int(starts[bad_units[0]])
             problems.append(
                 FieldViolation(
                     f"options.{column}",
                     f"must be the same on every row of a customer; differs for "
-                    f"{bad_units.size} customers, first {ids[int(starts[first])]!r}",
-                    int(rows[starts[first]]),
+                    f"{bad_units.size} customers, first {ids[first]!r}",
+                    row_of(first),
                 )
             )
     unknown = ~known[starts]
     if unknown.any() and kind_text is not None:
-        first = int(np.flatnonzero(unknown)[0])
+        first = int(starts[np.flatnonzero(unknown)[0]])
         problems.append(
             FieldViolation(
                 "options.kind",
-                f"must be 'acquisition' or 'retention', got {kind_text[int(starts[first])]!r}",
-                int(rows[starts[first]]),
+                f"must be 'acquisition' or 'retention', got {kind_text[first]!r}",
+                row_of(first),
             )
         )
     if problems:
@@ -239,7 +236,7 @@ def from_table(table: pl.DataFrame) -> OptionSet:
         unit_id=ids.gather(starts),
         kind=kind[starts],
         segment=seg[starts],
-        segments=names.to_list(),
+        segments=names,
         fractional=np.zeros(starts.size, dtype=bool),
         size=np.ones(starts.size),
         offsets=offsets,
@@ -249,14 +246,34 @@ def from_table(table: pl.DataFrame) -> OptionSet:
     )
 
 
-def _grouped_by_cost(ids: pl.Series, cost: pl.Series) -> bool:
-    """Whether rows are sorted by customer id and, within a customer, by cost: a linear
-    check that lets an already ordered table skip the sort."""
+def _new_unit(ids: pl.Series) -> NDArray[np.bool_]:
+    """Rows whose customer differs from the previous row's (the first row included)."""
+    n = ids.len()
+    out = np.ones(n, dtype=bool)
+    if n > 1:
+        out[1:] = (ids.slice(1) != ids.slice(0, n - 1)).fill_null(True).to_numpy()
+    return out
+
+
+def _ordered(ids: pl.Series, cost: pl.Series, new_unit: NDArray[np.bool_]) -> bool:
+    """Whether rows are sorted by customer and, within a customer, by cost: a linear check
+    that lets an already ordered table skip the sort."""
     if ids.null_count() or not ids.is_sorted():
         return False
-    n = ids.len()
-    if n < 2:
-        return True
     c = cost.cast(pl.Float64).to_numpy()
-    same = (ids.slice(1) == ids.slice(0, n - 1)).to_numpy()
-    return not bool((same & (c[1:] < c[:-1])).any())
+    return not bool((~new_unit[1:] & (c[1:] < c[:-1])).any())
+
+
+def _codes(segment: pl.Series | None, n: int) -> tuple[NDArray[np.int32], list[str]]:
+    """Segment labels to codes of their sorted names (null is the segment named "").
+    Categorical columns go to codes directly, without a string per row."""
+    if segment is None:
+        return np.zeros(n, dtype=np.int32), [""]
+    if segment.dtype == pl.Categorical and not segment.null_count():
+        names = segment.unique().cast(pl.String).sort().to_list()
+        codes = segment.cast(pl.Enum(names))
+    else:
+        text = segment.cast(pl.String).fill_null("")
+        names = text.unique().sort().to_list()
+        codes = text.cast(pl.Enum(names))
+    return codes.to_physical().to_numpy().astype(np.int32), names
