@@ -323,7 +323,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         with self.gate.admitted():
             header, portfolio, fmt = self._receive(request_iterator)
             wire.check_format(header.response_format, "header.response_format")
-            plan = wire.plan_from_proto(header.plan, "header.plan")
+            plan = wire.plan_from_proto(header.plan)  # "plan.*" paths, as in Allocate
             self._check_rows(portfolio)
             result = self._solve(portfolio, plan, context, admitted=True)
             fmt = header.response_format or fmt

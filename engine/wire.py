@@ -169,12 +169,13 @@ def _read_arrow(data: bytes, field: str) -> pl.DataFrame:
 
 def _plain_columns(table: pl.DataFrame, field: str) -> pl.DataFrame:
     """Only the column types the engine reads: numbers, booleans, strings (categoricals
-    become strings) and all-null columns; anything else (lists, structs, dates, binary...)
-    is a field violation here rather than a surprise deeper in."""
+    become strings), dates and all-null columns; anything else (lists, structs, binary,
+    durations...) is a field violation here rather than a surprise deeper in."""
     problems = []
     casts = []
     for name, dtype in table.schema.items():
-        if dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null):
+        if dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null, pl.Date) \
+                or isinstance(dtype, pl.Datetime):  # dates: transaction logs
             continue
         if isinstance(dtype, pl.Categorical | pl.Enum):
             casts.append(pl.col(name).cast(pl.String))
