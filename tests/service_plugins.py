@@ -94,6 +94,19 @@ class Slow(Allocator):
         return Greedy().allocate(problem)
 
 
+class Record(Allocator):
+    """The greedy plan; remembers the solver time limit the engine passed."""
+
+    name = "record"
+    time_limits: ClassVar[list[float | None]] = []
+
+    def allocate(self, problem: Problem) -> Any:
+        from equity_plugins.allocators import Greedy
+
+        Record.time_limits.append(problem.time_limit)
+        return Greedy().allocate(problem)
+
+
 class Boom(Allocator):
     name = "boom"
 
@@ -145,7 +158,7 @@ class NoOptions(CostModel):
         return pl.DataFrame({"x": [1]})
 
 
-ALLOCATORS = (Spin, Slow, Boom, GiveUp, WrongShape, NotAnAllocation)
+ALLOCATORS = (Spin, Slow, Record, Boom, GiveUp, WrongShape, NotAnAllocation)
 
 
 @hookimpl
