@@ -63,21 +63,29 @@ def peak_rss_bytes() -> int:
 # --- measurements, each run in its own process ---------------------------------------------
 
 
-def task_generate(n: int, seed: int, folder: Path) -> dict[str, Any]:
+def task_generate(n: int, seed: int, folder: Path, route: str) -> dict[str, Any]:
+    from dataclasses import replace
+
     from benchmarks import generate
+    from engine.plan import StrategyChoice
 
     spec = generate.Spec(n, seed=seed)
     t0 = time.perf_counter()
-    customers, options, plan = generate.portfolio(spec)
+    if route == "table":
+        customers, options, plan = generate.portfolio(spec)
+    else:  # the engine builds the options from the customers' response curves
+        customers, options = generate.customers(spec), None
+        plan = replace(generate.plan(spec), cost=StrategyChoice("exponential-response"))
     t1 = time.perf_counter()
     customers.write_parquet(folder / "customers.parquet")
-    options.write_parquet(folder / "options.parquet")
+    if options is not None:
+        options.write_parquet(folder / "options.parquet")
     (folder / "plan.json").write_text(plan.to_json())
     t2 = time.perf_counter()
     return {
         "generate_seconds": t1 - t0,
         "write_seconds": t2 - t1,
-        "option_rows": options.height,
+        "option_rows": options.height if options is not None else n * len(spec.levels),
         "s_shaped": int(customers["s_shaped"].sum()),
         "peak_rss_bytes": peak_rss_bytes(),
     }
@@ -92,7 +100,8 @@ def task_engine(folder: Path) -> dict[str, Any]:
     plan = Plan.from_file(folder / "plan.json")
     t0 = time.perf_counter()
     customers = read_table(folder / "customers.parquet")
-    options = read_table(folder / "options.parquet")
+    table = folder / "options.parquet"
+    options = read_table(table) if table.exists() else None
     t1 = time.perf_counter()
     result = allocate(Portfolio(customers, options=options), plan)
     t2 = time.perf_counter()
@@ -106,7 +115,7 @@ def task_engine(folder: Path) -> dict[str, Any]:
         "metric": stages["metric"],
         "options": stages["options"],
         "allocate": stages["allocate"],
-        "result": (t2 - t1) - stages["total"],
+        "other": (t2 - t1) - stages["total"],  # plugin registry, result table, summary
         "write": t3 - t2,
     }
     hull = result.options.hull
@@ -174,8 +183,10 @@ def task_grpc(folder: Path) -> dict[str, Any]:
     from engine.portfolio import Portfolio
 
     plan = Plan.from_file(folder / "plan.json")
+    table = folder / "options.parquet"
     portfolio = Portfolio(
-        read_table(folder / "customers.parquet"), options=read_table(folder / "options.parquet")
+        read_table(folder / "customers.parquet"),
+        options=read_table(table) if table.exists() else None,
     )
     port = _free_port()
     server = subprocess.Popen(
@@ -212,7 +223,7 @@ TASKS = {
 def child(argv: list[str]) -> int:
     name, folder = argv[0], Path(argv[1])
     if name == "generate":
-        out = task_generate(int(argv[2]), int(argv[3]), folder)
+        out = task_generate(int(argv[2]), int(argv[3]), folder, argv[4])
     else:
         out = TASKS[name](folder)  # type: ignore[operator]
     print("RESULT " + json.dumps(out))
@@ -284,7 +295,7 @@ def fmt(x: float | None, spec: str = ".3f") -> str:
 def summarize(rows: list[dict[str, Any]]) -> str:
     lines = []
     head = (f"{'size':>6} {'read':>6} {'valid':>6} {'metric':>6} {'opts':>6} {'alloc':>6} "
-            f"{'result':>6} {'write':>6} {'e2e s':>7} {'peak GiB':>8} {'us/cust':>7} "
+            f"{'other':>6} {'write':>6} {'e2e s':>7} {'peak GiB':>8} {'us/cust':>7} "
             f"{'load':>5}")
     lines.append("Engine, end to end (seconds per stage; alloc = the exact LP incl. hull, "
                  "repair and checks)")
@@ -297,7 +308,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         st = e["stages"]
         lines.append(
             f"{r['label']:>6} " + " ".join(f"{st[k]:6.2f}" for k in (
-                "read", "validate", "metric", "options", "allocate", "result", "write"))
+                "read", "validate", "metric", "options", "allocate", "other", "write"))
             + f" {e['end_to_end_seconds']:7.2f} {e['peak_rss_bytes'] / 2**30:8.2f}"
             f" {1e6 * e['end_to_end_seconds'] / r['n']:7.2f} {e['load_before']:5.1f}"
         )
@@ -348,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10k,100k,1M", help="comma-separated, e.g. 10k,1M")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--route", choices=("table", "response"), default="table",
+        help="table: customers + a per-customer options table (12%% S-shaped responses; "
+        "cost model spend-table); response: customers only, the engine's "
+        "exponential-response cost model builds the options (no independent references)",
+    )
     parser.add_argument("--highs-max", default="1M", help="largest size for highspy directly")
     parser.add_argument("--pulp-max", default="100k", help="largest size for naive PuLP")
     parser.add_argument("--grpc", default="", help="sizes to stream through gRPC, e.g. 1M")
@@ -361,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
+        "route": args.route,
         "sizes": [],
     }
     rows: list[dict[str, Any]] = report["sizes"]
@@ -372,12 +390,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"[{label(n)}] generating", file=sys.stderr, flush=True)
             row["generate"] = run_child(
-                ["generate", str(folder), str(n), str(args.seed)], args.timeout
+                ["generate", str(folder), str(n), str(args.seed), args.route], args.timeout
             )
             for name, wanted in (
                 ("engine", True),
-                ("highs", n <= highs_max),
-                ("pulp", n <= pulp_max),
+                ("highs", n <= highs_max and args.route == "table"),
+                ("pulp", n <= pulp_max and args.route == "table"),
                 ("grpc", n in grpc_sizes),
             ):
                 if wanted and "error" not in row["generate"]:
@@ -393,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     m = report["machine"]
     print(f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; python {m['python']}, "
           f"numpy {m['numpy']}, polars {m['polars']}, pulp {m['pulp']}, highspy {m['highspy']}")
+    print(f"route: {args.route}; load average now {os.getloadavg()[0]:.1f}")
     print(text)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
