@@ -720,6 +720,14 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         context.abort_with_status(rpc_status.to_status(status))
 
     def _finish(self, stats: CallStats, context: grpc.ServicerContext) -> None:
+        if stats.code == grpc.StatusCode.UNKNOWN:
+            # gRPC ended the call while the handler was still at work: the client cancelled
+            # or the deadline passed (the handler sees should_stop() and stops on its own).
+            remaining = context.time_remaining()
+            stats.code = (grpc.StatusCode.DEADLINE_EXCEEDED
+                          if remaining is not None and remaining <= 0
+                          else grpc.StatusCode.CANCELLED)
+            stats.error = stats.error or "client went away"
         fields = {
             "request_id": stats.request_id,
             "method": stats.method,
