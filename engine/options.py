@@ -162,11 +162,7 @@ class OptionSet:
 
 def _encode(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
     """Segment labels to dense codes, sorted names so results are reproducible."""
-    as_str = names.cast(pl.String).fill_null("")
-    uniques = as_str.unique().sort()
-    lookup = pl.DataFrame({"s": uniques, "code": np.arange(uniques.len(), dtype=np.int32)})
-    codes = pl.DataFrame({"s": as_str}).join(lookup, on="s", how="left", maintain_order="left")
-    return codes["code"].to_numpy().astype(np.int32), uniques.to_list()
+    return _codes(names, names.len())
 
 
 def from_table(table: pl.DataFrame) -> OptionSet:

@@ -21,6 +21,8 @@ from engine.valuation import (
     retention_response,
 )
 
+_CHUNK = 1 << 16  # customers per block of the vectorised closed forms
+
 
 def _levels(plan_levels: tuple[float, ...]) -> np.ndarray:
     return np.unique(np.asarray(plan_levels, dtype=np.float64))
@@ -60,10 +62,18 @@ def response_options(
             k = customers["retention_response"].to_numpy()
         else:
             k = np.full(r0.size, response)
-        r = retention_response(s[None, :], r0[:, None], ceiling[:, None], k[:, None])
-        value = customer_equity(_net_margin(customers)[:, None], r, s[None, :], valuation)
+        net = _net_margin(customers)
         n = customers.height
-        cost = np.broadcast_to(s, (n, s.size))
+        value = np.empty((n, s.size))
+        # In chunks: the closed forms' temporaries stay small (cache-sized, reused memory)
+        # however many customers there are; only the result is allocated at full size.
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            r = retention_response(
+                s[None, :], r0[lo:hi, None], ceiling[lo:hi, None], k[lo:hi, None]
+            )
+            value[lo:hi] = customer_equity(net[lo:hi, None], r, s[None, :], valuation)
+        cost = np.ascontiguousarray(np.broadcast_to(s, (n, s.size)))
         parts.append(
             OptionSet.uniform(
                 customers["customer_id"],
@@ -72,7 +82,7 @@ def response_options(
                 np.zeros(n, dtype=bool),
                 np.ones(n),
                 cost,
-                cost,
+                cost,  # level and cost are the same numbers: one array serves both
                 value,
             )
         )
