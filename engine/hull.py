@@ -50,6 +50,8 @@ def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
         width = int(counts[0])
         grid = cost.reshape(n_units, width)
         if bool((grid[:, 1:] > grid[:, :-1]).all()):  # levels listed in increasing cost
+            if width <= _FEW:
+                return _few_levels_hull(n_units, width, cost, value)
             return _uniform_hull(n_units, width, cost, value)
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
     order = np.lexsort((-value, cost, unit))
@@ -79,6 +81,30 @@ def _below(
     left = (vb - va) * (cc - ca)
     right = (vc - va) * (cb - ca)
     return left <= right + 1e-12 * (np.abs(left) + np.abs(right))
+
+
+_FEW = 8  # up to this many levels a point is tested against every chord around it
+_ROWS = 1 << 15  # units per block: temporaries stay in cache
+
+
+def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArray) -> Hull:
+    """Every unit has ``width`` (few) options in increasing cost. A point is off the upper
+    hull exactly when it lies on or below the chord of some pair of points around it, so
+    each of the width^3/6 (point, chord) pairs is one vectorised test over a block of
+    units: no per-unit loop, no sort, and the same tolerance as the general case."""
+    c2, v2 = cost.reshape(n_units, width), value.reshape(n_units, width)
+    keep = np.ones((n_units, width), dtype=bool)
+    tests = [(a, j, c) for j in range(1, width - 1) for a in range(j) for c in range(j + 1, width)]
+    for lo in range(0, n_units, _ROWS):
+        hi = min(lo + _ROWS, n_units)
+        cb, vb = c2[lo:hi], v2[lo:hi]
+        k = keep[lo:hi]
+        for a, j, c in tests:
+            k[:, j] &= ~_below(cb[:, a], vb[:, a], cb[:, j], vb[:, j], cb[:, c], vb[:, c])
+    points = np.flatnonzero(keep)
+    offsets = np.zeros(n_units + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    return Hull(points=points, offsets=offsets)
 
 
 def _uniform_hull(n_units: int, width: int, cost: FloatArray, value: FloatArray) -> Hull:
