@@ -197,7 +197,7 @@ class _Blocks:
     per block: cell, interval ``[lo, hi)`` holding all of its ratios, sums and count.
     """
 
-    idx: NDArray[np.int64]
+    idx: NDArray[np.int64] | None  # None: all increments, in order
     ratio: NDArray[np.float64]
     dc: NDArray[np.float64]
     dv: NDArray[np.float64]
@@ -211,20 +211,25 @@ class _Blocks:
     splittable: NDArray[np.bool_]
 
     @classmethod
-    def initial(cls, inc: _Increments, idx: NDArray[np.int64], n_cells: int, bins: int) -> _Blocks:
+    def initial(
+        cls, inc: _Increments, constrained: NDArray[np.bool_], n_cells: int, bins: int
+    ) -> _Blocks:
         """One set of ratio quantiles for all cells, then (cell, bin) pairs. Ratios are
         binned on a monotone integer key of their bits (exponent and 4 mantissa bits), so
-        binning millions of them costs a few integer passes, not a binary search each."""
-        if idx.size == inc.dc.size:  # every cell constrained (a total budget): no copies
+        binning millions of them costs a few integer passes, not a binary search each.
+        Arrays are computed in place where possible: fresh memory is what costs most."""
+        idx: NDArray[np.int64] | None = None
+        if constrained.all():  # every cell constrained (a total budget): no copies
             dc, dv, cell = inc.dc, inc.dv, inc.cell
         else:
+            idx = np.flatnonzero(constrained)
             dc, dv, cell = inc.dc[idx], inc.dv[idx], inc.cell[idx]
         ratio = np.divide(dv, dc)
         ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
         coarse = _float_key(ratio)
         coarse >>= _SHIFT
         low, high = int(coarse.min()), int(coarse.max())
-        step = max(1, idx.size // 200_000)
+        step = max(1, ratio.size // 200_000)
         sample = coarse[::step]
         edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.int64))
         edges = edges[edges > low]
@@ -234,13 +239,15 @@ class _Blocks:
         used[cell] = True
         rank = np.cumsum(used) - 1
         coarse -= low
+        np.take(table, coarse, out=coarse, mode="clip")  # bins, in place
         key = rank[cell]
         key *= n_bins
-        key += table[coarse]
+        key += coarse
         del coarse
         count = np.bincount(key)
         present = count > 0
-        block = (np.cumsum(present) - 1)[key]
+        np.take(np.cumsum(present) - 1, key, out=key, mode="clip")  # the block ids, in place
+        block = key
         keys = np.flatnonzero(present)
         bounds = np.concatenate(([-np.inf], _key_float(edges << _SHIFT), [np.inf]))
         return cls(
@@ -259,8 +266,9 @@ class _Blocks:
         )
 
     @classmethod
-    def by_cell(cls, inc: _Increments, idx: NDArray[np.int64]) -> _Blocks:
+    def by_cell(cls, inc: _Increments, constrained: NDArray[np.bool_]) -> _Blocks:
         """One block per cell (the grouping the full method's repair needs)."""
+        idx = np.flatnonzero(constrained)
         cells, block = np.unique(inc.cell[idx], return_inverse=True)
         dc, dv = inc.dc[idx], inc.dv[idx]
         n = cells.size
@@ -270,6 +278,10 @@ class _Blocks:
             np.bincount(block, weights=dv).astype(np.float64),
             np.bincount(block), np.ones(n, dtype=bool),
         )
+
+    def increments(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Indices into :class:`_Increments` of positions in these arrays."""
+        return positions if self.idx is None else self.idx[positions]
 
     def members(self, chosen: NDArray[np.bool_]) -> NDArray[np.int64]:
         """Positions (into ``idx``) of the increments of the chosen blocks: one pass."""
@@ -395,7 +407,7 @@ def _solve_blocks(
     Every round costs one LP over blocks plus one pass over the increments (finding the
     members of the few blocks that straddle a price or are partly taken); the primal value
     and the Lagrangian bound come from block sums plus those members."""
-    blocks = _Blocks.initial(inc, np.flatnonzero(constrained), options.n_cells, settings.bins)
+    blocks = _Blocks.initial(inc, constrained, options.n_cells, settings.bins)
     free = inc.dv[~constrained]
     free_value = float(free[free > 0].sum())
     duals = np.zeros(matrix.shape[0])
@@ -453,7 +465,7 @@ def _solve_blocks(
         blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
     taken_c = full[blocks.block].astype(np.float64)
     taken_c[pos] = taken
-    if blocks.idx.size == inc.dc.size:
+    if blocks.idx is None:
         return taken_c, duals, solver_name, rounds, blocks
     full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     full_taken[blocks.idx] = taken_c
@@ -552,7 +564,7 @@ def _repair(
     if split.size == 0:
         return
     if blocks is None:
-        blocks = _Blocks.by_cell(inc, np.flatnonzero(constrained))
+        blocks = _Blocks.by_cell(inc, constrained)
     # Widest neighbourhood first: more customers free to move gives a better integer plan.
     attempts = [_neighbours(options, rows, inc, blocks, prices, split, 8), split]
     if options.cost.size <= 5_000:  # small enough to let every customer move: exact MIP
@@ -609,7 +621,7 @@ def _neighbours(
         np.where(first_of_cell, np.arange(order.size), 0)
     )
     best = pos[order[rank < per_cell]]
-    integral = np.unique(np.concatenate([split, inc.unit[blocks.idx[best]]]))
+    integral = np.unique(np.concatenate([split, inc.unit[blocks.increments(best)]]))
     return integral[~options.fractional[integral]]
 
 
