@@ -63,6 +63,7 @@ from engine.plan import Plan, StrategyChoice
 from engine.plugins import DISABLE_ENV, Registry, _env_names, build_registry, default_registry
 from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
+from engine.solve_pool import SolvePool, WorkerSpec
 from engine.strategies import Metric
 
 log = logging.getLogger("engine.server")
@@ -138,6 +139,7 @@ class ServerConfig:
     max_solve_seconds: float | None = 300.0  # wall time of one solve; then RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int | None = 1024  # calls in flight; more: gRPC's RESOURCE_EXHAUSTED
     max_metrics: int = 16  # metrics per Score call
+    isolate_solves: bool = True  # large solves in worker processes (engine.solve_pool)
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
     limits: Limits = SERVER_LIMITS  # per allocation: units, levels, segment limits, solver time
@@ -291,6 +293,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         self.registry = registry
         self.config = config
         self.gate = gate
+        self.pool: SolvePool | None = None  # set by EquityServer.start when isolating solves
         self._plugins = wire.plugins_to_proto(registry.describe(), registry.failures)
 
     # Allocate ------------------------------------------------------------------------------
@@ -434,6 +437,10 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             return should_stop() or over_budget()
 
         try:
+            if self.pool is not None and portfolio.size > self.config.small_solve_rows:
+                stats: CallStats | None = getattr(_LOCAL, "stats", None)
+                request_id = stats.request_id if stats is not None else ""
+                return self.pool.solve(portfolio, plan, limits, stop, request_id)
             return allocate(portfolio, plan, self.registry, stop, limits)
         except (CancelledError, SolverError):
             if over_budget() and not should_stop():
@@ -821,10 +828,24 @@ class EquityServer:
     """The service, health and reflection on one grpc server with a thread pool."""
 
     def __init__(
-        self, config: ServerConfig | None = None, registry: Registry | None = None
+        self,
+        config: ServerConfig | None = None,
+        registry: Registry | None = None,
+        registry_factory: Callable[[], Registry] | None = None,
     ) -> None:
+        """``registry``: strategies to use (solves then stay in this process, since a
+        registry cannot be sent to a worker); ``registry_factory``: a picklable function
+        that builds one, in this process and in each solve worker. Neither: built-ins plus
+        the installed entry-point plugins ``config.plugins_allow`` admits."""
         self.config = config or ServerConfig()
-        self.registry = registry or server_registry(self.config)
+        self._factory = registry_factory
+        if registry_factory is not None:
+            self.registry = registry_factory()
+        else:
+            self.registry = registry or server_registry(self.config)
+        self._isolate = self.config.isolate_solves and (registry is None or
+                                                        registry_factory is not None)
+        self.pool: SolvePool | None = None
         self.gate = SolveGate(self.config)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.interceptor = ServiceInterceptor()
@@ -863,6 +884,12 @@ class EquityServer:
         if not port:
             raise OSError(f"cannot listen on {self.config.target}")
         self.port = port
+        if self._isolate:
+            root = logging.getLogger()
+            json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+            self.pool = SolvePool(self.config.max_concurrent_solves, WorkerSpec(
+                self.config.plugins_allow, self._factory, root.level, json_logs, nice=15))
+            self.servicer.pool = self.pool
         self._server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -873,6 +900,7 @@ class EquityServer:
             "max_message_bytes": self.config.max_message_bytes,
             "max_solve_seconds": self.config.max_solve_seconds,
             "transport": "plaintext" if tls is None else "mutual-tls" if tls.mutual else "tls",
+            "solve_workers": 0 if self.pool is None else self.pool.size,
             "tokens": len(self.config.tokens),
             "strategies": len(self.registry.strategies),
             "plugin_failures": len(self.registry.failures),
@@ -909,6 +937,8 @@ class EquityServer:
         self._server.stop(0)
         done.wait()
         self.gate.wait_idle(5.0)
+        if self.pool is not None:
+            self.pool.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 

@@ -10,6 +10,7 @@ with these strategies registered, for tests that need a real process (signals).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -107,6 +108,32 @@ class Record(Allocator):
         return Greedy().allocate(problem)
 
 
+class Stubborn(Allocator):
+    """Busy in Python (holding the GIL) for ``seconds``, deaf to the stop signal."""
+
+    name = "stubborn"
+    params: ClassVar[dict[str, Param]] = {
+        "seconds": Param(30.0, "How long to keep busy, seconds.", float, minimum=0.0),
+    }
+    seconds: float
+
+    def allocate(self, problem: Problem) -> Any:
+        until = time.monotonic() + self.seconds
+        x = 0
+        while time.monotonic() < until:
+            x += sum(range(1000))
+        raise CancelledError(f"stubborn gave up after {x} sums")
+
+
+class Crash(Allocator):
+    """Takes its process down (as a segfaulting solver would)."""
+
+    name = "crash"
+
+    def allocate(self, problem: Problem) -> Any:
+        os._exit(3)
+
+
 class Boom(Allocator):
     name = "boom"
 
@@ -158,7 +185,7 @@ class NoOptions(CostModel):
         return pl.DataFrame({"x": [1]})
 
 
-ALLOCATORS = (Spin, Slow, Record, Boom, GiveUp, WrongShape, NotAnAllocation)
+ALLOCATORS = (Spin, Slow, Record, Stubborn, Crash, Boom, GiveUp, WrongShape, NotAnAllocation)
 
 
 @hookimpl

@@ -42,7 +42,7 @@ from engine.synthetic import customers as make_customers
 CUSTOMERS = make_customers(200, seed=2)
 PLAN = Plan(total_budget=100.0)
 TOKEN = "s3cret-token-0123456789abcdef"
-BASE = ServerConfig(port=0, grace=0.5)
+BASE = ServerConfig(port=0, grace=0.5, isolate_solves=False)  # solves in-process: quick
 
 
 @pytest.fixture(scope="module")

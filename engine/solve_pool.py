@@ -1,0 +1,245 @@
+"""Large solves in worker processes, so that they never hold the server's GIL.
+
+The LP solver (HiGHS through PuLP) and the model building around it hold the GIL for long
+stretches; in the server's own process a 100k-customer solve would stall health checks
+and small requests for seconds. ``SolvePool`` keeps one worker process per solve slot
+(``max_concurrent_solves``), started with ``spawn`` and niced, each with its own
+registry (built-ins plus the allowed entry-point plugins, or a picklable factory).
+
+One task: the portfolio, plan and limits go down a pipe; the plan result or the error (as
+a ``google.rpc.Status``, the same mapping the service uses, so domain errors keep their
+fields and rows) comes back. The caller's ``should_stop`` is relayed through a shared
+event that the worker's solve polls; a worker that does not stop within ``kill_after``
+seconds of being told, or that dies, is killed and replaced, and the call fails with a
+clear status. Workers are replaced after ``max_tasks`` tasks, which keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+
+from engine import wire
+from engine.errors import CancelledError, EquityError, SolverError
+from engine.limits import Limits
+from engine.plan import Plan
+from engine.plugins import Registry
+from engine.portfolio import Portfolio
+from engine.result import PlanResult
+
+log = logging.getLogger("engine.server")
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to build its registry and log like the server."""
+
+    plugins_allow: tuple[str, ...] | None
+    registry_factory: Callable[[], Registry] | None
+    log_level: int
+    json_logs: bool
+    nice: int
+
+
+def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
+    """A worker: solve tasks from ``conn`` until it closes (or the parent goes away)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if spec.nice:
+        with contextlib.suppress(OSError):
+            os.nice(spec.nice)  # the server's own process (health, small calls) goes first
+    from engine.pipeline import allocate
+    from engine.server import configure_logging, server_registry
+
+    configure_logging(spec.log_level, json_lines=spec.json_logs)
+    if spec.registry_factory is not None:
+        registry = spec.registry_factory()
+    else:
+        from engine.server import ServerConfig
+
+        registry = server_registry(ServerConfig(plugins_allow=spec.plugins_allow))
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        portfolio, plan, limits, request_id = task
+        try:
+            result = allocate(portfolio, plan, registry, stop.is_set, limits)
+            reply: tuple[Any, ...] = ("ok", result)
+        except Exception as exc:
+            if not isinstance(exc, EquityError):
+                log.error("internal error in a solve worker (request %s)", request_id,
+                          exc_info=exc, extra={"fields": {"request_id": request_id}})
+            status = wire.status_from_error(exc, request_id=request_id)
+            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            reply = ("error", status.SerializeToString(), text)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Worker:
+    def __init__(self, ctx: Any, spec: WorkerSpec) -> None:
+        self.stop = ctx.Event()
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, self.stop, spec),
+                                   name="equity-solve", daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.tasks = 0
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class SolvePool:
+    """``size`` worker processes; ``solve`` runs one allocation in one of them."""
+
+    def __init__(self, size: int, spec: WorkerSpec, *, kill_after: float = 3.0,
+                 max_tasks: int = 200) -> None:
+        self.size = size
+        self.spec = spec
+        self.kill_after = kill_after
+        self.max_tasks = max_tasks
+        self._ctx = mp.get_context("spawn")
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._all: set[_Worker] = set()
+        self._closed = False
+        for _ in range(size):
+            self._idle.put(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker(self._ctx, self.spec)
+        with self._lock:
+            self._all.add(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+        worker.kill()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._all if w.process.pid is not None]
+
+    def _release(self, worker: _Worker, healthy: bool) -> None:
+        if self._closed:
+            self._retire(worker)
+            return
+        if not healthy or worker.tasks >= self.max_tasks:
+            self._retire(worker)
+            worker = self._spawn()
+        self._idle.put(worker)
+
+    def solve(
+        self, portfolio: Portfolio, plan: Plan, limits: Limits, should_stop: Callable[[], bool],
+        request_id: str = "",
+    ) -> PlanResult:
+        if self._closed:
+            raise CancelledError("the server is stopping")
+        worker = self._idle.get()  # the solve gate admits at most ``size`` at once
+        healthy = False
+        try:
+            result = self._run(worker, portfolio, plan, limits, should_stop, request_id)
+            healthy = True
+            return result
+        except EquityError as exc:
+            healthy = not isinstance(exc, _WorkerLost)
+            if isinstance(exc, _WorkerLost):
+                raise exc.error from None
+            raise
+        finally:
+            self._release(worker, healthy)
+
+    def _run(self, worker: _Worker, portfolio: Portfolio, plan: Plan, limits: Limits,
+             should_stop: Callable[[], bool], request_id: str) -> PlanResult:
+        worker.stop.clear()
+        worker.tasks += 1
+        try:
+            worker.conn.send((portfolio, plan, limits, request_id))
+        except (BrokenPipeError, OSError):
+            raise _WorkerLost(SolverError("the solve worker is gone; try again",
+                                          "worker lost")) from None
+        told: float | None = None
+        while True:
+            if worker.conn.poll(0.05):
+                try:
+                    reply = worker.conn.recv()
+                except (EOFError, OSError):
+                    raise _WorkerLost(SolverError("the solve worker died during the solve",
+                                                  "worker died")) from None
+                if reply[0] == "ready":
+                    worker.ready = True
+                    continue
+                break
+            if not worker.process.is_alive():
+                raise _WorkerLost(SolverError(
+                    f"the solve worker died during the solve (exit code "
+                    f"{worker.process.exitcode})", "worker died"))
+            if told is None and should_stop():
+                worker.stop.set()
+                told = time.monotonic()
+            elif told is not None and time.monotonic() - told > self.kill_after:
+                log.warning("solve worker %s did not stop within %.1f s: killed",
+                            worker.process.pid, self.kill_after,
+                            extra={"fields": {"request_id": request_id}})
+                raise _WorkerLost(CancelledError("the solve was stopped (worker killed)"))
+        if reply[0] == "ok":
+            result: PlanResult = reply[1]
+            return result
+        status = status_pb2.Status.FromString(reply[1])
+        raise wire.error_from_status(_CODES.get(status.code, grpc.StatusCode.UNKNOWN),
+                                     status.message, status.details)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every worker: idle ones are told to exit, busy ones are killed."""
+        self._closed = True
+        with self._lock:
+            workers = list(self._all)
+        for w in workers:
+            w.stop.set()
+        while True:
+            try:
+                w = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            self._retire(w)
+
+
+class _WorkerLost(EquityError):
+    """Internal: the worker must be replaced; ``error`` is what the caller gets."""
+
+    def __init__(self, error: EquityError) -> None:
+        self.error = error
+        super().__init__(str(error))
