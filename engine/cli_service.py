@@ -55,6 +55,9 @@ def add_parser(subparsers: Any) -> None:
                    help="calls in flight; more are refused by gRPC (RESOURCE_EXHAUSTED)")
     p.add_argument("--max-metrics", type=int, default=_DEFAULTS.max_metrics,
                    help="metrics per Score call")
+    p.add_argument("--in-process-solves", action="store_true",
+                   help="solve large requests in the server's own process instead of worker "
+                   "processes (which keep them from holding up health checks and small calls)")
     sec = p.add_argument_group("security")
     sec.add_argument("--tls-cert", help="server certificate chain (PEM file): serve TLS")
     sec.add_argument("--tls-key", help="private key of --tls-cert (PEM file)")
@@ -151,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_solve_seconds=args.max_solve_seconds or None,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_metrics=args.max_metrics,
+            isolate_solves=not args.in_process_solves,
             grace=args.grace,
             drain=args.drain,
             limits=replace(

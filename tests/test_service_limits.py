@@ -265,6 +265,8 @@ def test_every_limit_is_a_serve_flag() -> None:
         99, 2, 50)
     assert config.workers == 3 + 4 + 6
     assert _serve_config("--max-solve-seconds", "0").max_solve_seconds is None
+    assert _serve_config().isolate_solves
+    assert not _serve_config("--in-process-solves").isolate_solves
 
 
 def test_defaults_are_finite() -> None:
