@@ -114,6 +114,7 @@ def solve(
     if method == "auto":
         method = "blocks"
     blocks: _Blocks | None = None
+    status = "optimal"
     if not rows or not constrained.any():
         taken = (inc.dv > 0).astype(np.float64)
         duals = np.zeros(len(rows))
@@ -126,9 +127,13 @@ def solve(
         if not np.isfinite(duals).all():
             _raise_infeasible(options, rows, rhs_eff)
     elif method == "blocks":
-        taken, duals, solver_name, rounds, blocks = _solve_blocks(
-            inc, constrained, matrix, rhs_eff, base_value, settings, should_stop, options, rows
-        )
+        try:
+            taken, duals, solver_name, rounds, blocks = _solve_blocks(
+                inc, constrained, matrix, rhs_eff, base_value, settings, should_stop, options, rows
+            )
+        except _Stopped as stop:
+            taken, duals, solver_name, rounds, blocks = stop.result
+            status = "time_limit"
     else:
         raise SolverError(f"unknown LP method {method!r}")
     taken = inc.prefix_fill(taken)
@@ -141,7 +146,12 @@ def solve(
     allocation.shadow_prices = {
         row.name: float(duals[k] * row.sense) for k, row in enumerate(rows)
     }
-    allocation.status = "optimal"
+    allocation.status = status
+    if status != "optimal":
+        allocation.notes.append(
+            "the solver stopped at its time limit; the plan is the last certified round's, "
+            "within the reported gap of the optimum"
+        )
     if settings.repair:
         _repair(options, rows, allocation, inc, constrained, blocks, prices, settings)
     allocation.seconds = time.perf_counter() - started
@@ -413,6 +423,10 @@ def _solve_blocks(
     duals = np.zeros(matrix.shape[0])
     solver_name = "none"
     rounds = 0
+    # With a time limit, each certified round's plan is kept: a later round cut short
+    # returns it (feasible, with its Lagrangian bound) instead of nothing.
+    keep = settings.time_limit is not None
+    last: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     while True:
         rounds += 1
         if should_stop():
@@ -424,6 +438,12 @@ def _solve_blocks(
         solver_name = result.solver
         if result.status == "infeasible":
             _raise_infeasible(options, rows, rhs_eff)
+        if result.status != "optimal" and last is None and keep and (rhs_eff >= 0).all():
+            # Cut short before any certified round: the cheapest levels keep every row
+            # (no minimum is binding there), and zero duals still give a valid bound.
+            last = ((~constrained & (inc.dv > 0)).astype(np.float64), np.zeros_like(duals))
+        if result.status != "optimal" and last is not None:
+            raise _Stopped(last[0], last[1], solver_name, rounds - 1, blocks, result.status)
         if result.status != "optimal":
             raise SolverError(f"{result.solver} stopped: {result.status}", result.status)
         x = np.clip(result.x, 0.0, 1.0)
@@ -458,18 +478,49 @@ def _solve_blocks(
         done = bound - primal <= settings.tolerance * max(1.0, abs(bound))
         if done or not split.any() or rounds >= settings.max_rounds:
             break
+        if keep:
+            last = (_expand(blocks, full, pos, taken, inc, constrained), duals)
         # Blocks away from every price are settled (wholly taken or not at all): merge them
         # per cell so the next LP only sees the detail that matters.
         settled = np.where(touched | blocks.next_to(touched), -1, blocks.cell * 2 + full)
         blocks.split(pos[split[blocks.block[pos]]], prices, settings.bins)
         blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
+    return _expand(blocks, full, pos, taken, inc, constrained), duals, solver_name, rounds, blocks
+
+
+class _Stopped(Exception):
+    """A refinement round was cut short; carries the last certified round's plan."""
+
+    def __init__(
+        self,
+        taken: NDArray[np.float64],
+        duals: NDArray[np.float64],
+        solver: str,
+        rounds: int,
+        blocks: _Blocks,
+        status: str,
+    ) -> None:
+        super().__init__(status)
+        self.result = (taken, duals, solver, rounds, blocks)
+        self.status = status
+
+
+def _expand(
+    blocks: _Blocks,
+    full: NDArray[np.bool_],
+    pos: NDArray[np.int64],
+    taken: NDArray[np.float64],
+    inc: _Increments,
+    constrained: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Share taken of every increment from a round's block solution."""
     taken_c = full[blocks.block].astype(np.float64)
     taken_c[pos] = taken
     if blocks.idx is None:
-        return taken_c, duals, solver_name, rounds, blocks
+        return taken_c
     full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     full_taken[blocks.idx] = taken_c
-    return full_taken, duals, solver_name, rounds, blocks
+    return full_taken
 
 
 def _fill(

@@ -134,5 +134,47 @@ def maximize(
         ],
         dtype=np.float64,
     )
-    objective = float(c @ np.nan_to_num(x)) if status == "optimal" else float("nan")
+    if status == "optimal":
+        # Solvers stopped by a time limit have been seen to report "optimal" through PuLP
+        # (HiGHS with a zero plan, CBC with an infeasible one): check the answer ourselves.
+        status = _certify(c, ub_rows, b_ub, ub, x, prices, integer, a_eq, b_eq)
+        if status != "optimal" and time_limit is not None:
+            status = "time_limit" if status == "not_optimal" else status
+    objective = float(c @ np.nan_to_num(x)) if status in ("optimal", "feasible") else float("nan")
     return LpResult(status, x, objective, prices, name, seconds)
+
+
+def _certify(
+    c: NDArray[np.float64],
+    rows: SparseRows,
+    b_ub: NDArray[np.float64],
+    ub: NDArray[np.float64],
+    x: NDArray[np.float64],
+    prices: NDArray[np.float64],
+    integer: bool,
+    a_eq: NDArray[np.float64] | SparseRows | None,
+    b_eq: NDArray[np.float64] | None,
+) -> str:
+    """"optimal" when x is feasible and (for an LP) weak duality with the solver's prices
+    closes the gap; "feasible" for a feasible MIP answer; else "infeasible_answer" or
+    "not_optimal"."""
+    tol = 1e-7
+    if not np.isfinite(x).all() or (x < -tol).any() or (x > ub + tol).any():
+        return "infeasible_answer"
+    for (idx, vals), rhs in zip(rows, b_ub, strict=True):
+        if float(vals @ x[idx]) > rhs + tol * max(1.0, abs(rhs)):
+            return "infeasible_answer"
+    if a_eq is not None and b_eq is not None:
+        for (idx, vals), rhs in zip(_sparse(a_eq), b_eq, strict=True):
+            if abs(float(vals @ x[idx]) - rhs) > tol * max(1.0, abs(rhs)):
+                return "infeasible_answer"
+    if integer:
+        return "optimal" if np.allclose(x, np.round(x), atol=1e-6) else "infeasible_answer"
+    y = np.maximum(np.nan_to_num(prices), 0.0)
+    reduced = c.copy()
+    for k, (idx, vals) in enumerate(rows):
+        if y[k]:
+            np.subtract.at(reduced, idx, y[k] * vals)
+    bound = float(y @ b_ub) + float(ub @ np.maximum(reduced, 0.0))
+    value = float(c @ x)
+    return "optimal" if bound - value <= 1e-7 * max(1.0, abs(bound)) else "not_optimal"

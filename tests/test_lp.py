@@ -167,5 +167,7 @@ def test_constraints_are_never_violated(seed, budget, cap, minimum, acq) -> None
         return  # allowed only when no integral plan exists; the LP may still be feasible
     assert reference is not None
     assert not violations(options, rows, allocation)
-    assert allocation.bound == pytest.approx(reference, rel=1e-9, abs=1e-6)
+    # scipy's HiGHS keeps rows to an absolute 1e-7, so on a tiny budget (hypothesis finds
+    # 1e-7) the reference may overspend by that much times a value/spend ratio of ~20.
+    assert allocation.bound == pytest.approx(reference, rel=1e-9, abs=1e-5)
     assert float(allocation.equity(options).sum()) <= allocation.bound + 1e-6

@@ -386,8 +386,6 @@ def test_solver_time_limit_gives_a_feasible_plan_with_its_gap(client: Client) ->
     assert full.summary["gap"] < 1e-9
 
 
-@pytest.mark.xfail(strict=True, reason="engine/lp.py labels a time-limited solve 'optimal' "
-                   "(open with the optimizer's owner)")
 def test_a_time_limited_solve_is_not_labelled_optimal(client: Client) -> None:
     result = client.allocate(CUSTOMERS, _with("lp", time_limit=1e-6))
     assert result.summary["status"] != "optimal"
