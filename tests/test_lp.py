@@ -171,3 +171,31 @@ def test_constraints_are_never_violated(seed, budget, cap, minimum, acq) -> None
     # 1e-7) the reference may overspend by that much times a value/spend ratio of ~20.
     assert allocation.bound == pytest.approx(reference, rel=1e-9, abs=1e-5)
     assert float(allocation.equity(options).sum()) <= allocation.bound + 1e-6
+
+
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_a_solver_stopped_by_its_time_limit_is_not_called_optimal(solver: str) -> None:
+    """PuLP reports 'optimal' for both solvers stopped at a tiny time limit (HiGHS with a
+    zero plan, CBC with one that breaks a row); the engine's own certificate catches it."""
+    from engine import solvers
+
+    rng = np.random.default_rng(0)
+    c, a = rng.random(3000), rng.random((5, 3000))
+    b = a.sum(axis=1) * 0.3
+    stopped = solvers.maximize(c, a, b, solver=solver, time_limit=1e-6)
+    assert stopped.status in ("time_limit", "infeasible_answer")
+    solved = solvers.maximize(c, a, b, solver=solver)
+    assert solved.status == "optimal"
+    assert (a @ solved.x <= b + 1e-7).all()
+
+
+def test_time_limited_allocation_keeps_rows_and_reports_its_gap() -> None:
+    options = random_options(n=2000, levels=5, segments=4, seed=12)
+    rows = build_constraints(_plan(1500.0, {"s0": 300.0}, {}), options)
+    exact = lp.solve(options, rows)
+    stopped = lp.solve(options, rows, lp.LpSettings(time_limit=1e-6))
+    assert stopped.status == "time_limit" and exact.status == "optimal"
+    assert not violations(options, rows, stopped)
+    value = float(stopped.equity(options).sum())
+    assert stopped.bound >= exact.lp_objective - 1e-6  # still a valid bound
+    assert value <= exact.bound + 1e-6
