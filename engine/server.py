@@ -63,7 +63,7 @@ from engine.plan import Plan, StrategyChoice
 from engine.plugins import DISABLE_ENV, Registry, _env_names, build_registry, default_registry
 from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
-from engine.solve_pool import SolvePool, WorkerSpec
+from engine.solve_pool import SolvePool, WorkerSpec, limit_malloc_arenas, release_memory
 from engine.strategies import Metric
 
 log = logging.getLogger("engine.server")
@@ -605,9 +605,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     and its traceback goes to the server log only. Health and reflection pass through.
     """
 
-    def __init__(self, inflight: InFlight | None = None) -> None:
+    def __init__(self, inflight: InFlight | None = None, trim_rows: int | None = None) -> None:
         self.prefix = f"/{SERVICE_NAME}/"
         self.inflight = inflight or InFlight()
+        self.trim_rows = trim_rows  # after a call with more rows: hand freed memory back
 
     def intercept_service(
         self,
@@ -752,6 +753,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             fields["error"] = stats.error
         access_log.info("%s %s", stats.method, stats.code.name, extra={"fields": fields})
         self.inflight.leave()
+        if self.trim_rows is not None and (stats.rows or 0) > self.trim_rows:
+            release_memory()
 
 
 def _client_name(context: grpc.ServicerContext) -> str | None:
@@ -838,6 +841,7 @@ class EquityServer:
         that builds one, in this process and in each solve worker. Neither: built-ins plus
         the installed entry-point plugins ``config.plugins_allow`` admits."""
         self.config = config or ServerConfig()
+        limit_malloc_arenas()  # before the RPC threads allocate: keeps RSS flat under load
         self._factory = registry_factory
         if registry_factory is not None:
             self.registry = registry_factory()
@@ -848,7 +852,7 @@ class EquityServer:
         self.pool: SolvePool | None = None
         self.gate = SolveGate(self.config)
         self.health = health.HealthServicer(experimental_non_blocking=True)
-        self.interceptor = ServiceInterceptor()
+        self.interceptor = ServiceInterceptor(trim_rows=self.config.small_solve_rows)
         interceptors: list[grpc.ServerInterceptor] = [self.interceptor]
         if self.config.tokens:
             interceptors.insert(0, AuthInterceptor(self.config.tokens))

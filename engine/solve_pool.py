@@ -17,6 +17,7 @@ clear status. Workers are replaced after ``max_tasks`` tasks, which keeps memory
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -45,6 +46,30 @@ log = logging.getLogger("engine.server")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return None
+
+
+_LIBC = _libc()
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Few glibc malloc arenas: with one per thread (the default, up to 8 per core) the
+    freed buffers of large requests stay spread over arenas and RSS ratchets up."""
+    if _LIBC is not None and hasattr(_LIBC, "mallopt"):
+        _LIBC.mallopt(_M_ARENA_MAX, arenas)
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (after a large request)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker needs to build its registry and log like the server."""
@@ -66,6 +91,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
     from engine.pipeline import allocate
     from engine.server import configure_logging, server_registry
 
+    limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
     if spec.registry_factory is not None:
         registry = spec.registry_factory()
@@ -96,6 +122,8 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
+        del task, portfolio, plan, reply
+        release_memory()
 
 
 class _Worker:
