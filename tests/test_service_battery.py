@@ -17,6 +17,7 @@ broken plan. One server serves the whole module. Over 1,000 cases per run;
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ from test_input_battery import (
 
 from engine import wire
 from engine.api.equity_engine.v1 import plan_pb2, portfolio_pb2, service_pb2, service_pb2_grpc
+from engine.errors import InvalidInputError
 from engine.limits import Limits
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.plugins import build_registry
@@ -492,7 +494,7 @@ def test_the_battery_reached_every_outcome() -> None:
     """The generators are not all rejected at the door: plans came back, limits were hit,
     infeasible plans were named (run after the battery in this module)."""
     seen = {code for counts in outcomes.values() for code in counts}
-    if len(outcomes) < 5:
+    if len(outcomes) < 5:  # this test alone, or a subset
         pytest.skip("run with the rest of the module")
     assert {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"} <= seen
     assert "OK" in outcomes["valid"] and "OK" in outcomes["stream"]
@@ -514,3 +516,42 @@ def test_struct_params_of_every_json_type_are_field_violations(stub: Any) -> Non
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         bad = _unpack(_details(err.value), error_details_pb2.BadRequest)
         assert bad.field_violations[0].field == "plan.allocation.params.time_limit"
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
+              st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+PLAN_KEYS = ["budget", "segment_limits", "discount_rate", "horizon", "margin_growth",
+             "retention_levels", "acquisition_levels", "metric", "cost", "allocation",
+             "total", "cap", "kind", "params", "name", "nope"]
+
+
+@settings(max_examples=150 * SCALE)
+@given(doc=st.dictionaries(st.sampled_from(PLAN_KEYS), json_values, max_size=4),
+       nested=st.sampled_from(["budget", "allocation", "segment_limits", None]),
+       value=json_values)
+def test_plan_json_with_wrong_types_is_a_field_violation(doc: dict[str, Any],
+                                                         nested: str | None,
+                                                         value: Any) -> None:
+    """The plan as JSON (``equity allocate --plan``, grpcurl): any wrongly typed document is
+    ``InvalidInputError`` naming ``plan`` or a field under it, or a valid plan."""
+    if nested == "segment_limits":
+        doc[nested] = [{"segment": "core", "cap": value}]
+    elif nested is not None:
+        doc[nested] = {"total" if nested == "budget" else "params": value}
+    try:
+        text = json.dumps(doc, allow_nan=True)
+    except (TypeError, ValueError):
+        return
+    try:
+        plan = Plan.from_json(text)
+    except InvalidInputError as exc:
+        assert all(v.field.startswith("plan") and v.description for v in exc.violations)
+        outcomes["plan-json"]["INVALID_ARGUMENT"] += 1
+        return
+    plan.validate()
+    outcomes["plan-json"]["OK"] += 1
