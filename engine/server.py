@@ -6,6 +6,8 @@
   ``max_queued_solves`` more wait (RESOURCE_EXHAUSTED beyond). Requests of at most
   ``small_solve_rows`` rows, health checks, ``Score`` and ``ListPlugins`` never wait for a
   slot, and the thread pool always keeps threads free for them.
+- ``engine.solve_pool.SolvePool``: large solves run in worker processes (one per slot),
+  so the solver, which holds the GIL, never stalls the calls served here.
 - ``AuthInterceptor``: bearer tokens (constant-time compare); every call but health checks
   needs one when tokens are configured (UNAUTHENTICATED otherwise).
 - ``ServiceInterceptor``: the one place exceptions become gRPC statuses
