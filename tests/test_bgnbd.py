@@ -457,16 +457,15 @@ def test_cli_prints_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_bgnbd_plugin_runs_a_transaction_log_through_allocate() -> None:
-    import equity_plugins.bgnbd as plugin
-
     from engine.pipeline import allocate
     from engine.plan import Plan, StrategyChoice
     from engine.plugins import build_registry
     from engine.portfolio import Portfolio
     from engine.transactions import read_transactions
 
-    registry = build_registry(extra=[plugin], entry_points=False)
+    registry = build_registry(entry_points=False)  # bgnbd is a built-in (DEFAULT_PLUGINS)
     assert "bgnbd" in registry.names("metric") and not registry.failures
+    assert registry.info("metric", "bgnbd").package == "equity-engine"
     metric = registry.create(
         "metric", StrategyChoice("bgnbd", {"calibration_end": "1997-09-30", "margin_ratio": 0.3})
     )
