@@ -973,9 +973,13 @@ def server_registry(config: ServerConfig) -> Registry:
     return build_registry(allow=config.plugins_allow, disable=_env_names(DISABLE_ENV) or ())
 
 
-def serve(config: ServerConfig, registry: Registry | None = None) -> int:
+def serve(
+    config: ServerConfig,
+    registry: Registry | None = None,
+    registry_factory: Callable[[], Registry] | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully (``EquityServer.stop``)."""
-    server = EquityServer(config, registry)
+    server = EquityServer(config, registry, registry_factory)
     server.start()
     stop = threading.Event()
 

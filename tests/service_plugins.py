@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = cli_service.config_from_args(args)
     configure_logging(args.log_level.upper(), json_lines=args.log_format == "json")
-    return serve(config, test_registry())
+    return serve(config, registry_factory=test_registry)  # solve workers load them too
 
 
 if __name__ == "__main__":

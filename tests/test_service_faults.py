@@ -285,7 +285,8 @@ def _stream_in_background(client: Client, plan: Plan, **kwargs: Any) -> dict[str
 def test_sigterm_lets_calls_in_flight_finish_within_the_grace(
     served: Callable[..., Served],
 ) -> None:
-    server = served("--grace", "10", "--max-concurrent-solves", "1")
+    server = served("--grace", "10", "--max-concurrent-solves", "1",
+                    "--small-solve-rows", "500")  # the solve runs in a worker process
     with Client(f"127.0.0.1:{server.port}", timeout=30) as client:
         client.wait_ready(20)
         call = _stream_in_background(client, _with("slow", seconds=1.0))
@@ -311,7 +312,8 @@ def test_sigterm_lets_calls_in_flight_finish_within_the_grace(
 def test_sigterm_past_the_grace_fails_cleanly(served: Callable[..., Served]) -> None:
     """A solve that outlives the grace period is cancelled: the client gets an error, never
     a plan passed off as complete, and the server exits promptly."""
-    server = served("--grace", "0.5", "--max-concurrent-solves", "1")
+    server = served("--grace", "0.5", "--max-concurrent-solves", "1",
+                    "--small-solve-rows", "500")  # the solve runs in a worker process
     with Client(f"127.0.0.1:{server.port}", timeout=30) as client:
         client.wait_ready(20)
         call = _stream_in_background(client, _with("slow", seconds=20.0))
