@@ -3,8 +3,9 @@
 The LP solver (HiGHS through PuLP) and the model building around it hold the GIL for long
 stretches; in the server's own process a 100k-customer solve would stall health checks
 and small requests for seconds. ``SolvePool`` keeps one worker process per solve slot
-(``max_concurrent_solves``), started with ``spawn`` and niced, each with its own
-registry (built-ins plus the allowed entry-point plugins, or a picklable factory).
+(``max_concurrent_solves``), started with ``spawn`` when the first large solve needs it
+and niced, each with its own registry (built-ins plus the allowed entry-point plugins, or
+a picklable factory).
 
 One task: the portfolio, plan and limits go down a pipe; the plan result or the error (as
 a ``google.rpc.Status``, the same mapping the service uses, so domain errors keep their
@@ -157,14 +158,12 @@ class SolvePool:
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._all: set[_Worker] = set()
-        self._closed = False
-        for _ in range(size):
-            self._idle.put(self._spawn())
+        self._closed = False  # workers start with the first large solve, then stay
 
     def _spawn(self) -> _Worker:
+        """A new worker (call with ``_lock`` held)."""
         worker = _Worker(self._ctx, self.spec)
-        with self._lock:
-            self._all.add(worker)
+        self._all.add(worker)
         return worker
 
     def _retire(self, worker: _Worker) -> None:
@@ -182,7 +181,8 @@ class SolvePool:
             return
         if not healthy or worker.tasks >= self.max_tasks:
             self._retire(worker)
-            worker = self._spawn()
+            with self._lock:
+                worker = self._spawn()
         self._idle.put(worker)
 
     def solve(
@@ -191,7 +191,10 @@ class SolvePool:
     ) -> PlanResult:
         if self._closed:
             raise CancelledError("the server is stopping")
-        worker = self._idle.get()  # the solve gate admits at most ``size`` at once
+        # The solve gate admits at most ``size`` at once, so a worker is idle or can start.
+        with self._lock:
+            fresh = self._spawn() if len(self._all) < self.size and self._idle.empty() else None
+        worker = fresh or self._idle.get()
         healthy = False
         try:
             result = self._run(worker, portfolio, plan, limits, should_stop, request_id)
