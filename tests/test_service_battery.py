@@ -555,3 +555,11 @@ def test_plan_json_with_wrong_types_is_a_field_violation(doc: dict[str, Any],
         return
     plan.validate()
     outcomes["plan-json"]["OK"] += 1
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError,
+                   reason="engine/plan.py Plan.from_proto indexes KIND_NAMES with an unknown "
+                   "enum value (the service guards it in wire.plan_from_proto; the CLI does not)")
+def test_plan_json_with_an_unknown_kind_number() -> None:
+    with pytest.raises(InvalidInputError):
+        Plan.from_json('{"segment_limits": [{"segment": "core", "kind": 7, "cap": 5}]}')
