@@ -32,14 +32,19 @@ class Hull:
         self, cost: FloatArray, value: FloatArray
     ) -> tuple[IntArray, FloatArray, FloatArray]:
         """Consecutive hull steps: (unit, extra cost > 0, extra value), slopes decreasing."""
-        counts = np.diff(self.offsets)
-        unit = np.repeat(np.arange(counts.size, dtype=np.int64), np.maximum(counts - 1, 0))
+        counts, dc, dv = self.steps(cost, value)
+        return np.repeat(np.arange(counts.size, dtype=np.int64), counts), dc, dv
+
+    def steps(self, cost: FloatArray, value: FloatArray) -> tuple[IntArray, FloatArray, FloatArray]:
+        """The hull steps without a per-step unit array: (steps per unit, extra cost, extra
+        value), the steps of unit i being ``sum(counts[:i])`` onwards."""
+        counts = np.maximum(np.diff(self.offsets) - 1, 0)
         step = np.ones(max(self.points.size - 1, 0), dtype=bool)  # pairs within one unit
         step[self.offsets[1:-1][self.offsets[1:-1] > 0] - 1] = False
         c, v = cost[self.points], value[self.points]
         dc = np.subtract(c[1:], c[:-1], out=c[:-1])[step]
         dv = np.subtract(v[1:], v[:-1], out=v[:-1])[step]
-        return unit, dc, dv
+        return counts, dc, dv
 
 
 def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:

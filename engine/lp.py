@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,17 +51,33 @@ class LpSettings:
 
 @dataclass
 class _Increments:
-    """Hull increments of all units, with the index arithmetic shared by every step."""
+    """Hull increments of all units, with the index arithmetic shared by every step.
 
-    unit: NDArray[np.int64]
+    Increments are grouped by unit: unit i's are ``start[i]:start[i + 1]``. No per-increment
+    unit array is kept (it would be one more full-size array): ``unit_of`` finds the units
+    of a few increments, ``unit`` builds the whole array for the rare paths that need it."""
+
     dc: NDArray[np.float64]
     dv: NDArray[np.float64]
     cell: NDArray[np.int64]
-    start: NDArray[np.int64]  # per unit: index of its first increment
+    start: NDArray[np.int64]  # per unit: index of its first increment; then the total
 
     @property
     def ratio(self) -> NDArray[np.float64]:
         return self.dv / self.dc
+
+    @cached_property
+    def unit(self) -> NDArray[np.int64]:
+        return np.repeat(np.arange(self.start.size - 1, dtype=np.int64), np.diff(self.start))
+
+    def unit_of(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.searchsorted(self.start, positions, side="right") - 1
+
+    def first_of_unit(self) -> NDArray[np.bool_]:
+        """Per increment: whether it is its unit's first."""
+        first = np.zeros(self.dc.size, dtype=bool)
+        first[self.start[:-1][self.start[:-1] < self.dc.size]] = True
+        return first
 
     def prefix_fill(self, taken: NDArray[np.float64]) -> NDArray[np.float64]:
         """Same spend per unit, taken in order: at least as valuable on a concave hull.
@@ -73,13 +90,14 @@ class _Increments:
         if taken.size > 1:
             later = taken[1:] > 0
             later &= taken[:-1] < 1
-            later &= self.unit[1:] == self.unit[:-1]
+            later &= ~self.first_of_unit()[1:]
             if not later.any():
                 return taken
-        spend = np.bincount(self.unit, weights=self.dc * taken, minlength=self.start.size - 1)
+        unit = self.unit
+        spend = np.bincount(unit, weights=self.dc * taken, minlength=self.start.size - 1)
         cum = np.cumsum(self.dc)
-        before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[self.unit]]
-        filled = np.clip((spend[self.unit] - before) / self.dc, 0.0, 1.0)
+        before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[unit]]
+        filled = np.clip((spend[unit] - before) / self.dc, 0.0, 1.0)
         filled[filled > 1 - SNAP] = 1.0
         filled[filled < SNAP] = 0.0
         return filled
@@ -87,12 +105,11 @@ class _Increments:
 
 def _increments(options: OptionSet) -> tuple[_Increments, NDArray[np.int64]]:
     hull = options.hull
-    unit, dc, dv = hull.increments(options.cost, options.value)
-    counts = np.diff(hull.offsets) - 1
+    counts, dc, dv = hull.steps(options.cost, options.value)
     start = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts, out=start[1:])
     first = hull.points[hull.offsets[:-1]]
-    return _Increments(unit, dc, dv, options.cell[unit], start), first
+    return _Increments(dc, dv, np.repeat(options.cell, counts), start), first
 
 
 def solve(
@@ -208,7 +225,6 @@ class _Blocks:
     """
 
     idx: NDArray[np.int64] | None  # None: all increments, in order
-    ratio: NDArray[np.float64]
     dc: NDArray[np.float64]
     dv: NDArray[np.float64]
     block: NDArray[np.int64]
@@ -237,9 +253,10 @@ class _Blocks:
         ratio = np.divide(dv, dc)
         ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
         coarse = _float_key(ratio)
+        del ratio  # not kept: the few ratios needed later are recomputed from dv / dc
         coarse >>= _SHIFT
         low, high = int(coarse.min()), int(coarse.max())
-        step = max(1, ratio.size // 200_000)
+        step = max(1, coarse.size // 200_000)
         sample = coarse[::step]
         edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.int64))
         edges = edges[edges > low]
@@ -262,7 +279,6 @@ class _Blocks:
         bounds = np.concatenate(([-np.inf], _key_float(edges << _SHIFT), [np.inf]))
         return cls(
             idx=idx,
-            ratio=ratio,
             dc=dc,
             dv=dv,
             block=block,
@@ -283,11 +299,15 @@ class _Blocks:
         dc, dv = inc.dc[idx], inc.dv[idx]
         n = cells.size
         return cls(
-            idx, dv / dc, dc, dv, block, cells, np.full(n, -np.inf), np.full(n, np.inf),
+            idx, dc, dv, block, cells, np.full(n, -np.inf), np.full(n, np.inf),
             np.bincount(block, weights=dc).astype(np.float64),
             np.bincount(block, weights=dv).astype(np.float64),
             np.bincount(block), np.ones(n, dtype=bool),
         )
+
+    def ratio(self, positions: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Value per unit of spend of the increments at ``positions`` (no full-size copy)."""
+        return self.dv[positions] / self.dc[positions] + 0.0
 
     def increments(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
         """Indices into :class:`_Increments` of positions in these arrays."""
@@ -306,7 +326,7 @@ class _Blocks:
         flags = self.splittable.tolist()
         for group in groups:
             old = int(self.block[group[0]])
-            r = self.ratio[group]
+            r = self.ratio(group)
             cut = np.append(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]), prices[cells[old]])
             cut = np.unique(cut)
             cut = cut[(cut > r.min()) & (cut <= r.max())]
@@ -542,7 +562,7 @@ def _fill(
         )
         p = pos[part]
         c = blocks.cell[blocks.block[p]]
-        order = np.lexsort((-blocks.ratio[p], c))
+        order = np.lexsort((-blocks.ratio(p), c))
         c, dc = c[order], blocks.dc[p[order]]
         cum = np.cumsum(dc)
         first_of_cell = np.r_[True, c[1:] != c[:-1]]
@@ -557,11 +577,15 @@ def _to_allocation(
 ) -> Allocation:
     n = options.n_units
     hull = options.hull
-    whole = np.bincount(inc.unit, weights=(taken >= 1.0).astype(np.float64), minlength=n)
-    whole = whole.astype(np.int64)
-    part = (taken > 0.0) & (taken < 1.0)
+    counts = np.diff(inc.start)
+    whole = np.zeros(n, dtype=np.int64)
+    has_steps = counts > 0
+    if has_steps.any():  # whole steps taken per unit: a segment sum over its increments
+        full = (taken >= 1.0).view(np.uint8)
+        whole[has_steps] = np.add.reduceat(full, inc.start[:-1][has_steps], dtype=np.int64)
+    part = np.flatnonzero((taken > 0.0) & (taken < 1.0))
     theta = np.zeros(n)
-    theta[inc.unit[part]] = taken[part]
+    theta[inc.unit_of(part)] = taken[part]
     lo = hull.points[hull.offsets[:-1] + whole]
     hi = lo.copy()
     has = theta > 0
@@ -662,7 +686,7 @@ def _neighbours(
         chosen[own[max(first, 0):last + 1]] = True
     pos = blocks.members(chosen)
     cell = blocks.cell[blocks.block[pos]]
-    near = np.abs(blocks.ratio[pos] - prices[cell])
+    near = np.abs(blocks.ratio(pos) - prices[cell])
     # one float sort instead of a lexsort: cells in separate ranges, near within each
     span = 2.0 * float(near.max(initial=0.0)) + 1.0
     order = np.argsort(cell * span + near)
@@ -672,7 +696,7 @@ def _neighbours(
         np.where(first_of_cell, np.arange(order.size), 0)
     )
     best = pos[order[rank < per_cell]]
-    integral = np.unique(np.concatenate([split, inc.unit[blocks.increments(best)]]))
+    integral = np.unique(np.concatenate([split, inc.unit_of(blocks.increments(best))]))
     return integral[~options.fractional[integral]]
 
 
