@@ -388,11 +388,18 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     def _check_rows(self, portfolio: Portfolio) -> None:
         """Row and level limits, before any work: ``max_rows`` per table and, for an options
         table, ``max_levels_per_unit`` rows per customer (a million levels for one customer
-        is refused here, not after the options are built)."""
+        is refused here, not after the options are built); pools without a name."""
         for name in wire.TABLES:
             table = getattr(portfolio, name)
             if table is not None and table.height > self.config.max_rows:
                 raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        pools = portfolio.prospects
+        if pools is not None and "segment" in pools.columns and pools["segment"].null_count():
+            # engine.portfolio lets null segments through (customers may have them) and its
+            # uniqueness check then fails on them: name the problem here
+            row = int(pools["segment"].is_null().arg_max() or 0)
+            raise InvalidInputError.single("prospects.segment", "is null (a pool needs a name)",
+                                           row)
         options = portfolio.options
         limit = self.config.limits.max_levels_per_unit
         if options is not None and "customer_id" in options.columns and options.height > limit:
