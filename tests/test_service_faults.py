@@ -388,6 +388,11 @@ def test_solver_time_limit_gives_a_feasible_plan_with_its_gap(client: Client) ->
     assert full.summary["gap"] < 1e-9
 
 
-def test_a_time_limited_solve_is_not_labelled_optimal(client: Client) -> None:
-    result = client.allocate(CUSTOMERS, _with("lp", time_limit=1e-6))
-    assert result.summary["status"] != "optimal"
+def test_a_time_limited_solve_says_so(client: Client) -> None:
+    """The status and a note tell the caller the plan is the best found, not the optimum;
+    the same through a stream."""
+    for result in (client.allocate(CUSTOMERS, _with("lp", time_limit=1e-6)),
+                   client.stream(CUSTOMERS, _with("lp", time_limit=1e-6), batch_rows=500)):
+        assert result.summary["status"] == "time_limit"
+        assert any("time limit" in note for note in result.summary["notes"])
+        assert result.units.height == CUSTOMERS.height
