@@ -37,13 +37,24 @@ class Hull:
 
     def steps(self, cost: FloatArray, value: FloatArray) -> tuple[IntArray, FloatArray, FloatArray]:
         """The hull steps without a per-step unit array: (steps per unit, extra cost, extra
-        value), the steps of unit i being ``sum(counts[:i])`` onwards."""
-        counts = np.maximum(np.diff(self.offsets) - 1, 0)
-        step = np.ones(max(self.points.size - 1, 0), dtype=bool)  # pairs within one unit
-        step[self.offsets[1:-1][self.offsets[1:-1] > 0] - 1] = False
-        c, v = cost[self.points], value[self.points]
-        dc = np.subtract(c[1:], c[:-1], out=c[:-1])[step]
-        dv = np.subtract(v[1:], v[:-1], out=v[:-1])[step]
+        value), the steps of unit i being ``sum(counts[:i])`` onwards. Computed in blocks of
+        units so that only the two results are allocated at full size."""
+        counts = np.maximum(np.diff(self.offsets), 1) - 1
+        start = np.zeros(counts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=start[1:])
+        dc, dv = np.empty(int(start[-1])), np.empty(int(start[-1]))
+        for lo in range(0, counts.size, _ROWS):
+            hi = min(lo + _ROWS, counts.size)
+            a, b = int(self.offsets[lo]), int(self.offsets[hi])
+            if b - a < 2:
+                continue
+            points = self.points[a:b]
+            step = np.ones(b - a - 1, dtype=bool)  # consecutive points of one unit
+            inner = self.offsets[lo + 1:hi] - a
+            step[inner[inner > 0] - 1] = False
+            for source, out in ((cost, dc), (value, dv)):
+                x = source[points]
+                np.compress(step, np.subtract(x[1:], x[:-1]), out=out[start[lo]:start[hi]])
         return counts, dc, dv
 
 

@@ -35,6 +35,7 @@ from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import OptionSet
 
 EPS = 1e-9
+_CHUNK = 1 << 17  # increments per piece of an elementwise pass (fits in cache)
 SNAP = 1e-12  # shares this close to 0 or 1 are float noise (a tiny share may be real: keep it)
 
 
@@ -182,11 +183,14 @@ def _lagrangian(
     rhs_eff: NDArray[np.float64],
     base_value: float,
 ) -> float:
-    reduced = prices[inc.cell]  # one buffer for dv - price * dc, then its positive part
-    reduced *= inc.dc
-    np.subtract(inc.dv, reduced, out=reduced)
-    np.maximum(reduced, 0.0, out=reduced)
-    return base_value + float(duals @ rhs_eff) + float(reduced.sum())
+    total = 0.0
+    for lo in range(0, inc.dc.size, _CHUNK):  # cache-sized pieces: no full-size temporary
+        hi = lo + _CHUNK
+        reduced = prices[inc.cell[lo:hi]]
+        reduced *= inc.dc[lo:hi]
+        np.subtract(inc.dv[lo:hi], reduced, out=reduced)
+        total += float(np.maximum(reduced, 0.0, out=reduced).sum())
+    return base_value + float(duals @ rhs_eff) + total
 
 
 def _solve_full(
@@ -250,11 +254,11 @@ class _Blocks:
         else:
             idx = np.flatnonzero(constrained)
             dc, dv, cell = inc.dc[idx], inc.dv[idx], inc.cell[idx]
-        ratio = np.divide(dv, dc)
-        ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
-        coarse = _float_key(ratio)
-        del ratio  # not kept: the few ratios needed later are recomputed from dv / dc
-        coarse >>= _SHIFT
+        coarse = np.empty(dc.size, dtype=np.int64)
+        for lo in range(0, dc.size, _CHUNK):  # the ratios' keys, in cache-sized pieces
+            ratio = np.divide(dv[lo:lo + _CHUNK], dc[lo:lo + _CHUNK])
+            ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
+            np.right_shift(_float_key(ratio), _SHIFT, out=coarse[lo:lo + _CHUNK])
         low, high = int(coarse.min()), int(coarse.max())
         step = max(1, coarse.size // 200_000)
         sample = coarse[::step]

@@ -52,7 +52,12 @@ class OptionSet:
         """Flat index of each unit's do-nothing option: its cheapest (best value on ties,
         the first listed on full ties). Segment minima, not a sort of all options."""
         starts = self.offsets[:-1]
-        if self.n_units == 0 or (np.diff(self.offsets) == 0).any():  # empty units: the sort
+        counts = np.diff(self.offsets)
+        if self.n_units and counts[0] > 1 and bool((counts == counts[0]).all()):
+            grid = self.cost.reshape(self.n_units, -1)  # the common layout: levels by cost
+            if bool((grid[:, 1:] > grid[:, :-1]).all()):
+                return starts.copy()
+        if self.n_units == 0 or (counts == 0).any():  # empty units: the sort
             order = np.lexsort((-self.value, self.cost, self.unit_of_option))
             return order[starts]
         unit = self.unit_of_option
