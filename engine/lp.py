@@ -6,16 +6,25 @@ cell is a threshold on that ratio. PuLP therefore sees *blocks* of increments (a
 increments whose ratio falls in one interval) instead of one column per customer-level:
 
 1. Bin each cell's increments by ratio; a block's column has the block's summed cost/value.
+   Bins are quantiles of a monotone integer key of the ratios' float bits (no binary
+   search per increment).
 2. Solve the block LP; its duals price every cell (pi_c = sum of the duals of its rows).
 3. The Lagrangian L(duals) = duals . b + sum over increments of max(0, dv - pi_c dc) is an
-   upper bound on the full LP (weak duality), computed in numpy over all increments.
+   upper bound on the full LP (weak duality). Per round it comes from block sums plus the
+   increments of the few blocks whose interval holds the price (one pass to find them);
+   the final certificate recomputes it over all increments.
 4. Fill each cell's spend greedily by ratio (exact inside a cell); split only the blocks
-   whose ratio interval contains the cell's price; repeat until bound and plan meet.
+   that hold a price or are partly taken, merge the settled ones per cell, and repeat
+   until bound and plan meet.
 
 The result is the per-customer LP optimum with a certificate (bound, gap, shadow prices).
-Integral units left between two levels (at most one per cell) are settled by a small MIP
-over all of their levels. ``method="full"`` hands PuLP one column per hull increment
-instead; it is the slow reference path.
+Integral units left between two levels (at most one or two per cell) are settled by a
+small MIP over all of their levels and those of a few neighbours per cell (a size that
+does not grow with the portfolio). ``method="full"`` hands PuLP one column per hull
+increment instead; it is the slow reference path.
+
+Millions of increments: no sort of them, no Python loop over them, and elementwise passes
+run in cache-sized chunks, since fresh full-size arrays cost more than the arithmetic.
 """
 
 from __future__ import annotations
