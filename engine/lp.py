@@ -107,7 +107,8 @@ class _Increments:
         spend = np.bincount(unit, weights=self.dc * taken, minlength=self.start.size - 1)
         cum = np.cumsum(self.dc)
         before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[unit]]
-        filled = np.clip((spend[unit] - before) / self.dc, 0.0, 1.0)
+        with np.errstate(over="ignore"):  # a tiny step overflows to inf, which clips to 1
+            filled = np.clip((spend[unit] - before) / self.dc, 0.0, 1.0)
         filled[filled > 1 - SNAP] = 1.0
         filled[filled < SNAP] = 0.0
         return filled

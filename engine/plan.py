@@ -119,6 +119,16 @@ class Plan:
     def from_proto(cls, msg: plan_pb2.Plan) -> Plan:
         budget = msg.budget
         defaults = cls()
+        unknown = [
+            FieldViolation(
+                f"plan.segment_limits[{i}].kind",
+                f"unknown kind {lim.kind}; use KIND_RETENTION, KIND_ACQUISITION or leave unset",
+            )
+            for i, lim in enumerate(msg.segment_limits)
+            if lim.kind not in KIND_NAMES  # proto3 enums are open: any number parses
+        ]
+        if unknown:
+            raise InvalidInputError(unknown)
 
         def strategy(spec: plan_pb2.StrategySpec, default: StrategyChoice) -> StrategyChoice:
             params = json_format.MessageToDict(spec.params) if spec.HasField("params") else {}

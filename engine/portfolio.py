@@ -27,6 +27,7 @@ class Column:
     maximum: float | None = None
     below_maximum: bool = False  # strict upper bound (retention < 1)
     doc: str = ""
+    nullable: bool = False  # nulls allowed (a customer without a segment)
 
 
 CUSTOMERS = (
@@ -34,7 +35,7 @@ CUSTOMERS = (
     Column("margin", doc="contribution per period, currency; may be negative"),
     Column("retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="per-period, 0 <= r < 1"),
     Column("service_cost", required=False, minimum=0.0, doc="cost to serve per period, >= 0"),
-    Column("segment", required=False, numeric=False, doc="segment name"),
+    Column("segment", required=False, numeric=False, nullable=True, doc="segment name"),
     Column(
         "retention_ceiling",
         required=False,
@@ -97,7 +98,7 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
         series = table[col.name]
         nulls = series.is_null()
         if nulls.any():
-            if col.name != "segment":
+            if not col.nullable:
                 problems.append(_first(field, "is null", nulls))
             continue
         if not col.numeric:

@@ -7,6 +7,7 @@ solver: the change in the objective per unit increase of the right-hand side.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -29,9 +30,15 @@ class LpResult:
     seconds: float
 
 
-def available() -> list[str]:
+@functools.cache
+def _installed() -> tuple[str, ...]:
     found = set(pulp.listSolvers(onlyAvailable=True))
-    return [s for s, cls in (("highs", "HiGHS"), ("cbc", "PULP_CBC_CMD")) if cls in found]
+    return tuple(s for s, cls in (("highs", "HiGHS"), ("cbc", "PULP_CBC_CMD")) if cls in found)
+
+
+def available() -> list[str]:
+    """Solvers PuLP can drive here (probed once per process: the probe costs ~5 ms)."""
+    return list(_installed())
 
 
 def resolve(name: str) -> str:

@@ -52,7 +52,7 @@ def customer_tables(draw: st.DrawFn) -> pl.DataFrame:
         "service_cost": [draw(floats) for _ in range(n)],
         "segment": [draw(segments) for _ in range(n)],
     }
-    drop = draw(st.sets(st.sampled_from(list(columns)), max_size=2))
+    drop: set[str] = draw(st.sets(st.sampled_from(list(columns)), max_size=2))
     try:
         return pl.DataFrame({k: v for k, v in columns.items() if k not in drop},
                             strict=False)

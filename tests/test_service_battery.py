@@ -558,9 +558,6 @@ def test_plan_json_with_wrong_types_is_a_field_violation(doc: dict[str, Any],
     outcomes["plan-json"]["OK"] += 1
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="engine/plan.py Plan.from_proto indexes KIND_NAMES with an unknown "
-                   "enum value (the service guards it in wire.plan_from_proto; the CLI does not)")
 def test_plan_json_with_an_unknown_kind_number() -> None:
     with pytest.raises(InvalidInputError):
         Plan.from_json('{"segment_limits": [{"segment": "core", "kind": 7, "cap": 5}]}')
@@ -579,9 +576,6 @@ def test_pools_without_names(stub: Any) -> None:
     assert bad.field_violations[0].field == "prospects.segment[0]"
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="engine/portfolio.py: prospects with null segments reach _unique, "
-                   "which indexes an empty filter (the service guards it)")
 def test_engine_validates_pools_without_names() -> None:
     from engine.portfolio import Portfolio
 
