@@ -69,7 +69,7 @@ class _Increments:
 
     dc: NDArray[np.float64]
     dv: NDArray[np.float64]
-    cell: NDArray[np.int64]
+    cell: NDArray[np.integer]  # int16 when cells are few: it is a full-size array
     start: NDArray[np.int64]  # per unit: index of its first increment; then the total
 
     @property
@@ -120,7 +120,9 @@ def _increments(options: OptionSet) -> tuple[_Increments, NDArray[np.int64]]:
     start = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts, out=start[1:])
     first = hull.points[hull.offsets[:-1]]
-    return _Increments(dc, dv, np.repeat(options.cell, counts), start), first
+    cell = options.cell
+    small = np.int16 if options.n_cells < np.iinfo(np.int16).max else np.int64
+    return _Increments(dc, dv, np.repeat(cell.astype(small), counts), start), first
 
 
 def solve(
@@ -278,12 +280,13 @@ class _Blocks:
         n_bins = edges.size + 1
         used = np.zeros(n_cells, dtype=bool)
         used[cell] = True
-        rank = np.cumsum(used) - 1
-        coarse -= low
-        np.take(table, coarse, out=coarse, mode="clip")  # bins, in place
-        key = rank[cell]
-        key *= n_bins
-        key += coarse
+        offset = (np.cumsum(used) - 1) * n_bins  # first key of each used cell
+        key = coarse  # (cell rank, bin) keys, in place and in cache-sized pieces
+        for lo in range(0, key.size, _CHUNK):
+            piece = key[lo:lo + _CHUNK]
+            piece -= low
+            np.take(table, piece, out=piece, mode="clip")
+            piece += offset[cell[lo:lo + _CHUNK]]
         del coarse
         count = np.bincount(key)
         present = count > 0
@@ -688,28 +691,33 @@ def _neighbours(
     touched = matrix[:, np.unique(options.cell[split])].any(axis=1)
     wanted = matrix[touched].any(axis=0)
     chosen = np.zeros(blocks.cell.size, dtype=bool)
+    cap = 256 * per_cell
     for c in np.flatnonzero(wanted):
         own = np.flatnonzero(blocks.cell == c)
         own = own[np.argsort(blocks.lo[own], kind="stable")]
         counts = blocks.count[own]
         j = int(np.searchsorted(blocks.lo[own], prices[c], side="right")) - 1
-        below = np.cumsum(counts[:max(j, 0)][::-1])  # blocks j-1, j-2, ... (all below price)
-        above = np.cumsum(counts[j + 1:])  # blocks j+1, j+2, ... (all above price)
-        first = max(j, 0) - int(np.searchsorted(below, per_cell)) - 1
-        last = j + 1 + int(np.searchsorted(above, per_cell))
-        chosen[own[max(first, 0):last + 1]] = True
+        # blocks j-1, j-2, ... (all below the price) and j+1, j+2, ... (all above it), up to
+        # per_cell increments on each side; a big settled block ends the walk (reading all
+        # of its members would cost a pass over much of the cell for a few neighbours)
+        down, up = counts[:max(j, 0)][::-1], counts[j + 1:]
+        n_down = int(np.searchsorted(np.cumsum(down), per_cell)) + 1
+        n_up = int(np.searchsorted(np.cumsum(up), per_cell)) + 1
+        n_down = min(n_down, int(np.argmax(np.append(down, cap + 1) > cap)))
+        n_up = min(n_up, int(np.argmax(np.append(up, cap + 1) > cap)))
+        chosen[own[max(j - n_down, 0):j + 1 + n_up]] = True
+        if j >= 0:
+            chosen[own[j]] = True
     pos = blocks.members(chosen)
     cell = blocks.cell[blocks.block[pos]]
     near = np.abs(blocks.ratio(pos) - prices[cell])
-    # one float sort instead of a lexsort: cells in separate ranges, near within each
-    span = 2.0 * float(near.max(initial=0.0)) + 1.0
-    order = np.argsort(cell * span + near)
-    cell = cell[order]
-    first_of_cell = np.r_[True, cell[1:] != cell[:-1]]
-    rank = np.arange(order.size) - np.maximum.accumulate(
-        np.where(first_of_cell, np.arange(order.size), 0)
-    )
-    best = pos[order[rank < per_cell]]
+    picked = []
+    for c in np.flatnonzero(wanted):  # per cell the per_cell nearest: a partition, no sort
+        own = np.flatnonzero(cell == c)
+        if own.size > per_cell:
+            own = own[np.argpartition(near[own], per_cell - 1)[:per_cell]]
+        picked.append(pos[own])
+    best = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
     integral = np.unique(np.concatenate([split, inc.unit_of(blocks.increments(best))]))
     return integral[~options.fractional[integral]]
 
