@@ -298,9 +298,10 @@ def allocate(
     run = compute or dask.compute
     delayed = dask.delayed
     frames = options.to_delayed()
-    names = sorted(str(s) for s in run(options["segment"].unique())[0].tolist())
-    if "segment" not in options.columns:
-        names = [""]
+    names = [""]
+    if "segment" in options.columns:  # null segments are the segment "" (as from_table has)
+        found = run(options["segment"].unique())[0].tolist()
+        names = sorted({"" if s is None or s != s else str(s) for s in found})
     stub = OptionSet(
         unit_id=pl.Series([], dtype=pl.String),
         kind=np.zeros(0, dtype=np.int8),
@@ -332,6 +333,7 @@ def allocate(
     duals = np.zeros(len(rows))
     x = np.zeros(blocks.cell.size)
     rounds, bound, primal = 0, base_value + free_value, base_value + free_value
+    closed = True
     while blocks.cell.size:
         rounds += 1
         result = solvers.maximize(blocks.value, matrix[:, blocks.cell] * blocks.cost, rhs_eff,
@@ -386,7 +388,7 @@ def allocate(
     meta = planned[0][0].iloc[:0]
     units = dask.dataframe.from_delayed(outputs, meta=meta)
     summary = {
-        "status": "optimal",
+        "status": "optimal" if closed else "gap_open",
         "lp_objective": primal,
         "bound": max(bound, primal),
         "equity_after": equity,
