@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import grpc
 import polars as pl
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
@@ -375,6 +376,22 @@ class Client:
         response = self._call(lambda: self.stub.Score(request, timeout=self._timeout(timeout)))
         out = wire.decode_table(response.scores, "scores")
         return out if out is not None else pl.DataFrame()
+
+    def frontier(
+        self, portfolio: Portfolio | pl.DataFrame, plan: Plan | None = None, *,
+        timeout: float | None = None,
+    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+        """The exact equity-vs-budget frontier: (points, moves, summary)."""
+        request = service_pb2.FrontierRequest(
+            portfolio=wire.encode_portfolio(_portfolio(portfolio), self.table_format),
+            plan=(plan or Plan()).to_proto(),
+        )
+        response = self._call(lambda: self.stub.Frontier(request, timeout=self._timeout(timeout)))
+        points = wire.decode_table(response.points, "points")
+        moves = wire.decode_table(response.moves, "moves")
+        summary = json_format.MessageToDict(response.summary)
+        return (points if points is not None else pl.DataFrame(),
+                moves if moves is not None else pl.DataFrame(), summary)
 
     def list_plugins(self, *, timeout: float | None = None) -> dict[str, list[dict[str, Any]]]:
         """``{"strategies": [...], "failures": [...]}``, as ``equity plugins --json`` prints."""

@@ -508,6 +508,31 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     ) -> service_pb2.ListPluginsResponse:
         return self._plugins
 
+    def Frontier(
+        self, request: service_pb2.FrontierRequest, context: grpc.ServicerContext
+    ) -> service_pb2.FrontierResponse:
+        from engine.frontier import frontier
+
+        wire.check_format(request.response_format, "response_format")
+        plan = wire.plan_from_proto(request.plan)
+        portfolio = wire.decode_portfolio(request.portfolio)
+        self._check_rows(portfolio)
+        self.config.limits.check_inputs(portfolio, plan)
+        with self.gate.admitted():  # as heavy as a solve: counts against the same limit
+            result = frontier(
+                portfolio, plan, self.registry, should_stop=lambda: not context.is_active()
+            )
+        fmt = request.response_format or wire.ARROW
+        response = service_pb2.FrontierResponse(
+            points=wire.encode_table(result.points, fmt),
+            moves=wire.encode_table(result.moves, fmt),
+        )
+        response.summary.update(json.loads(json.dumps(result.summary(), default=float)))
+        size = response.ByteSize()
+        if size > self.config.max_message_bytes:
+            raise LimitExceededError("max_message_bytes", size, self.config.max_message_bytes)
+        return response
+
 
 def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
     """Validate the columns the metrics read (and known customer columns that are present)."""

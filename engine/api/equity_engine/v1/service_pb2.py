@@ -28,15 +28,15 @@ from engine.api.equity_engine.v1 import result_pb2 as equity__engine_dot_v1_dot_
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65quity_engine/v1/service.proto\x12\x10\x65quity_engine.v1\x1a\x1b\x65quity_engine/v1/plan.proto\x1a equity_engine/v1/portfolio.proto\x1a\x1d\x65quity_engine/v1/result.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x01\n\x0f\x41llocateRequest\x12.\n\tportfolio\x18\x01 \x01(\x0b\x32\x1b.equity_engine.v1.Portfolio\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x36\n\x0fresponse_format\x18\x03 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\"j\n\x10\x41llocateResponse\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.equity_engine.v1.PlanSummary\x12&\n\x05units\x18\x02 \x01(\x0b\x32\x17.equity_engine.v1.Table\"\x91\x01\n\x14\x41llocateStreamHeader\x12$\n\x04plan\x18\x01 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x36\n\x0fresponse_format\x18\x02 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\x12\x1b\n\x13response_batch_rows\x18\x03 \x01(\r\"\x87\x01\n\x15\x41llocateStreamRequest\x12\x38\n\x06header\x18\x01 \x01(\x0b\x32&.equity_engine.v1.AllocateStreamHeaderH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.equity_engine.v1.PortfolioH\x00\x42\x06\n\x04item\"|\n\x16\x41llocateStreamResponse\x12(\n\x05units\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.TableH\x00\x12\x30\n\x07summary\x18\x02 \x01(\x0b\x32\x1d.equity_engine.v1.PlanSummaryH\x00\x42\x06\n\x04item\"\xa9\x01\n\x0cScoreRequest\x12*\n\tcustomers\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x36\n\x0fresponse_format\x18\x04 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\"8\n\rScoreResponse\x12\'\n\x06scores\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\"\x14\n\x12ListPluginsRequest\"\xd8\x01\n\x11StrategyParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0b\n\x03\x64oc\x18\x03 \x01(\t\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_minimumB\n\n\x08_maximum\"\xf1\x01\n\x08Strategy\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.equity_engine.v1.StrategyKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x0f\n\x07package\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x37\n\nparameters\x18\x07 \x03(\x0b\x32#.equity_engine.v1.StrategyParameter\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"0\n\rPluginFailure\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0f\n\x07problem\x18\x02 \x01(\t\"x\n\x13ListPluginsResponse\x12.\n\nstrategies\x18\x01 \x03(\x0b\x32\x1a.equity_engine.v1.Strategy\x12\x31\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1f.equity_engine.v1.PluginFailure*}\n\x0cStrategyKind\x12\x1d\n\x19STRATEGY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14STRATEGY_KIND_METRIC\x10\x01\x12\x16\n\x12STRATEGY_KIND_COST\x10\x02\x12\x1c\n\x18STRATEGY_KIND_ALLOCATION\x10\x03\x32\xf1\x02\n\rEquityService\x12Q\n\x08\x41llocate\x12!.equity_engine.v1.AllocateRequest\x1a\".equity_engine.v1.AllocateResponse\x12g\n\x0e\x41llocateStream\x12\'.equity_engine.v1.AllocateStreamRequest\x1a(.equity_engine.v1.AllocateStreamResponse(\x01\x30\x01\x12H\n\x05Score\x12\x1e.equity_engine.v1.ScoreRequest\x1a\x1f.equity_engine.v1.ScoreResponse\x12Z\n\x0bListPlugins\x12$.equity_engine.v1.ListPluginsRequest\x1a%.equity_engine.v1.ListPluginsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65quity_engine/v1/service.proto\x12\x10\x65quity_engine.v1\x1a\x1b\x65quity_engine/v1/plan.proto\x1a equity_engine/v1/portfolio.proto\x1a\x1d\x65quity_engine/v1/result.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x01\n\x0f\x41llocateRequest\x12.\n\tportfolio\x18\x01 \x01(\x0b\x32\x1b.equity_engine.v1.Portfolio\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x36\n\x0fresponse_format\x18\x03 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\"j\n\x10\x41llocateResponse\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.equity_engine.v1.PlanSummary\x12&\n\x05units\x18\x02 \x01(\x0b\x32\x17.equity_engine.v1.Table\"\x91\x01\n\x14\x41llocateStreamHeader\x12$\n\x04plan\x18\x01 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x36\n\x0fresponse_format\x18\x02 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\x12\x1b\n\x13response_batch_rows\x18\x03 \x01(\r\"\x87\x01\n\x15\x41llocateStreamRequest\x12\x38\n\x06header\x18\x01 \x01(\x0b\x32&.equity_engine.v1.AllocateStreamHeaderH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.equity_engine.v1.PortfolioH\x00\x42\x06\n\x04item\"|\n\x16\x41llocateStreamResponse\x12(\n\x05units\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.TableH\x00\x12\x30\n\x07summary\x18\x02 \x01(\x0b\x32\x1d.equity_engine.v1.PlanSummaryH\x00\x42\x06\n\x04item\"\xa9\x01\n\x0cScoreRequest\x12*\n\tcustomers\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x36\n\x0fresponse_format\x18\x04 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\"8\n\rScoreResponse\x12\'\n\x06scores\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\"\x9f\x01\n\x0f\x46rontierRequest\x12.\n\tportfolio\x18\x01 \x01(\x0b\x32\x1b.equity_engine.v1.Portfolio\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x16.equity_engine.v1.Plan\x12\x36\n\x0fresponse_format\x18\x03 \x01(\x0e\x32\x1d.equity_engine.v1.TableFormat\"\x8d\x01\n\x10\x46rontierResponse\x12\'\n\x06points\x18\x01 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12&\n\x05moves\x18\x02 \x01(\x0b\x32\x17.equity_engine.v1.Table\x12(\n\x07summary\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x14\n\x12ListPluginsRequest\"\xd8\x01\n\x11StrategyParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0b\n\x03\x64oc\x18\x03 \x01(\t\x12-\n\rdefault_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x07\x63hoices\x18\x05 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x14\n\x07minimum\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_minimumB\n\n\x08_maximum\"\xf1\x01\n\x08Strategy\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.equity_engine.v1.StrategyKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x0e\n\x06plugin\x18\x04 \x01(\t\x12\x0f\n\x07package\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x37\n\nparameters\x18\x07 \x03(\x0b\x32#.equity_engine.v1.StrategyParameter\x12-\n\x0c\x63\x61pabilities\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"0\n\rPluginFailure\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0f\n\x07problem\x18\x02 \x01(\t\"x\n\x13ListPluginsResponse\x12.\n\nstrategies\x18\x01 \x03(\x0b\x32\x1a.equity_engine.v1.Strategy\x12\x31\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1f.equity_engine.v1.PluginFailure*}\n\x0cStrategyKind\x12\x1d\n\x19STRATEGY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14STRATEGY_KIND_METRIC\x10\x01\x12\x16\n\x12STRATEGY_KIND_COST\x10\x02\x12\x1c\n\x18STRATEGY_KIND_ALLOCATION\x10\x03\x32\xc4\x03\n\rEquityService\x12Q\n\x08\x41llocate\x12!.equity_engine.v1.AllocateRequest\x1a\".equity_engine.v1.AllocateResponse\x12g\n\x0e\x41llocateStream\x12\'.equity_engine.v1.AllocateStreamRequest\x1a(.equity_engine.v1.AllocateStreamResponse(\x01\x30\x01\x12H\n\x05Score\x12\x1e.equity_engine.v1.ScoreRequest\x1a\x1f.equity_engine.v1.ScoreResponse\x12Z\n\x0bListPlugins\x12$.equity_engine.v1.ListPluginsRequest\x1a%.equity_engine.v1.ListPluginsResponse\x12Q\n\x08\x46rontier\x12!.equity_engine.v1.FrontierRequest\x1a\".equity_engine.v1.FrontierResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'equity_engine.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRATEGYKIND']._serialized_start=1745
-  _globals['_STRATEGYKIND']._serialized_end=1870
+  _globals['_STRATEGYKIND']._serialized_start=2051
+  _globals['_STRATEGYKIND']._serialized_end=2176
   _globals['_ALLOCATEREQUEST']._serialized_start=177
   _globals['_ALLOCATEREQUEST']._serialized_end=336
   _globals['_ALLOCATERESPONSE']._serialized_start=338
@@ -51,16 +51,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREREQUEST']._serialized_end=1028
   _globals['_SCORERESPONSE']._serialized_start=1030
   _globals['_SCORERESPONSE']._serialized_end=1086
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=1088
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=1108
-  _globals['_STRATEGYPARAMETER']._serialized_start=1111
-  _globals['_STRATEGYPARAMETER']._serialized_end=1327
-  _globals['_STRATEGY']._serialized_start=1330
-  _globals['_STRATEGY']._serialized_end=1571
-  _globals['_PLUGINFAILURE']._serialized_start=1573
-  _globals['_PLUGINFAILURE']._serialized_end=1621
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1623
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=1743
-  _globals['_EQUITYSERVICE']._serialized_start=1873
-  _globals['_EQUITYSERVICE']._serialized_end=2242
+  _globals['_FRONTIERREQUEST']._serialized_start=1089
+  _globals['_FRONTIERREQUEST']._serialized_end=1248
+  _globals['_FRONTIERRESPONSE']._serialized_start=1251
+  _globals['_FRONTIERRESPONSE']._serialized_end=1392
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=1394
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=1414
+  _globals['_STRATEGYPARAMETER']._serialized_start=1417
+  _globals['_STRATEGYPARAMETER']._serialized_end=1633
+  _globals['_STRATEGY']._serialized_start=1636
+  _globals['_STRATEGY']._serialized_end=1877
+  _globals['_PLUGINFAILURE']._serialized_start=1879
+  _globals['_PLUGINFAILURE']._serialized_end=1927
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=1929
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=2049
+  _globals['_EQUITYSERVICE']._serialized_start=2179
+  _globals['_EQUITYSERVICE']._serialized_end=2631
 # @@protoc_insertion_point(module_scope)

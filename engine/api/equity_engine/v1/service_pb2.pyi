@@ -84,6 +84,26 @@ class ScoreResponse(_message.Message):
     scores: _portfolio_pb2.Table
     def __init__(self, scores: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ...) -> None: ...
 
+class FrontierRequest(_message.Message):
+    __slots__ = ("portfolio", "plan", "response_format")
+    PORTFOLIO_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    portfolio: _portfolio_pb2.Portfolio
+    plan: _plan_pb2.Plan
+    response_format: _portfolio_pb2.TableFormat
+    def __init__(self, portfolio: _Optional[_Union[_portfolio_pb2.Portfolio, _Mapping]] = ..., plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ...) -> None: ...
+
+class FrontierResponse(_message.Message):
+    __slots__ = ("points", "moves", "summary")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    points: _portfolio_pb2.Table
+    moves: _portfolio_pb2.Table
+    summary: _struct_pb2.Struct
+    def __init__(self, points: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., moves: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -55,6 +55,11 @@ class EquityServiceStub:
                 request_serializer=equity__engine_dot_v1_dot_service__pb2.ListPluginsRequest.SerializeToString,
                 response_deserializer=equity__engine_dot_v1_dot_service__pb2.ListPluginsResponse.FromString,
                 _registered_method=True)
+        self.Frontier = channel.unary_unary(
+                '/equity_engine.v1.EquityService/Frontier',
+                request_serializer=equity__engine_dot_v1_dot_service__pb2.FrontierRequest.SerializeToString,
+                response_deserializer=equity__engine_dot_v1_dot_service__pb2.FrontierResponse.FromString,
+                _registered_method=True)
 
 
 class EquityServiceServicer:
@@ -93,6 +98,14 @@ class EquityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Frontier(self, request, context):
+        """The exact frontier of equity against the total budget: every breakpoint from the
+        least feasible budget up to the optimal budget, with the split by kind and segment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EquityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +128,11 @@ def add_EquityServiceServicer_to_server(servicer, server):
                     servicer.ListPlugins,
                     request_deserializer=equity__engine_dot_v1_dot_service__pb2.ListPluginsRequest.FromString,
                     response_serializer=equity__engine_dot_v1_dot_service__pb2.ListPluginsResponse.SerializeToString,
+            ),
+            'Frontier': grpc.unary_unary_rpc_method_handler(
+                    servicer.Frontier,
+                    request_deserializer=equity__engine_dot_v1_dot_service__pb2.FrontierRequest.FromString,
+                    response_serializer=equity__engine_dot_v1_dot_service__pb2.FrontierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +244,33 @@ class EquityService:
             '/equity_engine.v1.EquityService/ListPlugins',
             equity__engine_dot_v1_dot_service__pb2.ListPluginsRequest.SerializeToString,
             equity__engine_dot_v1_dot_service__pb2.ListPluginsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Frontier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/equity_engine.v1.EquityService/Frontier',
+            equity__engine_dot_v1_dot_service__pb2.FrontierRequest.SerializeToString,
+            equity__engine_dot_v1_dot_service__pb2.FrontierResponse.FromString,
             options,
             channel_credentials,
             insecure,
