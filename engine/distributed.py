@@ -235,7 +235,7 @@ def _plan(
     per cell and the customers left between two levels, with their options."""
     part = _part(frame, names, constrained_cells)
     options = part.options
-    allocation = lp._to_allocation(options, part.inc, part.first, _taken(part, fill))
+    allocation = lp._to_allocation(options, part.inc, _taken(part, fill))
     ids = options.unit_id.to_list()
     if fill.patch:
         at = {cid: i for i, cid in enumerate(ids)}

@@ -170,7 +170,7 @@ def solve(
     lp_objective = base_value + float(inc.dv @ taken)
     prices = duals @ matrix if rows else np.zeros(n_cells)
     bound = _lagrangian(inc, prices, duals, rhs_eff, base_value)
-    allocation = _to_allocation(options, inc, first, taken)
+    allocation = _to_allocation(options, inc, taken)
     allocation.method, allocation.solver, allocation.iterations = method, solver_name, rounds
     allocation.lp_objective, allocation.bound = lp_objective, max(bound, lp_objective)
     allocation.shadow_prices = {
@@ -590,7 +590,7 @@ def _fill(
 
 
 def _to_allocation(
-    options: OptionSet, inc: _Increments, first: NDArray[np.int64], taken: NDArray[np.float64]
+    options: OptionSet, inc: _Increments, taken: NDArray[np.float64]
 ) -> Allocation:
     n = options.n_units
     hull = options.hull
@@ -607,7 +607,6 @@ def _to_allocation(
     hi = lo.copy()
     has = theta > 0
     hi[has] = hull.points[hull.offsets[:-1][has] + whole[has] + 1]
-    del first
     return Allocation(lo, hi, theta, "optimal", "", "")
 
 

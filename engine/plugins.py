@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 
 from engine import __version__, hookspecs
-from engine.errors import FieldViolation, InvalidInputError, PluginError
+from engine.errors import InvalidInputError, PluginError
 from engine.plan import StrategyChoice
 from engine.strategies import BASES, Param, Strategy
 
@@ -251,7 +251,6 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "DISABLE_ENV",
     "ENTRY_POINT_GROUP",
-    "FieldViolation",
     "Registry",
     "StrategyInfo",
     "build_registry",

@@ -207,6 +207,33 @@ class ServerConfig:
 # --- admission of solves ----------------------------------------------------------------------
 
 
+class InFlight:
+    """A count of work in progress that can be waited on until it drops to zero (calls in
+    flight until gRPC has finished them; solves running)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._idle:
+            return self._count
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
 class SolveGate:
     """Bounds large solves: ``slots`` at once, ``queue`` more waiting, none beyond."""
 
@@ -215,19 +242,16 @@ class SolveGate:
         self._slots = threading.BoundedSemaphore(config.max_concurrent_solves)
         self._lock = threading.Lock()
         self._admitted = 0
-        self._running = 0
-        self._idle = threading.Condition(self._lock)
+        self._running = InFlight()
 
     @property
     def running(self) -> int:
         """Solves running now (large and small)."""
-        with self._lock:
-            return self._running
+        return self._running.count
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no solve runs; False if ``timeout`` passed first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
+        return self._running.wait_idle(timeout)
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -263,14 +287,11 @@ class SolveGate:
 
     @contextmanager
     def running_solve(self) -> Iterator[None]:
-        with self._lock:
-            self._running += 1
+        self._running.enter()
         try:
             yield
         finally:
-            with self._lock:
-                self._running -= 1
-                self._idle.notify_all()
+            self._running.leave()
 
 
 def stopper(context: grpc.ServicerContext) -> Callable[[], bool]:
@@ -603,32 +624,6 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         if isinstance(request, Malformed):
             raise request.error(i)
         yield request
-
-
-class InFlight:
-    """Counts calls of the service until gRPC has finished them (status sent or cancelled)."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._idle = threading.Condition()
-
-    def enter(self) -> None:
-        with self._idle:
-            self._count += 1
-
-    def leave(self) -> None:
-        with self._idle:
-            self._count -= 1
-            self._idle.notify_all()
-
-    @property
-    def count(self) -> int:
-        with self._idle:
-            return self._count
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._count == 0, timeout)
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
