@@ -28,6 +28,7 @@ from engine.errors import (
 from engine.io import read_table, write_table
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
+from engine.stdio import reserve_stdout
 
 # Modules adding sub-commands: each defines ``add_parser(subparsers)``.
 EXTENSIONS: tuple[str, ...] = (
@@ -293,6 +294,7 @@ def report_error(exc: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    reserve_stdout()  # only what the engine prints reaches stdout (engine/stdio.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

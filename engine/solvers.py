@@ -16,6 +16,7 @@ import pulp
 from numpy.typing import NDArray
 
 from engine.errors import InvalidInputError, SolverError
+from engine.stdio import native_stdout_silenced
 
 SOLVERS = ("highs", "cbc")
 
@@ -117,7 +118,9 @@ def maximize(
                 pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"e{k}", float(b_eq[k]))
             )
     try:
-        prob.solve(_make(name, time_limit, integer))
+        # HiGHS prints a banner on stdout whenever PuLP makes a solver object (highspy 1.16).
+        with native_stdout_silenced():
+            prob.solve(_make(name, time_limit, integer))
     except pulp.PulpSolverError as exc:
         raise SolverError(f"{name} failed: {exc}") from None
     seconds = time.perf_counter() - started
