@@ -69,14 +69,15 @@ def reserve_stdout() -> None:
     if fd != 1:
         return
     stream.flush()
+    line_buffering = bool(getattr(stream, "line_buffering", False))
     private = os.dup(1)
     os.dup2(2, 1)
     replacement = io.TextIOWrapper(
-        os.fdopen(private, "wb", buffering=0 if stream.line_buffering else -1),
+        os.fdopen(private, "wb", buffering=0 if line_buffering else -1),
         encoding=stream.encoding,
         errors=stream.errors,
-        line_buffering=stream.line_buffering,
-        write_through=stream.line_buffering,
+        line_buffering=line_buffering,
+        write_through=line_buffering,
     )
     replacement._equity_reserved = True  # type: ignore[attr-defined]
     sys.stdout = replacement
