@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.bgnbd import fit_bgnbd_rfm
-from engine.clv import customer_values, default_discount_rate
-from engine.gamma_gamma import fit_gamma_gamma_rfm
-from engine.transactions import read_transactions, rfm_statistics
+from engine.clv.bgnbd import fit_bgnbd_rfm
+from engine.clv.gamma_gamma import fit_gamma_gamma_rfm
+from engine.clv.transactions import read_transactions, rfm_statistics
+from engine.clv.value import customer_values, default_discount_rate
 from engine.valuation import Valuation
 
 START = dt.date(2022, 1, 1)

@@ -5,9 +5,9 @@ Run: PYTHONPATH=. .venv/bin/python benchmarks/bruteforce.py
 
 from __future__ import annotations
 
-from engine import lp
 from engine.constraints import build_constraints
 from engine.errors import InfeasiblePlanError
+from engine.optimize import lp
 from tests.conftest import random_options
 from tests.reference import brute_force, reference_lp
 from tests.test_lp import CASES, _plan

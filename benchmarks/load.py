@@ -39,9 +39,9 @@ from typing import Any
 import grpc
 
 from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
-from engine.cli_service import _free_port
-from engine.client import Client
+from engine.cli.service import _free_port
 from engine.portfolio import Portfolio
+from engine.service.client import Client
 from engine.synthetic import example
 
 INTENDED = {"RESOURCE_EXHAUSTED"}  # limits doing their job (named in QuotaFailure)

@@ -1,7 +1,7 @@
 """Independent references for the allocation LP: highspy called directly, and naive PuLP.
 
 Both solve the textbook *full per-customer* LP straight from the options table, sharing no
-code with ``engine.lp`` (no hull, no increments, no blocks):
+code with ``engine.optimize.lp`` (no hull, no increments, no blocks):
 
     max  sum_j value_j x_j
     s.t. sum_{j of customer i} x_j = 1                    for every customer i

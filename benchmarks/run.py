@@ -178,11 +178,11 @@ def task_pulp(folder: Path) -> dict[str, Any]:
 def task_grpc(folder: Path) -> dict[str, Any]:
     import signal
 
-    from engine.cli_service import _free_port
-    from engine.client import Client
+    from engine.cli.service import _free_port
     from engine.io import read_table
     from engine.plan import Plan
     from engine.portfolio import Portfolio
+    from engine.service.client import Client
 
     plan = Plan.from_file(folder / "plan.json")
     table = folder / "options.parquet"

@@ -19,10 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from engine.cli_service import _free_port
-from engine.client import AllocateResult, Client
+from engine.cli.service import _free_port
 from engine.pipeline import allocate
 from engine.portfolio import Portfolio
+from engine.service.client import AllocateResult, Client
 from engine.synthetic import example
 
 

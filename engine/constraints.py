@@ -1,7 +1,7 @@
 """Coupling constraints of the allocation: budgets, segment caps and minimums.
 
 Every constraint is a sum of spend over a set of (segment, kind) cells, which is the
-structure the allocator exploits (see ``engine.lp``). Rows are kept in the caller's sense
+structure the allocator exploits (see ``engine.optimize.lp``). Rows are kept in the caller's sense
 (``<=`` for budgets and caps, ``>=`` for minimums) and named for the shadow-price report.
 """
 

@@ -8,11 +8,11 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from engine import lp
 from engine.allocation import Allocation, row_usage
 from engine.constraints import Constraint
 from engine.errors import InfeasiblePlanError
 from engine.hookspecs import hookimpl
+from engine.optimize import lp
 from engine.options import OptionSet
 from engine.strategies import Allocator, Param, Problem
 

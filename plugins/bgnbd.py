@@ -1,9 +1,9 @@
 """Built-in metric: a transaction log becomes the customers table (BG/NBD + Gamma-Gamma).
 
 Unlike row-valuing metrics, ``bgnbd`` reads a *transactions* table (``customer_id``,
-``date``, ``amount``; see ``engine.transactions`` for the cleaning policy) and returns one
+``date``, ``amount``; see ``engine.clv.transactions`` for the cleaning policy) and returns one
 row per customer with the columns the engine values customers by, ``margin`` and
-``retention``, plus the model's own per-customer figures. The bridge (``engine.clv``, docs/
+``retention``, plus the model's own per-customer figures. The bridge (``engine.clv.value``, docs/
 clv.md) is exact for the plan's valuation: ``margin * margin_multiplier(retention)`` equals
 the BG/NBD/Gamma-Gamma CLV at the plan's discount rate, horizon and margin growth.
 """
@@ -15,11 +15,11 @@ from typing import ClassVar
 
 import polars as pl
 
-from engine.clv import CLVResult, clv_from_transactions
+from engine.clv.transactions import UNIT_DAYS, normalize_transactions
+from engine.clv.value import CLVResult, clv_from_transactions
 from engine.errors import InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.strategies import Metric, Param
-from engine.transactions import UNIT_DAYS, normalize_transactions
 from engine.valuation import Valuation
 
 

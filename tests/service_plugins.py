@@ -233,8 +233,8 @@ def main(argv: list[str]) -> int:
     """``equity serve`` with the test strategies registered."""
     import argparse
 
-    from engine import cli_service
-    from engine.server import configure_logging, serve
+    from engine.cli import service as cli_service
+    from engine.service.server import configure_logging, serve
 
     parser = argparse.ArgumentParser()
     cli_service.add_parser(parser.add_subparsers(dest="command"))

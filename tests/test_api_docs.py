@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
-from engine.server import EquityServer, ServerConfig
+from engine.service.server import EquityServer, ServerConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 EXAMPLE = re.compile(

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy import integrate, stats
 
-from engine.bgnbd import (
+from engine.clv.bgnbd import (
     BGNBDParams,
     ModelFitError,
     conditional_expected_purchases,
@@ -24,7 +24,9 @@ from engine.bgnbd import (
     purchase_rate_alive,
     sufficient_statistics,
 )
-from engine.clv import (
+from engine.clv.gamma_gamma import fit_gamma_gamma_rfm
+from engine.clv.transactions import load_rfm
+from engine.clv.value import (
     TAIL_START,
     clv_from_transactions,
     customer_values,
@@ -32,8 +34,6 @@ from engine.clv import (
     stream_alive,
 )
 from engine.errors import InvalidInputError
-from engine.gamma_gamma import fit_gamma_gamma_rfm
-from engine.transactions import load_rfm
 from engine.valuation import Valuation, margin_multiplier
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
@@ -417,7 +417,7 @@ def test_clv_from_transactions_summary() -> None:
 
 
 def test_cli_prints_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.cli_clv import main
+    from engine.cli.clv import main
 
     out = tmp_path / "per_customer.csv"
     code = main(
@@ -457,11 +457,11 @@ def test_cli_prints_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_bgnbd_plugin_runs_a_transaction_log_through_allocate() -> None:
+    from engine.clv.transactions import read_transactions
     from engine.pipeline import allocate
     from engine.plan import Plan, StrategyChoice
     from engine.plugins import build_registry
     from engine.portfolio import Portfolio
-    from engine.transactions import read_transactions
 
     registry = build_registry(entry_points=False)  # bgnbd is a built-in (DEFAULT_PLUGINS)
     assert "bgnbd" in registry.names("metric") and not registry.failures

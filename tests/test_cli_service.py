@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from engine.cli import main
-from engine.cli_service import _free_port
-from engine.client import Client
+from engine.cli.service import _free_port
+from engine.service.client import Client
 from engine.synthetic import example
 
 

@@ -1,4 +1,4 @@
-"""engine.distributed over Dask partitions against the single-machine LP and highspy."""
+"""engine.optimize.distributed over Dask partitions against the single-machine LP and highspy."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
 
 from benchmarks import generate, reference  # noqa: E402
-from engine import distributed, lp  # noqa: E402
 from engine.constraints import build_constraints  # noqa: E402
+from engine.optimize import distributed, lp  # noqa: E402
 from engine.options import from_table  # noqa: E402
 from engine.plan import SegmentLimit  # noqa: E402
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from engine.errors import InfeasiblePlanError
-from engine.frontier import Frontier, frontier, integer_check
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
+from engine.planning.frontier import Frontier, frontier, integer_check
 from engine.portfolio import Portfolio
 from engine.synthetic import example, options_table
 

@@ -10,9 +10,8 @@ import polars as pl
 import pytest
 from scipy import integrate
 
-from engine.bgnbd import ModelFitError
-from engine.errors import InvalidInputError
-from engine.gamma_gamma import (
+from engine.clv.bgnbd import ModelFitError
+from engine.clv.gamma_gamma import (
     GammaGammaParams,
     _SpendData,
     conditional_expected_spend,
@@ -20,7 +19,8 @@ from engine.gamma_gamma import (
     fit_gamma_gamma_rfm,
     population_mean_spend,
 )
-from engine.transactions import load_rfm
+from engine.clv.transactions import load_rfm
+from engine.errors import InvalidInputError
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 

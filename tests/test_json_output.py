@@ -75,7 +75,7 @@ def test_solver_leaves_stdout_alone() -> None:
     code = textwrap.dedent(
         """
         import numpy as np
-        from engine.solvers import maximize
+        from engine.optimize.solvers import maximize
         r = maximize(np.array([1.0, 2.0]), np.array([[1.0, 1.0]]), np.array([1.0]),
                      solver="highs")
         r2 = maximize(np.array([1.0, 2.0]), np.array([[1.0, 1.0]]), np.array([1.0]),

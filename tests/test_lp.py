@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import lp
 from engine.allocation import violations
 from engine.constraints import build_constraints
 from engine.errors import InfeasiblePlanError
+from engine.optimize import lp
 from engine.plan import Plan, SegmentLimit
 from tests.conftest import random_options
 from tests.reference import brute_force, reference_lp
@@ -177,7 +177,7 @@ def test_constraints_are_never_violated(seed, budget, cap, minimum, acq) -> None
 def test_a_solver_stopped_by_its_time_limit_is_not_called_optimal(solver: str) -> None:
     """PuLP reports 'optimal' for both solvers stopped at a tiny time limit (HiGHS with a
     zero plan, CBC with one that breaks a row); the engine's own certificate catches it."""
-    from engine import solvers
+    from engine.optimize import solvers
 
     rng = np.random.default_rng(0)
     c, a = rng.random(3000), rng.random((5, 3000))

@@ -13,8 +13,8 @@ import pytest
 
 from engine.cli import main
 from engine.plan import Plan, SegmentLimit
+from engine.planning.report import CHARTS, build_report, write_report
 from engine.portfolio import Portfolio
-from engine.report import CHARTS, build_report, write_report
 from engine.synthetic import customers, example, prospects
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,7 @@
 A small, fast subset of ``benchmarks/run.py``: a few thousand customers from the benchmark
 generator (S-shaped responses for some, so the hull removes levels), a total budget, segment
 caps and a segment minimum. The reference is highspy called directly on the textbook model
-(one column per customer-level, one row per customer), sharing no code with engine.lp.
+(one column per customer-level, one row per customer), sharing no code with engine.optimize.lp.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 
 from benchmarks import generate, reference
-from engine import lp
 from engine.allocation import violations
 from engine.constraints import build_constraints
+from engine.optimize import lp
 from engine.options import from_table
 from engine.plan import Plan, SegmentLimit
 

@@ -11,11 +11,10 @@ import pytest
 
 from engine.constraints import build_constraints
 from engine.errors import InvalidInputError
-from engine.frontier import build_model
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
-from engine.portfolio import Portfolio
-from engine.scenarios import (
+from engine.planning.frontier import build_model
+from engine.planning.scenarios import (
     compare,
     evaluate_spend,
     kind_split,
@@ -24,6 +23,7 @@ from engine.scenarios import (
     same_money_bound,
     spend_table,
 )
+from engine.portfolio import Portfolio
 from engine.synthetic import example
 
 # Two customers, explicit options: A gains 30 (net) for 10, B gains 5 for 10.

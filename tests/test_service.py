@@ -26,9 +26,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from polars.testing import assert_frame_equal, assert_series_equal
 from service_plugins import Slow, SpinState, test_registry
 
-from engine import wire
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2
-from engine.client import Client, DeadlineExceededError, ServiceError
 from engine.errors import (
     CancelledError,
     InfeasiblePlanError,
@@ -41,7 +39,9 @@ from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
-from engine.server import SERVICE_NAME, EquityServer, ServerConfig
+from engine.service import wire
+from engine.service.client import Client, DeadlineExceededError, ServiceError
+from engine.service.server import SERVICE_NAME, EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
 
@@ -211,7 +211,7 @@ def test_invalid_plan_lists_every_field(client: Client, data: Any) -> None:
     with pytest.raises(grpc.RpcError) as raw:
         client.stub.Allocate(request)
     assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    from engine.client import _error
+    from engine.service.client import _error
 
     exc = _error(raw.value)
     assert isinstance(exc, InvalidInputError)
@@ -286,7 +286,10 @@ def test_internal_error_has_no_traceback(
     client: Client, data: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     customers, prospects, plan = data
-    with caplog.at_level(logging.ERROR, logger="engine.server"), pytest.raises(ServiceError) as err:
+    with (
+        caplog.at_level(logging.ERROR, logger="engine.service.server"),
+        pytest.raises(ServiceError) as err,
+    ):
         client.allocate(Portfolio(customers, prospects), _plan(plan, "explode"))
     assert err.value.code == grpc.StatusCode.INTERNAL
     assert "secret" not in str(err.value) and "Traceback" not in str(err.value)

@@ -25,10 +25,10 @@ from tls_certs import Authority, Pem
 
 from engine import plugins
 from engine.cli import build_parser
-from engine.cli_service import _free_port, config_from_args
-from engine.client import Client, ClientTls, ServiceError
+from engine.cli.service import _free_port, config_from_args
 from engine.plan import Plan
-from engine.server import (
+from engine.service.client import Client, ClientTls, ServiceError
+from engine.service.server import (
     SERVICE_NAME,
     AuthInterceptor,
     EquityServer,
@@ -103,7 +103,7 @@ def test_tls_with_a_server_certificate(ca: Authority, server_pem: Pem, rogue: Au
 def test_mutual_tls(ca: Authority, server_pem: Pem, client_pem: Pem, rogue: Authority,
                     caplog: pytest.LogCaptureFixture) -> None:
     tls = ServerTls(server_pem.cert, server_pem.key, client_ca=ca.pem)
-    caplog.set_level("INFO", logger="engine.server.access")
+    caplog.set_level("INFO", logger="engine.service.server.access")
     with EquityServer(replace(BASE, tls=tls)) as srv:
         good = ClientTls(ca.pem, client_pem.cert, client_pem.key)
         with Client(srv.address, tls=good, timeout=10) as client:

@@ -44,13 +44,13 @@ from test_input_battery import (
     segments,
 )
 
-from engine import wire
 from engine.api.equity_engine.v1 import plan_pb2, portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.errors import InvalidInputError
 from engine.limits import Limits
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.plugins import build_registry
-from engine.server import EquityServer, ServerConfig
+from engine.service import wire
+from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import example
 
 SCALE = 8 if LONG else 1

@@ -25,14 +25,15 @@ import pytest
 from grpc_status import rpc_status
 from service_plugins import PLUGIN_NAME, SpinState, test_registry
 
-from engine import solvers, wire
 from engine.api.equity_engine.v1 import service_pb2
-from engine.cli_service import _free_port
-from engine.client import Client, DeadlineExceededError, ServiceError
+from engine.cli.service import _free_port
 from engine.errors import CancelledError, PluginError, SolverError
+from engine.optimize import solvers
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
-from engine.server import EquityServer, ServerConfig
+from engine.service import wire
+from engine.service.client import Client, DeadlineExceededError, ServiceError
+from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
 
@@ -84,7 +85,8 @@ def _still_serving(client: Client) -> None:
 
 def _fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     """The fields of the access-log lines captured so far."""
-    return [getattr(r, "fields", {}) for r in caplog.records if r.name == "engine.server.access"]
+    access = "engine.service.server.access"
+    return [getattr(r, "fields", {}) for r in caplog.records if r.name == access]
 
 
 def _access(caplog: pytest.LogCaptureFixture, method: str) -> list[str]:
@@ -106,7 +108,7 @@ def test_cancel_while_uploading(client: Client, server: EquityServer,
         release.wait(10)
         yield from requests[3:]
 
-    caplog.set_level(logging.INFO, logger="engine.server.access")
+    caplog.set_level(logging.INFO, logger="engine.service.server.access")
     call = client.stub.AllocateStream(slow_upload(), timeout=20)
     assert _wait_until(lambda: server.interceptor.inflight.count == 1)
     time.sleep(0.1)  # the server is waiting for the fourth message
@@ -137,7 +139,7 @@ def test_cancel_while_downloading(client: Client, server: EquityServer,
                                   caplog: pytest.LogCaptureFixture) -> None:
     """The client reads two of many plan batches, then cancels: no summary ever arrives
     and the server stops sending."""
-    caplog.set_level(logging.INFO, logger="engine.server.access")
+    caplog.set_level(logging.INFO, logger="engine.service.server.access")
     responses = client.stub.AllocateStream(
         client.stream_requests(CUSTOMERS, PLAN, batch_rows=500, response_batch_rows=10),
         timeout=20)

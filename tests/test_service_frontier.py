@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from engine.client import Client
 from engine.errors import InvalidInputError
-from engine.frontier import frontier
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit
+from engine.planning.frontier import frontier
 from engine.portfolio import Portfolio
-from engine.server import EquityServer, ServerConfig
+from engine.service.client import Client
+from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers, prospects
 
 

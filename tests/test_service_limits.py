@@ -17,16 +17,16 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from service_plugins import Record, SpinState, test_registry
 
-from engine import wire
 from engine.cli import build_parser
-from engine.cli_service import config_from_args
-from engine.client import Client
+from engine.cli.service import config_from_args
 from engine.errors import LimitExceededError
 from engine.limits import Limits
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
-from engine.server import EquityServer, ServerConfig
+from engine.service import wire
+from engine.service.client import Client
+from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 
 CONFIG = ServerConfig(

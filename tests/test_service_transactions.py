@@ -8,13 +8,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.client import Client
+from engine.clv.transactions import read_transactions
 from engine.errors import InvalidInputError
 from engine.pipeline import allocate
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
-from engine.server import EquityServer, ServerConfig
-from engine.transactions import read_transactions
+from engine.service.client import Client
+from engine.service.server import EquityServer, ServerConfig
 
 DATA = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 

@@ -1,4 +1,4 @@
-"""Large solves in worker processes (engine.solve_pool): the same plans and errors as in
+"""Large solves in worker processes (engine.service.solve_pool): the same plans and errors as in
 process, cancellation and deadlines relayed, a worker deaf to them killed, a crashed one
 replaced, and the server's own process free for health checks meanwhile."""
 
@@ -17,7 +17,6 @@ import pytest
 from polars.testing import assert_frame_equal
 from service_plugins import PLUGIN_NAME, test_registry
 
-from engine.client import Client, DeadlineExceededError
 from engine.errors import (
     CancelledError,
     InfeasiblePlanError,
@@ -29,7 +28,8 @@ from engine.errors import (
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
-from engine.server import EquityServer, ServerConfig
+from engine.service.client import Client, DeadlineExceededError
+from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 
 CONFIG = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=1,

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import InvalidInputError
-from engine.transactions import (
+from engine.clv.transactions import (
     load_rfm,
     read_cdnow,
     read_transactions,
     rfm_statistics,
     validate_rfm,
 )
+from engine.errors import InvalidInputError
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 END = dt.date(1997, 9, 30)

@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine import wire
 from engine.api.equity_engine.v1 import portfolio_pb2
 from engine.errors import (
     CancelledError,
@@ -23,6 +22,7 @@ from engine.errors import (
     PluginError,
     SolverError,
 )
+from engine.service import wire
 
 TABLE = pl.DataFrame({
     "customer_id": ["a", "b", None, "ü"],

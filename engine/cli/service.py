@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.server import MiB, ServerConfig, ServerTls
+from engine.service.server import MiB, ServerConfig, ServerTls
 
 _DEFAULTS = ServerConfig()
 
@@ -173,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.server import configure_logging, serve
+    from engine.service.server import configure_logging, serve
 
     config = config_from_args(args)
     configure_logging(args.log_level.upper(), json_lines=args.log_format == "json")
@@ -188,9 +188,9 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.cli import print_summary
-    from engine.client import Client
     from engine.portfolio import Portfolio
-    from engine.server import EquityServer, configure_logging
+    from engine.service.client import Client
+    from engine.service.server import EquityServer, configure_logging
     from engine.synthetic import example
 
     configure_logging("INFO" if args.verbose else "WARNING")

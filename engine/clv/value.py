@@ -6,7 +6,7 @@ period, per-period discount rate d (delta = 1/(1+d)):
     CLV_i = margin_ratio * E[M_i] * P(alive_i) * DERT_i,
     DERT_i = sum_k delta^k [E_alive(kL) - E_alive((k-1)L)]
 
-E_alive is the expected purchases of a customer known to be alive now (engine.bgnbd); it
+E_alive is the expected purchases of a customer known to be alive now (engine.clv.bgnbd); it
 depends on (x, T) only, so it is computed once per distinct (x, T), never per customer. An
 infinite horizon sums the first ``TAIL_START`` periods exactly and integrates the rest
 (Gauss-Legendre in log time over the purchase rate, corrected to first order within
@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
-from engine.bgnbd import (
+from engine.clv.bgnbd import (
     BGNBDFit,
     BGNBDParams,
     expected_purchases_alive,
@@ -47,9 +47,8 @@ from engine.bgnbd import (
     p_alive,
     purchase_rate_alive,
 )
-from engine.errors import FieldViolation, InvalidInputError
-from engine.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
-from engine.transactions import (
+from engine.clv.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
+from engine.clv.transactions import (
     UNIT_DAYS,
     CleaningReport,
     FileFormat,
@@ -58,6 +57,7 @@ from engine.transactions import (
     read_transactions,
     rfm_statistics,
 )
+from engine.errors import FieldViolation, InvalidInputError
 from engine.valuation import Valuation
 
 Array = NDArray[np.float64]
@@ -324,7 +324,7 @@ def clv_from_transactions(
 
     Without ``valuation``: infinite horizon at the per-period equivalent of 10% a year.
     """
-    from engine.transactions import parse_calibration_end
+    from engine.clv.transactions import parse_calibration_end
 
     end = parse_calibration_end(calibration_end)
     if valuation is None:

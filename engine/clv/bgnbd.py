@@ -38,8 +38,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
+from engine.clv.transactions import validate_rfm
 from engine.errors import InvalidInputError, SolverError
-from engine.transactions import validate_rfm
 
 Array = NDArray[np.float64]
 PARAM_NAMES = ("r", "alpha", "a", "b")
@@ -406,7 +406,7 @@ def fit_bgnbd(
 
 
 def fit_bgnbd_rfm(rfm: pl.DataFrame) -> BGNBDFit:
-    """Fit on a table from :func:`engine.transactions.rfm_statistics`."""
+    """Fit on a table from :func:`engine.clv.transactions.rfm_statistics`."""
     return fit_bgnbd(rfm["frequency"], rfm["recency"], rfm["T"])
 
 

@@ -35,15 +35,15 @@ from typing import Any
 import grpc
 from google.rpc import status_pb2
 
-from engine import wire
 from engine.errors import CancelledError, EquityError, SolverError
 from engine.limits import Limits
 from engine.plan import Plan
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
 from engine.result import PlanResult
+from engine.service import wire
 
-log = logging.getLogger("engine.server")
+log = logging.getLogger("engine.service.server")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -90,14 +90,14 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         with contextlib.suppress(OSError):
             os.nice(spec.nice)  # the server's own process (health, small calls) goes first
     from engine.pipeline import allocate
-    from engine.server import configure_logging, server_registry
+    from engine.service.server import configure_logging, server_registry
 
     limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
     if spec.registry_factory is not None:
         registry = spec.registry_factory()
     else:
-        from engine.server import ServerConfig
+        from engine.service.server import ServerConfig
 
         registry = server_registry(ServerConfig(plugins_allow=spec.plugins_allow))
     conn.send(("ready", os.getpid()))

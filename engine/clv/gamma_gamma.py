@@ -23,7 +23,7 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import digamma, gammaln
 
-from engine.bgnbd import (
+from engine.clv.bgnbd import (
     WARM_START_SAMPLE,
     ModelFitError,
     inner,
@@ -148,9 +148,9 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
     """Maximum-likelihood Gamma-Gamma on customers with ``frequency > 0``.
 
     ``frequency`` is the number of repeat transactions whose values ``monetary`` averages
-    (``spend_frequency`` of :func:`engine.transactions.rfm_statistics`). Rows with
+    (``spend_frequency`` of :func:`engine.clv.transactions.rfm_statistics`). Rows with
     frequency 0 are ignored; a repeater without a positive mean spend is an error naming
-    the row. Raises :class:`~engine.bgnbd.ModelFitError` when the fit does not converge.
+    the row. Raises :class:`~engine.clv.bgnbd.ModelFitError` when the fit does not converge.
     """
     x, m = _repeaters(frequency, monetary)
     if x.size < 3:
@@ -187,7 +187,7 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
 
 
 def fit_gamma_gamma_rfm(rfm: pl.DataFrame) -> GammaGammaFit:
-    """Fit on a table from :func:`engine.transactions.rfm_statistics`."""
+    """Fit on a table from :func:`engine.clv.transactions.rfm_statistics`."""
     x_col = "spend_frequency" if "spend_frequency" in rfm.columns else "frequency"
     return fit_gamma_gamma(rfm[x_col].to_numpy(), rfm["monetary"].fill_null(0.0).to_numpy())
 

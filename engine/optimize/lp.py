@@ -37,10 +37,10 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from engine import solvers
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, row_matrix
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
+from engine.optimize import solvers
 from engine.options import OptionSet
 
 EPS = 1e-9

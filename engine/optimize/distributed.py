@@ -1,6 +1,6 @@
 """The exact allocation over a Dask DataFrame of options, for portfolios beyond one machine.
 
-Optional (``pip install 'equity-engine[distributed]'``). The same method as ``engine.lp``,
+Optional (``pip install 'equity-engine[distributed]'``). The same method as ``engine.optimize.lp``,
 arranged so that no per-customer array ever leaves its partition:
 
 1. Each partition builds its own options (``options.from_table``), hull and increments,
@@ -36,9 +36,9 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine import lp, solvers
 from engine.constraints import build_constraints, normalized_rhs, row_matrix
 from engine.errors import InfeasiblePlanError, InvalidInputError, SolverError
+from engine.optimize import lp, solvers
 from engine.options import OptionSet, from_table
 from engine.plan import Plan
 

@@ -36,7 +36,7 @@ Dirty-data policy (the table in ``docs/clv.md``); every drop is counted in
   counted in ``customers_without_repeat``, excluded from the Gamma-Gamma fit;
 * repeat purchases whose spend averages zero (free repeat days only): kept for BG/NBD,
   ``monetary`` null, excluded from the Gamma-Gamma fit (``customers_zero_repeat_spend``);
-  :func:`engine.gamma_gamma.fit_gamma_gamma` rejects such rows, naming them, if handed them.
+  :func:`engine.clv.gamma_gamma.fit_gamma_gamma` rejects such rows, naming them, if handed them.
 
 The work is one sort of the log by customer (stable, when the log is in date order) and
 segment reductions over the sorted arrays; nothing loops over customers in Python.

@@ -1,17 +1,17 @@
 """The gRPC server: ``equity_engine.v1.EquityService`` plus health checking and reflection.
 
 - ``ServerConfig``: address, threads and limits (one frozen dataclass; ``equity serve`` flags).
-- ``EquityServicer``: the four RPCs, thin: decode (``engine.wire``), run the engine, encode.
+- ``EquityServicer``: the four RPCs, thin: decode (``engine.service.wire``), run the engine, encode.
 - ``SolveGate``: at most ``max_concurrent_solves`` large solves run at once; up to
   ``max_queued_solves`` more wait (RESOURCE_EXHAUSTED beyond). Requests of at most
   ``small_solve_rows`` rows, health checks, ``Score`` and ``ListPlugins`` never wait for a
   slot, and the thread pool always keeps threads free for them.
-- ``engine.solve_pool.SolvePool``: large solves run in worker processes (one per slot),
+- ``engine.service.solve_pool.SolvePool``: large solves run in worker processes (one per slot),
   so the solver, which holds the GIL, never stalls the calls served here.
 - ``AuthInterceptor``: bearer tokens (constant-time compare); every call but health checks
   needs one when tokens are configured (UNAUTHENTICATED otherwise).
 - ``ServiceInterceptor``: the one place exceptions become gRPC statuses
-  (``engine.wire.status_from_error``) and the one JSON access-log line per request; a
+  (``engine.service.wire.status_from_error``) and the one JSON access-log line per request; a
   request that is not a valid protobuf message is INVALID_ARGUMENT, not INTERNAL.
 - ``EquityServer``: owns the grpc server; ``start``/``stop`` with health NOT_SERVING first
   and a grace period for requests in flight. ``serve`` adds SIGTERM/SIGINT handling.
@@ -49,7 +49,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from engine import wire
 from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
 from engine.errors import (
     CancelledError,
@@ -65,11 +64,12 @@ from engine.plan import Plan, StrategyChoice
 from engine.plugins import DISABLE_ENV, Registry, _env_names, build_registry, default_registry
 from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
-from engine.solve_pool import SolvePool, WorkerSpec, limit_malloc_arenas, release_memory
+from engine.service import wire
+from engine.service.solve_pool import SolvePool, WorkerSpec, limit_malloc_arenas, release_memory
 from engine.strategies import Metric
 
-log = logging.getLogger("engine.server")
-access_log = logging.getLogger("engine.server.access")
+log = logging.getLogger("engine.service.server")
+access_log = logging.getLogger("engine.service.server.access")
 
 SERVICE_NAME: str = service_pb2.DESCRIPTOR.services_by_name["EquityService"].full_name
 MiB = 1 << 20
@@ -141,7 +141,7 @@ class ServerConfig:
     max_solve_seconds: float | None = 300.0  # wall time of one solve; then RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int | None = 1024  # calls in flight; more: gRPC's RESOURCE_EXHAUSTED
     max_metrics: int = 16  # metrics per Score call
-    isolate_solves: bool = True  # large solves in worker processes (engine.solve_pool)
+    isolate_solves: bool = True  # large solves in worker processes (engine.service.solve_pool)
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
     limits: Limits = SERVER_LIMITS  # per allocation: units, levels, segment limits, solver time
@@ -532,7 +532,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     def Frontier(
         self, request: service_pb2.FrontierRequest, context: grpc.ServicerContext
     ) -> service_pb2.FrontierResponse:
-        from engine.frontier import frontier
+        from engine.planning.frontier import frontier
 
         wire.check_format(request.response_format, "response_format")
         plan = wire.plan_from_proto(request.plan)
@@ -630,7 +630,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     """Maps every exception of the service to a status with details, and logs each call.
 
     Domain errors (``engine.errors``) get their code and ``google.rpc`` details from
-    ``engine.wire.status_from_error``; anything else becomes INTERNAL with a request id
+    ``engine.service.wire.status_from_error``; anything else becomes INTERNAL with a request id
     and its traceback goes to the server log only. Health and reflection pass through.
     """
 

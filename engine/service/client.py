@@ -1,6 +1,6 @@
 """Python client of ``equity_engine.v1.EquityService``: polars in, polars out.
 
-    from engine.client import Client
+    from engine.service.client import Client
     with Client("127.0.0.1:50051") as client:
         result = client.allocate(Portfolio(customers, prospects), plan, timeout=30)
         print(result.summary["equity_gain"], result.units.head())
@@ -32,12 +32,12 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from engine import wire
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.errors import CancelledError, EquityError
 from engine.plan import Plan
 from engine.portfolio import Portfolio
-from engine.wire import DeadlineExceededError, ServiceError
+from engine.service import wire
+from engine.service.wire import DeadlineExceededError, ServiceError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MiB = 1 << 20

@@ -32,7 +32,7 @@ from engine.stdio import reserve_stdout
 
 # Modules adding sub-commands: each defines ``add_parser(subparsers)``.
 EXTENSIONS: tuple[str, ...] = (
-    "engine.cli_clv","engine.cli_service", "engine.cli_planning")
+    "engine.cli.clv","engine.cli.service", "engine.cli.planning")
 
 
 def _amount(text: str) -> tuple[str, float]:
@@ -93,7 +93,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Portfolio, Plan]:
         options = read_table(args.options, "options")
     transactions = None
     if getattr(args, "transactions", None):
-        from engine.transactions import read_transactions
+        from engine.clv.transactions import read_transactions
 
         transactions = read_transactions(args.transactions)
     plan = _override(plan, args, options is not None and customers is None)

@@ -29,17 +29,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from engine.constraints import build_constraints
-from engine.frontier import Frontier, frontier_of
 from engine.plan import Plan
-from engine.plugins import Registry
-from engine.portfolio import Portfolio
-from engine.scenarios import (
+from engine.planning.frontier import Frontier, frontier_of
+from engine.planning.scenarios import (
     Comparison,
     compare,
     kind_split,
     robustness,
     spend_table,
 )
+from engine.plugins import Registry
+from engine.portfolio import Portfolio
 
 Progress = Callable[[str, float], None]
 KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}

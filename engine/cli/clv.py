@@ -1,6 +1,6 @@
 """``equity clv``: fit BG/NBD + Gamma-Gamma on a transaction log and print the model.
 
-Registered by listing ``"engine.cli_clv"`` in ``engine.cli.EXTENSIONS``; errors propagate
+Registered by listing ``"engine.cli.clv"`` in ``engine.cli.EXTENSIONS``; errors propagate
 to ``engine.cli.main`` (exit 2 for invalid input, 6 for a fit that did not converge), except
 that with ``--json`` a non-converged fit also prints ``{"converged": false, ...}``.
 """
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.bgnbd import ModelFitError
-from engine.clv import clv_from_transactions, default_discount_rate
+from engine.clv.bgnbd import ModelFitError
+from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
 from engine.valuation import Valuation
 
@@ -139,7 +139,7 @@ def _print(s: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m engine.cli_clv``) until the CLI registers the command."""
+    """Stand-alone entry (``python -m engine.cli.clv``) until the CLI registers the command."""
     from engine.cli import report_error
 
     parser = argparse.ArgumentParser(prog="equity")

@@ -374,7 +374,7 @@ def same_money_bound(
 def _same_money(
     options: OptionSet, rows: list[Constraint], ev: Evaluation
 ) -> tuple[dict[str, Any], Allocation]:
-    from engine import lp
+    from engine.optimize import lp
 
     spend = ev.units["spend"].to_numpy()
     usage = row_usage(options, rows, spend)
@@ -432,7 +432,7 @@ def money_moved(
 
 
 def _solve_lp(options: OptionSet, rows: list[Constraint]) -> float:
-    from engine import lp
+    from engine.optimize import lp
 
     allocation = lp.solve(options, rows, lp.LpSettings(repair=False))
     return float(allocation.lp_objective or 0.0)

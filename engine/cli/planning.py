@@ -93,7 +93,7 @@ def _print_frame(frame: pl.DataFrame) -> None:
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     from engine.cli import load_inputs
-    from engine.frontier import frontier, integer_check
+    from engine.planning.frontier import frontier, integer_check
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
@@ -166,7 +166,7 @@ def _scenario_values(args: argparse.Namespace, discount_rate: float) -> tuple[li
 def cmd_compare(args: argparse.Namespace) -> int:
     from engine.cli import load_inputs
     from engine.constraints import build_constraints
-    from engine.scenarios import compare, kind_split, robustness, spend_table
+    from engine.planning.scenarios import compare, kind_split, robustness, spend_table
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
@@ -223,7 +223,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from engine.cli import load_inputs
-    from engine.report import build_report, write_report
+    from engine.planning.report import build_report, write_report
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)

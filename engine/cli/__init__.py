@@ -1,0 +1,21 @@
+"""The ``equity`` command line."""
+
+from engine.cli.main import (
+    add_plan_arguments,
+    add_portfolio_arguments,
+    build_parser,
+    load_inputs,
+    main,
+    print_summary,
+    report_error,
+)
+
+__all__ = [
+    "add_plan_arguments",
+    "add_portfolio_arguments",
+    "build_parser",
+    "load_inputs",
+    "main",
+    "print_summary",
+    "report_error",
+]
