@@ -221,3 +221,24 @@ def test_the_packages_own_tests_pass_against_the_installed_package(venv: Venv) -
                     "ignore::DeprecationWarning", "-rs", str(venv.root / "src" / "equity-nps"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "skipped" not in done.stdout  # the entry-point test ran too
+
+
+def test_every_engine_package_is_in_the_built_distribution(venv: Venv) -> None:
+    """pyproject lists packages by hand: a new subpackage missing there would be left out of
+    the wheel and only users would notice. Every package of the source tree must import
+    from the installed copy."""
+    packages = sorted(
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "engine").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    )
+    assert "engine.optimize" in packages and "engine.api.equity_engine.v1" in packages
+    code = ("import importlib, sys\n"
+            f"for name in {packages!r}:\n"
+            "    print(name, importlib.import_module(name).__file__)\n")
+    done = venv.run("python", "-c", code)
+    assert done.returncode == 0, done.stderr
+    found = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert sorted(found) == packages
+    for name, file in found.items():
+        assert Path(file).is_relative_to(venv.root / "venv"), name
