@@ -3,10 +3,11 @@
 Optional (``pip install 'equity-engine[distributed]'``). The same method as ``engine.optimize.lp``,
 arranged so that no per-customer array ever leaves its partition:
 
-1. Each partition builds its own options (``options.from_table``), hull and increments,
-   and returns per-(cell, ratio bin) sums of cost, value and count; bins are ranges of the
-   monotone integer key of each ratio's float bits, so partitions need no shared state to
-   agree on them and their sums simply add up.
+1. Each partition builds its own options (``options.from_table``) and reduces them to hull
+   increments (``engine.optimize.increments.HullIncrements``), and returns per-(cell, ratio
+   bin) sums of cost, value and count; bins are ranges of the monotone integer key of each
+   ratio's float bits (``engine.optimize.blocks.float_key``), so partitions need no shared
+   state to agree on them and their sums simply add up.
 2. The driver solves the block LP over those sums (PuLP, a few hundred columns); the
    duals price every cell.
 3. The blocks that straddle a cell's price or are partly taken are refined: one more pass
@@ -17,7 +18,8 @@ arranged so that no per-customer array ever leaves its partition:
 4. A partly taken block's spend is handed out in partition order (a prefix sum of each
    partition's share, computed on the driver), so at most one customer per such block is
    left between two levels; those few customers are settled by a small MIP on the driver.
-5. The per-customer plan is built per partition and returned as a Dask DataFrame.
+5. The per-customer plan is built per partition (``HullIncrements.invert``) and returned
+   as a Dask DataFrame.
 
 Input: a Dask DataFrame with the columns of an options table (``customer_id``, ``level``,
 ``cost``, ``value``, optional ``segment`` and ``kind``), partitioned by customer (all rows
@@ -38,14 +40,16 @@ from numpy.typing import NDArray
 
 from engine.constraints import build_constraints, normalized_rhs, row_matrix
 from engine.errors import InfeasiblePlanError, InvalidInputError, SolverError
-from engine.optimize import lp, solvers
+from engine.optimize import solvers
+from engine.optimize.blocks import float_key
+from engine.optimize.increments import SNAP, HullIncrements, Increments
 from engine.options import OptionSet, from_table
 from engine.plan import Plan
 
 SHIFTS = (48, 32, 16, 0)  # key resolutions: 16 more bits per refinement
 _KEY_MIN = np.iinfo(np.int64).min
 _KEY_MAX = np.iinfo(np.int64).max
-EPS = lp.SNAP
+EPS = SNAP
 Ranges = NDArray[np.int64]  # rows of (cell, first key, end key, shift), end exclusive
 
 
@@ -65,11 +69,14 @@ def _dask() -> Any:
 
 @dataclass
 class _Part:
-    options: OptionSet
-    inc: lp._Increments
-    first: NDArray[np.int64]
+    hull: HullIncrements
+    inc: Increments
     key: NDArray[np.int64]
     constrained: NDArray[np.bool_]
+
+    @property
+    def options(self) -> OptionSet:
+        return self.hull.options
 
 
 def _part(frame: Any, names: list[str], constrained_cells: NDArray[np.bool_]) -> _Part:
@@ -79,9 +86,10 @@ def _part(frame: Any, names: list[str], constrained_cells: NDArray[np.bool_]) ->
     glob = np.array([names.index(s) for s in options.segments], dtype=np.int32)
     options.segment = glob[options.segment]
     options.segments = list(names)
-    inc, first = lp._increments(options)
-    key = lp._float_key(inc.dv / inc.dc + 0.0)
-    return _Part(options, inc, first, key, constrained_cells[inc.cell])
+    hull = HullIncrements(options)
+    inc = hull.apply()
+    key = float_key(inc.dv / inc.dc + 0.0)
+    return _Part(hull, inc, key, constrained_cells[inc.cell])
 
 
 def _members(part: _Part, ranges: Ranges) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -130,9 +138,9 @@ def _summary(
         "count": np.bincount(inverse, minlength=len(uniq)),
         "lagrangian": np.bincount(lag_rid, weights=np.maximum(reduced, 0.0), minlength=len(lag)),
         "base_cost": np.bincount(
-            options.cell, weights=options.cost[part.first], minlength=options.n_cells
+            options.cell, weights=options.cost[inc.first], minlength=options.n_cells
         ),
-        "base_value": float(options.value[part.first].sum()),
+        "base_value": float(options.value[inc.first].sum()),
         "free_value": float(free[free > 0].sum()),
         "units": options.n_units,
     }
@@ -235,7 +243,7 @@ def _plan(
     per cell and the customers left between two levels, with their options."""
     part = _part(frame, names, constrained_cells)
     options = part.options
-    allocation = lp._to_allocation(options, part.inc, _taken(part, fill))
+    allocation = part.hull.invert(part.inc, _taken(part, fill))
     ids = options.unit_id.to_list()
     if fill.patch:
         at = {cid: i for i, cid in enumerate(ids)}
@@ -348,7 +356,7 @@ def allocate(
         prices = duals @ matrix
         primal = base_value + free_value + float(x @ blocks.value)
         price = prices[blocks.cell] + 0.0
-        pkey = lp._float_key(price)
+        pkey = float_key(price)
         exact = (blocks.shift == 0) | (blocks.count <= 1)
         straddle = (blocks.lo < pkey) & (pkey < blocks.hi) & ~exact
         above = blocks.lo >= pkey

@@ -1,0 +1,276 @@
+"""The constrained hull increments grouped into ratio blocks: what the LP's columns are.
+
+Within a (segment, kind) cell, increments compete only through their ratio ``dv / dc``, so
+the LP sees *blocks* (a cell's increments whose ratio falls in one interval) instead of one
+column per customer-level. A block's column has the block's summed cost and value; blocks
+are cut at quantiles of a monotone integer key of the ratios' float bits
+(:func:`float_key`: no binary search per increment), split where a cell's price falls,
+and merged per cell once settled. :func:`fill` and :func:`expand` turn a block solution
+into the share taken of every increment (exact within a cell).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.optimize.increments import CHUNK, Increments
+
+SHIFT = 48  # keep the sign, 11 exponent bits and 4 mantissa bits of a ratio's key
+_SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
+
+
+def float_key(x: NDArray[np.float64]) -> NDArray[np.int64]:
+    """An int64 key ordered as the floats ``x`` are (bit trick: flip the magnitude of
+    negatives). Integer keys of ratios bin and compare exactly with shifts and integer
+    ranges; ``engine.optimize.distributed`` cuts its blocks on them so that partitions agree
+    on block bounds without sharing state. Pass ``-0.0`` as ``0.0`` (add ``0.0``): the key
+    orders the two apart. ``x`` itself is left as it is."""
+    bits = x.view(np.int64)
+    key = bits >> 63
+    key &= _SIGN_OFF
+    key ^= bits
+    return key
+
+
+def key_float(key: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Inverse of :func:`float_key`: the floats whose keys are ``key``."""
+    return np.asarray(key ^ ((key >> 63) & _SIGN_OFF), dtype=np.int64).view(np.float64)
+
+
+@dataclass
+class Blocks:
+    """The constrained increments grouped into blocks, each a (cell, ratio interval) pair.
+
+    Per increment (``idx`` into :class:`Increments`): its ratio, cost, value and block;
+    per block: cell, interval ``[lo, hi)`` holding all of its ratios, sums and count.
+    """
+
+    idx: NDArray[np.int64] | None  # None: all increments, in order
+    dc: NDArray[np.float64]
+    dv: NDArray[np.float64]
+    block: NDArray[np.int64]
+    cell: NDArray[np.int64]
+    lo: NDArray[np.float64]
+    hi: NDArray[np.float64]
+    cost: NDArray[np.float64]
+    value: NDArray[np.float64]
+    count: NDArray[np.int64]
+    splittable: NDArray[np.bool_]
+
+    @classmethod
+    def initial(
+        cls, inc: Increments, constrained: NDArray[np.bool_], n_cells: int, bins: int
+    ) -> Blocks:
+        """One set of ratio quantiles for all cells, then (cell, bin) pairs. Ratios are
+        binned on a monotone integer key of their bits (exponent and 4 mantissa bits), so
+        binning millions of them costs a few integer passes, not a binary search each.
+        Arrays are computed in place where possible: fresh memory is what costs most."""
+        idx: NDArray[np.int64] | None = None
+        if constrained.all():  # every cell constrained (a total budget): no copies
+            dc, dv, cell = inc.dc, inc.dv, inc.cell
+        else:
+            idx = np.flatnonzero(constrained)
+            dc, dv, cell = inc.dc[idx], inc.dv[idx], inc.cell[idx]
+        coarse = np.empty(dc.size, dtype=np.int64)
+        for lo in range(0, dc.size, CHUNK):  # the ratios' keys, in cache-sized pieces
+            ratio = np.divide(dv[lo:lo + CHUNK], dc[lo:lo + CHUNK])
+            ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
+            np.right_shift(float_key(ratio), SHIFT, out=coarse[lo:lo + CHUNK])
+        low, high = int(coarse.min()), int(coarse.max())
+        step = max(1, coarse.size // 200_000)
+        sample = coarse[::step]
+        edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.int64))
+        edges = edges[edges > low]
+        table = np.searchsorted(edges, np.arange(low, high + 1), side="right")
+        n_bins = edges.size + 1
+        used = np.zeros(n_cells, dtype=bool)
+        used[cell] = True
+        offset = (np.cumsum(used) - 1) * n_bins  # first key of each used cell
+        key = coarse  # (cell rank, bin) keys, in place and in cache-sized pieces
+        for lo in range(0, key.size, CHUNK):
+            piece = key[lo:lo + CHUNK]
+            piece -= low
+            np.take(table, piece, out=piece, mode="clip")
+            piece += offset[cell[lo:lo + CHUNK]]
+        del coarse
+        count = np.bincount(key)
+        present = count > 0
+        np.take(np.cumsum(present) - 1, key, out=key, mode="clip")  # the block ids, in place
+        block = key
+        keys = np.flatnonzero(present)
+        bounds = np.concatenate(([-np.inf], key_float(edges << SHIFT), [np.inf]))
+        return cls(
+            idx=idx,
+            dc=dc,
+            dv=dv,
+            block=block,
+            cell=np.flatnonzero(used)[keys // n_bins],
+            lo=bounds[keys % n_bins],
+            hi=bounds[keys % n_bins + 1],
+            cost=np.bincount(block, weights=dc).astype(np.float64),
+            value=np.bincount(block, weights=dv).astype(np.float64),
+            count=count[present],
+            splittable=np.ones(keys.size, dtype=bool),
+        )
+
+    @classmethod
+    def by_cell(cls, inc: Increments, constrained: NDArray[np.bool_]) -> Blocks:
+        """One block per cell (the grouping the full method's repair needs)."""
+        idx = np.flatnonzero(constrained)
+        cells, block = np.unique(inc.cell[idx], return_inverse=True)
+        dc, dv = inc.dc[idx], inc.dv[idx]
+        n = cells.size
+        return cls(
+            idx, dc, dv, block, cells, np.full(n, -np.inf), np.full(n, np.inf),
+            np.bincount(block, weights=dc).astype(np.float64),
+            np.bincount(block, weights=dv).astype(np.float64),
+            np.bincount(block), np.ones(n, dtype=bool),
+        )
+
+    def ratio(self, positions: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Value per unit of spend of the increments at ``positions`` (no full-size copy)."""
+        return self.dv[positions] / self.dc[positions] + 0.0
+
+    def increments(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Indices into :class:`Increments` of positions in these arrays."""
+        return positions if self.idx is None else self.idx[positions]
+
+    def members(self, chosen: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Positions (into ``idx``) of the increments of the chosen blocks: one pass."""
+        return np.flatnonzero(chosen[self.block])
+
+    def split(self, positions: NDArray[np.int64], prices: NDArray[np.float64], bins: int) -> None:
+        """Split the blocks holding ``positions`` at quantiles of their own ratios and at
+        their cell's price (a Python loop over blocks only, never over increments)."""
+        positions = positions[np.argsort(self.block[positions], kind="stable")]
+        groups = np.split(positions, np.flatnonzero(np.diff(self.block[positions])) + 1)
+        cells, los, his = self.cell.tolist(), self.lo.tolist(), self.hi.tolist()
+        flags = self.splittable.tolist()
+        for group in groups:
+            old = int(self.block[group[0]])
+            r = self.ratio(group)
+            cut = np.append(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]), prices[cells[old]])
+            cut = np.unique(cut)
+            cut = cut[(cut > r.min()) & (cut <= r.max())]
+            if cut.size == 0:  # all ratios equal: the fill already treats it exactly
+                flags[old] = False
+                continue
+            sub = np.searchsorted(cut, r, side="right")
+            bounds = np.concatenate(([los[old]], cut, [his[old]]))
+            used = np.flatnonzero(np.bincount(sub, minlength=cut.size + 1))
+            ids = np.empty(cut.size + 1, dtype=np.int64)
+            ids[used[0]] = old
+            ids[used[1:]] = np.arange(len(cells), len(cells) + used.size - 1)
+            los[old], his[old] = float(bounds[used[0]]), float(bounds[used[0] + 1])
+            for s in used[1:]:
+                cells.append(cells[old])
+                los.append(float(bounds[s]))
+                his.append(float(bounds[s + 1]))
+                flags.append(True)
+            self.block[group] = ids[sub]
+        self.cell = np.array(cells, dtype=np.int64)
+        self.lo, self.hi = np.array(los), np.array(his)
+        self.splittable = np.array(flags, dtype=bool)
+        n = self.cell.size
+        changed = np.concatenate(groups)
+        touched = np.zeros(n, dtype=bool)
+        touched[self.block[changed]] = True
+        b = self.block[changed]
+        cost, value, count = (np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64))
+        old_n = self.cost.size
+        cost[:old_n], value[:old_n], count[:old_n] = self.cost, self.value, self.count
+        cost[touched], value[touched], count[touched] = 0.0, 0.0, 0
+        cost += np.bincount(b, weights=self.dc[changed], minlength=n)
+        value += np.bincount(b, weights=self.dv[changed], minlength=n)
+        count += np.bincount(b, minlength=n)
+        self.cost, self.value, self.count = cost, value, count
+
+
+    def next_to(self, chosen: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Blocks next to a chosen one in their cell's order of ratio intervals."""
+        order = np.lexsort((self.lo, self.cell))
+        same = self.cell[order][1:] == self.cell[order][:-1]
+        hit = chosen[order]
+        near = np.zeros(order.size, dtype=bool)
+        near[1:] |= hit[:-1] & same
+        near[:-1] |= hit[1:] & same
+        out = np.zeros(order.size, dtype=bool)
+        out[order] = near
+        return out
+
+    def merge(self, group: NDArray[np.int64]) -> None:
+        """Merge the blocks sharing a ``group`` label >= 0 into one (-1: keep as it is)."""
+        n = group.size
+        keep = group < 0
+        labels = np.unique(group[~keep])
+        if labels.size == n - int(keep.sum()):  # nothing to merge
+            return
+        new_id = np.empty(n, dtype=np.int64)
+        new_id[keep] = np.arange(int(keep.sum()))
+        merged = np.searchsorted(labels, group[~keep])
+        new_id[~keep] = int(keep.sum()) + merged
+        m = int(keep.sum()) + labels.size
+        self.block = new_id[self.block]
+        cell = np.empty(m, dtype=np.int64)
+        cell[new_id] = self.cell
+        lo, hi = np.full(m, np.inf), np.full(m, -np.inf)
+        np.minimum.at(lo, new_id, self.lo)
+        np.maximum.at(hi, new_id, self.hi)
+        self.cell, self.lo, self.hi = cell, lo, hi
+        self.cost = np.bincount(new_id, weights=self.cost, minlength=m).astype(np.float64)
+        self.value = np.bincount(new_id, weights=self.value, minlength=m).astype(np.float64)
+        self.count = np.bincount(new_id, weights=self.count, minlength=m).astype(np.int64)
+        splittable = np.ones(m, dtype=bool)
+        splittable[new_id[keep]] = self.splittable[keep]
+        self.splittable = splittable
+
+
+def expand(
+    blocks: Blocks,
+    full: NDArray[np.bool_],
+    pos: NDArray[np.int64],
+    taken: NDArray[np.float64],
+    inc: Increments,
+    constrained: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Share taken of every increment from a round's block solution."""
+    taken_c = full[blocks.block].astype(np.float64)
+    taken_c[pos] = taken
+    if blocks.idx is None:
+        return taken_c
+    full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
+    full_taken[blocks.idx] = taken_c
+    return full_taken
+
+
+def fill(
+    blocks: Blocks,
+    pos: NDArray[np.int64],
+    x: NDArray[np.float64],
+    full: NDArray[np.bool_],
+    partial: NDArray[np.bool_],
+    n_cells: int,
+) -> NDArray[np.float64]:
+    """Share taken of each increment at ``pos``: 1 in full blocks; each cell's spend on its
+    partly taken blocks refilled in decreasing ratio (exact within a cell)."""
+    b = blocks.block[pos]
+    taken = full[b].astype(np.float64)
+    part = np.flatnonzero(partial[b])
+    if part.size:
+        budget = np.bincount(
+            blocks.cell[partial], weights=(blocks.cost * x)[partial], minlength=n_cells
+        )
+        p = pos[part]
+        c = blocks.cell[blocks.block[p]]
+        order = np.lexsort((-blocks.ratio(p), c))
+        c, dc = c[order], blocks.dc[p[order]]
+        cum = np.cumsum(dc)
+        first_of_cell = np.r_[True, c[1:] != c[:-1]]
+        starts = np.maximum.accumulate(np.where(first_of_cell, np.arange(order.size), 0))
+        before = cum - dc - np.concatenate(([0.0], cum))[starts]
+        taken[part[order]] = np.clip((budget[c] - before) / dc, 0.0, 1.0)
+    return taken
+

@@ -1,0 +1,131 @@
+"""The allocation problem in hull increments, and back: the reduction every exact solver uses.
+
+A unit takes exactly one of its levels. On the upper concave hull of its (cost, value) levels
+that choice becomes a share in ``[0, 1]`` of each of its hull *increments* (the step from one
+hull point to the next, with its cost ``dc`` and value ``dv``), taken in order. The LP over
+levels is then an LP over independent shares whose optimum inside a cell is a threshold on
+``dv / dc``: the form ``engine.optimize.lp`` and ``engine.optimize.distributed`` solve.
+
+:class:`HullIncrements` is that change of variables as a reduction (in the manner of cvxpy's
+reductions): ``apply`` maps the options to their :class:`Increments`, ``invert`` maps shares
+of those increments back to an :class:`engine.allocation.Allocation` over levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.allocation import Allocation
+from engine.options import OptionSet
+
+CHUNK = 1 << 17  # increments per piece of an elementwise pass (fits in cache)
+SNAP = 1e-12  # shares this close to 0 or 1 are float noise (a tiny share may be real: keep it)
+
+
+@dataclass
+class Increments:
+    """Hull increments of all units, with the index arithmetic shared by every step.
+
+    Increments are grouped by unit: unit i's are ``start[i]:start[i + 1]``. No per-increment
+    unit array is kept (it would be one more full-size array): ``unit_of`` finds the units
+    of a few increments, ``unit`` builds the whole array for the rare paths that need it.
+    ``first`` is, per unit, the flat option index of its cheapest hull point: the level a
+    unit holds when none of its increments is taken."""
+
+    dc: NDArray[np.float64]
+    dv: NDArray[np.float64]
+    cell: NDArray[np.integer]  # int16 when cells are few: it is a full-size array
+    start: NDArray[np.int64]  # per unit: index of its first increment; then the total
+    first: NDArray[np.int64]  # per unit: option index of its first hull point
+
+    @property
+    def ratio(self) -> NDArray[np.float64]:
+        return self.dv / self.dc
+
+    @cached_property
+    def unit(self) -> NDArray[np.int64]:
+        return np.repeat(np.arange(self.start.size - 1, dtype=np.int64), np.diff(self.start))
+
+    def unit_of(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.searchsorted(self.start, positions, side="right") - 1
+
+    def first_of_unit(self) -> NDArray[np.bool_]:
+        """Per increment: whether it is its unit's first."""
+        first = np.zeros(self.dc.size, dtype=bool)
+        first[self.start[:-1][self.start[:-1] < self.dc.size]] = True
+        return first
+
+    def prefix_fill(self, taken: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Same spend per unit, taken in order: at least as valuable on a concave hull.
+
+        A block solution already takes each unit's increments in order (they are sorted by
+        ratio); that is checked on boolean arrays, and only a solution that is not (the
+        full method's, on ties) pays for the refill."""
+        np.copyto(taken, 1.0, where=taken > 1 - SNAP)
+        np.copyto(taken, 0.0, where=taken < SNAP)
+        if taken.size > 1:
+            later = taken[1:] > 0
+            later &= taken[:-1] < 1
+            later &= ~self.first_of_unit()[1:]
+            if not later.any():
+                return taken
+        unit = self.unit
+        spend = np.bincount(unit, weights=self.dc * taken, minlength=self.start.size - 1)
+        cum = np.cumsum(self.dc)
+        before = cum - self.dc - np.concatenate(([0.0], cum))[self.start[unit]]
+        with np.errstate(over="ignore"):  # a tiny step overflows to inf, which clips to 1
+            filled = np.clip((spend[unit] - before) / self.dc, 0.0, 1.0)
+        filled[filled > 1 - SNAP] = 1.0
+        filled[filled < SNAP] = 0.0
+        return filled
+
+
+@dataclass(frozen=True)
+class HullIncrements:
+    """The reduction from a choice of levels per unit to shares of hull increments.
+
+    ``engine.optimize.distributed`` applies it per partition of a Dask DataFrame: each
+    partition reduces its own options, solves nothing itself, and inverts the shares the
+    driver hands back, so no per-customer array leaves the partition."""
+
+    options: OptionSet
+
+    def apply(self) -> Increments:
+        """The hull increments of every unit of ``options``, grouped by unit (each unit's in
+        hull order, so by decreasing ratio), with their (segment, kind) cell."""
+        options = self.options
+        hull = options.hull
+        counts, dc, dv = hull.steps(options.cost, options.value)
+        start = np.zeros(counts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=start[1:])
+        first = hull.points[hull.offsets[:-1]]
+        small = np.int16 if options.n_cells < np.iinfo(np.int16).max else np.int64
+        cell = np.repeat(options.cell.astype(small), counts)
+        return Increments(dc, dv, cell, start, first)
+
+    def invert(self, inc: Increments, taken: NDArray[np.float64]) -> Allocation:
+        """The allocation over levels taking share ``taken[j]`` of increment ``j`` of ``inc``
+        (the result of :meth:`apply`; shares taken in order per unit, as ``prefix_fill``
+        leaves them): each unit sits at the hull point after its whole increments, or between
+        it and the next one by the share of its partly taken increment."""
+        options = self.options
+        n = options.n_units
+        hull = options.hull
+        counts = np.diff(inc.start)
+        whole = np.zeros(n, dtype=np.int64)
+        has_steps = counts > 0
+        if has_steps.any():  # whole steps taken per unit: a segment sum over its increments
+            full = (taken >= 1.0).view(np.uint8)
+            whole[has_steps] = np.add.reduceat(full, inc.start[:-1][has_steps], dtype=np.int64)
+        part = np.flatnonzero((taken > 0.0) & (taken < 1.0))
+        theta = np.zeros(n)
+        theta[inc.unit_of(part)] = taken[part]
+        lo = hull.points[hull.offsets[:-1] + whole]
+        hi = lo.copy()
+        has = theta > 0
+        hi[has] = hull.points[hull.offsets[:-1][has] + whole[has] + 1]
+        return Allocation(lo, hi, theta, "optimal", "", "")
