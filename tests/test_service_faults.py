@@ -31,9 +31,9 @@ from engine.errors import CancelledError, PluginError, SolverError
 from engine.optimize import solvers
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
-from engine.service import wire
 from engine.service.client import Client, DeadlineExceededError, ServiceError
 from engine.service.server import EquityServer, ServerConfig
+from engine.service.status import error_from_status
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
 
@@ -185,7 +185,7 @@ def test_solver_failure_is_a_clear_status(client: Client, monkeypatch: pytest.Mo
     assert raw.value.code() == grpc.StatusCode.INTERNAL
     status = rpc_status.from_call(raw.value)  # type: ignore[arg-type]
     assert status is not None
-    exc = wire.error_from_status(raw.value.code(), status.message, status.details)
+    exc = error_from_status(raw.value.code(), status.message, status.details)
     assert isinstance(exc, SolverError) and "simulated crash" in str(exc)
     with pytest.raises(SolverError):  # the same through the client, for streams too
         client.stream(CUSTOMERS.head(300), PLAN, batch_rows=100)

@@ -27,6 +27,7 @@ from engine.portfolio import Portfolio
 from engine.service import wire
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
+from engine.service.status import error_from_status, status_from_error
 from engine.synthetic import customers as make_customers
 
 CONFIG = ServerConfig(
@@ -290,13 +291,13 @@ def test_bad_limit_values_are_refused() -> None:
 
 
 def test_limit_errors_travel_with_their_numbers() -> None:
-    status = wire.status_from_error(LimitExceededError("max_rows", 11, 10))
-    back = wire.error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, status.message,
-                                  status.details)
+    status = status_from_error(LimitExceededError("max_rows", 11, 10))
+    back = error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, status.message,
+                             status.details)
     assert isinstance(back, LimitExceededError)
     assert (back.limit, back.value, back.maximum) == ("max_rows", 11, 10)
-    transport = wire.error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       "Received message larger than max (200 vs. 100)")
+    transport = error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  "Received message larger than max (200 vs. 100)")
     assert isinstance(transport, LimitExceededError)
     assert (transport.limit, transport.value, transport.maximum) == (
         "max_message_bytes", 200, 100)

@@ -23,6 +23,12 @@ from engine.errors import (
     SolverError,
 )
 from engine.service import wire
+from engine.service.status import (
+    DeadlineExceededError,
+    ServiceError,
+    error_from_status,
+    status_from_error,
+)
 
 TABLE = pl.DataFrame({
     "customer_id": ["a", "b", None, "ü"],
@@ -77,9 +83,9 @@ def test_batch_rows_targets_bytes() -> None:
 
 
 def _round_trip(exc: EquityError, deadline: bool = False) -> EquityError:
-    status = wire.status_from_error(exc, deadline_passed=deadline, request_id="r1")
+    status = status_from_error(exc, deadline_passed=deadline, request_id="r1")
     code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
-    return wire.error_from_status(code, status.message, status.details)
+    return error_from_status(code, status.message, status.details)
 
 
 def test_every_error_class_round_trips() -> None:
@@ -102,7 +108,7 @@ def test_every_error_class_round_trips() -> None:
     back = _round_trip(CancelledError("stopped"))
     assert type(back) is CancelledError
     back = _round_trip(CancelledError("stopped"), deadline=True)
-    assert isinstance(back, wire.DeadlineExceededError) and isinstance(back, CancelledError)
+    assert isinstance(back, DeadlineExceededError) and isinstance(back, CancelledError)
 
     back = _round_trip(PluginError("my-plugin", "raised ValueError()"))
     assert isinstance(back, PluginError)
@@ -113,11 +119,11 @@ def test_every_error_class_round_trips() -> None:
 
 
 def test_unexpected_errors_hide_their_message() -> None:
-    status = wire.status_from_error(KeyError("secret"), request_id="abc123")
+    status = status_from_error(KeyError("secret"), request_id="abc123")
     assert status.code == grpc.StatusCode.INTERNAL.value[0]
     assert "secret" not in status.message and "abc123" in status.message
-    back = wire.error_from_status(grpc.StatusCode.INTERNAL, status.message, status.details)
-    assert isinstance(back, wire.ServiceError) and back.metadata["request_id"] == "abc123"
+    back = error_from_status(grpc.StatusCode.INTERNAL, status.message, status.details)
+    assert isinstance(back, ServiceError) and back.metadata["request_id"] == "abc123"
 
 
 def test_summary_round_trip_keeps_undefined_as_none() -> None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.service.server import MiB, ServerConfig, ServerTls
+from engine.service.config import MiB, ServerConfig, ServerTls
 
 _DEFAULTS = ServerConfig()
 

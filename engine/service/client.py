@@ -37,10 +37,10 @@ from engine.errors import CancelledError, EquityError
 from engine.plan import Plan
 from engine.portfolio import Portfolio
 from engine.service import wire
-from engine.service.wire import DeadlineExceededError, ServiceError
+from engine.service.config import MiB
+from engine.service.status import DeadlineExceededError, ServiceError, error_from_status
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-MiB = 1 << 20
 T = TypeVar("T")
 
 
@@ -141,7 +141,7 @@ def _error(err: grpc.RpcError) -> EquityError:
         status = None
     if status is not None:
         message, details = status.message, status.details
-    exc = wire.error_from_status(code, message or "", details)
+    exc = error_from_status(code, message or "", details)
     exc.grpc_code = code  # type: ignore[attr-defined]
     return exc
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import multiprocessing as mp
 import os
 import queue
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import grpc
 from google.rpc import status_pb2
 
 from engine.errors import CancelledError, EquityError, SolverError
@@ -41,10 +39,9 @@ from engine.plan import Plan
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
 from engine.result import PlanResult
-from engine.service import wire
-
-log = logging.getLogger("engine.service.server")
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+from engine.service.config import ServerConfig, server_registry
+from engine.service.logs import configure_logging, log
+from engine.service.status import error_from_status, grpc_code, status_from_error
 
 
 def _libc() -> Any:
@@ -90,15 +87,12 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         with contextlib.suppress(OSError):
             os.nice(spec.nice)  # the server's own process (health, small calls) goes first
     from engine.pipeline import allocate
-    from engine.service.server import configure_logging, server_registry
 
     limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
     if spec.registry_factory is not None:
         registry = spec.registry_factory()
     else:
-        from engine.service.server import ServerConfig
-
         registry = server_registry(ServerConfig(plugins_allow=spec.plugins_allow))
     conn.send(("ready", os.getpid()))
     while True:
@@ -116,7 +110,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
             if not isinstance(exc, EquityError):
                 log.error("internal error in a solve worker (request %s)", request_id,
                           exc_info=exc, extra={"fields": {"request_id": request_id}})
-            status = wire.status_from_error(exc, request_id=request_id)
+            status = status_from_error(exc, request_id=request_id)
             text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             reply = ("error", status.SerializeToString(), text)
         try:
@@ -245,8 +239,7 @@ class SolvePool:
             result: PlanResult = reply[1]
             return result
         status = status_pb2.Status.FromString(reply[1])
-        raise wire.error_from_status(_CODES.get(status.code, grpc.StatusCode.UNKNOWN),
-                                     status.message, status.details)
+        raise error_from_status(grpc_code(status.code), status.message, status.details)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker: idle ones are told to exit, busy ones are killed."""

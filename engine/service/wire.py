@@ -3,41 +3,29 @@
 - Tables: polars DataFrame <-> ``equity_engine.v1.Table`` (Arrow IPC or packed columns),
   whole columns at a time (numpy / Arrow), never a Python loop over rows.
 - Plan summaries: ``PlanResult.summary`` dict <-> ``PlanSummary``.
+- Streams: the messages of an ``AllocateStream`` call assembled into one ``Portfolio``.
 - Strategies: ``Registry.describe()`` <-> ``ListPluginsResponse``.
-- Errors: the one mapping from domain errors to ``google.rpc.Status`` (code, message and
-  details) and back, so a Python caller gets the same exception classes locally and remotely.
+
+Errors and their statuses are in ``engine.service.status``; plans convert themselves
+(``Plan.from_proto``, ``Plan.to_proto``).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import grpc
 import numpy as np
 import polars as pl
-from google.protobuf import any_pb2, json_format, struct_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import json_format, struct_pb2
 
-from engine.api.equity_engine.v1 import plan_pb2, portfolio_pb2, result_pb2, service_pb2
-from engine.errors import (
-    CancelledError,
-    EquityError,
-    FieldViolation,
-    InfeasiblePlanError,
-    InvalidInputError,
-    LimitExceededError,
-    PluginError,
-    SolverError,
-)
+from engine.api.equity_engine.v1 import portfolio_pb2, result_pb2, service_pb2
+from engine.errors import FieldViolation, InvalidInputError, LimitExceededError, PluginError
 from engine.options import KINDS
-from engine.plan import KIND_NAMES, Plan
 from engine.portfolio import Portfolio
 
-DOMAIN = "equity-engine.v1"
 TABLES = ("customers", "prospects", "options", "transactions")
 ARROW = portfolio_pb2.TABLE_FORMAT_ARROW_IPC
 COLUMNS = portfolio_pb2.TABLE_FORMAT_COLUMNS
@@ -51,20 +39,6 @@ def check_format(value: int, field: str) -> None:
         raise InvalidInputError.single(
             field, f"unknown table format {value}; use TABLE_FORMAT_ARROW_IPC or "
             "TABLE_FORMAT_COLUMNS (or leave unset)")
-
-
-def plan_from_proto(msg: plan_pb2.Plan, field: str = "plan") -> Plan:
-    """``Plan.from_proto`` after the checks it leaves to the caller: enum values this
-    server does not know (proto3 enums are open) are field violations, not crashes."""
-    problems = [
-        FieldViolation(f"{field}.segment_limits[{i}].kind",
-                       f"unknown kind {lim.kind}; use KIND_RETENTION, KIND_ACQUISITION or "
-                       "leave unset")
-        for i, lim in enumerate(msg.segment_limits) if lim.kind not in KIND_NAMES
-    ]
-    if problems:
-        raise InvalidInputError(problems)
-    return Plan.from_proto(msg)
 
 
 def table_format(name: str | int) -> portfolio_pb2.TableFormat:
@@ -225,6 +199,53 @@ def batch_rows(table: pl.DataFrame, target_bytes: int = 2 << 20) -> int:
         return 1
     per_row = max(1.0, table.estimated_size() / table.height)
     return max(1, int(target_bytes / per_row))
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+def receive_stream(
+    requests: Iterator[service_pb2.AllocateStreamRequest], max_rows: int
+) -> tuple[service_pb2.AllocateStreamHeader, Portfolio, int]:
+    """The header, the portfolio of all batches (each table's rows appended in order, at
+    most ``max_rows`` of them) and the encoding of the first table sent."""
+    first = next(requests, None)
+    if first is None or first.WhichOneof("item") != "header":
+        raise InvalidInputError.single("header", "the first message of the stream must be "
+                                       "the header (plan and response options)")
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLES}
+    rows = dict.fromkeys(TABLES, 0)
+    fmt = None
+    for i, msg in enumerate(requests, start=1):
+        if msg.WhichOneof("item") != "batch":
+            raise InvalidInputError.single("header", f"message {i} is a second header")
+        if fmt is None:
+            fmt = first_format(msg.batch.customers, msg.batch.prospects, msg.batch.options)
+        for name in TABLES:
+            table = decode_table(getattr(msg.batch, name), name)
+            if table is None:
+                continue
+            if parts[name] and set(table.columns) != set(parts[name][0].columns):
+                raise InvalidInputError.single(
+                    name, f"batch in message {i} has columns {sorted(table.columns)}; "
+                    f"the first batch had {sorted(parts[name][0].columns)}")
+            rows[name] += table.height
+            if rows[name] > max_rows:
+                raise LimitExceededError("max_rows", rows[name], max_rows)
+            parts[name].append(table.select(parts[name][0].columns) if parts[name] else table)
+    tables: dict[str, pl.DataFrame | None] = {}
+    for name, batches in parts.items():
+        if not batches:
+            tables[name] = None
+            continue
+        try:
+            tables[name] = pl.concat(batches, how="vertical_relaxed", rechunk=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidInputError.single(
+                name, f"batches have incompatible column types: {message}"
+            ) from None
+    return first.header, Portfolio(**tables), fmt or ARROW
 
 
 # --- plan summary ---------------------------------------------------------------------------
@@ -403,155 +424,3 @@ def plugins_from_proto(msg: service_pb2.ListPluginsResponse) -> list[dict[str, A
             "capabilities": json_format.MessageToDict(s.capabilities),
         })
     return out
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-class ServiceError(EquityError):
-    """A gRPC failure that is not one of the engine's domain errors (INTERNAL, UNAVAILABLE...)."""
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        reason: str = "",
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.reason = reason
-        self.metadata = dict(metadata or {})
-        super().__init__(f"{code.name}: {message}")
-
-
-class DeadlineExceededError(CancelledError):
-    """The call's deadline passed; the server stopped working on it (DEADLINE_EXCEEDED)."""
-
-
-_TRANSPORT_SIZE = re.compile(r"message larger than max \((\d+) vs\. (\d+)\)")
-_ROW = re.compile(r"^((?:customers|prospects|options|transactions)\.[^\[\]]+)\[(\d+)\]$")
-
-
-def _pack(*messages: Any) -> list[any_pb2.Any]:
-    out = []
-    for m in messages:
-        packed = any_pb2.Any()
-        packed.Pack(m)
-        out.append(packed)
-    return out
-
-
-def _info(reason: str, **metadata: Any) -> error_details_pb2.ErrorInfo:
-    return error_details_pb2.ErrorInfo(
-        reason=reason, domain=DOMAIN, metadata={k: str(v) for k, v in metadata.items()}
-    )
-
-
-def status_from_error(
-    exc: BaseException, deadline_passed: bool = False, request_id: str = ""
-) -> status_pb2.Status:
-    """The one mapping from an exception to the ``google.rpc.Status`` a client receives.
-
-    Domain errors keep their message and gain structured details; anything else is
-    INTERNAL with only the request id (the traceback stays in the server log).
-    """
-    if isinstance(exc, InvalidInputError):
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=v.path(), description=v.description, reason="INVALID_VALUE"
-            )
-            for v in exc.violations
-        ])
-        return status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=str(exc),
-            details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations))),
-        )
-    if isinstance(exc, InfeasiblePlanError):
-        failure = error_details_pb2.PreconditionFailure(violations=[
-            error_details_pb2.PreconditionFailure.Violation(
-                type="PLAN_INFEASIBLE", subject=name, description=exc.reason
-            )
-            for name in (exc.constraints or ["plan"])
-        ])
-        return status_pb2.Status(
-            code=code_pb2.FAILED_PRECONDITION, message=str(exc),
-            details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(exc.constraints))),
-        )
-    if isinstance(exc, LimitExceededError):
-        quota = error_details_pb2.QuotaFailure(violations=[
-            error_details_pb2.QuotaFailure.Violation(subject=exc.limit, description=str(exc))
-        ])
-        info = _info("LIMIT_EXCEEDED", limit=exc.limit, value=repr(exc.value),
-                     maximum=repr(exc.maximum))
-        return status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc), details=_pack(quota, info)
-        )
-    if isinstance(exc, CancelledError):
-        code = code_pb2.DEADLINE_EXCEEDED if deadline_passed else code_pb2.CANCELLED
-        reason = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
-        return status_pb2.Status(code=code, message=str(exc), details=_pack(_info(reason)))
-    if isinstance(exc, PluginError):
-        info = _info("PLUGIN_ERROR", plugin=exc.plugin, request_id=request_id)
-        return status_pb2.Status(code=code_pb2.INTERNAL, message=str(exc), details=_pack(info))
-    if isinstance(exc, SolverError):
-        info = _info("SOLVER_ERROR", status=exc.status, request_id=request_id)
-        return status_pb2.Status(code=code_pb2.INTERNAL, message=str(exc), details=_pack(info))
-    info = _info("INTERNAL", request_id=request_id)
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL,
-        message=f"internal error (request {request_id}; details are in the server log)",
-        details=_pack(info),
-    )
-
-
-def error_from_status(
-    code: grpc.StatusCode, message: str, details: Sequence[any_pb2.Any] = ()
-) -> EquityError:
-    """The exception a client raises for a failed call: the engine's own classes for domain
-    errors (with their field violations, constraints, limit), ``ServiceError`` otherwise."""
-    info = error_details_pb2.ErrorInfo()
-    bad = error_details_pb2.BadRequest()
-    failure = error_details_pb2.PreconditionFailure()
-    quota = error_details_pb2.QuotaFailure()
-    found = set()
-    for detail in details:
-        for name, target in (("info", info), ("bad", bad), ("failure", failure), ("quota", quota)):
-            if detail.Is(target.DESCRIPTOR):
-                detail.Unpack(target)
-                found.add(name)
-    reason = info.reason if "info" in found else ""
-    meta = dict(info.metadata)
-    if code == grpc.StatusCode.INVALID_ARGUMENT and bad.field_violations:
-        violations = []
-        for v in bad.field_violations:
-            m = _ROW.match(v.field)
-            if m:
-                violations.append(FieldViolation(m.group(1), v.description, int(m.group(2))))
-            else:
-                violations.append(FieldViolation(v.field, v.description))
-        return InvalidInputError(violations)
-    if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "PLAN_INFEASIBLE":
-        constraints = [c for c in meta.get("constraints", "").split(",") if c]
-        text = failure.violations[0].description if failure.violations else message
-        return InfeasiblePlanError(text, constraints)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason == "LIMIT_EXCEEDED":
-        return LimitExceededError(
-            meta.get("limit", "limit"),
-            float(meta.get("value", "nan")),
-            float(meta.get("maximum", "nan")),
-        )
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (m := _TRANSPORT_SIZE.search(message)):
-        # gRPC's transport refuses an oversized message before the service sees it.
-        return LimitExceededError("max_message_bytes", int(m.group(1)), int(m.group(2)))
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceededError(message or "deadline exceeded")
-    if code == grpc.StatusCode.CANCELLED:
-        return CancelledError(message or "cancelled")
-    if code == grpc.StatusCode.INTERNAL and reason == "PLUGIN_ERROR":
-        plugin = meta.get("plugin", "")
-        prefix = f"plugin {plugin!r}: "
-        return PluginError(plugin, message.removeprefix(prefix))
-    if code == grpc.StatusCode.INTERNAL and reason == "SOLVER_ERROR":
-        return SolverError(message, meta.get("status", "error"))
-    return ServiceError(code, message, reason, meta)

@@ -1,0 +1,238 @@
+"""``equity_engine.v1.EquityService``: five RPCs, each one converting its messages
+(``engine.service.wire``, ``Plan.from_proto``) and delegating the work to the engine:
+``Allocate`` and ``AllocateStream`` to ``engine.pipeline.allocate`` (large solves in a
+worker process, ``engine.service.solve_pool``), ``Score`` to the metric strategies,
+``ListPlugins`` to the registry, ``Frontier`` to ``engine.planning.frontier``.
+
+Errors are raised, never set here: the service interceptor maps them to statuses.
+Admission (``engine.service.admission``) comes first: a large solve and every frontier take
+a solve slot, and each gets ``should_stop``: true once the client has gone, the deadline has
+passed or the work has run ``max_solve_seconds`` (RESOURCE_EXHAUSTED naming that limit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+
+import grpc
+import polars as pl
+
+from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
+from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
+from engine.pipeline import allocate, apply_metric
+from engine.plan import Plan, StrategyChoice
+from engine.plugins import Registry
+from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
+from engine.result import PlanResult
+from engine.service import wire
+from engine.service.admission import SolveBudget, SolveGate, stopper
+from engine.service.config import MiB, ServerConfig
+from engine.service.logs import call_of
+from engine.service.solve_pool import SolvePool
+from engine.strategies import Metric
+
+
+class EquityServicer(service_pb2_grpc.EquityServiceServicer):
+    """The RPCs of ``equity_engine.v1.EquityService``."""
+
+    def __init__(self, registry: Registry, config: ServerConfig, gate: SolveGate) -> None:
+        self.registry = registry
+        self.config = config
+        self.gate = gate
+        self.pool: SolvePool | None = None  # set by EquityServer.start when isolating solves
+        self._plugins = wire.plugins_to_proto(registry.describe(), registry.failures)
+
+    def Allocate(
+        self, request: service_pb2.AllocateRequest, context: grpc.ServicerContext
+    ) -> service_pb2.AllocateResponse:
+        wire.check_format(request.response_format, "response_format")
+        plan = Plan.from_proto(request.plan)
+        portfolio = wire.decode_portfolio(request.portfolio)
+        self._check_rows(portfolio)
+        result = self._solve(portfolio, plan, context, admitted=False)
+        fmt = request.response_format or wire.first_format(
+            request.portfolio.customers, request.portfolio.prospects, request.portfolio.options
+        )
+        response = service_pb2.AllocateResponse(
+            summary=wire.summary_to_proto(result.summary),
+            units=wire.encode_table(result.units, fmt),
+        )
+        self._check_size(response)
+        return response
+
+    def AllocateStream(
+        self,
+        request_iterator: Iterator[service_pb2.AllocateStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[service_pb2.AllocateStreamResponse]:
+        with self.gate.admitted():  # from the first message: the upload is work too
+            header, portfolio, fmt = wire.receive_stream(request_iterator, self.config.max_rows)
+            wire.check_format(header.response_format, "header.response_format")
+            plan = Plan.from_proto(header.plan)  # "plan.*" paths, as in Allocate
+            self._check_rows(portfolio)
+            result = self._solve(portfolio, plan, context, admitted=True)
+            fmt = header.response_format or fmt
+            units = result.units
+            limit = self.config.max_message_bytes
+            rows = header.response_batch_rows or wire.batch_rows(units, min(2 * MiB, limit // 2))
+            for start in range(0, units.height, rows):  # one message per batch of rows
+                message = service_pb2.AllocateStreamResponse(
+                    units=wire.encode_table(units.slice(start, rows), fmt)
+                )
+                if message.ByteSize() > limit:  # only with a response_batch_rows too large
+                    raise LimitExceededError("max_message_bytes", message.ByteSize(), limit)
+                yield message
+            yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
+
+    def Score(
+        self, request: service_pb2.ScoreRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ScoreResponse:
+        wire.check_format(request.response_format, "response_format")
+        plan = Plan.from_proto(request.plan)
+        table = wire.decode_table(request.customers, "customers")
+        if table is None:
+            raise InvalidInputError.single("customers", "a table of rows to score is required")
+        _note_rows(context, table.height)
+        if table.height > self.config.max_rows:
+            raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        if len(request.metrics) > self.config.max_metrics:
+            raise LimitExceededError("max_metrics", len(request.metrics), self.config.max_metrics)
+        metrics = self._metrics(list(request.metrics) or [plan.metric.name])
+        table = _score_inputs(table, metrics)
+        scored = table
+        for metric in metrics:
+            scored = apply_metric(metric, scored, plan, self.registry)
+        produced = [c for m in metrics for c in m.produces] + [
+            c for c in scored.columns if c not in table.columns
+        ]
+        keep = ["customer_id"] if "customer_id" in table.columns else []
+        keep += [c for c in dict.fromkeys(produced) if c in scored.columns and c not in keep]
+        fmt = request.response_format or wire.first_format(request.customers)
+        return service_pb2.ScoreResponse(scores=wire.encode_table(scored.select(keep), fmt))
+
+    def ListPlugins(
+        self, request: service_pb2.ListPluginsRequest, context: grpc.ServicerContext
+    ) -> service_pb2.ListPluginsResponse:
+        return self._plugins
+
+    def Frontier(
+        self, request: service_pb2.FrontierRequest, context: grpc.ServicerContext
+    ) -> service_pb2.FrontierResponse:
+        from engine.planning.frontier import frontier
+
+        wire.check_format(request.response_format, "response_format")
+        plan = Plan.from_proto(request.plan)
+        portfolio = wire.decode_portfolio(request.portfolio)
+        self._check_rows(portfolio)
+        self.config.limits.check_inputs(portfolio, plan)
+        _note_rows(context, portfolio.size)
+        should_stop = stopper(context)
+        # heavier than a solve of the same portfolio: always a slot, in this process
+        with self.gate.solve(should_stop, large=True):
+            budget = SolveBudget(self.config.max_solve_seconds, should_stop)
+            with budget.enforced():
+                result = frontier(portfolio, plan, self.registry, progress=budget.checkpoint,
+                                  should_stop=budget.should_stop)
+        fmt = request.response_format or wire.ARROW
+        response = service_pb2.FrontierResponse(
+            points=wire.encode_table(result.points, fmt),
+            moves=wire.encode_table(result.moves, fmt),
+        )
+        response.summary.update(json.loads(json.dumps(result.summary(), default=float)))
+        self._check_size(response)
+        return response
+
+    # the work behind the RPCs ----------------------------------------------------------------
+
+    def _solve(
+        self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool
+    ) -> PlanResult:
+        """``allocate`` once admitted, within ``max_solve_seconds`` (each solver call is
+        also bounded by ``limits.solver_seconds``, at most the same budget); a large solve
+        in a worker process when there is a pool."""
+        _note_rows(context, portfolio.size)
+        should_stop = stopper(context)
+        large = self.gate.is_large(portfolio.size)
+        with self.gate.solve(should_stop, large=large, admitted=admitted):
+            budget = SolveBudget(self.config.max_solve_seconds, should_stop)
+            limits = budget.limits(self.config.limits)
+            with budget.enforced():
+                if self.pool is not None and large:
+                    call = call_of(context)
+                    return self.pool.solve(portfolio, plan, limits, budget.should_stop,
+                                           call.request_id if call is not None else "")
+                return allocate(portfolio, plan, self.registry, budget.should_stop, limits)
+        raise AssertionError("unreachable")  # pragma: no cover (for mypy)
+
+    def _check_rows(self, portfolio: Portfolio) -> None:
+        """Row and level limits, before any work: ``max_rows`` per table and, for an options
+        table, ``max_levels_per_unit`` rows per customer (a million levels for one customer
+        is refused here, not after the options are built); pools without a name."""
+        for name in wire.TABLES:
+            table = getattr(portfolio, name)
+            if table is not None and table.height > self.config.max_rows:
+                raise LimitExceededError("max_rows", table.height, self.config.max_rows)
+        pools = portfolio.prospects
+        if pools is not None and "segment" in pools.columns and pools["segment"].null_count():
+            # engine.portfolio lets null segments through (customers may have them) and its
+            # uniqueness check then fails on them: name the problem here
+            row = int(pools["segment"].is_null().arg_max() or 0)
+            raise InvalidInputError.single("prospects.segment", "is null (a pool needs a name)",
+                                           row)
+        options = portfolio.options
+        limit = self.config.limits.max_levels_per_unit
+        if options is not None and "customer_id" in options.columns and options.height > limit:
+            try:
+                most = options.group_by("customer_id").len()["len"].max()
+            except pl.exceptions.PolarsError:
+                return  # an id column polars cannot group: validation names it later
+            if isinstance(most, int) and most > limit:
+                raise LimitExceededError("max_levels_per_unit", most, limit)
+
+    def _check_size(
+        self, response: service_pb2.AllocateResponse | service_pb2.FrontierResponse
+    ) -> None:
+        size = response.ByteSize()
+        if size > self.config.max_message_bytes:
+            raise LimitExceededError("max_message_bytes", size, self.config.max_message_bytes)
+
+    def _metrics(self, names: list[str]) -> list[Metric]:
+        problems = []
+        metrics = []
+        known = self.registry.names("metric")
+        for i, name in enumerate(names):
+            if name not in known:
+                problems.append(FieldViolation(
+                    f"metrics[{i}]", f"unknown metric {name!r}; available: {', '.join(known)}"
+                ))
+                continue
+            metric = self.registry.create("metric", StrategyChoice(name))
+            assert isinstance(metric, Metric)
+            metrics.append(metric)
+        if problems:
+            raise InvalidInputError(problems)
+        return metrics
+
+
+def _note_rows(context: grpc.ServicerContext, rows: int) -> None:
+    """Record the rows of the call for its access-log line."""
+    call = call_of(context)
+    if call is not None:
+        call.rows = rows
+
+
+def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
+    """Validate the columns the metrics read (and known customer columns that are present)."""
+    required = {c for m in metrics for c in m.requires}
+    known = {c.name for c in CUSTOMERS}
+    contract = tuple(
+        replace(c, required=c.name in required)
+        for c in CUSTOMERS
+        if c.name in table.columns or c.name in required
+    ) + tuple(Column(name) for name in sorted(required - known))
+    return validate_table(table, "customers", contract)
+
+
+__all__ = ["EquityServicer"]

@@ -1,0 +1,209 @@
+"""The one mapping between the engine's errors and gRPC statuses with ``google.rpc`` details.
+
+- ``status_from_error``: an exception as the ``google.rpc.Status`` a client receives (code,
+  one-line message, ``BadRequest`` / ``PreconditionFailure`` / ``QuotaFailure`` and an
+  ``ErrorInfo`` of domain ``equity-engine.v1``); anything not a domain error is INTERNAL
+  with the request id only.
+- ``error_from_status``: back again, so a Python caller gets the same exception classes
+  locally and remotely (``ServiceError`` for statuses that are not domain errors).
+- ``grpc_code``: the status code number of a ``google.rpc.Status`` as a ``grpc.StatusCode``.
+- ``unauthenticated``: the status of a call without a valid bearer token.
+
+The server's interceptor, its solve workers and the client all use these; the table of
+codes is in docs/api.md ("Error model").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from engine.errors import (
+    CancelledError,
+    EquityError,
+    FieldViolation,
+    InfeasiblePlanError,
+    InvalidInputError,
+    LimitExceededError,
+    PluginError,
+    SolverError,
+)
+
+DOMAIN = "equity-engine.v1"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def grpc_code(number: int) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` of a status code number (UNKNOWN for one gRPC does not know)."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
+class ServiceError(EquityError):
+    """A gRPC failure that is not one of the engine's domain errors (INTERNAL, UNAVAILABLE...)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        super().__init__(f"{code.name}: {message}")
+
+
+class DeadlineExceededError(CancelledError):
+    """The call's deadline passed; the server stopped working on it (DEADLINE_EXCEEDED)."""
+
+
+_TRANSPORT_SIZE = re.compile(r"message larger than max \((\d+) vs\. (\d+)\)")
+_ROW = re.compile(r"^((?:customers|prospects|options|transactions)\.[^\[\]]+)\[(\d+)\]$")
+
+
+def _pack(*messages: Any) -> list[any_pb2.Any]:
+    out = []
+    for m in messages:
+        packed = any_pb2.Any()
+        packed.Pack(m)
+        out.append(packed)
+    return out
+
+
+def _info(reason: str, **metadata: Any) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(
+        reason=reason, domain=DOMAIN, metadata={k: str(v) for k, v in metadata.items()}
+    )
+
+
+def status_from_error(
+    exc: BaseException, deadline_passed: bool = False, request_id: str = ""
+) -> status_pb2.Status:
+    """The one mapping from an exception to the ``google.rpc.Status`` a client receives.
+
+    Domain errors keep their message and gain structured details; anything else is
+    INTERNAL with only the request id (the traceback stays in the server log).
+    """
+    if isinstance(exc, InvalidInputError):
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=v.path(), description=v.description, reason="INVALID_VALUE"
+            )
+            for v in exc.violations
+        ])
+        return status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message=str(exc),
+            details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations))),
+        )
+    if isinstance(exc, InfeasiblePlanError):
+        failure = error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="PLAN_INFEASIBLE", subject=name, description=exc.reason
+            )
+            for name in (exc.constraints or ["plan"])
+        ])
+        return status_pb2.Status(
+            code=code_pb2.FAILED_PRECONDITION, message=str(exc),
+            details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(exc.constraints))),
+        )
+    if isinstance(exc, LimitExceededError):
+        quota = error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=exc.limit, description=str(exc))
+        ])
+        info = _info("LIMIT_EXCEEDED", limit=exc.limit, value=repr(exc.value),
+                     maximum=repr(exc.maximum))
+        return status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc), details=_pack(quota, info)
+        )
+    if isinstance(exc, CancelledError):
+        code = code_pb2.DEADLINE_EXCEEDED if deadline_passed else code_pb2.CANCELLED
+        reason = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
+        return status_pb2.Status(code=code, message=str(exc), details=_pack(_info(reason)))
+    if isinstance(exc, PluginError):
+        info = _info("PLUGIN_ERROR", plugin=exc.plugin, request_id=request_id)
+        return status_pb2.Status(code=code_pb2.INTERNAL, message=str(exc), details=_pack(info))
+    if isinstance(exc, SolverError):
+        info = _info("SOLVER_ERROR", status=exc.status, request_id=request_id)
+        return status_pb2.Status(code=code_pb2.INTERNAL, message=str(exc), details=_pack(info))
+    info = _info("INTERNAL", request_id=request_id)
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error (request {request_id}; details are in the server log)",
+        details=_pack(info),
+    )
+
+
+def error_from_status(
+    code: grpc.StatusCode, message: str, details: Sequence[any_pb2.Any] = ()
+) -> EquityError:
+    """The exception a client raises for a failed call: the engine's own classes for domain
+    errors (with their field violations, constraints, limit), ``ServiceError`` otherwise."""
+    info = error_details_pb2.ErrorInfo()
+    bad = error_details_pb2.BadRequest()
+    failure = error_details_pb2.PreconditionFailure()
+    quota = error_details_pb2.QuotaFailure()
+    found = set()
+    for detail in details:
+        for name, target in (("info", info), ("bad", bad), ("failure", failure), ("quota", quota)):
+            if detail.Is(target.DESCRIPTOR):
+                detail.Unpack(target)
+                found.add(name)
+    reason = info.reason if "info" in found else ""
+    meta = dict(info.metadata)
+    if code == grpc.StatusCode.INVALID_ARGUMENT and bad.field_violations:
+        violations = []
+        for v in bad.field_violations:
+            m = _ROW.match(v.field)
+            if m:
+                violations.append(FieldViolation(m.group(1), v.description, int(m.group(2))))
+            else:
+                violations.append(FieldViolation(v.field, v.description))
+        return InvalidInputError(violations)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "PLAN_INFEASIBLE":
+        constraints = [c for c in meta.get("constraints", "").split(",") if c]
+        text = failure.violations[0].description if failure.violations else message
+        return InfeasiblePlanError(text, constraints)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason == "LIMIT_EXCEEDED":
+        return LimitExceededError(
+            meta.get("limit", "limit"),
+            float(meta.get("value", "nan")),
+            float(meta.get("maximum", "nan")),
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (m := _TRANSPORT_SIZE.search(message)):
+        # gRPC's transport refuses an oversized message before the service sees it.
+        return LimitExceededError("max_message_bytes", int(m.group(1)), int(m.group(2)))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(message or "deadline exceeded")
+    if code == grpc.StatusCode.CANCELLED:
+        return CancelledError(message or "cancelled")
+    if code == grpc.StatusCode.INTERNAL and reason == "PLUGIN_ERROR":
+        plugin = meta.get("plugin", "")
+        prefix = f"plugin {plugin!r}: "
+        return PluginError(plugin, message.removeprefix(prefix))
+    if code == grpc.StatusCode.INTERNAL and reason == "SOLVER_ERROR":
+        return SolverError(message, meta.get("status", "error"))
+    return ServiceError(code, message, reason, meta)
+
+
+def unauthenticated(message: str) -> status_pb2.Status:
+    """The status of a call refused for want of a valid token (reason ``UNAUTHENTICATED``)."""
+    return status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=message,
+                             details=_pack(_info("UNAUTHENTICATED")))
+
+
+__all__ = [
+    "DOMAIN",
+    "DeadlineExceededError",
+    "ServiceError",
+    "error_from_status",
+    "grpc_code",
+    "status_from_error",
+    "unauthenticated",
+]
