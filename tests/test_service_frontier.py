@@ -1,18 +1,22 @@
-"""The Frontier RPC: the same exact frontier as `equity frontier`, over a real channel."""
+"""The Frontier RPC: the same exact frontier as `equity frontier`, over a real channel; like a
+large solve it takes a place in the solve queue and a slot, and stops at its deadline and at
+``max_solve_seconds``."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from engine.errors import InvalidInputError
+from engine.errors import InvalidInputError, LimitExceededError
 from engine.pipeline import allocate
 from engine.plan import Plan, SegmentLimit
 from engine.planning.frontier import frontier
 from engine.portfolio import Portfolio
-from engine.service.client import Client
+from engine.service.client import Client, DeadlineExceededError
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers, prospects
 
@@ -50,3 +54,59 @@ def test_frontier_rpc_bad_plan_is_invalid_argument(client: Client) -> None:
     with pytest.raises(InvalidInputError) as err:
         client.frontier(PORTFOLIO, bad)
     assert err.value.violations[0].field == "plan.segment_limits[0].segment"
+
+
+# --- admission and stopping: a frontier is as heavy as a large solve ---------------------------
+
+
+@pytest.fixture(scope="module")
+def gated() -> Iterator[EquityServer]:
+    """One solve slot and one place in the queue; the tests hold them from this process."""
+    config = ServerConfig(port=0, max_concurrent_solves=1, max_queued_solves=1,
+                          queue_timeout=30.0, isolate_solves=False, grace=1.0)
+    server = EquityServer(config)
+    server.start()
+    yield server
+    server.stop(grace=1.0)
+
+
+def test_frontier_takes_a_place_in_the_solve_queue(gated: EquityServer) -> None:
+    with Client(gated.address, timeout=30.0) as c:
+        full = (gated.gate.admitted(), gated.gate.admitted())  # one running, one queued
+        with full[0], full[1], pytest.raises(LimitExceededError) as err:
+            c.frontier(PORTFOLIO, PLAN)
+        assert err.value.limit == "max_queued_solves"
+        points, _, _ = c.frontier(PORTFOLIO, PLAN)  # room again: it runs
+        assert points.height > 2
+    assert gated.active_solves == 0
+
+
+def test_frontier_waits_for_a_slot_and_gives_up_at_its_deadline(
+    gated: EquityServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="engine.service.server.access")
+    with Client(gated.address, timeout=30.0) as c:
+        with gated.gate.admitted(), gated.gate.slot(lambda: False):  # a solve is running
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceededError):
+                c.frontier(PORTFOLIO, PLAN, timeout=0.5)
+            assert time.monotonic() - started < 5.0
+            # The call stopped waiting when its deadline passed and left the queue: the next
+            # one is queued (and times out in turn), not refused for a full queue.
+            time.sleep(0.3)
+            with pytest.raises(DeadlineExceededError):
+                c.frontier(PORTFOLIO, PLAN, timeout=0.5)
+        points, _, _ = c.frontier(PORTFOLIO, PLAN)
+        assert points.height > 2
+    statuses = [r.fields["status"] for r in caplog.records  # type: ignore[attr-defined]
+                if getattr(r, "fields", {}).get("method") == "Frontier"]
+    assert statuses[:2] == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"] and statuses[-1] == "OK"
+
+
+def test_frontier_stops_at_max_solve_seconds() -> None:
+    config = ServerConfig(port=0, max_solve_seconds=1e-6, isolate_solves=False, grace=1.0)
+    with EquityServer(config) as server, Client(server.address, timeout=30.0) as c:
+        with pytest.raises(LimitExceededError) as err:
+            c.frontier(PORTFOLIO, PLAN)
+        assert err.value.limit == "max_solve_seconds"
+        assert server.active_solves == 0
