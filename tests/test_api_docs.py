@@ -46,7 +46,9 @@ def stub() -> Iterator[service_pb2_grpc.EquityServiceStub]:
 
 
 def test_every_rpc_has_an_example() -> None:
-    assert {m for m, _ in EXAMPLES} == {"Allocate", "AllocateStream", "Score"}
+    methods = service_pb2.DESCRIPTOR.services_by_name["EquityService"].methods_by_name
+    assert {m for m, _ in EXAMPLES} == set(methods) == {
+        "Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier"}
 
 
 @pytest.mark.parametrize(("method", "body"), EXAMPLES, ids=[m for m, _ in EXAMPLES])
@@ -62,7 +64,15 @@ def test_example_runs(stub: service_pb2_grpc.EquityServiceStub, method: str, bod
         assert response.summary.status == "optimal"
         assert response.units.WhichOneof("data") == "columns"
         assert response.summary.total_spend <= 40 + 1e-6
-    else:
+    elif method == "Score":
         response = stub.Score(requests[0], timeout=30)
         names = [c.name for c in response.scores.columns.columns]
         assert names == ["customer_id", "clv"]
+    elif method == "ListPlugins":
+        response = stub.ListPlugins(requests[0], timeout=30)
+        assert {s.name for s in response.strategies} >= {"clv", "roc"}
+    else:
+        response = stub.Frontier(requests[0], timeout=30)
+        assert response.points.WhichOneof("data") == "columns"  # as the request's tables
+        assert len(response.points.columns.columns[0].doubles.values) > 2
+        assert 0 < response.summary["chosen_budget"] <= 40  # at most the plan's budget

@@ -135,7 +135,9 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             with budget.enforced():
                 result = frontier(portfolio, plan, self.registry, progress=budget.checkpoint,
                                   should_stop=budget.should_stop)
-        fmt = request.response_format or wire.ARROW
+        fmt = request.response_format or wire.first_format(
+            request.portfolio.customers, request.portfolio.prospects, request.portfolio.options
+        )
         response = service_pb2.FrontierResponse(
             points=wire.encode_table(result.points, fmt),
             moves=wire.encode_table(result.moves, fmt),
