@@ -1,7 +1,7 @@
 """Domain errors: every failure a caller can act on, with the field and row that caused it.
 
 The CLI turns these into one-line messages with a non-zero exit code; the gRPC layer maps
-each class to one status code (see ``engine.service.server``), so no caller ever sees a traceback.
+each class to one status code (see ``engine.service.status``), so no caller ever sees a traceback.
 """
 
 from __future__ import annotations
