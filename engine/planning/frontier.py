@@ -51,7 +51,6 @@ from engine.options import OptionSet
 from engine.plan import Plan
 from engine.planning.frontier_network import build_network, trace_network
 from engine.planning.frontier_pieces import (
-    Progress,
     apply_limit,
     combine,
     groups_of,
@@ -59,14 +58,11 @@ from engine.planning.frontier_pieces import (
     merge_pieces,
 )
 from engine.planning.frontier_result import Frontier, assemble
+from engine.planning.progress import Progress, no_progress
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
 __all__ = ["Frontier", "Progress", "build_model", "frontier", "frontier_of", "integer_check"]
-
-
-def _no_progress(phase: str, done: float) -> None:
-    del phase, done
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,7 +109,7 @@ def frontier_of(
 ) -> Frontier:
     """The frontier from options and rows (the total budget row, if any, is the parameter)."""
     started = time.perf_counter() if started is None else started
-    progress = progress or _no_progress
+    progress = progress or no_progress
     hull = options.hull
     unit, dc, dv = hull.increments(options.cost, options.value)
     first = hull.points[hull.offsets[:-1]]

@@ -25,8 +25,8 @@ from engine.planning.frontier_pieces import (
     Group,
     IntArray,
     Pieces,
-    Progress,
 )
+from engine.planning.progress import Progress
 
 
 @dataclass

@@ -14,7 +14,6 @@ handled by merging alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,6 @@ from engine.errors import InfeasiblePlanError
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
-Progress = Callable[[str, float], None]
 
 
 

@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter
 from engine.constraints import build_constraints
 from engine.plan import Plan
 from engine.planning.frontier import Frontier, frontier_of
+from engine.planning.progress import Progress, no_progress
 from engine.planning.scenarios import (
     Comparison,
     compare,
@@ -41,16 +42,11 @@ from engine.planning.scenarios import (
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
-Progress = Callable[[str, float], None]
 KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}
 PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467bd",
                 "proportional": "#8c564b", "current": "#d62728",
                 "optimum, same money": "#17becf"}
 CHARTS = ("frontier", "spend", "equity", "roc", "uplift")
-
-
-def _no_progress(phase: str, done: float) -> None:
-    del phase, done
 
 
 @dataclass
@@ -74,7 +70,7 @@ def build_report(
     response_factors: Sequence[float] = (),
 ) -> ReportData:
     """Everything the report shows: frontier, comparison, kind split, scenarios, top uplift."""
-    progress = progress or _no_progress
+    progress = progress or no_progress
     comparison = compare(portfolio, plan, current, registry, progress)
     optimum = comparison.optimum
     options = optimum.options
@@ -491,7 +487,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
 
 def write_report(data: ReportData, out: Path, progress: Progress | None = None) -> dict[str, Path]:
     """Render every chart to ``out/<name>.png`` and the page to ``out/report.html``."""
-    progress = progress or _no_progress
+    progress = progress or no_progress
     out.mkdir(parents=True, exist_ok=True)
     makers: dict[str, Callable[[], bytes]] = {
         "frontier": lambda: chart_frontier(data.frontier),

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,18 +37,14 @@ from engine.errors import EquityError, InvalidInputError, SolverError
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan, StrategyChoice
 from engine.planning.acquisition_retention import kind_split as kind_split  # re-exported
+from engine.planning.progress import Progress, no_progress
 from engine.plugins import Registry, default_registry
 from engine.portfolio import Portfolio
 from engine.result import PlanResult
 from engine.valuation import return_on_customer
 
 FloatArray = NDArray[np.float64]
-Progress = Callable[[str, float], None]
 UNIT_COLUMNS = ("customer_id", "kind", "segment", "spend", "equity_before", "equity_after")
-
-
-def _no_progress(phase: str, done: float) -> None:
-    del phase, done
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +315,7 @@ def compare(
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
-    progress = progress or _no_progress
+    progress = progress or no_progress
     d = plan.discount_rate
     progress("optimum", 0.0)
     optimum = allocate(portfolio, plan, registry)
@@ -462,7 +458,7 @@ def robustness(
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
-    progress = progress or _no_progress
+    progress = progress or no_progress
     variants: list[tuple[str, Portfolio, Plan]] = [("as planned", portfolio, plan)]
     for rate in discount_rates:
         try:
