@@ -1,18 +1,50 @@
-"""Reading and writing tables by file extension: Parquet, CSV or Arrow IPC."""
+"""Reading and writing tables by file extension: Parquet, CSV or Arrow IPC.
+
+Ids read from CSV keep what the file says: a ``customer_id`` column is an integer column
+(Int64) only when every value is a plain integer without leading zeros (``17``, ``-3``);
+otherwise it is read as text exactly as written (``0001``, ``C17``, `` 17``). Parquet and
+Arrow files carry their own types, which are kept.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from engine.errors import InvalidInputError
 
+ID_COLUMNS = ("customer_id",)
+_PLAIN_INTEGER = r"^-?(0|[1-9][0-9]*)$"
+
+
+def read_csv(path: str | Path, **kwargs: Any) -> pl.DataFrame:
+    """``pl.read_csv`` with the id policy above: ids never lose leading zeros."""
+    overrides = dict(kwargs.pop("schema_overrides", None) or {})
+    overrides.update(dict.fromkeys(ID_COLUMNS, pl.String))
+    table = pl.read_csv(path, schema_overrides=overrides, **kwargs)
+    return table.with_columns(
+        integer_ids(table[c]) for c in ID_COLUMNS if c in table.columns
+    )
+
+
+def integer_ids(ids: pl.Series) -> pl.Series:
+    """Text ids as Int64 when every one is a plain integer that fits; else unchanged."""
+    if ids.dtype != pl.String or ids.len() == ids.null_count():
+        return ids
+    values = ids.drop_nulls()
+    if not bool(values.str.contains(_PLAIN_INTEGER).all()):
+        return ids
+    as_int = ids.cast(pl.Int64, strict=False)
+    return as_int if as_int.null_count() == ids.null_count() else ids  # overflow: text
+
+
 READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".pq": pl.read_parquet,
-    ".csv": pl.read_csv,
+    ".csv": read_csv,
     ".arrow": pl.read_ipc,
     ".ipc": pl.read_ipc,
     ".feather": pl.read_ipc,
