@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bgnbd import ModelFitError
+from engine.cli import discount_rate
 from engine.clv import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
 from engine.valuation import Valuation
@@ -33,13 +34,16 @@ def add_parser(subparsers: Any) -> None:
         help="customer_id,date,amount (.csv/.parquet) or raw CDNOW text",
     )
     p.add_argument("--calibration-end", required=True, help="last calibration date, YYYY-MM-DD")
-    p.add_argument("--time-unit", choices=("day", "week"), default="week")
+    p.add_argument("--time-unit", choices=("day", "week"), default="week",
+                   help="time unit of recency and age")
     p.add_argument(
-        "--format", dest="fmt", choices=("auto", "cdnow", "csv", "parquet"), default="auto"
+        "--format", dest="fmt", choices=("auto", "cdnow", "csv", "parquet"), default="auto",
+        help="file format; auto: by extension, CDNOW when the first line looks like it",
     )
     p.add_argument("--horizon", type=int, help="periods valued (default: infinite)")
     p.add_argument(
-        "--discount-rate", type=float, help="per period (default: the equivalent of 10%% a year)"
+        "--discount-rate", type=discount_rate,
+        help="per period, a fraction (default: the equivalent of 10%% a year)",
     )
     p.add_argument(
         "--period-length",
@@ -64,7 +68,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         help="time units for expected_purchases (default: the valued horizon)",
     )
-    p.add_argument("--output", type=Path, help="per-customer values (.parquet or .csv)")
+    p.add_argument("--output", type=Path,
+                   help="per-customer values (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the fit as one JSON object")
     p.set_defaults(func=cmd_clv)
 

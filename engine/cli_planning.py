@@ -259,7 +259,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         g = p.add_argument_group("scenarios")
         g.add_argument("--current-plan", type=Path, metavar="FILE",
                        help="the firm's current plan: a table customer_id, spend (a pool's id is "
-                            "its segment, its spend the pool's total)")
+                            "its segment, its spend the pool's total) (default: none)")
         g.add_argument("--scenario-discount-rate", type=float, action="append", default=[],
                        metavar="RATE", help="re-evaluate the plans at this discount rate "
                                             "(repeatable; default: d - 0.05 and d + 0.05)")
@@ -273,7 +273,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     common(p)
     p.add_argument("--rows", type=int, default=12, help="budgets shown in the table")
-    p.add_argument("--output", type=Path, help="every breakpoint (.parquet, .csv or .arrow)")
+    p.add_argument("--output", type=Path,
+                   help="every breakpoint (.parquet, .csv or .arrow) (default: not written)")
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="also solve integral plans at N budgets and compare with the frontier")
     p.set_defaults(func=cmd_frontier)
