@@ -41,10 +41,30 @@ def integer_ids(ids: pl.Series) -> pl.Series:
     return as_int if as_int.null_count() == ids.null_count() else ids  # overflow: text
 
 
+def csv_separator(path: str | Path) -> str:
+    """The separator of a delimited file, from its header line: ``,`` unless the header
+    holds more semicolons (spreadsheets in locales with a decimal comma) or tabs."""
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(65536).decode("utf-8", errors="replace")
+    except OSError:
+        return ","
+    header = next((line for line in head.splitlines() if line.strip()), "")
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] > counts[","] else ","
+
+
+def read_delimited(path: str | Path, **kwargs: Any) -> pl.DataFrame:
+    """:func:`read_csv` with the separator found by :func:`csv_separator`."""
+    return read_csv(path, separator=csv_separator(path), **kwargs)
+
+
 READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".pq": pl.read_parquet,
-    ".csv": read_csv,
+    ".csv": read_delimited,
+    ".tsv": read_delimited,
     ".arrow": pl.read_ipc,
     ".ipc": pl.read_ipc,
     ".feather": pl.read_ipc,
@@ -65,6 +85,9 @@ def read_table(path: str | Path, field: str = "file") -> pl.DataFrame:
         return reader(path)
     except Exception as exc:  # polars raises many types for truncated or malformed files
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if reader is read_delimited:
+            sep = {",": "comma", ";": "semicolon", "\t": "tab"}[csv_separator(path)]
+            message = f"read as {sep}-separated: {message}"
         raise InvalidInputError.single(field, f"{path}: cannot be read: {message}") from None
 
 

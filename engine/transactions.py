@@ -55,7 +55,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.errors import FieldViolation, InvalidInputError
-from engine.io import read_csv
+from engine.io import csv_separator, read_csv
 
 TimeUnit = Literal["day", "week"]
 RefundPolicy = Literal["drop", "net_same_day", "error"]
@@ -149,7 +149,7 @@ def read_transactions(path: str | Path, fmt: FileFormat = "auto") -> pl.DataFram
     if fmt == "parquet":
         df = pl.read_parquet(path)
     elif fmt == "csv":
-        df = read_csv(path, infer_schema_length=10_000)
+        df = read_csv(path, infer_schema_length=10_000, separator=csv_separator(path))
     else:
         raise InvalidInputError.single(
             "format", f"unknown format {fmt!r} (auto, csv, parquet, cdnow)"

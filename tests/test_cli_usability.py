@@ -267,3 +267,49 @@ def test_plurals() -> None:
     assert plural(1, "breakpoint") == "1 breakpoint"
     assert plural(2, "breakpoint") == "2 breakpoints"
     assert plural(1200, "pool") == "1,200 pools"
+
+
+# --- other separators, tiny logs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_separated_files_are_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sep: str
+) -> None:
+    path = tmp_path / "customers.csv"
+    example_customers(40).write_csv(path, separator=sep)
+    code, out, err = run_main(capsys, "allocate", "--customers", str(path), "--budget", "50",
+                              "--json")
+    assert code == 0, err
+    assert json.loads(out)["customers"] == 40
+
+
+def test_decimal_comma_is_named_with_the_row(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text("customer_id;margin;retention\n1;15;0.8\n2;2,5;0.7\n")
+    code, _, err = run_main(capsys, "allocate", "--customers", str(path), "--budget", "5")
+    assert code == 2
+    assert "customers.margin[1]: '2,5' is not a number (decimal comma?" in err
+
+
+def test_semicolon_transaction_log(tmp_path: Path) -> None:
+    from engine.transactions import read_transactions
+
+    path = tmp_path / "tx.csv"
+    path.write_text("customer_id;date;amount\n1;2024-01-01;5\n1;2024-01-05;5.5\n")
+    assert read_transactions(path)["amount"].to_list() == [5.0, 5.5]
+
+
+def test_too_few_customers_to_fit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "tx.csv"
+    path.write_text(
+        "customer_id,date,amount\n1,2024-01-01,5\n1,2024-02-05,7\n2,2024-01-03,5\n"
+        "2,2024-03-01,9\n3,2024-01-10,4\n4,2024-02-01,3\n4,2024-02-20,6\n"
+    )
+    for args in (("clv", "--calibration-end", "2024-04-01"), ("allocate", "--budget", "10")):
+        code, _, err = run_main(capsys, *args, "--transactions", str(path))
+        assert code == 2, err
+        assert "too few customers to fit BG/NBD: 4, at least 10 needed" in err
+        assert "did not converge" not in err
