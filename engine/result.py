@@ -12,6 +12,7 @@ import polars as pl
 
 from engine.allocation import Allocation
 from engine.constraints import Constraint
+from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
 from engine.valuation import return_on_customer
 
@@ -128,7 +129,7 @@ def build_result(
         ],
         "fractional_pools": int((options.fractional & (allocation.theta > 0)).sum()),
         "iterations": allocation.iterations,
-        "notes": list(allocation.notes),
+        "notes": list(allocation.notes) + nothing_spent_notes(options, rows, total_spend),
         "seconds": timings,
     }
     return PlanResult(units, summary, options, allocation)

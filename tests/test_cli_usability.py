@@ -313,3 +313,48 @@ def test_too_few_customers_to_fit(capsys: pytest.CaptureFixture[str], tmp_path: 
         assert code == 2, err
         assert "too few customers to fit BG/NBD: 4, at least 10 needed" in err
         assert "did not converge" not in err
+
+
+# --- why nothing is spent ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def customers_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("customers") / "customers.csv"
+    example_customers(50).write_csv(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, note",
+    [
+        (["--retention-levels", "0,500", "--budget", "100"],
+         "no spend level returns more than it costs"),
+        (["--retention-levels", "0,20", "--budget", "5"], "levels too coarse for the budget"),
+        (["--budget", "0"], "every spend that would add equity is capped at 0 by budget"),
+    ],
+)
+def test_nothing_spent_says_why(
+    capsys: pytest.CaptureFixture[str], customers_csv: Path, args: list[str], note: str
+) -> None:
+    code, out, err = run_main(capsys, "allocate", "--customers", str(customers_csv), *args,
+                              "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["total_spend"] == 0
+    assert any(note in n for n in summary["notes"]), summary["notes"]
+    code, out, err = run_main(capsys, "allocate", "--customers", str(customers_csv), *args)
+    assert code == 0, err
+    assert note in out
+    assert "-0.00" not in out
+
+
+def test_no_note_when_money_is_spent(
+    capsys: pytest.CaptureFixture[str], customers_csv: Path
+) -> None:
+    code, out, err = run_main(capsys, "allocate", "--customers", str(customers_csv),
+                              "--budget", "100", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["total_spend"] > 0
+    assert not any("nothing is spent" in n for n in summary["notes"])
