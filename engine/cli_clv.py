@@ -17,6 +17,7 @@ from engine.bgnbd import ModelFitError
 from engine.cli import discount_rate
 from engine.clv import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
+from engine.textfmt import number, plural
 from engine.valuation import Valuation
 
 
@@ -112,7 +113,8 @@ def _print(s: dict[str, Any]) -> None:
     se, gse = bg["standard_errors"], gg["standard_errors"]
     out = sys.stdout
     out.write(
-        f"customers        {s['customers']:,} (calibration to {s['calibration_end']}, "
+        f"customers        {plural(s['customers'], 'customer')} "
+        f"(calibration to {s['calibration_end']}, "
         f"{s['time_unit']}s)\n"
     )
     out.write(
@@ -123,12 +125,12 @@ def _print(s: dict[str, Any]) -> None:
     out.write(
         "Gamma-Gamma      "
         + "  ".join(f"{k} {gg[k]:.4f} ({gse[k]:.4f})" for k in ("p", "q", "gamma"))
-        + f"  on {gg['customers']:,} repeaters\n"
+        + f"  on {plural(gg['customers'], 'repeater')}\n"
     )
     v = s["valuation"]
     horizon = "infinite" if v["horizon"] is None else f"{v['horizon']} periods"
     out.write(
-        f"CLV              total {s['clv']['total']:,.2f}  mean {s['clv']['mean']:,.2f}  "
+        f"CLV              total {number(s['clv']['total'])}  mean {number(s['clv']['mean'])}  "
         f"({horizon}, {v['discount_rate']:.6f} per period)\n"
     )
     dropped = {

@@ -358,3 +358,51 @@ def test_no_note_when_money_is_spent(
     summary = json.loads(out)
     assert summary["total_spend"] > 0
     assert not any("nothing is spent" in n for n in summary["notes"])
+
+
+# --- quiet reports and clean text -------------------------------------------------------
+
+
+def test_report_on_a_plan_worth_nothing_warns_nothing(
+    customers_csv: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        equity("report", "--customers", str(customers_csv), "--retention-levels", "0,500",
+               "--budget", "100", "--out", str(tmp_path / "r"), "--quiet"),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert (tmp_path / "r" / "uplift.png").is_file()
+
+
+def test_report_charts_raise_no_matplotlib_warning(customers_csv: Path, tmp_path: Path) -> None:
+    import warnings
+
+    from engine.plan import Plan
+    from engine.portfolio import Portfolio
+    from engine.report import build_report, write_report
+
+    portfolio = Portfolio(pl.read_csv(customers_csv))
+    for plan in (Plan(total_budget=100, retention_levels=(0, 500)), Plan(total_budget=0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = build_report(portfolio, plan, None, discount_rates=[0.05],
+                                response_factors=[0.5])
+            write_report(data, tmp_path / "r")
+        ours = [w for w in caught if "pulp" not in w.filename]  # PuLP's API deprecations
+        assert not ours, [str(w.message) for w in ours]
+
+
+def test_text_output_has_no_negative_zero_and_correct_plurals(
+    capsys: pytest.CaptureFixture[str], customers_csv: Path
+) -> None:
+    args = ("--customers", str(customers_csv), "--retention-levels", "0,500", "--budget", "100",
+            "--quiet")
+    code, out, err = run_main(capsys, "frontier", *args)
+    assert code == 0, err
+    assert "1 breakpoint," in out
+    code, out2, err = run_main(capsys, "compare", *args, "--no-scenarios")
+    assert code == 0, err
+    for text in (out, out2):
+        assert "-0.00" not in text
