@@ -143,7 +143,7 @@ COSTS = (
     _broken("inf-cost", lambda o: {"cost": np.where(np.arange(o.cost.size) == 3, np.inf,
                                                      o.cost)}),
     _broken("nan-value", lambda o: {"value": np.full_like(o.value, np.nan)}),
-    _broken("zero-size", lambda o: {"size": np.zeros_like(o.size)}),
+    _broken("negative-size", lambda o: {"size": -o.size}),
 )
 
 PLUGIN = Plugin(
@@ -191,7 +191,7 @@ def transactions(n_customers: int = 50) -> pl.DataFrame:
                             "unit, first 'x')"),
     ({"cost": "inf-cost"}, "options.cost: 1 non-finite values"),
     ({"cost": "nan-value"}, "options.value: 530 non-finite values"),
-    ({"cost": "zero-size"}, "size must be finite and > 0"),
+    ({"cost": "negative-size"}, "size must be finite and >= 0"),
 ])
 def test_broken_output_is_a_plugin_error(
     registry: Registry, inputs: tuple[Portfolio, Plan], choice: dict[str, str], problem: str
