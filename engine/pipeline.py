@@ -51,6 +51,8 @@ def apply_metric(
     if not isinstance(out, pl.DataFrame) or out.height != table.height:
         got = out.height if isinstance(out, pl.DataFrame) else type(out).__name__
         raise plugin_failure(metric, registry, f"returned {got} rows for {table.height}")
+    if "customer_id" in out.columns and "customer_id" in table.columns:
+        _check_same_ids(metric, registry, out["customer_id"], table["customer_id"])
     for column in out.columns:
         values = out[column]
         # A metric may declare columns that can be undefined (ROC of a row without equity).
@@ -73,6 +75,8 @@ class Model:
     metric_columns: pl.DataFrame | None
     portfolio: Portfolio
     timings: dict[str, float]
+    id_dtype: pl.DataType | None = None  # the input's customer_id type, kept in the plan
+    level_dtype: pl.DataType | None = None  # the options table's level type, likewise
 
 
 def _customers_from_transactions(
@@ -101,14 +105,13 @@ def _customers_from_transactions(
         derived.columns
     ):
         raise plugin_failure(metric, registry, "must return customer_id, margin and retention")
+    _check_derived(metric, registry, derived)
     customers = derived
     if portfolio.customers is not None:
         extra = portfolio.customers.drop(
             [c for c in portfolio.customers.columns if c in derived.columns and c != "customer_id"]
-        ).with_columns(pl.col("customer_id").cast(pl.String))
-        customers = derived.with_columns(pl.col("customer_id").cast(pl.String)).join(
-            extra, on="customer_id", how="left", maintain_order="left"
         )
+        customers = _join_on_ids(derived, extra)
     metric_columns = derived.drop("margin", "retention")
     return Portfolio(customers, portfolio.prospects, portfolio.options), metric_columns
 
@@ -136,6 +139,9 @@ def build_model(
     cost = registry.create("cost", plan.cost)
     assert isinstance(metric, Metric) and isinstance(cost, CostModel)
     limits.check_inputs(portfolio, plan)
+    level_dtype = None  # validation makes levels Float64; the plan gives them back as given
+    if portfolio.options is not None and "level" in portfolio.options.columns:
+        level_dtype = portfolio.options.schema["level"]
     mark = time.perf_counter()
     metric_columns = None
     if portfolio.transactions is not None:
@@ -160,6 +166,9 @@ def build_model(
         options = cost.build(portfolio, plan)
     if not isinstance(options, OptionSet):
         raise plugin_failure(cost, registry, f"returned {type(options).__name__}, not OptionSet")
+    problem = option_set_problem(options)
+    if problem is not None:
+        raise plugin_failure(cost, registry, problem)
     try:
         options.validate()
     except EquityError as exc:
@@ -171,7 +180,9 @@ def build_model(
     _ = options.hull  # the hull is part of building the model; time it here
     timings["options"] = time.perf_counter() - mark
     _checkpoint(should_stop)
-    return Model(options, rows, metric_columns, portfolio, timings)
+    return Model(
+        options, rows, metric_columns, portfolio, timings, _id_dtype(cost, portfolio), level_dtype
+    )
 
 
 def allocate(
@@ -214,6 +225,8 @@ def allocate(
         allocator.exact,
         timings,
         model.metric_columns,
+        model.id_dtype,
+        model.level_dtype,
     )
     timings["report"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started  # the same dict the summary holds
@@ -243,3 +256,159 @@ def _check_allocation(
         raise plugin_failure(allocator, registry, "theta must be in [0, 1]")
     if (~options.fractional & (theta > 0) & (allocation.lo != allocation.hi)).any():
         raise plugin_failure(allocator, registry, "a customer was given two levels")
+
+
+def _id_dtype(cost: CostModel, portfolio: Portfolio) -> pl.DataType | None:
+    """The type of the ids the units come from: the first table of the cost model's ``uses``
+    that the portfolio has (customers, or an options table)."""
+    for name in (*cost.uses, "customers", "options"):
+        table = getattr(portfolio, name, None) if name in ("customers", "options") else None
+        if table is not None and "customer_id" in table.columns:
+            dtype: pl.DataType = table.schema["customer_id"]
+            return dtype
+    return None
+
+
+def _join_on_ids(derived: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
+    """A transactions metric's customers, left-joined with the customers table on
+    ``customer_id``. Ids of different types are compared as text (``1`` matches ``1``, never
+    ``0001``), so no id is changed to fit; the result keeps the transactions' ids."""
+    left, right = derived["customer_id"].dtype, customers["customer_id"].dtype
+    if left == right:
+        return derived.join(customers, on="customer_id", how="left", maintain_order="left")
+    key = "__customer_id_text"
+    return (
+        derived.with_columns(pl.col("customer_id").cast(pl.String).alias(key))
+        .join(
+            customers.with_columns(pl.col("customer_id").cast(pl.String)).rename(
+                {"customer_id": key}
+            ),
+            on=key,
+            how="left",
+            maintain_order="left",
+        )
+        .drop(key)
+    )
+
+
+def _first_repeat(ids: pl.Series) -> tuple[int, object] | None:
+    """The number of ids that repeat an earlier one and the first of them, or None."""
+    repeated = ~ids.is_first_distinct()
+    if not repeated.any():
+        return None
+    return int(repeated.sum()), ids.filter(repeated)[0]
+
+
+def _check_same_ids(
+    metric: Metric, registry: Registry, out: pl.Series, given: pl.Series
+) -> None:
+    """A metric that returns ``customer_id`` must return the rows' own ids, in order."""
+    if out.dtype == given.dtype and out.equals(given):
+        return
+    repeat = _first_repeat(out)
+    if repeat is not None:
+        raise plugin_failure(
+            metric, registry, f"returned duplicate customer_id values ({repeat[0]} rows "
+            f"repeat an earlier id, first {repeat[1]!r})",
+        )
+    raise plugin_failure(metric, registry, "returned a customer_id column that differs from "
+                         "its input's (ids must come back unchanged, in order)")
+
+
+def _check_derived(metric: Metric, registry: Registry, derived: pl.DataFrame) -> None:
+    """A transactions metric's customers: one row per customer, finite numbers."""
+    ids = derived["customer_id"]
+    if ids.null_count():
+        raise plugin_failure(metric, registry, "returned a null customer_id")
+    repeat = _first_repeat(ids)
+    if repeat is not None:
+        raise plugin_failure(
+            metric, registry, f"returned duplicate customer_id values ({repeat[0]} rows "
+            f"repeat an earlier id, first {repeat[1]!r})",
+        )
+    for column in derived.columns:
+        values = derived[column]
+        if column in ("margin", "retention"):
+            if not values.dtype.is_numeric():
+                raise plugin_failure(metric, registry, f"column {column!r} is {values.dtype}, "
+                                     "not numeric")
+            if values.null_count():
+                raise plugin_failure(metric, registry, f"column {column!r} has null values")
+        exempt = column in metric.nullable or not values.dtype.is_float()
+        if not exempt and not bool(values.drop_nulls().is_finite().all()):
+            raise plugin_failure(metric, registry, f"column {column!r} has non-finite values")
+
+
+def option_set_problem(options: OptionSet) -> str | None:
+    """What is wrong with the structure of an ``OptionSet`` a cost model returned (shapes,
+    dtypes, offsets, codes, sizes, duplicate unit ids), or None. Values (finite, costs >= 0)
+    are ``OptionSet.validate``'s."""
+    if not isinstance(options.unit_id, pl.Series):
+        return f"unit_id is {type(options.unit_id).__name__}, not a polars Series"
+    n = options.unit_id.len()
+    arrays = ("kind", "segment", "fractional", "size", "offsets", "level", "cost", "value")
+    for name in arrays:
+        if not isinstance(getattr(options, name), np.ndarray):
+            return f"{name} is {type(getattr(options, name)).__name__}, not a numpy array"
+    for name in ("kind", "segment", "fractional", "size"):
+        shape = getattr(options, name).shape
+        if shape != (n,):
+            return f"{name} has shape {shape}; {n} units (unit_id) need ({n},)"
+    offsets = options.offsets
+    if offsets.shape != (n + 1,):
+        return f"offsets has shape {offsets.shape}; {n} units need ({n + 1},)"
+    if not np.issubdtype(offsets.dtype, np.integer):
+        return f"offsets has dtype {offsets.dtype}, not an integer type"
+    total = options.cost.shape
+    if len(total) != 1:
+        return f"cost has shape {total}, not one dimension"
+    for name in ("level", "value"):
+        if getattr(options, name).shape != total:
+            return f"{name} has shape {getattr(options, name).shape}, cost has {total}"
+    if n == 0:
+        return "no units"
+    if offsets[0] != 0 or offsets[-1] != total[0]:
+        return f"offsets run from {offsets[0]} to {offsets[-1]}; need 0 to {total[0]} (options)"
+    empty = np.diff(offsets) <= 0
+    if empty.any():
+        first = int(np.flatnonzero(empty)[0])
+        return f"unit {options.unit_id[first]!r} has no options (offsets must increase)"
+    for name in ("level", "cost", "value", "size"):
+        if not np.issubdtype(getattr(options, name).dtype, np.number):
+            return f"{name} has dtype {getattr(options, name).dtype}, not numeric"
+    kind = options.kind
+    if ((kind != 0) & (kind != 1)).any():
+        return "kind must be 0 (retention) or 1 (acquisition)"
+    segment = options.segment
+    if (
+        not np.issubdtype(segment.dtype, np.integer)
+        or (segment < 0).any()
+        or (segment >= len(options.segments)).any()
+    ):
+        return f"segment codes must index the {len(options.segments)} segment names"
+    size = options.size
+    if not (np.isfinite(size) & (size >= 0)).all():  # an empty pool (0 prospects) is fine
+        return "size must be finite and >= 0"
+    if options.unit_id.null_count():
+        return "unit_id has nulls"
+    mixed = bool((kind != kind[0]).any())
+    for code, label in ((0, "retention"), (1, "acquisition")):
+        if not mixed and kind[0] != code:
+            continue
+        ids = options.unit_id.filter(pl.Series(kind == code)) if mixed else options.unit_id
+        if _distinct(ids):
+            continue
+        repeat = _first_repeat(ids)
+        assert repeat is not None
+        return (f"duplicate unit_id among {label} units ({repeat[0]} repeat an earlier "
+                f"unit, first {repeat[1]!r})")
+    return None
+
+
+def _distinct(ids: pl.Series) -> bool:
+    """Whether no id repeats; linear (no hashing) for ids already sorted, as most are."""
+    if ids.len() < 2:
+        return True
+    if ids.is_sorted():
+        return not bool((ids.slice(1) == ids.slice(0, ids.len() - 1)).any())
+    return bool(ids.n_unique() == ids.len())

@@ -103,8 +103,15 @@ class Plan:
                 problems.append(FieldViolation(f"plan.{name}", "needs at least one level"))
             for j, level in enumerate(levels):
                 number(f"plan.{name}[{j}]", level)
+        rate_ok = not math.isfinite(self.discount_rate) or 0 <= self.discount_rate <= 1
+        if not rate_ok:  # a percent by mistake (10 for 10%)
+            problems.append(FieldViolation(
+                "plan.discount_rate",
+                f"must be a per-period rate between 0 and 1 (10% is 0.10), "
+                f"got {self.discount_rate:g}",
+            ))
         try:
-            _ = self.valuation
+            _ = replace(self, discount_rate=0.10 if not rate_ok else self.discount_rate).valuation
         except InvalidInputError as exc:
             problems.extend(exc.violations)
         for name in ("metric", "cost", "allocation"):

@@ -104,7 +104,7 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
         if not col.numeric:
             continue
         if not series.dtype.is_numeric():
-            problems.append(FieldViolation(field, f"must be numeric, got {series.dtype}"))
+            problems.append(_not_numeric(field, series))
             continue
         values = series.cast(pl.Float64).to_numpy()
         bad = ~np.isfinite(values)
@@ -126,6 +126,20 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
         raise InvalidInputError(problems)
     numeric = [c.name for c in columns if c.numeric and c.name in table.columns]
     return table.with_columns(pl.col(numeric).cast(pl.Float64))
+
+
+def _not_numeric(field: str, series: pl.Series) -> FieldViolation:
+    """Name the first value that is not a number (text in a numeric column of a CSV)."""
+    if series.dtype == pl.String:
+        numbers = series.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = numbers.is_null() & series.is_not_null()
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())
+            value = series[int(rows[0])]
+            hint = " (decimal comma? write 1.5, not 1,5)" if "," in value else ""
+            more = f" ({rows.size} rows)" if rows.size > 1 else ""
+            return FieldViolation(field, f"{value!r} is not a number{hint}{more}", int(rows[0]))
+    return FieldViolation(field, f"must be numeric, got {series.dtype}")
 
 
 def _first(field: str, problem: str, mask: np.ndarray | pl.Series) -> FieldViolation:

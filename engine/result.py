@@ -12,6 +12,7 @@ import polars as pl
 
 from engine.allocation import Allocation
 from engine.constraints import Constraint
+from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
 from engine.valuation import return_on_customer
 
@@ -49,7 +50,11 @@ def build_result(
     exact: bool,
     timings: dict[str, float],
     metric_columns: pl.DataFrame | None = None,
+    id_dtype: pl.DataType | None = None,
+    level_dtype: pl.DataType | None = None,
 ) -> PlanResult:
+    """``id_dtype`` and ``level_dtype`` are the input's ``customer_id`` and ``level`` types:
+    the plan's ids and levels come back as they went in."""
     before = options.value[options.baseline]
     after = allocation.equity(options)
     spend = allocation.spend(options)
@@ -57,25 +62,25 @@ def build_result(
     segment = np.array(options.segments, dtype=object)[options.segment]
     units = pl.DataFrame(
         {
-            "customer_id": options.unit_id.cast(pl.String),
+            **unit_ids(options, id_dtype),
             "kind": kind,
             "segment": pl.Series(segment, dtype=pl.String),
-            "level": allocation.level(options),
+            **unit_levels(options, allocation, level_dtype),
             "spend": spend,
             "equity_before": before,
             "equity_after": after,
             "uplift": after - before,
-            "pool_share_at_upper": allocation.theta,
         }
     )
     if metric_columns is not None:  # what the plan's metric said of each customer
-        extra = metric_columns.with_columns(pl.col("customer_id").cast(pl.String))
+        extra = metric_columns
+        if extra["customer_id"].dtype != units["customer_id"].dtype:
+            extra = extra.with_columns(
+                pl.col("customer_id").cast(units["customer_id"].dtype, strict=False)
+            )
         extra = extra.rename({c: f"metric_{c}" for c in extra.columns[1:] if c in units.columns})
-        pools = pl.Series(options.fractional)
+        # pools have no customer_id (null never matches), so they get no customer metrics
         units = units.join(extra, on="customer_id", how="left", maintain_order="left")
-        units = units.with_columns(  # a pool named like a customer gets no customer metrics
-            pl.when(pools).then(None).otherwise(pl.col(c)).alias(c) for c in extra.columns[1:]
-        )
     equity_before, equity_after = float(before.sum()), float(after.sum())
     total_spend = float(spend.sum())
     by_kind = units.group_by("kind").agg(pl.col("spend").sum())
@@ -124,7 +129,69 @@ def build_result(
         ],
         "fractional_pools": int((options.fractional & (allocation.theta > 0)).sum()),
         "iterations": allocation.iterations,
-        "notes": list(allocation.notes),
+        "notes": list(allocation.notes) + nothing_spent_notes(options, rows, total_spend),
         "seconds": timings,
     }
     return PlanResult(units, summary, options, allocation)
+
+
+def unit_ids(options: OptionSet, id_dtype: pl.DataType | None = None) -> dict[str, pl.Series]:
+    """``customer_id`` (the input's type; null on pool rows) and ``pool`` (the pool's name;
+    null on customer rows). Pools are named by text (their segment) and customers by
+    whatever the input used (Int64, String...), so the two never share a column."""
+    ids = options.unit_id
+    pool = options.fractional
+    n = options.n_units
+    if id_dtype is not None and ids.dtype != id_dtype:
+        # OptionSet.concat names customers and pools alike as text; give customers back
+        # the input's type, unless a cost model made up ids that are not of that type.
+        typed = ids.cast(id_dtype, strict=False)
+        lost = typed.is_null().to_numpy() & ~ids.is_null().to_numpy() & ~pool
+        customer = ids if lost.any() else typed
+    else:
+        customer = ids
+    if not pool.any():
+        return {
+            "customer_id": customer.alias("customer_id"),
+            "pool": pl.repeat(None, n, dtype=pl.String, eager=True).alias("pool"),
+        }
+    is_pool = pl.Series(pool)
+    null_customer = pl.repeat(None, n, dtype=customer.dtype, eager=True)
+    null_pool = pl.repeat(None, n, dtype=pl.String, eager=True)
+    return {
+        "customer_id": customer.zip_with(~is_pool, null_customer).alias("customer_id"),
+        "pool": ids.cast(pl.String).zip_with(is_pool, null_pool).alias("pool"),
+    }
+
+
+def unit_levels(
+    options: OptionSet, allocation: Allocation, level_dtype: pl.DataType | None = None
+) -> dict[str, pl.Series]:
+    """``level``: the level a customer takes, or the one level of a pool that takes one
+    (null when a pool mixes two); ``level_lower``, ``level_upper``, ``share_upper``: a
+    pool's two levels and the share of its prospects at the upper one (a pool at a single
+    level has both levels equal and share 0), null on customer rows."""
+    lo, hi, theta = allocation.lo, allocation.hi, allocation.theta
+    pool = options.fractional
+    low, high = options.level[lo], options.level[hi]
+    at_hi = theta >= 1.0
+    mixed = pool & (theta > 0.0) & ~at_hi & (low != high)
+    single = np.where(theta > 0.0, high, low)  # customers: theta > 0 only with lo == hi
+    lower = np.where(mixed, low, single)
+    upper = np.where(mixed, high, single)
+    share = np.where(mixed, theta, 0.0)
+    customer = ~pool
+    columns = {
+        "level": np.where(mixed, np.nan, single),
+        "level_lower": np.where(customer, np.nan, lower),
+        "level_upper": np.where(customer, np.nan, upper),
+        "share_upper": np.where(customer, np.nan, share),
+    }
+    out = {name: pl.Series(name, v, dtype=pl.Float64).fill_nan(None) for name, v in columns.items()}
+    if level_dtype is not None and level_dtype.is_numeric() and level_dtype != pl.Float64:
+        typed = {k: out[k].cast(level_dtype, strict=False) for k in ("level", "level_lower",
+                                                                      "level_upper")}
+        # the input's type when the levels fit it exactly (an Int64 level stays Int64)
+        if all(typed[k].cast(pl.Float64).equals(out[k]) for k in typed):
+            out |= typed
+    return out

@@ -172,7 +172,7 @@ def test_allocate_from_a_transaction_log(tmp_path: Path) -> None:
     """Transactions -> BG/NBD/Gamma-Gamma -> margin and retention -> plan, in one command."""
     segments = tmp_path / "segments.csv"
     pl.DataFrame(
-        {"customer_id": [str(i) for i in range(1, 2358)],
+        {"customer_id": [f"{i:04d}" for i in range(1, 2358)],  # CDNOW's ids, as written
          "segment": ["odd" if i % 2 else "even" for i in range(1, 2358)]}
     ).write_csv(segments)
     proc = run(

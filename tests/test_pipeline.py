@@ -48,7 +48,7 @@ def test_summary_is_consistent_with_the_units(portfolio: Portfolio) -> None:
     # Customers take a single level from the plan's grid; pools a spend per prospect.
     cust = units.filter(pl.col("kind") == "retention")
     assert set(cust["level"].unique().to_list()) <= set(Plan().retention_levels)
-    assert (cust["pool_share_at_upper"] == 0).all()
+    assert cust["share_upper"].is_null().all() and cust["pool"].is_null().all()
 
 
 def test_equity_before_is_the_clv_formula(portfolio: Portfolio) -> None:
@@ -164,7 +164,8 @@ def test_pools_mix_two_levels_at_most(portfolio: Portfolio) -> None:
     units = allocate(portfolio, plan_with("lp")).units
     pools = units.filter(pl.col("kind") == "acquisition")
     assert pools.height == 5
-    assert ((pools["pool_share_at_upper"] >= 0) & (pools["pool_share_at_upper"] < 1)).all()
+    assert ((pools["share_upper"] >= 0) & (pools["share_upper"] < 1)).all()
+    assert pools["customer_id"].is_null().all() and pools["pool"].is_not_null().all()
 
 
 def test_prospects_only() -> None:

@@ -161,7 +161,7 @@ def test_score_clv_and_roc(client: Client, data: Any) -> None:
     assert_series_equal(scores["clv"], expected)
     units = client.allocate(Portfolio(customers, prospects), plan).units
     roc = client.score(units, plan, metrics=["roc"])
-    assert roc.columns == ["customer_id", "roc"] and roc.height == units.height
+    assert roc.columns == ["customer_id", "pool", "roc"] and roc.height == units.height
 
 
 def test_list_plugins(client: Client, registry: Registry) -> None:

@@ -69,10 +69,10 @@ def test_cdnow_reader() -> None:
     df = read_cdnow(CDNOW)
     assert df.height == 6919
     assert df.row(0, named=True) == {
-        "customer_id": 1,
+        "customer_id": "0001",  # ids as written in the file, leading zeros kept
         "date": dt.date(1997, 1, 1),
         "amount": 29.33,
-        "master_id": 4,
+        "master_id": "00004",
         "quantity": 2,
         "transaction_id": 0,
     }
@@ -85,11 +85,11 @@ def test_cdnow_rfm_matches_published_summary() -> None:
     assert rfm.height == 2357
     assert int((rfm["frequency"] > 0).sum()) == 946
     # Customer 1 of Fader & Hardie's summary file: x = 2, t_x = 30.43, T = 38.86.
-    c1 = one(rfm, 1)
+    c1 = one(rfm, "0001")
     assert (c1["frequency"], round(c1["recency"], 2), round(c1["T"], 2)) == (2, 30.43, 38.86)
     assert c1["monetary"] == pytest.approx((29.73 + 14.96) / 2)
     # Customer 1516, the paper's worked example: x = 26, t_x = 30.86, T = 31.00.
-    c = one(rfm, 1516)
+    c = one(rfm, "1516")
     assert (c["frequency"], round(c["recency"], 2), round(c["T"], 2)) == (26, 30.86, 31.0)
     assert report.rows_after_calibration_end == 1959
     assert report.zero_amount_rows == 8  # free first purchases: events, not spend

@@ -1,6 +1,6 @@
 """The ``equity`` command line."""
 
-from engine.cli.main import (
+from engine.cli.app import (
     add_plan_arguments,
     add_portfolio_arguments,
     build_parser,

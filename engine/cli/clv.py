@@ -1,7 +1,7 @@
 """``equity clv``: fit BG/NBD + Gamma-Gamma on a transaction log and print the model.
 
 Registered by listing ``"engine.cli.clv"`` in ``engine.cli.EXTENSIONS``; errors propagate
-to ``engine.cli.main`` (exit 2 for invalid input, 6 for a fit that did not converge), except
+to ``engine.cli.app`` (exit 2 for invalid input, 6 for a fit that did not converge), except
 that with ``--json`` a non-converged fit also prints ``{"converged": false, ...}``.
 """
 
@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.cli.app import discount_rate
 from engine.clv.bgnbd import ModelFitError
 from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
+from engine.cli.textfmt import number, plural
 from engine.valuation import Valuation
 
 
@@ -33,13 +35,16 @@ def add_parser(subparsers: Any) -> None:
         help="customer_id,date,amount (.csv/.parquet) or raw CDNOW text",
     )
     p.add_argument("--calibration-end", required=True, help="last calibration date, YYYY-MM-DD")
-    p.add_argument("--time-unit", choices=("day", "week"), default="week")
+    p.add_argument("--time-unit", choices=("day", "week"), default="week",
+                   help="time unit of recency and age")
     p.add_argument(
-        "--format", dest="fmt", choices=("auto", "cdnow", "csv", "parquet"), default="auto"
+        "--format", dest="fmt", choices=("auto", "cdnow", "csv", "parquet"), default="auto",
+        help="file format; auto: by extension, CDNOW when the first line looks like it",
     )
     p.add_argument("--horizon", type=int, help="periods valued (default: infinite)")
     p.add_argument(
-        "--discount-rate", type=float, help="per period (default: the equivalent of 10%% a year)"
+        "--discount-rate", type=discount_rate,
+        help="per period, a fraction (default: the equivalent of 10%% a year)",
     )
     p.add_argument(
         "--period-length",
@@ -64,7 +69,8 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         help="time units for expected_purchases (default: the valued horizon)",
     )
-    p.add_argument("--output", type=Path, help="per-customer values (.parquet or .csv)")
+    p.add_argument("--output", type=Path,
+                   help="per-customer values (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the fit as one JSON object")
     p.set_defaults(func=cmd_clv)
 
@@ -107,7 +113,8 @@ def _print(s: dict[str, Any]) -> None:
     se, gse = bg["standard_errors"], gg["standard_errors"]
     out = sys.stdout
     out.write(
-        f"customers        {s['customers']:,} (calibration to {s['calibration_end']}, "
+        f"customers        {plural(s['customers'], 'customer')} "
+        f"(calibration to {s['calibration_end']}, "
         f"{s['time_unit']}s)\n"
     )
     out.write(
@@ -118,12 +125,12 @@ def _print(s: dict[str, Any]) -> None:
     out.write(
         "Gamma-Gamma      "
         + "  ".join(f"{k} {gg[k]:.4f} ({gse[k]:.4f})" for k in ("p", "q", "gamma"))
-        + f"  on {gg['customers']:,} repeaters\n"
+        + f"  on {plural(gg['customers'], 'repeater')}\n"
     )
     v = s["valuation"]
     horizon = "infinite" if v["horizon"] is None else f"{v['horizon']} periods"
     out.write(
-        f"CLV              total {s['clv']['total']:,.2f}  mean {s['clv']['mean']:,.2f}  "
+        f"CLV              total {number(s['clv']['total'])}  mean {number(s['clv']['mean'])}  "
         f"({horizon}, {v['discount_rate']:.6f} per period)\n"
     )
     dropped = {

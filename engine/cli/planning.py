@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import polars as pl
 
 from engine.io import read_table, write_table
+from engine.cli.textfmt import number, plural
 
 
 class Progress:
@@ -68,9 +69,7 @@ def _print_json(obj: Any) -> None:
 
 
 def _money(x: Any) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:,.2f}"
+    return number(x)
 
 
 def _print_frame(frame: pl.DataFrame) -> None:
@@ -121,7 +120,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         })
         return 0
     s = front.summary()
-    print(f"frontier         exact LP ({s['method']}), {s['breakpoints']:,} breakpoints, "
+    print(f"frontier         exact LP ({s['method']}), {plural(s['breakpoints'], 'breakpoint')}, "
           f"{s['seconds']:.2f} s")
     print(f"equity before    {_money(s['equity_before'])}")
     print(f"least budget     {_money(s['min_budget'])}")
@@ -129,7 +128,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
           f"  gain {_money(s['optimal_gain'])}")
     if s["plan_budget"] is not None:
         print(f"plan budget      {_money(s['plan_budget'])}  equity {_money(s['chosen_equity'])}"
-              f"  marginal net equity per unit {s['chosen_slope']:.6f}")
+              f"  marginal net equity per unit {number(s['chosen_slope'], '.6f')}")
     print("slope = net equity one more unit of budget buys (shadow price of the budget); "
           "the optimal budget is where it reaches 0\n")
     _print_frame(table.select("budget", "equity", "equity_gain", "slope",
@@ -202,14 +201,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
           + ", ".join(f"{k} {_money(v)}" for k, v in kinds["spend"].items()))
     if "marginal" in kinds:
         for k, v in kinds["marginal"].items():
-            print(f"  {k:<12} next unit returns {v['next_unit']:.6f}, last unit "
-                  f"{v['last_unit']:.6f} (net equity per unit)")
+            print(f"  {k:<12} next unit returns {number(v['next_unit'], '.6f')}, last unit "
+                  f"{number(v['last_unit'], '.6f')} (net equity per unit)")
     else:
         for k, v in kinds["shadow_price"].items():
-            print(f"  {k:<12} shadow price {v:.6f}")
+            print(f"  {k:<12} shadow price {number(v, '.6f')}")
     for k, v in kinds.get("gain_moving_one_unit", {}).items():
         shown = v if isinstance(v, float) else v.get("exact")
-        print(f"  moving one unit {k}: {shown:+.6f}")
+        print(f"  moving one unit {k}: {number(shown, '+.6f')}")
     if comp.moved is not None:
         print("\nmoney moved by segment and kind")
         _print_frame(comp.moved)
@@ -259,7 +258,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         g = p.add_argument_group("scenarios")
         g.add_argument("--current-plan", type=Path, metavar="FILE",
                        help="the firm's current plan: a table customer_id, spend (a pool's id is "
-                            "its segment, its spend the pool's total)")
+                            "its segment, its spend the pool's total) (default: none)")
         g.add_argument("--scenario-discount-rate", type=float, action="append", default=[],
                        metavar="RATE", help="re-evaluate the plans at this discount rate "
                                             "(repeatable; default: d - 0.05 and d + 0.05)")
@@ -273,7 +272,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     common(p)
     p.add_argument("--rows", type=int, default=12, help="budgets shown in the table")
-    p.add_argument("--output", type=Path, help="every breakpoint (.parquet, .csv or .arrow)")
+    p.add_argument("--output", type=Path,
+                   help="every breakpoint (.parquet, .csv or .arrow) (default: not written)")
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="also solve integral plans at N budgets and compare with the frontier")
     p.set_defaults(func=cmd_frontier)

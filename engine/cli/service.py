@@ -33,8 +33,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="0 picks a free port")
     p.add_argument("--workers", type=int, default=None,
                    help="RPC threads (default: solves + queue + 6)")
-    p.add_argument("--max-concurrent-solves", type=int, default=_DEFAULTS.max_concurrent_solves)
-    p.add_argument("--max-queued-solves", type=int, default=_DEFAULTS.max_queued_solves)
+    p.add_argument("--max-concurrent-solves", type=int, default=_DEFAULTS.max_concurrent_solves,
+                   help="solves running at once")
+    p.add_argument("--max-queued-solves", type=int, default=_DEFAULTS.max_queued_solves,
+                   help="solves waiting for a slot; more are refused (RESOURCE_EXHAUSTED)")
     p.add_argument("--queue-timeout", type=float, default=_DEFAULTS.queue_timeout,
                    help="seconds a solve may wait for a slot")
     p.add_argument("--small-solve-rows", type=int, default=_DEFAULTS.small_solve_rows,
@@ -59,14 +61,17 @@ def add_parser(subparsers: Any) -> None:
                    help="solve large requests in the server's own process instead of worker "
                    "processes (which keep them from holding up health checks and small calls)")
     sec = p.add_argument_group("security")
-    sec.add_argument("--tls-cert", help="server certificate chain (PEM file): serve TLS")
-    sec.add_argument("--tls-key", help="private key of --tls-cert (PEM file)")
+    sec.add_argument("--tls-cert",
+                     help="server certificate chain (PEM file): serve TLS (default: plaintext)")
+    sec.add_argument("--tls-key", help="private key of --tls-cert (PEM file) (default: none)")
     sec.add_argument("--tls-client-ca", help="CA (PEM file) that signs client certificates: "
-                     "mutual TLS, clients without a valid certificate cannot connect")
+                     "mutual TLS, clients without a valid certificate cannot connect "
+                     "(default: none, no client certificates)")
     sec.add_argument("--token-file", help="file with the accepted bearer tokens, one per line "
-                     "(several allow rotation); every call but health checks needs one")
+                     "(several allow rotation); every call but health checks needs one "
+                     "(default: none, no token needed unless --token-env)")
     sec.add_argument("--token-env", metavar="VAR",
-                     help="environment variable holding an accepted bearer token")
+                     help="environment variable holding an accepted bearer token (default: none)")
     sec.add_argument("--insecure", action="store_true",
                      help="allow plaintext on a non-loopback --host (refused otherwise)")
     sec.add_argument("--plugins-allow", metavar="NAMES",
@@ -76,8 +81,9 @@ def add_parser(subparsers: Any) -> None:
                    help="seconds calls in flight may take to finish on shutdown")
     p.add_argument("--drain", type=float, default=_DEFAULTS.drain,
                    help="seconds health reports NOT_SERVING before new calls are refused")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-format", choices=("json", "text"), default="json",
+                   help="log lines on stderr")
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser(

@@ -44,6 +44,7 @@ from engine.errors import InvalidInputError, SolverError
 Array = NDArray[np.float64]
 PARAM_NAMES = ("r", "alpha", "a", "b")
 _LOG_BOUND = 25.0  # parameters live in [e^-25, e^25]; reaching it means a degenerate fit
+MIN_CUSTOMERS = 10  # four parameters: fewer customers than this cannot identify them
 WARM_START_SAMPLE = 50_000  # larger fits start from a fit on this many random customers
 
 
@@ -361,6 +362,12 @@ def fit_bgnbd(
     if not np.any(x > 0):
         raise InvalidInputError.single(
             "rfm.frequency", "no customer made a repeat purchase; BG/NBD is not identified"
+        )
+    if n < MIN_CUSTOMERS:
+        raise InvalidInputError.single(
+            "transactions",
+            f"too few customers to fit BG/NBD: {n:.0f}, at least {MIN_CUSTOMERS} needed "
+            "(customers with a purchase on or before the calibration end)",
         )
     if start is None:
         rate = float(inner(w, x)) / max(float(inner(w, t_age)), 1e-12)

@@ -55,6 +55,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.errors import FieldViolation, InvalidInputError
+from engine.io import csv_separator, read_csv
 
 TimeUnit = Literal["day", "week"]
 RefundPolicy = Literal["drop", "net_same_day", "error"]
@@ -94,7 +95,8 @@ class CleaningReport:
 
 
 def read_cdnow(path: str | Path) -> pl.DataFrame:
-    """Read the raw CDNOW layout; ``customer_id`` is the sample id (the id the papers quote).
+    """Read the raw CDNOW layout; ``customer_id`` is the sample id (the id the papers quote),
+    kept as written (text, ``0001``), as is ``master_id`` (``00004``).
 
     Each line of the file is one order, so ``transaction_id`` is the 0-based line number:
     identical lines (the sample has 20 pairs) are separate orders, not duplicates, and the
@@ -118,10 +120,10 @@ def read_cdnow(path: str | Path) -> pl.DataFrame:
             "transactions", "not a CDNOW line (master id, sample id, yyyymmdd, CDs, $)", bad["row"]
         )
     out = parts.select(
-        pl.col("2").cast(pl.Int64).alias("customer_id"),
+        pl.col("2").alias("customer_id"),
         pl.col("3").str.to_date("%Y%m%d", strict=False).alias("date"),
         pl.col("5").cast(pl.Float64).alias("amount"),
-        pl.col("1").cast(pl.Int64).alias("master_id"),
+        pl.col("1").alias("master_id"),
         pl.col("4").cast(pl.Int64).alias("quantity"),
         pl.col("row").cast(pl.Int64).alias(TRANSACTION_ID),
     )
@@ -147,7 +149,7 @@ def read_transactions(path: str | Path, fmt: FileFormat = "auto") -> pl.DataFram
     if fmt == "parquet":
         df = pl.read_parquet(path)
     elif fmt == "csv":
-        df = pl.read_csv(path, infer_schema_length=10_000)
+        df = read_csv(path, infer_schema_length=10_000, separator=csv_separator(path))
     else:
         raise InvalidInputError.single(
             "format", f"unknown format {fmt!r} (auto, csv, parquet, cdnow)"
@@ -211,6 +213,9 @@ def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
     flags = out.select(*(expr.alias(name) for name, expr, _ in checks))
     for name, _, description in checks:
         rows = np.flatnonzero(flags[name].fill_null(True).to_numpy())
+        if name in ("date", "amount") and rows.size:  # show what the file holds
+            problems.extend(_value_violations(df, name, rows))
+            continue
         problems.extend(_row_violations(f"transactions.{name}", description, rows))
     if problems:
         raise InvalidInputError(problems)
@@ -220,7 +225,9 @@ def normalize_transactions(df: pl.DataFrame) -> pl.DataFrame:
 # ------------------------------------------------------------------------------ statistics
 
 
-def parse_calibration_end(value: dt.date | dt.datetime | str) -> dt.date:
+def parse_calibration_end(
+    value: dt.date | dt.datetime | str, field: str = "calibration_end"
+) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -229,7 +236,7 @@ def parse_calibration_end(value: dt.date | dt.datetime | str) -> dt.date:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
         raise InvalidInputError.single(
-            "calibration_end", f"not an ISO date (YYYY-MM-DD): {value!r}"
+            field, f"{value!r} is not a date; use {DATE_FORMATS}"
         ) from None
 
 
@@ -460,6 +467,27 @@ def _row_violations(field: str, description: str, rows: NDArray[np.int64]) -> li
     out = [FieldViolation(field, description, int(r)) for r in rows[:MAX_ROWS_NAMED]]
     if rows.size > MAX_ROWS_NAMED:
         out.append(FieldViolation(field, f"{description}: {rows.size - MAX_ROWS_NAMED} more rows"))
+    return out
+
+
+DATE_FORMATS = "YYYY-MM-DD (2024-01-31) or YYYYMMDD (20240131)"
+
+
+def _value_violations(df: pl.DataFrame, name: str, rows: NDArray[np.int64]) -> list[FieldViolation]:
+    """Rows of ``date`` or ``amount`` that could not be read, each with the value found."""
+    field = f"transactions.{name}"
+    values = df[name].gather(rows[:MAX_ROWS_NAMED]).to_list()
+    out = []
+    for row, value in zip(rows[:MAX_ROWS_NAMED], values, strict=True):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            text = "is missing"
+        elif name == "date":
+            text = f"{value!r} is not a date; use {DATE_FORMATS}"
+        else:
+            text = f"{value!r} is not a finite number"
+        out.append(FieldViolation(field, text, int(row)))
+    if rows.size > MAX_ROWS_NAMED:
+        out.append(FieldViolation(field, f"{rows.size - MAX_ROWS_NAMED} more rows like these"))
     return out
 
 

@@ -315,9 +315,11 @@ def chart_uplift(top: pl.DataFrame) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("Equity uplift (currency units, net of spend)")
     ax.xaxis.set_major_formatter(FuncFormatter(_money))
-    if n:
-        ax.set_xlim(0, float(vals.max()) * 1.45)
-    ax.set_title(f"The {n} customers with the largest uplift")
+    largest = float(vals.max()) if n else 0.0
+    if largest > 0:  # all-zero uplift (nothing worth spending): matplotlib's own limits
+        ax.set_xlim(0, largest * 1.45)
+    ax.set_title(f"The {n} customers with the largest uplift" if largest > 0
+                 else "No customer gains from spend in this plan")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)

@@ -95,7 +95,9 @@ class Evaluation:
 
 def evaluation_of(result: PlanResult, name: str, discount_rate: float) -> Evaluation:
     """An ``allocate`` result as an evaluation."""
-    units = result.units.select(*UNIT_COLUMNS).with_columns(
+    units = result.units.with_columns(  # pools by name, as in supplied plans
+        pl.coalesce(pl.col("customer_id").cast(pl.String), pl.col("pool")).alias("customer_id")
+    ).select(*UNIT_COLUMNS).with_columns(
         (pl.col("equity_after") - pl.col("equity_before")).alias("uplift")
     )
     notes = [] if result.summary.get("gap") in (None, 0.0) else [

@@ -107,7 +107,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         produced = [c for m in metrics for c in m.produces] + [
             c for c in scored.columns if c not in table.columns
         ]
-        keep = ["customer_id"] if "customer_id" in table.columns else []
+        keep: list[str] = [c for c in ("customer_id", "pool") if c in table.columns]
         keep += [c for c in dict.fromkeys(produced) if c in scored.columns and c not in keep]
         fmt = request.response_format or wire.first_format(request.customers)
         return service_pb2.ScoreResponse(scores=wire.encode_table(scored.select(keep), fmt))
@@ -229,8 +229,10 @@ def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
     """Validate the columns the metrics read (and known customer columns that are present)."""
     required = {c for m in metrics for c in m.requires}
     known = {c.name for c in CUSTOMERS}
+    units = "pool" in table.columns  # plan units: pool rows have no customer_id
     contract = tuple(
-        replace(c, required=c.name in required)
+        replace(c, required=c.name in required,
+                nullable=c.nullable or (units and c.name == "customer_id"))
         for c in CUSTOMERS
         if c.name in table.columns or c.name in required
     ) + tuple(Column(name) for name in sorted(required - known))
