@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from engine.cli import build_parser, main
+from engine.cli.textfmt import number, plural
 from engine.errors import InvalidInputError
 from engine.plan import Plan
 from engine.synthetic import customers as example_customers
-from engine.cli.textfmt import number, plural
 
 EQUITY = Path(sys.executable).with_name("equity")
 SMALL = ("--example", "--example-size", "200")
@@ -200,7 +200,7 @@ def test_bad_flags_name_the_flag(
 
 
 def test_param_bool_and_text_values() -> None:
-    from engine.cli import _param
+    from engine.cli.arguments import _param
 
     assert _param("allocation.solver=cbc") == ("allocation", "solver", "cbc")
     assert _param("cost.response=0.1") == ("cost", "response", 0.1)
@@ -380,8 +380,8 @@ def test_report_charts_raise_no_matplotlib_warning(customers_csv: Path, tmp_path
     import warnings
 
     from engine.plan import Plan
-    from engine.portfolio import Portfolio
     from engine.planning.report import build_report, write_report
+    from engine.portfolio import Portfolio
 
     portfolio = Portfolio(pl.read_csv(customers_csv))
     for plan in (Plan(total_budget=100, retention_levels=(0, 500)), Plan(total_budget=0)):

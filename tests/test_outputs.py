@@ -14,17 +14,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine.cli import app as cli
-from engine.service.client import Client
+import engine.cli as cli
+from engine.clv.transactions import read_transactions
 from engine.clv.value import clv_from_transactions
 from engine.io import read_table
 from engine.pipeline import allocate
 from engine.plan import Plan, StrategyChoice
 from engine.plugins import build_registry
 from engine.portfolio import Portfolio
+from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import example, prospects
-from engine.clv.transactions import read_transactions
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 PLAN = Plan(total_budget=6000.0, acquisition_budget=2500.0)

@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 from equity_plugins.costs import ExponentialResponse
 
+import engine.cli as cli
 from engine import plugins
-from engine.cli import app as cli
+from engine.clv.transactions import normalize_transactions
 from engine.errors import PluginError
 from engine.hookspecs import hookimpl
 from engine.options import OptionSet
@@ -26,7 +27,6 @@ from engine.plugins import Registry, build_registry
 from engine.portfolio import Portfolio
 from engine.strategies import Metric
 from engine.testing import sample_portfolio
-from engine.clv.transactions import normalize_transactions
 from engine.valuation import Valuation
 
 N = 100

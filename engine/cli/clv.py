@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli.app import discount_rate
+from engine.cli.arguments import discount_rate
+from engine.cli.textfmt import number, plural
 from engine.clv.bgnbd import ModelFitError
 from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
-from engine.cli.textfmt import number, plural
 from engine.valuation import Valuation
 
 
@@ -147,7 +147,7 @@ def _print(s: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m engine.cli.clv``) until the CLI registers the command."""
-    from engine.cli import report_error
+    from engine.cli.exits import report_error
 
     parser = argparse.ArgumentParser(prog="equity")
     add_parser(parser.add_subparsers(dest="command", required=True))

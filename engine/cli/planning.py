@@ -15,8 +15,9 @@ from typing import Any, TextIO
 
 import polars as pl
 
-from engine.io import read_table, write_table
+from engine.cli.arguments import add_plan_arguments, add_portfolio_arguments, load_inputs
 from engine.cli.textfmt import number, plural
+from engine.io import read_table, write_table
 
 
 class Progress:
@@ -91,7 +92,7 @@ def _print_frame(frame: pl.DataFrame) -> None:
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
-    from engine.cli import load_inputs
+
     from engine.planning.frontier import frontier, integer_check
 
     progress = Progress(quiet=args.quiet)
@@ -163,7 +164,7 @@ def _scenario_values(args: argparse.Namespace, discount_rate: float) -> tuple[li
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.cli import load_inputs
+
     from engine.constraints import build_constraints
     from engine.planning.scenarios import compare, kind_split, robustness, spend_table
 
@@ -221,7 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from engine.cli import load_inputs
+
     from engine.planning.report import build_report, write_report
 
     progress = Progress(quiet=args.quiet)
@@ -246,7 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from engine.cli import add_plan_arguments, add_portfolio_arguments
+
 
     def common(p: argparse.ArgumentParser) -> None:
         add_portfolio_arguments(p)

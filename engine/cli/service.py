@@ -193,7 +193,7 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.cli import print_summary
+    from engine.cli.allocation import print_summary
     from engine.portfolio import Portfolio
     from engine.service.client import Client
     from engine.service.server import EquityServer, configure_logging

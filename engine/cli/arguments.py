@@ -1,39 +1,21 @@
-"""The ``equity`` command line. Errors print one line per problem and exit non-zero:
-2 invalid input, 3 infeasible plan, 4 limit exceeded, 5 plugin error, 6 solver error,
-70 internal error (a traceback only with EQUITY_DEBUG=1).
+"""Flags shared by every command that runs an allocation, and how they become a plan.
 
-When standard output is closed early (``equity frontier --example | head -2``) every command
-stops quietly with exit status 141, what a shell reports for a tool ended by SIGPIPE, so
-``set -o pipefail`` scripts see what they see of any Unix tool; nothing goes to stderr.
-Warnings of third-party libraries (matplotlib, numpy, polars) are not printed."""
+``load_inputs`` is the one place where the portfolio files, the example and the plan JSON
+meet the command line; flags override the plan field by field.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import math
-import os
-import sys
-import traceback
-import warnings
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine import __version__
-from engine.errors import (
-    CancelledError,
-    EquityError,
-    InfeasiblePlanError,
-    InvalidInputError,
-    LimitExceededError,
-    PluginError,
-    SolverError,
-)
-from engine.io import read_table, write_table
+from engine.errors import InvalidInputError
+from engine.io import read_table
 from engine.plan import (
     DEFAULT_ACQUISITION_LEVELS,
     DEFAULT_RETENTION_LEVELS,
@@ -42,12 +24,6 @@ from engine.plan import (
     StrategyChoice,
 )
 from engine.portfolio import Portfolio
-from engine.stdio import reserve_stdout
-from engine.cli.textfmt import number, plural
-
-# Modules adding sub-commands: each defines ``add_parser(subparsers)``.
-EXTENSIONS: tuple[str, ...] = (
-    "engine.cli.clv","engine.cli.service", "engine.cli.planning")
 
 
 def _amount(text: str) -> tuple[str, float]:
@@ -294,193 +270,3 @@ def _params(plan: Plan, args: argparse.Namespace) -> Plan:
         changes[kind] = StrategyChoice(choice.name, dict(choice.params) | {name: value})
     return plan.with_overrides(**changes)
 
-
-def print_summary(summary: dict[str, Any]) -> None:
-    money = number
-    print(
-        f"status           {summary['status']} ({summary['allocator']}, "
-        f"{summary['method']}, solver {summary['solver']})"
-    )
-    print(f"units            {plural(summary['customers'], 'customer')}, "
-          f"{plural(summary['pools'], 'pool')}")
-    print(f"equity before    {money(summary['equity_before'])}")
-    print(f"equity after     {money(summary['equity_after'])}")
-    print(f"equity gain      {money(summary['equity_gain'])}")
-    print(
-        f"total spend      {money(summary['total_spend'])}  "
-        + "  ".join(f"{k} {money(v)}" for k, v in summary["spend_by_kind"].items())
-    )
-    roc = summary["roc"]
-    print(
-        f"ROC              {number(roc, '.4f')} "
-        f"(doing nothing: {number(summary['roc_do_nothing'], '.4f')})"
-        if roc is not None and roc == roc
-        else "ROC              n/a"
-    )
-    if summary.get("bound") is not None:
-        print(f"LP bound         {money(summary['bound'])}  gap {number(summary['gap'], '.3e')}")
-    for name, price in summary.get("shadow_prices", {}).items():
-        print(f"shadow price     {name}: {number(price, '.6f')} equity per unit")
-    print(f"time             {summary['seconds']['total']:.3f} s")
-    for note in summary.get("notes", []):
-        print(f"note             {note}")
-
-
-def cmd_allocate(args: argparse.Namespace) -> int:
-    from engine.pipeline import allocate
-
-    portfolio, plan = load_inputs(args)
-    result = allocate(portfolio, plan)
-    if args.output:
-        write_table(result.units, args.output)
-    if args.json:
-        print(result.to_json())
-    else:
-        print_summary(json.loads(result.to_json()))
-    return 0
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    from engine.plugins import default_registry
-
-    registry = default_registry()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "strategies": registry.describe(),
-                    "failures": [
-                        {"plugin": f.plugin, "problem": f.problem} for f in registry.failures
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    for item in registry.describe():
-        print(
-            f"{item['kind']:<11} {item['name']:<22} {item['package']} {item['version']}"
-            f"  ({item['plugin']})"
-        )
-        if item["summary"]:
-            print(f"{'':<12}  {item['summary']}")
-        for key, p in item["parameters"].items():
-            allowed = f" {p['choices']}" if "choices" in p else ""
-            allowed += f" >= {p['minimum']:g}" if "minimum" in p else ""
-            allowed += f" <= {p['maximum']:g}" if "maximum" in p else ""
-            print(f"{'':<12}  {key} = {p['default']!r} ({p['type']}{allowed}): {p['doc']}")
-    for failure in registry.failures:
-        print(f"FAILED      {failure.plugin}: {failure.problem}")
-    return 0
-
-
-def cmd_example(args: argparse.Namespace) -> int:
-    from engine.synthetic import example
-
-    customers, prospects, plan = example(args.size)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ext = args.fmt
-    write_table(customers, args.out / f"customers.{ext}")
-    write_table(prospects, args.out / f"prospects.{ext}")
-    (args.out / "plan.json").write_text(plan.to_json() + "\n")
-    print(
-        f"wrote {args.out}/customers.{ext} ({plural(customers.height, 'row')}), "
-        f"prospects.{ext} ({plural(prospects.height, 'pool')}), plan.json"
-    )
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="equity", description="Equity Engine")
-    parser.add_argument("--version", action="version", version=f"equity-engine {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("allocate", help="allocate budgets to maximize total customer equity")
-    add_portfolio_arguments(p)
-    add_plan_arguments(p)
-    p.add_argument("--output", type=Path,
-                   help="per-customer plan (.parquet or .csv) (default: not written)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_allocate)
-
-    p = sub.add_parser("plugins", help="list loaded strategies and plugin failures")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plugins)
-
-    p = sub.add_parser("example", help="write the example portfolio and plan to files")
-    p.add_argument("--out", type=Path, default=Path("example"), help="output directory")
-    p.add_argument("--size", type=int, default=5_000, help="customers in the example")
-    p.add_argument("--format", dest="fmt", choices=("parquet", "csv"), default="parquet",
-                   help="table format; csv opens in a spreadsheet")
-    p.set_defaults(func=cmd_example)
-
-    for module in EXTENSIONS:
-        importlib.import_module(module).add_parser(sub)
-    for command in sub.choices.values():
-        command.formatter_class = HelpFormatter
-    return parser
-
-
-def report_error(exc: BaseException) -> int:
-    if isinstance(exc, InvalidInputError):
-        print("error: invalid input", file=sys.stderr)
-        for v in exc.violations:
-            print(f"  {v}", file=sys.stderr)
-        return 2
-    codes = {
-        InfeasiblePlanError: 3,
-        LimitExceededError: 4,
-        PluginError: 5,
-        SolverError: 6,
-        CancelledError: 130,
-    }
-    for cls, code in codes.items():
-        if isinstance(exc, cls):
-            print(f"error: {exc}", file=sys.stderr)
-            return code
-    if isinstance(exc, EquityError):
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"internal error: {type(exc).__name__}: {exc} (EQUITY_DEBUG=1 shows the traceback)",
-        file=sys.stderr,
-    )
-    return 70
-
-
-def _broken_pipe() -> int:
-    """The reader of stdout went away: point stdout at the null device so the interpreter's
-    final flush is quiet, and exit as a tool ended by SIGPIPE does (128 + 13)."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (AttributeError, OSError, ValueError):  # not a real file (captured output)
-        pass
-    return 141
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    reserve_stdout()  # only what the engine prints reaches stdout (engine/stdio.py)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            if not os.environ.get("EQUITY_DEBUG"):
-                warnings.simplefilter("ignore")  # third-party warnings are not the user's
-            code = int(args.func(args))
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return code
-    except BrokenPipeError:
-        return _broken_pipe()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get("EQUITY_DEBUG"):
-            traceback.print_exc()
-        return report_error(exc)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,130 @@
+"""``equity allocate``, ``equity plugins`` and ``equity example``: the allocation itself,
+the strategies it can use, and files to try it on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.cli.arguments import add_plan_arguments, add_portfolio_arguments, load_inputs
+from engine.cli.textfmt import number, plural
+from engine.io import write_table
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    money = number
+    print(
+        f"status           {summary['status']} ({summary['allocator']}, "
+        f"{summary['method']}, solver {summary['solver']})"
+    )
+    print(f"units            {plural(summary['customers'], 'customer')}, "
+          f"{plural(summary['pools'], 'pool')}")
+    print(f"equity before    {money(summary['equity_before'])}")
+    print(f"equity after     {money(summary['equity_after'])}")
+    print(f"equity gain      {money(summary['equity_gain'])}")
+    print(
+        f"total spend      {money(summary['total_spend'])}  "
+        + "  ".join(f"{k} {money(v)}" for k, v in summary["spend_by_kind"].items())
+    )
+    roc = summary["roc"]
+    print(
+        f"ROC              {number(roc, '.4f')} "
+        f"(doing nothing: {number(summary['roc_do_nothing'], '.4f')})"
+        if roc is not None and roc == roc
+        else "ROC              n/a"
+    )
+    if summary.get("bound") is not None:
+        print(f"LP bound         {money(summary['bound'])}  gap {number(summary['gap'], '.3e')}")
+    for name, price in summary.get("shadow_prices", {}).items():
+        print(f"shadow price     {name}: {number(price, '.6f')} equity per unit")
+    print(f"time             {summary['seconds']['total']:.3f} s")
+    for note in summary.get("notes", []):
+        print(f"note             {note}")
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    from engine.pipeline import allocate
+
+    portfolio, plan = load_inputs(args)
+    result = allocate(portfolio, plan)
+    if args.output:
+        write_table(result.units, args.output)
+    if args.json:
+        print(result.to_json())
+    else:
+        print_summary(json.loads(result.to_json()))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from engine.plugins import default_registry
+
+    registry = default_registry()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "strategies": registry.describe(),
+                    "failures": [
+                        {"plugin": f.plugin, "problem": f.problem} for f in registry.failures
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for item in registry.describe():
+        print(
+            f"{item['kind']:<11} {item['name']:<22} {item['package']} {item['version']}"
+            f"  ({item['plugin']})"
+        )
+        if item["summary"]:
+            print(f"{'':<12}  {item['summary']}")
+        for key, p in item["parameters"].items():
+            allowed = f" {p['choices']}" if "choices" in p else ""
+            allowed += f" >= {p['minimum']:g}" if "minimum" in p else ""
+            allowed += f" <= {p['maximum']:g}" if "maximum" in p else ""
+            print(f"{'':<12}  {key} = {p['default']!r} ({p['type']}{allowed}): {p['doc']}")
+    for failure in registry.failures:
+        print(f"FAILED      {failure.plugin}: {failure.problem}")
+    return 0
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    from engine.synthetic import example
+
+    customers, prospects, plan = example(args.size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ext = args.fmt
+    write_table(customers, args.out / f"customers.{ext}")
+    write_table(prospects, args.out / f"prospects.{ext}")
+    (args.out / "plan.json").write_text(plan.to_json() + "\n")
+    print(
+        f"wrote {args.out}/customers.{ext} ({plural(customers.height, 'row')}), "
+        f"prospects.{ext} ({plural(prospects.height, 'pool')}), plan.json"
+    )
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``allocate``, ``plugins`` and ``example`` to the ``equity`` sub-commands."""
+    p = subparsers.add_parser("allocate", help="allocate budgets to maximize total customer equity")
+    add_portfolio_arguments(p)
+    add_plan_arguments(p)
+    p.add_argument("--output", type=Path,
+                   help="per-customer plan (.parquet or .csv) (default: not written)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_allocate)
+
+    p = subparsers.add_parser("plugins", help="list loaded strategies and plugin failures")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = subparsers.add_parser("example", help="write the example portfolio and plan to files")
+    p.add_argument("--out", type=Path, default=Path("example"), help="output directory")
+    p.add_argument("--size", type=int, default=5_000, help="customers in the example")
+    p.add_argument("--format", dest="fmt", choices=("parquet", "csv"), default="parquet",
+                   help="table format; csv opens in a spreadsheet")
+    p.set_defaults(func=cmd_example)
