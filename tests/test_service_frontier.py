@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -59,6 +59,15 @@ def test_frontier_rpc_bad_plan_is_invalid_argument(client: Client) -> None:
 # --- admission and stopping: a frontier is as heavy as a large solve ---------------------------
 
 
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @pytest.fixture(scope="module")
 def gated() -> Iterator[EquityServer]:
     """One solve slot and one place in the queue; the tests hold them from this process."""
@@ -91,16 +100,13 @@ def test_frontier_waits_for_a_slot_and_gives_up_at_its_deadline(
             with pytest.raises(DeadlineExceededError):
                 c.frontier(PORTFOLIO, PLAN, timeout=0.5)
             assert time.monotonic() - started < 5.0
-            # The call stopped waiting when its deadline passed and left the queue: the next
-            # one is queued (and times out in turn), not refused for a full queue.
-            time.sleep(0.3)
-            with pytest.raises(DeadlineExceededError):
-                c.frontier(PORTFOLIO, PLAN, timeout=0.5)
+            # The call stopped waiting once its deadline passed and left the queue.
+            assert _eventually(lambda: gated.gate.admitted_count == 1)
         points, _, _ = c.frontier(PORTFOLIO, PLAN)
         assert points.height > 2
     statuses = [r.fields["status"] for r in caplog.records  # type: ignore[attr-defined]
                 if getattr(r, "fields", {}).get("method") == "Frontier"]
-    assert statuses[:2] == ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"] and statuses[-1] == "OK"
+    assert statuses[0] == "DEADLINE_EXCEEDED" and statuses[-1] == "OK"
 
 
 def test_frontier_stops_at_max_solve_seconds() -> None:

@@ -72,6 +72,12 @@ class SolveGate:
         """Wait until no solve runs; False if ``timeout`` passed first."""
         return self._running.wait_idle(timeout)
 
+    @property
+    def admitted_count(self) -> int:
+        """Large solves running or queued now."""
+        with self._lock:
+            return self._admitted
+
     def is_large(self, rows: int) -> bool:
         """Whether a solve of ``rows`` rows needs a slot (and runs in a worker process)."""
         return rows > self.config.small_solve_rows
