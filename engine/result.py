@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -14,31 +12,21 @@ from engine.allocation import Allocation
 from engine.constraints import Constraint
 from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
+from engine.summary import ConstraintInfo, PlanSummary
 from engine.valuation import return_on_customer
 
 
 @dataclass
 class PlanResult:
-    """``units``: one row per customer or pool; ``summary``: JSON-ready figures."""
+    """``units``: one row per customer or pool; ``summary``: the figures, typed."""
 
     units: pl.DataFrame
-    summary: dict[str, Any]
+    summary: PlanSummary
     options: OptionSet = field(repr=False)
     allocation: Allocation = field(repr=False)
 
     def to_json(self) -> str:
-        return json.dumps(_finite(self.summary), indent=2, sort_keys=False)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN: undefined figures (ROC of an empty base, no bound) become null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+        return json.dumps(self.summary.to_dict(), indent=2, sort_keys=False)
 
 
 def build_result(
@@ -98,40 +86,40 @@ def build_result(
     def roc(e0: float, e1: float, s: float) -> float:
         return float(return_on_customer(e0, e1, s, discount_rate))
 
-    summary: dict[str, Any] = {
-        "status": allocation.status,
-        "allocator": allocator,
-        "method": allocation.method,
-        "solver": allocation.solver,
-        "customers": int((~options.fractional).sum()),
-        "pools": int(options.fractional.sum()),
-        "equity_before": equity_before,
-        "equity_after": equity_after,
-        "equity_gain": equity_after - equity_before,
-        "total_spend": total_spend,
-        "spend_by_kind": {k: 0.0 for k in KINDS}
+    summary = PlanSummary(
+        status=allocation.status,
+        allocator=allocator,
+        method=allocation.method,
+        solver=allocation.solver,
+        customers=int((~options.fractional).sum()),
+        pools=int(options.fractional.sum()),
+        equity_before=equity_before,
+        equity_after=equity_after,
+        equity_gain=equity_after - equity_before,
+        total_spend=total_spend,
+        spend_by_kind={k: 0.0 for k in KINDS}
         | dict(zip(by_kind["kind"].to_list(), by_kind["spend"].to_list(), strict=True)),
-        "spend_by_segment": dict(
+        spend_by_segment=dict(
             zip(by_segment["segment"].to_list(), by_segment["spend"].to_list(), strict=True)
         ),
-        "equity_by_segment": {
+        equity_by_segment={
             s: {"before": b, "after": a}
             for s, b, a in by_segment.select("segment", "equity_before", "equity_after").iter_rows()
         },
-        "roc": roc(equity_before, equity_after, total_spend),
-        "roc_do_nothing": roc(equity_before, equity_before, 0.0),
-        "lp_objective": allocation.lp_objective,
-        "bound": bound,
-        "gap": gap,
-        "shadow_prices": dict(allocation.shadow_prices),
-        "constraints": [
-            {"name": r.name, "sense": "<=" if r.sense > 0 else ">=", "rhs": r.rhs} for r in rows
+        roc=roc(equity_before, equity_after, total_spend),
+        roc_do_nothing=roc(equity_before, equity_before, 0.0),
+        lp_objective=allocation.lp_objective,
+        bound=bound,
+        gap=gap,
+        shadow_prices=dict(allocation.shadow_prices),
+        constraints=[
+            ConstraintInfo(r.name, "<=" if r.sense > 0 else ">=", r.rhs) for r in rows
         ],
-        "fractional_pools": int((options.fractional & (allocation.theta > 0)).sum()),
-        "iterations": allocation.iterations,
-        "notes": list(allocation.notes) + nothing_spent_notes(options, rows, total_spend),
-        "seconds": timings,
-    }
+        fractional_pools=int((options.fractional & (allocation.theta > 0)).sum()),
+        iterations=allocation.iterations,
+        notes=list(allocation.notes) + nothing_spent_notes(options, rows, total_spend),
+        seconds=timings,
+    )
     return PlanResult(units, summary, options, allocation)
 
 

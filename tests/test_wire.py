@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -133,7 +134,7 @@ def test_summary_round_trip_keeps_undefined_as_none() -> None:
 
     customers, prospects, plan = example(300)
     result = allocate(Portfolio(customers, prospects), plan)
-    summary = dict(result.summary, roc=math.nan, bound=None)
+    summary = dataclasses.replace(result.summary, roc=math.nan, bound=None)
     back = wire.summary_from_proto(wire.summary_to_proto(summary))
     assert back["roc"] is None and back["bound"] is None
     assert back["constraints"] == summary["constraints"]

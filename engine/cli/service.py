@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -229,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seconds = time.perf_counter() - started
         rpc = "AllocateStream" if args.stream else "Allocate"
         if args.json:
-            print(json.dumps(result.summary, indent=2))
+            print(result.to_json())
         else:
             print(f"server           {how} at {target}, health {health}")
             print(f"call             {rpc}: {customers.height:,} customers and "

@@ -39,6 +39,7 @@ from engine.portfolio import Portfolio
 from engine.service import wire
 from engine.service.config import MiB
 from engine.service.status import DeadlineExceededError, ServiceError, error_from_status
+from engine.summary import PlanSummary
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 T = TypeVar("T")
@@ -46,14 +47,14 @@ T = TypeVar("T")
 
 @dataclass
 class AllocateResult:
-    """``units``: the per-unit plan (columns as ``PlanResult.units``); ``summary``: the same
-    keys as ``PlanResult.summary`` (undefined figures are None)."""
+    """``units``: the per-unit plan (columns as ``PlanResult.units``); ``summary``: the
+    same typed summary as ``PlanResult.summary`` (undefined figures are None)."""
 
     units: pl.DataFrame
-    summary: dict[str, Any]
+    summary: PlanSummary
 
     def to_json(self) -> str:
-        return json.dumps(self.summary, indent=2)
+        return json.dumps(self.summary.to_dict(), indent=2)
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ class Client:
         )
         responses = self.stub.AllocateStream(requests, timeout=self._timeout(timeout))
         batches: list[pl.DataFrame] = []
-        summary: dict[str, Any] | None = None
+        summary: PlanSummary | None = None
         try:
             for response in responses:
                 if response.WhichOneof("item") == "units":

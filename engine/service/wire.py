@@ -2,7 +2,7 @@
 
 - Tables: polars DataFrame <-> ``equity_engine.v1.Table`` (Arrow IPC or packed columns),
   whole columns at a time (numpy / Arrow), never a Python loop over rows.
-- Plan summaries: ``PlanResult.summary`` dict <-> ``PlanSummary``.
+- Plan summaries: ``engine.summary.PlanSummary`` <-> the ``PlanSummary`` message.
 - Streams: the messages of an ``AllocateStream`` call assembled into one ``Portfolio``.
 - Strategies: ``Registry.describe()`` <-> ``ListPluginsResponse``.
 
@@ -25,6 +25,8 @@ from engine.api.equity_engine.v1 import portfolio_pb2, result_pb2, service_pb2
 from engine.errors import FieldViolation, InvalidInputError, LimitExceededError, PluginError
 from engine.options import KINDS
 from engine.portfolio import Portfolio
+from engine.service.arrow_ipc import read_arrow
+from engine.summary import ConstraintInfo, PlanSummary
 
 TABLES = ("customers", "prospects", "options", "transactions")
 ARROW = portfolio_pb2.TABLE_FORMAT_ARROW_IPC
@@ -77,13 +79,23 @@ def encode_table(table: pl.DataFrame, fmt: int = ARROW) -> portfolio_pb2.Table:
     return portfolio_pb2.Table(columns=columns)
 
 
-def decode_table(msg: portfolio_pb2.Table, field: str) -> pl.DataFrame | None:
-    """A ``Table`` as a DataFrame (``None`` when unset); problems name ``field``."""
+# rows and decoded bytes of one table when the caller states no limit (the server does)
+DEFAULT_MAX_ROWS = 10_000_000
+DEFAULT_MAX_DECODED_BYTES = 1 << 30
+
+
+def decode_table(
+    msg: portfolio_pb2.Table, field: str, *, max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> pl.DataFrame | None:
+    """A ``Table`` as a DataFrame (``None`` when unset); problems name ``field``. Arrow is
+    checked before it is decoded (``engine.service.arrow_ipc``): at most ``max_rows`` rows
+    and ``max_bytes`` bytes once decompressed."""
     which = msg.WhichOneof("data")
     if which is None:
         return None
     if which == "arrow_ipc":
-        return _read_arrow(msg.arrow_ipc, field)
+        return _plain_columns(read_arrow(msg.arrow_ipc, field, max_rows, max_bytes), field)
     problems: list[FieldViolation] = []
     series: list[pl.Series] = []
     names: set[str] = set()
@@ -130,17 +142,6 @@ def decode_table(msg: portfolio_pb2.Table, field: str) -> pl.DataFrame | None:
     return pl.DataFrame(series)
 
 
-def _read_arrow(data: bytes, field: str) -> pl.DataFrame:
-    try:
-        table = pl.read_ipc(data) if data[:6] == b"ARROW1" else pl.read_ipc_stream(data)
-    except Exception as exc:  # polars raises several types for malformed input
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInputError.single(
-            f"{field}.arrow_ipc", f"not a readable Arrow IPC stream or file: {message}"
-        ) from None
-    return _plain_columns(table, field)
-
-
 def _plain_columns(table: pl.DataFrame, field: str) -> pl.DataFrame:
     """Only the column types the engine reads: numbers, booleans, strings (categoricals
     become strings), dates and all-null columns; anything else (lists, structs, binary,
@@ -180,12 +181,16 @@ def encode_portfolio(portfolio: Portfolio, fmt: int = ARROW) -> portfolio_pb2.Po
     return msg
 
 
-def decode_portfolio(msg: portfolio_pb2.Portfolio) -> Portfolio:
+def decode_portfolio(
+    msg: portfolio_pb2.Portfolio, *, max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> Portfolio:
     tables: dict[str, pl.DataFrame | None] = {}
     problems: list[FieldViolation] = []
     for name in TABLES:
         try:
-            tables[name] = decode_table(getattr(msg, name), name)
+            tables[name] = decode_table(getattr(msg, name), name, max_rows=max_rows,
+                                        max_bytes=max_bytes)
         except InvalidInputError as exc:
             problems.extend(exc.violations)
     if problems:
@@ -257,96 +262,65 @@ def _finite(value: float | None) -> float | None:
     return float(value)
 
 
-def summary_to_proto(summary: Mapping[str, Any]) -> result_pb2.PlanSummary:
+# Summary fields that map one to one onto PlanSummary fields of the same name; the others
+# (maps of messages, constraints with their prices) are converted below by hand.
+_SCALARS = ("status", "allocator", "method", "solver", "customers", "pools", "equity_before",
+            "equity_after", "equity_gain", "total_spend", "fractional_pools", "iterations")
+_OPTIONAL = ("roc", "roc_do_nothing", "lp_objective", "bound", "gap")
+_MAPS = ("spend_by_segment", "seconds")
+
+
+def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
     """``PlanResult.summary`` as a ``PlanSummary`` (undefined figures left absent)."""
-    prices = summary.get("shadow_prices", {})
+    fields: dict[str, Any] = {name: getattr(summary, name) for name in (*_SCALARS, *_MAPS)}
+    fields |= {name: _finite(getattr(summary, name)) for name in _OPTIONAL}
     msg = result_pb2.PlanSummary(
-        status=summary["status"],
-        allocator=summary["allocator"],
-        method=summary["method"],
-        solver=summary["solver"],
-        customers=summary["customers"],
-        pools=summary["pools"],
-        equity_before=summary["equity_before"],
-        equity_after=summary["equity_after"],
-        equity_gain=summary["equity_gain"],
-        total_spend=summary["total_spend"],
-        spend_by_kind=summary["spend_by_kind"],
-        spend_by_segment=summary["spend_by_segment"],
+        **fields,
+        spend_by_kind=summary.spend_by_kind,
         equity_by_segment={
             s: result_pb2.SegmentEquity(before=e["before"], after=e["after"])
-            for s, e in summary["equity_by_segment"].items()
+            for s, e in summary.equity_by_segment.items()
         },
-        roc=_finite(summary["roc"]),
-        roc_do_nothing=_finite(summary["roc_do_nothing"]),
-        lp_objective=_finite(summary["lp_objective"]),
-        bound=_finite(summary["bound"]),
-        gap=_finite(summary["gap"]),
         constraints=[
             result_pb2.ConstraintSummary(
-                name=c["name"],
+                name=c.name,
                 sense=result_pb2.CONSTRAINT_SENSE_AT_MOST
-                if c["sense"] == "<="
+                if c.sense == "<="
                 else result_pb2.CONSTRAINT_SENSE_AT_LEAST,
-                rhs=c["rhs"],
-                shadow_price=_finite(prices.get(c["name"])),
+                rhs=c.rhs,
+                shadow_price=_finite(summary.shadow_prices.get(c.name)),
             )
-            for c in summary["constraints"]
+            for c in summary.constraints
         ],
-        fractional_pools=summary["fractional_pools"],
-        iterations=summary["iterations"],
-        notes=summary["notes"],
-        seconds=summary["seconds"],
+        notes=summary.notes,
     )
     return msg
 
 
-def summary_from_proto(msg: result_pb2.PlanSummary) -> dict[str, Any]:
-    """A ``PlanSummary`` as the dict ``PlanResult.summary`` holds (JSON-ready: None, not NaN)."""
-
-    def opt(name: str) -> float | None:
-        return getattr(msg, name) if msg.HasField(name) else None
-
-    segments = sorted(msg.spend_by_segment)
-    return {
-        "status": msg.status,
-        "allocator": msg.allocator,
-        "method": msg.method,
-        "solver": msg.solver,
-        "customers": msg.customers,
-        "pools": msg.pools,
-        "equity_before": msg.equity_before,
-        "equity_after": msg.equity_after,
-        "equity_gain": msg.equity_gain,
-        "total_spend": msg.total_spend,
-        "spend_by_kind": {k: msg.spend_by_kind.get(k, 0.0) for k in KINDS}
+def summary_from_proto(msg: result_pb2.PlanSummary) -> PlanSummary:
+    """A ``PlanSummary`` message as the engine's typed summary (None, not NaN)."""
+    fields: dict[str, Any] = {name: getattr(msg, name) for name in _SCALARS}
+    fields |= {name: getattr(msg, name) if msg.HasField(name) else None for name in _OPTIONAL}
+    fields |= {name: dict(sorted(getattr(msg, name).items())) for name in _MAPS}
+    return PlanSummary(
+        **fields,
+        spend_by_kind={k: msg.spend_by_kind.get(k, 0.0) for k in KINDS}
         | {k: v for k, v in sorted(msg.spend_by_kind.items()) if k not in KINDS},
-        "spend_by_segment": {s: msg.spend_by_segment[s] for s in segments},
-        "equity_by_segment": {
+        equity_by_segment={
             s: {"before": e.before, "after": e.after}
             for s, e in sorted(msg.equity_by_segment.items())
         },
-        "roc": opt("roc"),
-        "roc_do_nothing": opt("roc_do_nothing"),
-        "lp_objective": opt("lp_objective"),
-        "bound": opt("bound"),
-        "gap": opt("gap"),
-        "shadow_prices": {
+        shadow_prices={
             c.name: c.shadow_price for c in msg.constraints if c.HasField("shadow_price")
         },
-        "constraints": [
-            {
-                "name": c.name,
-                "sense": "<=" if c.sense == result_pb2.CONSTRAINT_SENSE_AT_MOST else ">=",
-                "rhs": c.rhs,
-            }
+        constraints=[
+            ConstraintInfo(
+                c.name, "<=" if c.sense == result_pb2.CONSTRAINT_SENSE_AT_MOST else ">=", c.rhs
+            )
             for c in msg.constraints
         ],
-        "fractional_pools": msg.fractional_pools,
-        "iterations": msg.iterations,
-        "notes": list(msg.notes),
-        "seconds": dict(msg.seconds),
-    }
+        notes=list(msg.notes),
+    )
 
 
 # --- strategies -----------------------------------------------------------------------------
