@@ -1,149 +1,385 @@
-"""The exact allocation over a Dask DataFrame of options, for portfolios beyond one machine.
+"""The exact allocation over partitions held by workers (a Dask cluster, or this process).
 
-Optional (``pip install 'equity-engine[distributed]'``). The same method as ``engine.optimize.lp``,
-arranged so that no per-customer array ever leaves its partition:
+The same method as ``engine.optimize.lp``, arranged so that no per-customer array leaves
+its partition (``engine.optimize.partition`` is what runs on a worker, next to its data;
+``engine.optimize.cluster`` is where the partitions live):
 
-1. Each partition builds its own options (``options.from_table``) and reduces them to hull
-   increments (``engine.optimize.increments.HullIncrements``), and returns per-(cell, ratio
-   bin) sums of cost, value and count; bins are ranges of the monotone integer key of each
-   ratio's float bits (``engine.optimize.blocks.float_key``), so partitions need no shared
-   state to agree on them and their sums simply add up.
-2. The driver solves the block LP over those sums (PuLP, a few hundred columns); the
-   duals price every cell.
-3. The blocks that straddle a cell's price or are partly taken are refined: one more pass
-   over the partitions returns their sums at a 16-bit finer key resolution, and the exact
-   Lagrangian terms of their increments at the current prices. The Lagrangian bound is
-   thus exact each round; rounds stop when it meets the block LP's value and every partly
-   taken block holds a single ratio (four resolutions at most, 16 key bits each).
+1. Each worker reads its partition's files, values them with the plan's metric and cost
+   strategies, and reduces them once to hull increments and their ratio keys
+   (``engine.optimize.increments.HullIncrements``, ``engine.optimize.blocks.float_key``).
+   That state stays on the worker for the whole run.
+2. Each round, every partition returns per-(cell, ratio bin) sums of cost, value and count
+   for the key ranges the driver asks about; bins are ranges of the monotone integer key of
+   each ratio's float bits, so partitions agree on them without sharing state and their sums
+   simply add up. The driver solves the block LP over those sums (PuLP, a few hundred
+   columns); its duals price every cell.
+3. Blocks that straddle a cell's price or are partly taken are refined (16 more key bits per
+   round) and the Lagrangian terms of the straddling blocks' increments come back exact, so
+   the bound is exact each round; rounds stop when it meets the block LP's value and every
+   partly taken block holds a single ratio.
 4. A partly taken block's spend is handed out in partition order (a prefix sum of each
-   partition's share, computed on the driver), so at most one customer per such block is
-   left between two levels; those few customers are settled by a small MIP on the driver.
-5. The per-customer plan is built per partition (``HullIncrements.invert``) and returned
-   as a Dask DataFrame.
+   partition's share), so at most one customer per such block is left between two levels.
+   Those customers and, per constrained cell, each partition's few customers nearest the
+   cell's price are sent to the driver with their options, and ``engine.optimize.repair``
+   settles them by its MIP, the rest of the plan fixed: the single machine's repair over
+   the same neighbourhood (a superset of it).
+5. Each worker writes its own partition of the plan (the single machine's units table) to a
+   partitioned Parquet dataset, or returns it when no output is asked for; the driver adds
+   up the per-partition sums into the summary and re-checks every limit.
 
-Input: a Dask DataFrame with the columns of an options table (``customer_id``, ``level``,
-``cost``, ``value``, optional ``segment`` and ``kind``), partitioned by customer (all rows
-of a customer in one partition, for instance indexed by ``customer_id``), and a Plan whose
-limits are budgets, caps and minimums. Each pass recomputes a partition's hull from its
-rows rather than keeping state on the workers.
+The driver holds only per-cell block sums, prices, the block LP and the repair's few
+customers.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.constraints import build_constraints, normalized_rhs, row_matrix
-from engine.errors import InfeasiblePlanError, InvalidInputError, SolverError
-from engine.optimize import solvers
+from engine.allocation import Allocation
+from engine.constraints import Constraint, build_constraints, normalized_rhs, row_matrix
+from engine.errors import (
+    CancelledError,
+    InfeasiblePlanError,
+    InvalidInputError,
+    SolverError,
+)
+from engine.optimize import partition, solvers
 from engine.optimize.blocks import float_key
-from engine.optimize.increments import SNAP, HullIncrements, Increments
-from engine.options import OptionSet, from_table
+from engine.optimize.cluster import InProcess, Workers
+from engine.optimize.increments import SNAP, HullIncrements
+from engine.optimize.partition import Fill, Ranges, Source
+from engine.optimize.repair import repair
+from engine.options import KINDS, OptionSet
 from engine.plan import Plan
+from engine.valuation import return_on_customer
 
 SHIFTS = (48, 32, 16, 0)  # key resolutions: 16 more bits per refinement
+NEIGHBOURS = 8  # per constrained cell and partition: customers the repair may move
 _KEY_MIN = np.iinfo(np.int64).min
 _KEY_MAX = np.iinfo(np.int64).max
 EPS = SNAP
-Ranges = NDArray[np.int64]  # rows of (cell, first key, end key, shift), end exclusive
+PARQUET = (".parquet", ".pq")
 
 
-def _dask() -> Any:
-    try:
-        import dask
-        import dask.dataframe
-    except ImportError:
-        raise InvalidInputError.single(
-            "distributed", "needs dask: pip install 'equity-engine[distributed]'"
-        ) from None
-    return dask
+def sources(customers: str | Path | None = None, prospects: str | Path | None = None,
+            options: str | Path | None = None) -> list[Source]:
+    """One partition per file of a partitioned dataset (a directory of Parquet files, read
+    recursively in name order, or a single file), plus one for the prospect pools.
 
+    With customers, an options table is a small shared one (``segment-spend-table``);
+    without, the options dataset is partitioned itself (all rows of a customer in one file).
+    """
+    def files(path: str | Path, field: str) -> list[str]:
+        p = Path(path)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.suffix in PARQUET and f.is_file())
+            if not found:
+                raise InvalidInputError.single(field, f"{p} holds no .parquet files")
+            return found
+        if not p.exists():
+            raise InvalidInputError.single(field, f"{p} does not exist")
+        return [str(p)]
 
-# --- per partition ----------------------------------------------------------------------------
+    out: list[Source] = []
+    if customers is not None:
+        shared = str(options) if options is not None else None
+        out += [Source(customers=f, shared_options=shared)
+                for f in files(customers, "--customers")]
+    elif options is not None:
+        out += [Source(options=f) for f in files(options, "--options")]
+    if prospects is not None:
+        out.append(Source(prospects=str(prospects)))
+    if not out:
+        raise InvalidInputError.single("--customers", "the cluster needs --customers, "
+                                       "--options or --prospects files")
+    return out
 
 
 @dataclass
-class _Part:
-    hull: HullIncrements
-    inc: Increments
-    key: NDArray[np.int64]
-    constrained: NDArray[np.bool_]
-
-    @property
-    def options(self) -> OptionSet:
-        return self.hull.options
+class ClusterResult:
+    summary: dict[str, Any]
+    units: pl.DataFrame | None  # None when the workers wrote the plan to ``paths``
+    paths: list[str]
 
 
-def _part(frame: Any, names: list[str], constrained_cells: NDArray[np.bool_]) -> _Part:
-    """A partition's options on the global segment codes, its hull increments and keys."""
-    table = pl.from_pandas(frame.reset_index() if "customer_id" not in frame else frame)
-    options = from_table(table.select([c for c in table.columns if c != "index"]))
-    glob = np.array([names.index(s) for s in options.segments], dtype=np.int32)
-    options.segment = glob[options.segment]
-    options.segments = list(names)
-    hull = HullIncrements(options)
-    inc = hull.apply()
-    key = float_key(inc.dv / inc.dc + 0.0)
-    return _Part(hull, inc, key, constrained_cells[inc.cell])
-
-
-def _members(part: _Part, ranges: Ranges) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range)."""
-    found, which = [], []
-    for c in np.unique(ranges[:, 0]):
-        own = np.flatnonzero(ranges[:, 0] == c)
-        own = own[np.argsort(ranges[own, 1])]
-        idx = np.flatnonzero((part.inc.cell == c) & part.constrained)
-        k = part.key[idx]
-        r = np.searchsorted(ranges[own, 1], k, side="right") - 1
-        ok = (r >= 0) & (k < ranges[own[np.maximum(r, 0)], 2])
-        found.append(idx[ok])
-        which.append(own[r[ok]])
-    if not found:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(found), np.concatenate(which)
-
-
-def _summary(
-    frame: Any,
-    names: list[str],
-    constrained_cells: NDArray[np.bool_],
-    ranges: Ranges,
-    lag: Ranges,
-    lag_price: NDArray[np.float64],
-) -> dict[str, Any]:
-    """Sums of the increments in ``ranges`` per (range, key >> the range's shift), the
-    Lagrangian terms of those in ``lag`` at ``lag_price``, and the partition's totals."""
-    part = _part(frame, names, constrained_cells)
-    inc, options = part.inc, part.options
-    idx, rid = _members(part, ranges)
-    sub = part.key[idx] >> ranges[rid, 3]
-    pairs = np.stack([rid, sub], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True) if idx.size else (
-        np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+def _stub(names: list[str]) -> OptionSet:
+    """No units, the global segment names: enough to build the plan's rows."""
+    return OptionSet(
+        unit_id=pl.Series([], dtype=pl.String), kind=np.zeros(0, dtype=np.int8),
+        segment=np.zeros(0, dtype=np.int32), segments=names, fractional=np.zeros(0, dtype=bool),
+        size=np.zeros(0), offsets=np.zeros(1, dtype=np.int64), level=np.zeros(0),
+        cost=np.zeros(0), value=np.zeros(0),
     )
-    inverse = inverse.ravel()
-    lag_idx, lag_rid = _members(part, lag)
-    reduced = inc.dv[lag_idx] - lag_price[lag_rid] * inc.dc[lag_idx]
-    free = inc.dv[~part.constrained]
+
+
+def allocate(
+    parts: Sequence[Source],
+    plan: Plan,
+    workers: Workers | InProcess,
+    *,
+    output: str | Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ClusterResult:
+    """The exact LP of ``plan`` over the partitions ``parts`` (read by the workers), its
+    integer repair, and the plan: written by the workers under ``output`` (one Parquet file
+    per partition) or returned."""
+    started = time.perf_counter()
+    if plan.allocation.name != "lp":
+        raise InvalidInputError.single(
+            "plan.allocation.name",
+            f"a cluster runs the exact 'lp' allocator, not {plan.allocation.name!r}")
+    plan.validate()
+    params = dict(plan.allocation.params)
+    solver, tolerance = str(params.get("solver", "auto")), float(params.get("tolerance", 1e-12))
+
+    def checkpoint() -> None:
+        if should_stop():
+            raise CancelledError("allocation cancelled")
+
+    timings: dict[str, float] = {}
+    workers.start(partition.load, parts, plan)
+    names = sorted({s for found in workers.map(partition.segment_names) for s in found})
+    rows = build_constraints(plan, _stub(names))
+    matrix = row_matrix(rows, 2 * len(names))
+    cells = (matrix != 0).any(axis=0)
+    workers.update(partition.attach, names, cells)
+    timings["load"] = time.perf_counter() - started
+    checkpoint()
+
+    mark = time.perf_counter()
+    lp = _solve(workers, rows, matrix, cells, solver, tolerance, checkpoint)
+    timings["lp"] = time.perf_counter() - mark
+    checkpoint()
+
+    mark = time.perf_counter()
+    fills = _fills(workers, lp)
+    notes = _repair(workers, fills, rows, matrix, cells, names, lp, solver)
+    timings["repair"] = time.perf_counter() - mark
+    checkpoint()
+
+    mark = time.perf_counter()
+    paths: list[str] = []
+    if output is not None:
+        out = Path(output)
+        paths = [str(out / f"part-{i:05d}.parquet") for i in range(workers.n)]
+    written = workers.map(partition.write, plan.discount_rate,
+                          each=[(f, paths[i] if paths else None) for i, f in enumerate(fills)])
+    units = _align(written, paths)
+    timings["write"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    summary = _summary(written, rows, lp, notes, timings, plan.discount_rate, workers.n)
+    return ClusterResult(summary, units, paths)
+
+
+@dataclass
+class _Lp:
+    blocks: _Blocks
+    x: NDArray[np.float64]
+    duals: NDArray[np.float64]
+    prices: NDArray[np.float64]
+    primal: float
+    bound: float
+    closed: bool
+    rounds: int
+    solver: str
+
+
+def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray[np.float64],
+           cells: NDArray[np.bool_], solver: str, tolerance: float,
+           checkpoint: Callable[[], None]) -> _Lp:
+    """Block LP rounds until the exact Lagrangian bound meets the block LP's value."""
+    no_lag, no_price = np.zeros((0, 4), dtype=np.int64), np.zeros(0)
+    everything = np.array([[c, _KEY_MIN, _KEY_MAX, SHIFTS[0]] for c in np.flatnonzero(cells)],
+                          dtype=np.int64).reshape(-1, 4)
+    parts = workers.map(partition.summary, everything, no_lag, no_price)
+    base_cost = np.sum([p["base_cost"] for p in parts], axis=0)
+    base = float(sum(p["base_value"] for p in parts)) + float(sum(p["free_value"] for p in parts))
+    rhs_eff = normalized_rhs(rows) - matrix @ base_cost
+    blocks = _blocks_from(parts, everything)
+    duals = np.zeros(len(rows))
+    prices = duals @ matrix
+    x = np.zeros(blocks.cell.size)
+    rounds, bound, primal, closed, name = 0, base, base, True, "none"
+    if not blocks.cell.size and (rhs_eff < -1e-9 * np.maximum(1.0, np.abs(rhs_eff))).any():
+        raise InfeasiblePlanError("the budgets, caps and minimums cannot all be met",
+                                  [r.name for r in rows])
+    while blocks.cell.size:
+        checkpoint()
+        rounds += 1
+        result = solvers.maximize(blocks.value, matrix[:, blocks.cell] * blocks.cost, rhs_eff,
+                                  solver=solver)
+        name = result.solver
+        if result.status == "infeasible":
+            raise InfeasiblePlanError("the budgets, caps and minimums cannot all be met",
+                                      [r.name for r in rows])
+        if result.status != "optimal":
+            raise SolverError(f"{result.solver} stopped: {result.status}", result.status)
+        x = np.clip(result.x, 0.0, 1.0)
+        duals = np.maximum(result.shadow_prices, 0.0)
+        prices = duals @ matrix
+        primal = base + float(x @ blocks.value)
+        price = prices[blocks.cell] + 0.0
+        pkey = float_key(price)
+        exact = (blocks.shift == 0) | (blocks.count <= 1)
+        straddle = (blocks.lo < pkey) & (pkey < blocks.hi) & ~exact
+        above = blocks.lo >= pkey
+        terms = np.where(above, blocks.value - price * blocks.cost, 0.0)
+        terms = np.where(exact, np.maximum(blocks.value - price * blocks.cost, 0.0), terms)
+        partial = (x > EPS) & (x < 1 - EPS)
+        refine = (straddle | partial) & ~exact
+        finer = np.maximum(blocks.shift[refine] - 16, 0)
+        parts = workers.map(partition.summary, blocks.ranges(refine, finer),
+                            blocks.ranges(straddle), price[straddle])
+        lag = np.sum([p["lagrangian"] for p in parts], axis=0) if straddle.any() else 0.0
+        bound = (base + float(duals @ rhs_eff) + float(terms[~straddle].sum())
+                 + float(np.sum(lag)))
+        closed = bound - primal <= tolerance * max(1.0, abs(bound))
+        if (closed and not (partial & ~exact).any()) or not refine.any() or rounds >= 12:
+            break
+        blocks = _concat(blocks, ~refine, _blocks_from(parts, blocks.ranges(refine, finer)))
+    return _Lp(blocks, x, duals, prices, primal, max(bound, primal), closed, rounds, name)
+
+
+def _fills(workers: Workers | InProcess, lp: _Lp) -> list[Fill]:
+    """Per partition: the wholly taken blocks, and its share of each partly taken block's
+    spend (handed out in partition order)."""
+    blocks, x = lp.blocks, lp.x
+    part_taken = (x > EPS) & (x < 1 - EPS)
+    full = blocks.ranges(x >= 1 - EPS)
+    partial = blocks.ranges(part_taken)
+    wanted = x[part_taken] * blocks.cost[part_taken]
+    shares = np.array(workers.map(partition.partial_spend, partial)).reshape(workers.n, -1)
+    before = np.cumsum(shares, axis=0) - shares  # spend of each block before each partition
+    return [Fill(full, partial, wanted - before[i]) for i in range(workers.n)]
+
+
+def _repair(workers: Workers | InProcess, fills: list[Fill], rows: list[Constraint],
+            matrix: NDArray[np.float64], cells: NDArray[np.bool_], names: list[str], lp: _Lp,
+            solver: str) -> list[str]:
+    """The customers left between two levels and their neighbours, re-chosen by the single
+    machine's repair MIP with every other customer fixed; the choices go back as patches."""
+    infos = workers.map(partition.settle, lp.prices, cells, NEIGHBOURS,
+                        each=[(f,) for f in fills])
+    if not any((info["theta"] > 0).any() for info in infos):
+        return []
+    owner = np.concatenate([np.full(i["units"].size, p) for p, i in enumerate(infos)])
+    counts = np.concatenate([i["counts"] for i in infos])
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cell = np.concatenate([i["cell"] for i in infos]).astype(np.int64)
+
+    def cat(key: str) -> NDArray[Any]:
+        return np.concatenate([i[key] for i in infos])
+
+    small = OptionSet(
+        unit_id=pl.Series("unit_id", np.arange(counts.size).astype(str)),
+        kind=(cell % len(KINDS)).astype(np.int8), segment=(cell // len(KINDS)).astype(np.int32),
+        segments=list(names), fractional=np.zeros(counts.size, dtype=bool),
+        size=np.ones(counts.size), offsets=offsets, level=cat("level"), cost=cat("cost"),
+        value=cat("value"),
+    )
+    allocation = Allocation(offsets[:-1] + cat("lo"), offsets[:-1] + cat("hi"), cat("theta"),
+                            "optimal", lp.solver, "blocks", bound=lp.bound)
+    # The rows as they bind the few movable customers: every other customer's spend fixed.
+    other = np.sum([i["cell_spend"] for i in infos], axis=0) - np.bincount(
+        cell, weights=cat("spend"), minlength=matrix.shape[1])
+    shifted = [Constraint(r.name, r.cells, r.sense, r.rhs - float(other[r.cells].sum()))
+               for r in rows]
+    inc = HullIncrements(small).apply()
+    repair(small, shifted, allocation, inc, cells[inc.cell], None, lp.prices, solver, None)
+    choice = allocation.lo - offsets[:-1]
+    for p, fill in enumerate(fills):
+        mine = owner == p
+        fill.patch_units = infos[p]["units"]
+        fill.patch_choice = choice[mine]
+    return list(allocation.notes)
+
+
+def _align(written: list[dict[str, Any]], paths: list[str]) -> pl.DataFrame | None:
+    """The partitions' units as one table (in memory), or their files on one schema (a
+    pools-only partition has no metric columns and null customer ids of its own type)."""
+    if not paths:
+        frames = [w["units"] for w in written]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else None
+    schemas = [pl.read_parquet_schema(p) for p in paths]
+    full: dict[str, pl.DataType] = {}
+    by_customers = sorted(range(len(paths)), key=lambda i: -written[i]["customers"])
+    for i in by_customers:  # the columns and types of partitions with customers first
+        for name, dtype in schemas[i].items():
+            full.setdefault(name, dtype)
+    for path, schema in zip(paths, schemas, strict=True):
+        if dict(schema) != full:  # small: only a partition without customers differs
+            table = pl.read_parquet(path)
+            table.select(
+                pl.col(n).cast(t) if n in table.columns else pl.lit(None, t).alias(n)
+                for n, t in full.items()
+            ).write_parquet(path)
+    return None
+
+
+def _summary(written: list[dict[str, Any]], rows: list[Constraint], lp: _Lp, notes: list[str],
+             timings: dict[str, float], discount_rate: float, n_parts: int) -> dict[str, Any]:
+    """The single machine's summary, added up from the partitions; every limit re-checked."""
+    cell_spend = np.sum([w["cell_spend"] for w in written], axis=0)
+    broken = []
+    for row in rows:
+        used = float(cell_spend[row.cells].sum())
+        slack = 1e-7 * max(1.0, abs(row.rhs))
+        if (row.sense > 0 and used > row.rhs + slack) or (row.sense < 0 and
+                                                          used < row.rhs - slack):
+            broken.append(f"{row.name}: spend {used:.6g} vs {row.rhs:.6g}")
+    if broken:  # never hand out a plan that breaks a limit
+        raise SolverError(f"the cluster's plan breaks {broken}; refused", "error")
+    before = float(sum(w["equity_before"] for w in written))
+    after = float(sum(w["equity_after"] for w in written))
+    spend = float(cell_spend.sum())
+    segments: dict[str, list[float]] = {}
+    for w in written:
+        for s, values in w["by_segment"].items():
+            acc = segments.setdefault(s, [0.0, 0.0, 0.0])
+            for k in range(3):
+                acc[k] += values[k]
+    bound = max(lp.bound, after)
     return {
-        "groups": uniq,
-        "cost": np.bincount(inverse, weights=inc.dc[idx], minlength=len(uniq)),
-        "value": np.bincount(inverse, weights=inc.dv[idx], minlength=len(uniq)),
-        "count": np.bincount(inverse, minlength=len(uniq)),
-        "lagrangian": np.bincount(lag_rid, weights=np.maximum(reduced, 0.0), minlength=len(lag)),
-        "base_cost": np.bincount(
-            options.cell, weights=options.cost[inc.first], minlength=options.n_cells
-        ),
-        "base_value": float(options.value[inc.first].sum()),
-        "free_value": float(free[free > 0].sum()),
-        "units": options.n_units,
+        "status": "optimal" if lp.closed else "gap_open",
+        "allocator": "lp",
+        "method": "blocks",
+        "solver": lp.solver,
+        "customers": sum(w["customers"] for w in written),
+        "pools": sum(w["pools"] for w in written),
+        "equity_before": before,
+        "equity_after": after,
+        "equity_gain": after - before,
+        "total_spend": spend,
+        "spend_by_kind": {k: float(sum(w["spend_by_kind"][k] for w in written)) for k in KINDS},
+        "spend_by_segment": {s: v[0] for s, v in sorted(segments.items())},
+        "equity_by_segment": {s: {"before": v[1], "after": v[2]}
+                              for s, v in sorted(segments.items())},
+        "roc": float(return_on_customer(before, after, spend, discount_rate)),
+        "roc_do_nothing": float(return_on_customer(before, before, 0.0, discount_rate)),
+        "lp_objective": lp.primal,
+        "bound": bound,
+        "gap": max(0.0, (bound - after) / max(abs(bound), 1e-12)),
+        "shadow_prices": {r.name: float(lp.duals[k] * r.sense) for k, r in enumerate(rows)},
+        "constraints": [{"name": r.name, "sense": "<=" if r.sense > 0 else ">=", "rhs": r.rhs}
+                        for r in rows],
+        "fractional_pools": sum(w["fractional_pools"] for w in written),
+        "iterations": lp.rounds,
+        "partitions": n_parts,
+        "notes": notes,
+        "seconds": timings,
     }
+
+
+# --- ratio blocks over partitions -------------------------------------------------------------
 
 
 @dataclass
@@ -181,265 +417,10 @@ def _blocks_from(parts: Sequence[dict[str, Any]], ranges: Ranges) -> _Blocks:
     with np.errstate(over="ignore"):
         top = np.where(sub >= (_KEY_MAX >> shift), _KEY_MAX, (sub + 1) << shift)
     hi = np.minimum(top, ranges[rid, 2])
-    return _Blocks(
-        cell=ranges[rid, 0],
-        lo=lo,
-        hi=hi,
-        shift=shift,
-        cost=total("cost"),
-        value=total("value"),
-        count=total("count").astype(np.int64),
-    )
+    return _Blocks(cell=ranges[rid, 0], lo=lo, hi=hi, shift=shift, cost=total("cost"),
+                   value=total("value"), count=total("count").astype(np.int64))
 
 
 def _concat(a: _Blocks, keep: NDArray[np.bool_], b: _Blocks) -> _Blocks:
     return _Blocks(*(np.concatenate([getattr(a, f)[keep], getattr(b, f)]) for f in (
         "cell", "lo", "hi", "shift", "cost", "value", "count")))
-
-
-# --- the fill, per partition -----------------------------------------------------------------
-
-
-@dataclass
-class _Fill:
-    """The driver's answer, enough for any partition to fill its customers exactly."""
-
-    full: Ranges  # wholly taken blocks
-    partial: Ranges  # partly taken blocks (each a single ratio)
-    budget: NDArray[np.float64]  # per partial block: its spend left for this partition
-    patch: dict[Any, float] = field(default_factory=dict)  # customer_id -> level (repair)
-
-
-def _taken(part: _Part, fill: _Fill) -> NDArray[np.float64]:
-    inc = part.inc
-    taken = (~part.constrained & (inc.dv > 0)).astype(np.float64)
-    idx, _ = _members(part, fill.full)
-    taken[idx] = 1.0
-    idx, rid = _members(part, fill.partial)
-    if idx.size:
-        order = np.lexsort((idx, rid))
-        idx, rid = idx[order], rid[order]
-        dc = inc.dc[idx]
-        cum = np.cumsum(dc)
-        first = np.r_[True, rid[1:] != rid[:-1]]
-        starts = np.maximum.accumulate(np.where(first, np.arange(idx.size), 0))
-        before = cum - dc - np.concatenate(([0.0], cum))[starts]
-        taken[idx] = np.clip((fill.budget[rid] - before) / dc, 0.0, 1.0)
-    return inc.prefix_fill(taken)
-
-
-def _partial_spend(
-    frame: Any, names: list[str], constrained_cells: NDArray[np.bool_], partial: Ranges
-) -> NDArray[np.float64]:
-    part = _part(frame, names, constrained_cells)
-    idx, rid = _members(part, partial)
-    return np.bincount(rid, weights=part.inc.dc[idx], minlength=len(partial)).astype(np.float64)
-
-
-def _plan(
-    frame: Any, names: list[str], constrained_cells: NDArray[np.bool_], fill: _Fill
-) -> tuple[Any, dict[str, Any]]:
-    """The partition's per-customer plan (pandas) and what the driver needs from it: spend
-    per cell and the customers left between two levels, with their options."""
-    part = _part(frame, names, constrained_cells)
-    options = part.options
-    allocation = part.hull.invert(part.inc, _taken(part, fill))
-    ids = options.unit_id.to_list()
-    if fill.patch:
-        at = {cid: i for i, cid in enumerate(ids)}
-        for cid, level in fill.patch.items():
-            if cid in at:
-                i = at[cid]
-                own = np.arange(options.offsets[i], options.offsets[i + 1])
-                choice = int(own[np.argmin(np.abs(options.level[own] - level))])
-                allocation.lo[i] = allocation.hi[i] = choice
-                allocation.theta[i] = 0.0
-    spend = allocation.spend(options)
-    split = np.flatnonzero(allocation.theta > 0)
-    frame_out = pl.DataFrame(
-        {
-            "customer_id": options.unit_id,
-            "segment": np.array(names, dtype=object)[options.segment].astype(str),
-            "level": allocation.level(options),
-            "spend": spend,
-            "equity_after": allocation.equity(options),
-        }
-    ).to_pandas()
-    info = {
-        "cell_spend": np.bincount(options.cell, weights=spend, minlength=options.n_cells),
-        "equity": float(allocation.equity(options).sum()),
-        "split": [
-            (
-                ids[i],
-                int(options.cell[i]),
-                options.level[options.offsets[i]:options.offsets[i + 1]].copy(),
-                options.cost[options.offsets[i]:options.offsets[i + 1]].copy(),
-                options.value[options.offsets[i]:options.offsets[i + 1]].copy(),
-                float(spend[i]),
-                float(allocation.equity(options)[i]),
-            )
-            for i in split
-        ],
-    }
-    return frame_out, info
-
-
-# --- the driver -------------------------------------------------------------------------------
-
-
-@dataclass
-class DistributedResult:
-    units: Any  # dask.dataframe: customer_id, segment, level, spend, equity_after
-    summary: dict[str, Any]
-
-
-def allocate(
-    options: Any,
-    plan: Plan,
-    *,
-    tolerance: float = 1e-12,
-    solver: str = "auto",
-    compute: Callable[..., Any] | None = None,
-) -> DistributedResult:
-    """The exact LP over ``options`` (a Dask DataFrame), then its integer repair."""
-    dask = _dask()
-    run = compute or dask.compute
-    delayed = dask.delayed
-    frames = options.to_delayed()
-    names = [""]
-    if "segment" in options.columns:  # null segments are the segment "" (as from_table has)
-        found = run(options["segment"].unique())[0].tolist()
-        names = sorted({"" if s is None or s != s else str(s) for s in found})
-    stub = OptionSet(
-        unit_id=pl.Series([], dtype=pl.String),
-        kind=np.zeros(0, dtype=np.int8),
-        segment=np.zeros(0, dtype=np.int32),
-        segments=names,
-        fractional=np.zeros(0, dtype=bool),
-        size=np.zeros(0),
-        offsets=np.zeros(1, dtype=np.int64),
-        level=np.zeros(0),
-        cost=np.zeros(0),
-        value=np.zeros(0),
-    )
-    rows = build_constraints(plan, stub)
-    matrix = row_matrix(rows, stub.n_cells)
-    cells = (matrix != 0).any(axis=0)
-
-    def summaries(ranges: Ranges, lag: Ranges, price: NDArray[np.float64]) -> Any:
-        return run(*[delayed(_summary)(f, names, cells, ranges, lag, price) for f in frames])
-
-    no_lag, no_price = np.zeros((0, 4), dtype=np.int64), np.zeros(0)
-    everything = np.array([[c, _KEY_MIN, _KEY_MAX, SHIFTS[0]] for c in np.flatnonzero(cells)],
-                          dtype=np.int64).reshape(-1, 4)
-    parts = summaries(everything, no_lag, no_price)
-    base_cost = np.sum([p["base_cost"] for p in parts], axis=0)
-    base_value = float(sum(p["base_value"] for p in parts))
-    free_value = float(sum(p["free_value"] for p in parts))
-    rhs_eff = normalized_rhs(rows) - matrix @ base_cost
-    blocks = _blocks_from(parts, everything)
-    duals = np.zeros(len(rows))
-    x = np.zeros(blocks.cell.size)
-    rounds, bound, primal = 0, base_value + free_value, base_value + free_value
-    closed = True
-    while blocks.cell.size:
-        rounds += 1
-        result = solvers.maximize(blocks.value, matrix[:, blocks.cell] * blocks.cost, rhs_eff,
-                                  solver=solver)
-        if result.status == "infeasible":
-            raise InfeasiblePlanError("the budgets, caps and minimums cannot all be met",
-                                      [r.name for r in rows])
-        if result.status != "optimal":
-            raise SolverError(f"{result.solver} stopped: {result.status}", result.status)
-        x = np.clip(result.x, 0.0, 1.0)
-        duals = np.maximum(result.shadow_prices, 0.0)
-        prices = duals @ matrix
-        primal = base_value + free_value + float(x @ blocks.value)
-        price = prices[blocks.cell] + 0.0
-        pkey = float_key(price)
-        exact = (blocks.shift == 0) | (blocks.count <= 1)
-        straddle = (blocks.lo < pkey) & (pkey < blocks.hi) & ~exact
-        above = blocks.lo >= pkey
-        terms = np.where(above, blocks.value - price * blocks.cost, 0.0)
-        terms = np.where(exact, np.maximum(blocks.value - price * blocks.cost, 0.0), terms)
-        partial = (x > EPS) & (x < 1 - EPS)
-        refine = (straddle | partial) & ~exact
-        finer = np.maximum(blocks.shift[refine] - 16, 0)
-        lag = blocks.ranges(straddle)
-        parts = summaries(blocks.ranges(refine, finer), lag, price[straddle])
-        lag_terms = np.sum([p["lagrangian"] for p in parts], axis=0) if straddle.any() else 0.0
-        bound = (base_value + free_value + float(duals @ rhs_eff)
-                 + float(terms[~straddle].sum()) + float(np.sum(lag_terms)))
-        closed = bound - primal <= tolerance * max(1.0, abs(bound))
-        if (closed and not (partial & ~exact).any()) or not refine.any() or rounds >= 12:
-            break
-        blocks = _concat(blocks, ~refine, _blocks_from(parts, blocks.ranges(refine, finer)))
-    full = blocks.ranges(x >= 1 - EPS)
-    partial_ranges = blocks.ranges((x > EPS) & (x < 1 - EPS))
-    wanted = x[(x > EPS) & (x < 1 - EPS)] * blocks.cost[(x > EPS) & (x < 1 - EPS)]
-    shares = np.array(run(*[
-        delayed(_partial_spend)(f, names, cells, partial_ranges) for f in frames
-    ])).reshape(len(frames), -1)
-    offsets = np.cumsum(shares, axis=0) - shares  # spend of each block before each partition
-    fills = [_Fill(full, partial_ranges, wanted - offsets[i]) for i in range(len(frames))]
-    planned = run(*[delayed(_plan)(f, names, cells, fills[i]) for i, f in enumerate(frames)])
-    infos = [p[1] for p in planned]
-    split = [s for info in infos for s in info["split"]]
-    cell_spend = np.sum([info["cell_spend"] for info in infos], axis=0)
-    equity = float(sum(info["equity"] for info in infos))
-    patch: dict[Any, float] = {}
-    if split:
-        patch, equity = _repair(split, cell_spend, matrix, rows, equity, solver)
-        for fill in fills:
-            fill.patch = patch
-    outputs = [delayed(_plan)(f, names, cells, fills[i])[0] for i, f in enumerate(frames)]
-    meta = planned[0][0].iloc[:0]
-    units = dask.dataframe.from_delayed(outputs, meta=meta)
-    summary = {
-        "status": "optimal" if closed else "gap_open",
-        "lp_objective": primal,
-        "bound": max(bound, primal),
-        "equity_after": equity,
-        "gap": max(0.0, (max(bound, primal) - equity) / max(abs(bound), 1e-12)),
-        "iterations": rounds,
-        "partitions": len(frames),
-        "repaired_customers": len(patch),
-        "shadow_prices": {r.name: float(duals[k] * r.sense) for k, r in enumerate(rows)},
-    }
-    return DistributedResult(units, summary)
-
-
-def _repair(
-    split: list[tuple[Any, ...]],
-    cell_spend: NDArray[np.float64],
-    matrix: NDArray[np.float64],
-    rows: list[Any],
-    equity: float,
-    solver: str,
-) -> tuple[dict[Any, float], float]:
-    """One level for each customer left between two: a MIP over their options, the rest of
-    the plan fixed (at most one such customer per partly taken block)."""
-    fixed = cell_spend.copy()
-    for _, cell, _, _, _, spend, _ in split:
-        fixed[cell] -= spend
-    rhs = normalized_rhs(rows)
-    residual = rhs - matrix @ fixed + 1e-9 * np.maximum(1.0, np.abs(rhs))
-    owner = np.concatenate([np.full(len(s[3]), i) for i, s in enumerate(split)])
-    cost = np.concatenate([s[3] for s in split])
-    value = np.concatenate([s[4] for s in split])
-    level = np.concatenate([s[2] for s in split])
-    cell = np.array([s[1] for s in split])[owner]
-    one_each = np.zeros((len(split), owner.size))
-    one_each[owner, np.arange(owner.size)] = 1.0
-    result = solvers.maximize(value, matrix[:, cell] * cost, residual, a_eq=one_each,
-                              b_eq=np.ones(len(split)), integer=True, solver=solver)
-    if result.status not in ("optimal", "feasible"):
-        raise InfeasiblePlanError(
-            "no plan giving every customer exactly one level meets the limits",
-            [r.name for r in rows],
-        )
-    chosen = result.x > 0.5
-    patch = {split[int(i)][0]: float(lv) for i, lv in zip(owner[chosen], level[chosen],
-                                                          strict=True)}
-    before = sum(s[6] for s in split)
-    return patch, equity - before + float(value[chosen].sum())

@@ -1,0 +1,171 @@
+"""Where the partitions of a distributed allocation live: a Dask cluster, or this process.
+
+``connect("local:N")`` starts a ``dask.distributed`` LocalCluster of N worker processes
+(one thread each) and ``connect("tcp://HOST:PORT")`` joins an existing scheduler; both are
+context managers that shut down what they started. :class:`Workers` keeps one state per
+partition *on the workers* (a future each: the partition's options, hull increments and
+ratio keys stay where they were built) and runs a function over all of them, gathering only
+its small results. :class:`InProcess` is the same interface over a list, for one machine.
+
+A worker that dies mid-run loses its partitions' states; the scheduler rebuilds them on the
+workers left (each state is a task reading its own files) and the run goes on with the same
+numbers, so the plan is the one a run without the fault gives. When that is not possible
+(every worker gone, a task failing on worker after worker, the scheduler unreachable) the
+run stops with :class:`ClusterError`, never with a partial plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from engine.errors import EquityError, InvalidInputError
+
+_LOCAL = re.compile(r"^local:(\d+)$")
+_TCP = re.compile(r"^(tcp|tls)://[^\s:/]+:\d+$")
+
+
+class ClusterError(EquityError):
+    """The cluster could not finish the run (workers lost beyond retry, scheduler gone)."""
+
+
+def check_spec(spec: str, field: str = "--cluster") -> str:
+    """``local:N`` (N >= 1) or ``tcp://HOST:PORT`` / ``tls://HOST:PORT``; else an input error
+    naming ``field``."""
+    match = _LOCAL.match(spec)
+    if match and int(match.group(1)) >= 1:
+        return spec
+    if _TCP.match(spec):
+        return spec
+    raise InvalidInputError.single(
+        field, f"{spec!r} is not local:N (N worker processes, N >= 1) or tcp://HOST:PORT "
+        "(a running dask scheduler)"
+    )
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - installed with the package's dev extra
+        raise InvalidInputError.single(
+            "--cluster", "needs dask.distributed: pip install 'equity-engine[distributed]'"
+        ) from None
+    return distributed
+
+
+@contextmanager
+def connect(spec: str, *, memory_limit: str | None = None,
+            field: str = "--cluster") -> Iterator[Any]:
+    """A ``distributed.Client`` for ``spec``; on exit the client is closed and a cluster this
+    call started is shut down (its worker processes end)."""
+    check_spec(spec, field)
+    distributed = _distributed()
+    match = _LOCAL.match(spec)
+    if match:
+        import dask
+
+        kwargs: dict[str, Any] = {}
+        if memory_limit is not None:
+            kwargs["memory_limit"] = memory_limit
+        # Worker processes of their own; no dashboard (no port to clash with); quiet logs.
+        with dask.config.set({"distributed.worker.daemon": False}), distributed.LocalCluster(
+            n_workers=int(match.group(1)), threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=40, **kwargs,
+        ) as cluster, distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(spec, timeout=10)
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the dask scheduler at {spec}: {exc}") from None
+    with client:
+        yield client
+
+
+class InProcess:
+    """Partitions held in this process: the interface of :class:`Workers`, on one machine."""
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.parts)
+
+    def start(self, fn: Callable[..., Any], sources: Sequence[Any], *args: Any) -> None:
+        self.parts = [fn(source, *args) for source in sources]
+
+    def update(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.parts = [fn(part, *args) for part in self.parts]
+
+    def map(self, fn: Callable[..., Any], *args: Any,
+            each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+        extra = each if each is not None else [()] * len(self.parts)
+        return [fn(part, *e, *args) for part, e in zip(self.parts, extra, strict=True)]
+
+    def close(self) -> None:
+        self.parts = []
+
+
+class Workers:
+    """One state per partition, kept on the workers of ``client`` between calls."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.parts: list[Any] = []  # futures
+
+    @property
+    def n(self) -> int:
+        return len(self.parts)
+
+    def start(self, fn: Callable[..., Any], sources: Sequence[Any], *args: Any) -> None:
+        """``fn(source, *args)`` per source; the results stay on the workers."""
+        self.parts = [self.client.submit(fn, s, *args, pure=False) for s in sources]
+        self._wait(self.parts)
+
+    def update(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Replace each state by ``fn(state, *args)``, on the worker that holds it."""
+        new = [self.client.submit(fn, p, *args, pure=False) for p in self.parts]
+        self._wait(new)
+        self.parts = new
+
+    def map(self, fn: Callable[..., Any], *args: Any,
+            each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
+        """``fn(state, *each[i], *args)`` per partition, on its worker; results gathered."""
+        extra = each if each is not None else [()] * len(self.parts)
+        futures = [self.client.submit(fn, p, *e, *args, pure=False)
+                   for p, e in zip(self.parts, extra, strict=True)]
+        return self._gather(futures)
+
+    def close(self) -> None:
+        for future in self.parts:
+            future.release()
+        self.parts = []
+
+    def _wait(self, futures: list[Any]) -> None:
+        self._gather(futures, results=False)
+
+    def _gather(self, futures: list[Any], results: bool = True) -> list[Any]:
+        distributed = _distributed()
+        try:
+            if not results:
+                distributed.wait(futures)
+                bad = [f for f in futures if f.status == "error"]
+                if bad:
+                    bad[0].result()  # raises the task's own error
+                return []
+            out: list[Any] = self.client.gather(futures)
+            return out
+        except EquityError:
+            raise
+        except distributed.KilledWorker as exc:
+            raise ClusterError(
+                f"the cluster lost the workers running {exc.task!r} too many times "
+                "(a worker ran out of memory or was killed); no plan was made"
+            ) from None
+        except (OSError, distributed.CancelledError, distributed.TimeoutError) as exc:
+            raise ClusterError(
+                f"the cluster stopped answering ({type(exc).__name__}: {exc}); no plan was made"
+            ) from None

@@ -1,0 +1,259 @@
+"""One partition of a distributed allocation: what runs on a worker, next to its data.
+
+A partition is read from its own files (``Source``: a customers file and/or an options file,
+or the prospects table), valued by the plan's metric and cost strategies
+(``engine.pipeline.build_model``), reduced once to hull increments and their ratio keys
+(``attach``), and kept on its worker as a :class:`Part` for the whole run. The driver then
+asks each part for small answers only: block sums of a set of key ranges (``summary``), its
+share of partly taken blocks (``partial_spend``), the customers it leaves between two
+levels and their neighbours (``settle``), and finally its plan, written by the worker
+itself as one file of a partitioned Parquet dataset (``write``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.allocation import Allocation
+from engine.io import read_table
+from engine.optimize.blocks import float_key
+from engine.optimize.increments import HullIncrements, Increments
+from engine.options import KINDS, OptionSet
+from engine.plan import Plan
+from engine.portfolio import Portfolio
+
+Ranges = NDArray[np.int64]  # rows of (cell, first key, end key, shift), end exclusive
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files of one partition (paths as the workers see them)."""
+
+    customers: str | None = None
+    prospects: str | None = None
+    options: str | None = None
+    shared_options: str | None = None  # a small options table every partition reads
+
+    def describe(self) -> str:
+        return self.customers or self.options or self.prospects or "?"
+
+
+@dataclass
+class Part:
+    options: OptionSet
+    metric_columns: pl.DataFrame | None
+    id_dtype: pl.DataType | None
+    level_dtype: pl.DataType | None
+    hull: HullIncrements | None = None
+    inc: Increments | None = None
+    key: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    constrained: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+def load(source: Source, plan: Plan) -> Part:
+    """Read and value one partition; its segments are still its own (see ``attach``)."""
+    from engine.pipeline import build_model
+
+    def read(path: str | None, name: str) -> pl.DataFrame | None:
+        return None if path is None else read_table(path, name)
+
+    options_table = read(source.options, "options")
+    if options_table is None:
+        options_table = read(source.shared_options, "options")
+    portfolio = Portfolio(read(source.customers, "customers"), read(source.prospects, "prospects"),
+                          options_table)
+    # Limits name segments this partition may not have: the driver builds the rows.
+    model = build_model(portfolio, replace(plan, segment_limits=()))
+    return Part(model.options, model.metric_columns, model.id_dtype, model.level_dtype)
+
+
+def segment_names(part: Part) -> list[str]:
+    return list(part.options.segments)
+
+
+def attach(part: Part, names: list[str], constrained_cells: NDArray[np.bool_]) -> Part:
+    """Put the partition on the global segment codes and build its hull increments and their
+    ratio keys, once: they stay on the worker for every later round."""
+    options = part.options
+    index = {name: i for i, name in enumerate(names)}
+    glob = np.array([index[s] for s in options.segments], dtype=np.int32)
+    options.segment = glob[options.segment] if glob.size else options.segment
+    options.segments = list(names)
+    options.__dict__.pop("cell", None)  # cached on the old codes
+    hull = HullIncrements(options)
+    inc = hull.apply()
+    key = float_key(inc.dv / inc.dc + 0.0)
+    return Part(part.options, part.metric_columns, part.id_dtype, part.level_dtype, hull, inc,
+                key, constrained_cells[inc.cell])
+
+
+def _inc(part: Part) -> Increments:
+    assert part.inc is not None, "attach() first"
+    return part.inc
+
+
+def members(part: Part, ranges: Ranges) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range)."""
+    inc = _inc(part)
+    found, which = [], []
+    for c in np.unique(ranges[:, 0]):
+        own = np.flatnonzero(ranges[:, 0] == c)
+        own = own[np.argsort(ranges[own, 1])]
+        idx = np.flatnonzero((inc.cell == c) & part.constrained)
+        k = part.key[idx]
+        r = np.searchsorted(ranges[own, 1], k, side="right") - 1
+        ok = (r >= 0) & (k < ranges[own[np.maximum(r, 0)], 2])
+        found.append(idx[ok])
+        which.append(own[r[ok]])
+    if not found:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(found), np.concatenate(which)
+
+
+def summary(part: Part, ranges: Ranges, lag: Ranges, lag_price: NDArray[np.float64]
+            ) -> dict[str, Any]:
+    """Sums of the increments in ``ranges`` per (range, key >> the range's shift), the
+    Lagrangian terms of those in ``lag`` at ``lag_price``, and the partition's totals."""
+    inc, options = _inc(part), part.options
+    idx, rid = members(part, ranges)
+    if idx.size:
+        pairs = np.stack([rid, part.key[idx] >> ranges[rid, 3]], axis=1)
+        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    else:
+        uniq, inverse = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    inverse = inverse.ravel()
+    lag_idx, lag_rid = members(part, lag)
+    reduced = inc.dv[lag_idx] - lag_price[lag_rid] * inc.dc[lag_idx]
+    free = inc.dv[~part.constrained]
+    return {
+        "groups": uniq,
+        "cost": np.bincount(inverse, weights=inc.dc[idx], minlength=len(uniq)),
+        "value": np.bincount(inverse, weights=inc.dv[idx], minlength=len(uniq)),
+        "count": np.bincount(inverse, minlength=len(uniq)),
+        "lagrangian": np.bincount(lag_rid, weights=np.maximum(reduced, 0.0), minlength=len(lag)),
+        "base_cost": np.bincount(options.cell, weights=options.cost[inc.first],
+                                 minlength=options.n_cells),
+        "base_value": float(options.value[inc.first].sum()),
+        "free_value": float(free[free > 0].sum()),
+        "units": options.n_units,
+    }
+
+
+@dataclass
+class Fill:
+    """The driver's answer, enough for a partition to fill its customers exactly."""
+
+    full: Ranges  # wholly taken blocks
+    partial: Ranges  # partly taken blocks (each a single ratio)
+    budget: NDArray[np.float64]  # per partial block: its spend left for this partition
+    patch_units: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    patch_choice: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def partial_spend(part: Part, partial: Ranges) -> NDArray[np.float64]:
+    idx, rid = members(part, partial)
+    return np.bincount(rid, weights=_inc(part).dc[idx], minlength=len(partial)).astype(np.float64)
+
+
+def allocation(part: Part, fill: Fill) -> Allocation:
+    """The partition's allocation under ``fill``: blocks in full, partly taken blocks handed
+    out in increment order up to the partition's budget, then the driver's integer patch
+    (``patch_units`` take their option ``patch_choice``, counted from their first)."""
+    inc = _inc(part)
+    taken = (~part.constrained & (inc.dv > 0)).astype(np.float64)
+    idx, _ = members(part, fill.full)
+    taken[idx] = 1.0
+    idx, rid = members(part, fill.partial)
+    if idx.size:
+        order = np.lexsort((idx, rid))
+        idx, rid = idx[order], rid[order]
+        dc = inc.dc[idx]
+        cum = np.cumsum(dc)
+        first = np.r_[True, rid[1:] != rid[:-1]]
+        starts = np.maximum.accumulate(np.where(first, np.arange(idx.size), 0))
+        before = cum - dc - np.concatenate(([0.0], cum))[starts]
+        taken[idx] = np.clip((fill.budget[rid] - before) / dc, 0.0, 1.0)
+    assert part.hull is not None
+    out = part.hull.invert(inc, inc.prefix_fill(taken))
+    if fill.patch_units.size:
+        chosen = part.options.offsets[fill.patch_units] + fill.patch_choice
+        out.lo[fill.patch_units] = chosen
+        out.hi[fill.patch_units] = chosen
+        out.theta[fill.patch_units] = 0.0
+    return out
+
+
+def settle(part: Part, fill: Fill, prices: NDArray[np.float64], cells: NDArray[np.bool_],
+           per_cell: int) -> dict[str, Any]:
+    """Spend per cell, and the customers the repair may move: those left between two levels
+    and, per constrained cell, the ``per_cell`` whose increments lie nearest the cell's price
+    (the cheapest ones to move), each with all of its options and its current choice."""
+    options, inc = part.options, _inc(part)
+    alloc = allocation(part, fill)
+    spend = alloc.spend(options)
+    integral = ~options.fractional
+    split = np.flatnonzero(integral & (alloc.theta > 0))
+    picked = [split]
+    present = np.bincount(options.cell, minlength=options.n_cells) > 0
+    for c in np.flatnonzero(present & cells):
+        idx = np.flatnonzero(inc.cell == c)
+        if idx.size == 0:
+            continue
+        near = np.abs(inc.dv[idx] / inc.dc[idx] - prices[c])
+        if idx.size > per_cell:
+            idx = idx[np.argpartition(near, per_cell - 1)[:per_cell]]
+        picked.append(inc.unit_of(idx))
+    units = np.unique(np.concatenate(picked))
+    units = units[integral[units]]
+    starts, ends = options.offsets[units], options.offsets[units + 1]
+    opt = (np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+           if units.size else np.zeros(0, dtype=np.int64))
+    return {
+        "cell_spend": np.bincount(options.cell, weights=spend, minlength=options.n_cells),
+        "units": units,
+        "cell": options.cell[units],
+        "counts": ends - starts,
+        "level": options.level[opt],
+        "cost": options.cost[opt],
+        "value": options.value[opt],
+        "lo": alloc.lo[units] - starts,
+        "hi": alloc.hi[units] - starts,
+        "theta": alloc.theta[units],
+        "spend": spend[units],
+    }
+
+
+def write(part: Part, fill: Fill, out: str | None, discount_rate: float) -> dict[str, Any]:
+    """The partition's plan (the single machine's units table), written to ``out`` by this
+    worker when given, else returned; with the sums the driver's summary adds up."""
+    from engine.result import build_result
+
+    options = part.options
+    alloc = allocation(part, fill)
+    units = build_result(options, alloc, [], discount_rate, "lp", True, {},
+                         part.metric_columns, part.id_dtype, part.level_dtype).units
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        units.write_parquet(out)
+    by_segment = units.group_by("segment").agg(
+        pl.col("spend").sum(), pl.col("equity_before").sum(), pl.col("equity_after").sum())
+    return {
+        "units": None if out is not None else units,
+        "rows": units.height,
+        "customers": int((~options.fractional).sum()),
+        "pools": int(options.fractional.sum()),
+        "fractional_pools": int((options.fractional & (alloc.theta > 0)).sum()),
+        "equity_before": float(units["equity_before"].sum()),
+        "equity_after": float(units["equity_after"].sum()),
+        "cell_spend": np.bincount(options.cell, weights=alloc.spend(options),
+                                  minlength=options.n_cells),
+        "spend_by_kind": {k: float(units.filter(pl.col("kind") == k)["spend"].sum())
+                          for k in KINDS},
+        "by_segment": {s: (sp, b, a) for s, sp, b, a in by_segment.iter_rows()},
+    }
