@@ -9,7 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.cli.arguments import add_plan_arguments, add_portfolio_arguments, load_inputs
+from engine.cli.arguments import (
+    add_plan_arguments,
+    add_portfolio_arguments,
+    load_inputs,
+    plan_from_args,
+)
 from engine.cli.textfmt import number, plural
 from engine.io import write_table
 
@@ -48,6 +53,8 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 def cmd_allocate(args: argparse.Namespace) -> int:
     from engine.pipeline import allocate
 
+    if args.cluster:
+        return _allocate_on_cluster(args)
     portfolio, plan = load_inputs(args)
     result = allocate(portfolio, plan)
     if args.output:
@@ -56,6 +63,38 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         print(result.to_json())
     else:
         print_summary(json.loads(result.to_json()))
+    return 0
+
+
+def _allocate_on_cluster(args: argparse.Namespace) -> int:
+    """The exact allocation on a Dask cluster: the workers read the partitioned datasets and
+    write the plan as one (``--output`` is then a directory)."""
+    from engine.errors import InvalidInputError
+    from engine.optimize import distributed
+    from engine.optimize.cluster import Workers, check_spec, connect
+
+    check_spec(args.cluster)
+    for flag in ("example", "transactions"):
+        if getattr(args, flag, None):
+            raise InvalidInputError.single(
+                f"--{flag}", "not with --cluster: the workers read --customers, --options "
+                "and --prospects files (partitioned Parquet datasets)")
+    if args.output is not None and args.output.suffix in (".csv", ".tsv", ".arrow"):
+        raise InvalidInputError.single(
+            "--output", "with --cluster the plan is a partitioned Parquet dataset: give a "
+            "directory")
+    plan = plan_from_args(args)
+    parts = distributed.sources(args.customers, args.prospects, args.options)
+    with connect(args.cluster) as client:
+        workers = Workers(client)
+        try:
+            result = distributed.allocate(parts, plan, workers, output=args.output)
+        finally:
+            workers.close()
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        print_summary(result.summary)
     return 0
 
 
@@ -117,6 +156,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--output", type=Path,
                    help="per-customer plan (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--cluster", metavar="SPEC",
+                   help="run on a Dask cluster: local:N (N worker processes on this machine) "
+                   "or tcp://HOST:PORT (a running scheduler); the workers read --customers, "
+                   "--options and --prospects (a Parquet file or a directory of them, one "
+                   "partition per file) and write --output as a directory of Parquet files "
+                   "(default: this process)")
     p.set_defaults(func=cmd_allocate)
 
     p = subparsers.add_parser("plugins", help="list loaded strategies and plugin failures")

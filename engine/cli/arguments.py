@@ -197,6 +197,14 @@ def load_inputs(args: argparse.Namespace) -> tuple[Portfolio, Plan]:
     return Portfolio(customers, prospects, options, transactions), plan
 
 
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The plan of ``--plan`` with the flags applied, without reading any table (a
+    cluster's workers read them)."""
+    plan = Plan.from_file(args.plan) if args.plan else Plan()
+    plan = _override(plan, args, bool(args.options) and not args.customers)
+    return _params(plan, args)
+
+
 def _transactions_metric(plan: Plan, args: argparse.Namespace) -> Plan:
     """--transactions implies the bgnbd metric; --calibration-end / --time-unit set its params."""
     metric = plan.metric if args.metric or plan.metric.name != "clv" else StrategyChoice("bgnbd")
