@@ -35,6 +35,7 @@ _FACADE: dict[str, str] = {
     "OptionSet": "engine.options",
     "Allocation": "engine.allocation",
     "PlanResult": "engine.result",
+    "PlanSummary": "engine.summary",
     "allocate": "engine.pipeline",
     "build_model": "engine.pipeline",
     "Metric": "engine.strategies",
@@ -70,6 +71,7 @@ __all__ = [
     "Param",
     "Plan",
     "PlanResult",
+    "PlanSummary",
     "PluginError",
     "Portfolio",
     "Problem",
@@ -119,4 +121,5 @@ if TYPE_CHECKING:
     from engine.portfolio import Portfolio
     from engine.result import PlanResult
     from engine.strategies import Allocator, CostModel, Metric, Param, Problem
+    from engine.summary import PlanSummary
     from engine.valuation import Valuation

@@ -192,3 +192,12 @@ def test_old_import_paths_are_the_new_modules() -> None:
 
     for old, new in MOVED.items():
         assert importlib.import_module(old) is importlib.import_module(new), old
+
+
+def test_the_facade_names_resolve() -> None:
+    import engine
+
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = engine.no_such_name  # type: ignore[attr-defined]
