@@ -44,7 +44,7 @@ def one(rfm: pl.DataFrame, cid: object) -> dict[str, Any]:
 def naive_rfm(
     rows: list[tuple[int, dt.date, float]], end: dt.date, unit: float
 ) -> dict[int, tuple[int, float, float, float | None]]:
-    """The definitions written out per customer with dicts (drop policy, no duplicates)."""
+    """The definitions written out per customer with dicts (drop policy)."""
     days: dict[int, dict[dt.date, float]] = defaultdict(lambda: defaultdict(float))
     for cid, day, amount in rows:
         if day <= end and amount >= 0:
@@ -94,6 +94,7 @@ def test_cdnow_rfm_matches_published_summary() -> None:
     assert report.rows_after_calibration_end == 1959
     assert report.zero_amount_rows == 8  # free first purchases: events, not spend
     assert report.duplicate_rows == 0  # identical CDNOW lines are separate orders
+    assert report.identical_rows == 9
     assert report.customers_without_repeat == 2357 - 946
 
 
@@ -105,13 +106,16 @@ def test_cdnow_in_days() -> None:
     assert days["frequency"].equals(weeks["frequency"])
 
 
-def test_identical_lines_are_duplicates_without_transaction_id() -> None:
+def test_identical_lines_are_purchases_without_transaction_id() -> None:
     df = read_cdnow(CDNOW).drop("transaction_id")
     rfm, report = rfm_statistics(df, END, "week")
-    assert report.duplicate_rows == 9  # the calibration-period pairs
+    assert report.identical_rows == 9 and report.duplicate_rows == 0  # calibration pairs
     with_ids, _ = rfm_statistics(read_cdnow(CDNOW), END, "week")
-    assert rfm["frequency"].equals(with_ids["frequency"])  # same-day: frequency unchanged
-    assert not rfm["monetary"].equals(with_ids["monetary"])
+    assert rfm.equals(with_ids)  # the line-number ids change nothing: every line is an order
+    deduped, report = rfm_statistics(df, END, "week", dedupe=True)
+    assert report.duplicate_rows == 9 and report.identical_rows == 0
+    assert deduped["frequency"].equals(with_ids["frequency"])  # same-day: frequency unchanged
+    assert not deduped["monetary"].equals(with_ids["monetary"])
 
 
 # -------------------------------------------------------------------- definitions
@@ -179,7 +183,7 @@ def test_matches_naive_definition(raw: list[tuple[int, int, float]], unit: str) 
     start = dt.date(2021, 3, 1)
     end = start + dt.timedelta(days=30)
     rows = [(c, start + dt.timedelta(days=d), a) for c, d, a in raw]
-    unique_rows = list(dict.fromkeys(rows))  # the log's duplicates are dropped
+    unique_rows = list(dict.fromkeys(rows))  # identical rows are purchases all the same
     df = pl.DataFrame(
         {
             "customer_id": [r[0] for r in rows],
@@ -187,7 +191,7 @@ def test_matches_naive_definition(raw: list[tuple[int, int, float]], unit: str) 
             "amount": [r[2] for r in rows],
         }
     )
-    expected = naive_rfm(unique_rows, end, 7.0 if unit == "week" else 1.0)
+    expected = naive_rfm(rows, end, 7.0 if unit == "week" else 1.0)
     if not expected:
         with pytest.raises(InvalidInputError):
             rfm_statistics(df, end, unit)  # type: ignore[arg-type]
@@ -203,7 +207,8 @@ def test_matches_naive_definition(raw: list[tuple[int, int, float]], unit: str) 
             assert got[cid]["monetary"] is None
         else:
             assert got[cid]["monetary"] == pytest.approx(m)
-    assert report.duplicate_rows == len([r for r in rows if r[1] <= end]) - len(
+    assert report.duplicate_rows == 0
+    assert report.identical_rows == len([r for r in rows if r[1] <= end]) - len(
         [r for r in unique_rows if r[1] <= end]
     )
     assert report.rows_after_calibration_end == sum(r[1] > end for r in rows)
@@ -212,7 +217,7 @@ def test_matches_naive_definition(raw: list[tuple[int, int, float]], unit: str) 
 # ----------------------------------------------------------------------- dirty data
 
 
-def test_exact_duplicates_dropped_and_counted() -> None:
+def test_identical_rows_counted_and_deduped_on_request() -> None:
     rows = [
         (1, "2020-01-01", 10),
         (1, "2020-01-01", 10),
@@ -220,12 +225,36 @@ def test_exact_duplicates_dropped_and_counted() -> None:
         (1, "2020-01-05", 4),
     ]
     rfm, report = rfm_statistics(tx(rows), "2020-01-10", "day")
-    assert report.duplicate_rows == 2
+    assert (report.identical_rows, report.duplicate_rows, report.rows_used) == (2, 0, 4)
+    assert one(rfm, 1)["monetary"] == 8.0 and one(rfm, 1)["frequency"] == 1
+    rfm, report = rfm_statistics(tx(rows), "2020-01-10", "day", dedupe=True)
+    assert (report.identical_rows, report.duplicate_rows, report.rows_used) == (0, 2, 2)
     assert one(rfm, 1)["monetary"] == 4.0
-    # With a transaction id, identical rows are separate orders.
-    with_ids = tx(rows).with_columns(pl.Series("transaction_id", [1, 2, 3, 4]))
-    rfm2, report2 = rfm_statistics(with_ids, "2020-01-10", "day")
-    assert report2.duplicate_rows == 0 and one(rfm2, 1)["monetary"] == 8.0
+
+
+def test_repeated_transaction_ids_are_double_exports() -> None:
+    rows = [
+        (1, "2020-01-01", 10),
+        (1, "2020-01-01", 10),
+        (1, "2020-01-05", 4),
+        (1, "2020-01-05", 4),
+        (2, "2020-01-06", 7),
+    ]
+    with_ids = tx(rows).with_columns(pl.Series("transaction_id", ["a", "a", "b", "c", "a"]))
+    with pytest.raises(InvalidInputError) as err:  # id "a" on another customer: a conflict
+        rfm_statistics(with_ids, "2020-01-10", "day")
+    assert [(v.field, v.row) for v in err.value.violations] == [
+        ("transactions.transaction_id", 0),
+        ("transactions.transaction_id", 1),
+        ("transactions.transaction_id", 4),
+    ]
+    with_ids = tx(rows).with_columns(pl.Series("transaction_id", ["a", "a", "b", "c", "d"]))
+    rfm, report = rfm_statistics(with_ids, "2020-01-10", "day")
+    assert (report.duplicate_rows, report.identical_rows, report.rows_used) == (1, 1, 4)
+    assert one(rfm, 1)["monetary"] == 8.0  # b and c are two orders of $4
+    ordered = tx(rows).with_columns(pl.Series("transaction_id", [1, 2, 3, 4, 5]))
+    _, report = rfm_statistics(ordered, "2020-01-10", "day")
+    assert (report.duplicate_rows, report.identical_rows) == (0, 2)
 
 
 def test_zero_amounts_are_events_without_spend() -> None:

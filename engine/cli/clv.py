@@ -1,4 +1,8 @@
-"""``equity clv``: fit BG/NBD + Gamma-Gamma on a transaction log and print the model.
+"""``equity clv``: fit purchase models + Gamma-Gamma on a transaction log and print them.
+
+``--model`` adds Pareto/NBD or MBG/NBD beside BG/NBD (which values CLV), ``--compare`` fits
+them all, ``--holdout-end`` runs the calibration/holdout check, ``--survival`` fits the sBG
+model to cohort survival counts instead (no transaction log).
 
 Registered by listing ``"engine.cli.clv"`` in ``engine.cli.EXTENSIONS``; errors propagate
 to ``engine.cli.app`` (exit 2 for invalid input, 6 for a fit that did not converge), except
@@ -16,9 +20,28 @@ from typing import Any
 from engine.cli.arguments import discount_rate
 from engine.cli.textfmt import number, plural
 from engine.clv.bgnbd import ModelFitError
+from engine.clv.transactions import UNIT_DAYS
 from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
 from engine.valuation import Valuation
+
+MODEL_CHOICES = ("bgnbd", "pareto-nbd", "mbg-nbd")
+_HORIZON_UNITS = {"d": 1.0, "w": 7.0, "m": 365.25 / 12, "y": 365.25}  # days
+
+
+def prediction_horizon(text: str) -> tuple[float, str]:
+    """``39`` (time units), or a length with a unit: ``273d``, ``39w``, ``12m``, ``1y``."""
+    t = text.strip().lower()
+    unit = t[-1] if t and t[-1] in _HORIZON_UNITS else ""
+    try:
+        value = float(t[:-1] if unit else t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a length; e.g. 39 (time units), 39w, 273d, 12m, 1y"
+        ) from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: the horizon must be > 0")
+    return value, unit
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,10 +54,25 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--transactions",
         type=Path,
-        required=True,
-        help="customer_id,date,amount (.csv/.parquet) or raw CDNOW text",
+        help="customer_id,date,amount[,transaction_id] (.csv/.parquet) or raw CDNOW text",
     )
-    p.add_argument("--calibration-end", required=True, help="last calibration date, YYYY-MM-DD")
+    p.add_argument("--calibration-end", help="last calibration date, YYYY-MM-DD")
+    p.add_argument(
+        "--holdout-end",
+        help="check the fit on the purchases after the calibration end up to this date",
+    )
+    p.add_argument(
+        "--model", action="append", choices=MODEL_CHOICES,
+        help="purchase model(s) to fit beside BG/NBD (repeatable; BG/NBD values the CLV)",
+    )
+    p.add_argument(
+        "--compare", action="store_true",
+        help="fit every purchase model; log-likelihood, AIC and holdout error side by side",
+    )
+    p.add_argument(
+        "--survival", type=Path,
+        help="cohort,period,alive survival counts: fit the sBG churn model per cohort instead",
+    )
     p.add_argument("--time-unit", choices=("day", "week"), default="week",
                    help="time unit of recency and age")
     p.add_argument(
@@ -65,9 +103,15 @@ def add_parser(subparsers: Any) -> None:
         help="negative amounts: drop (default), net within the day, or reject",
     )
     p.add_argument(
+        "--dedupe", action="store_true",
+        help="identical rows (customer, date, amount) are double exports, not purchases "
+        "(without a transaction_id they count as purchases by default)",
+    )
+    p.add_argument(
         "--prediction-horizon",
-        type=float,
-        help="time units for expected_purchases (default: the valued horizon)",
+        type=prediction_horizon,
+        help="horizon of expected_purchases: 39 (time units), 39w, 273d, 12m, 1y "
+        "(default: the valued horizon, one period when it is infinite)",
     )
     p.add_argument("--output", type=Path,
                    help="per-customer values (.parquet or .csv) (default: not written)")
@@ -76,35 +120,94 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_clv(args: argparse.Namespace) -> int:
+    if args.survival is not None:
+        return _survival(args)
+    missing = [f for f, v in (("--transactions", args.transactions),
+                              ("--calibration-end", args.calibration_end)) if v is None]
+    if missing:
+        raise InvalidInputError.single(
+            missing[0].lstrip("-").replace("-", "_"), f"{' and '.join(missing)} required "
+            "(or --survival for cohort survival counts)",
+        )
+    from engine.clv.compare import comparison, fit_models, json_key, model_columns
+    from engine.clv.holdout import holdout_check
+    from engine.clv.transactions import read_transactions
     from engine.io import write_table
 
     rate = args.discount_rate
     if rate is None:
         rate = default_discount_rate(args.time_unit, args.period_length)
     valuation = Valuation(discount_rate=rate, horizon=args.horizon)
+    horizon = None
+    if args.prediction_horizon is not None:
+        value, unit = args.prediction_horizon
+        horizon = value * (_HORIZON_UNITS[unit] / UNIT_DAYS[args.time_unit] if unit else 1.0)
+    names = list(MODEL_CHOICES) if args.compare else ["bgnbd", *(args.model or [])]
+    names = list(dict.fromkeys(names))
     try:
+        tx = read_transactions(args.transactions, args.fmt)
         result = clv_from_transactions(
-            args.transactions,
+            tx,
             args.calibration_end,
             time_unit=args.time_unit,
             valuation=valuation,
             period_length=args.period_length,
             margin_ratio=args.margin_ratio,
             refunds=args.refunds,
-            fmt=args.fmt,
-            prediction_horizon=args.prediction_horizon,
+            prediction_horizon=horizon,
+            dedupe=args.dedupe,
         )
+        fits = {"bgnbd": result.bgnbd, **fit_models(result.rfm, names[1:])}
     except ModelFitError as exc:
         if args.json:
             print(json.dumps({"converged": False, "model": exc.model, "message": str(exc)}))
         raise
-    if args.output:
-        write_table(result.customers, args.output)
     summary = result.summary()
+    for name in names[1:]:
+        summary[json_key(name)] = fits[name].as_dict()
+    holdouts = {}
+    if args.holdout_end is not None:
+        holdouts = {
+            name: holdout_check(
+                fit, result.rfm, tx, result.calibration_end, args.holdout_end,
+                args.time_unit, args.refunds, args.dedupe,  # type: ignore[arg-type]
+            )
+            for name, fit in fits.items()
+        }
+        summary["holdout"] = holdouts["bgnbd"].as_dict()
+        for name in names[1:]:
+            summary[json_key(name)]["holdout"] = holdouts[name].as_dict()
+    if len(names) > 1:
+        summary["comparison"] = comparison(fits, holdouts)
+    if args.output:
+        table = result.customers
+        if len(names) > 1:
+            table = table.hstack(model_columns(fits, result.rfm, result.prediction_horizon))
+        write_table(table, args.output)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print(summary)
+    return 0
+
+
+def _survival(args: argparse.Namespace) -> int:
+    from engine.clv.sbg import fit_survival_table, read_survival
+
+    rate = 0.10 if args.discount_rate is None else args.discount_rate
+    fits = fit_survival_table(read_survival(args.survival))
+    out = {"sbg": [f.as_dict(rate) for f in fits]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for f in out["sbg"]:
+        se = f["standard_errors"]
+        print(
+            f"sBG {f['cohort']:<14} alpha {f['alpha']:.4f} ({se['alpha']:.4f})  "
+            f"beta {f['beta']:.4f} ({se['beta']:.4f})  LL {f['log_likelihood']:.2f}  "
+            f"retention {', '.join(f'{r:.3f}' for r in f['retention'][:5])}  "
+            f"DEL {f['del']:.3f} at {rate:g} per period"
+        )
     return 0
 
 
@@ -133,6 +236,25 @@ def _print(s: dict[str, Any]) -> None:
         f"CLV              total {number(s['clv']['total'])}  mean {number(s['clv']['mean'])}  "
         f"({horizon}, {v['discount_rate']:.6f} per period)\n"
     )
+    ph = s["prediction_horizon"]
+    out.write(
+        f"expected         {number(ph['expected_purchases'])} purchases in the next "
+        f"{ph['length']:g} {ph['time_unit']}s ({ph['source']})\n"
+    )
+    for row in s.get("comparison", []):
+        text = f"{row['model']:<16} LL {row['log_likelihood']:.2f}  AIC {row['aic']:.2f}"
+        if "holdout_predicted" in row:
+            text += (
+                f"  holdout {row['holdout_predicted']:.1f} vs {row['holdout_actual']} "
+                f"({100 * row['holdout_error']:+.1f}%)"
+            )
+        out.write(text + "\n")
+    if "holdout" in s and "comparison" not in s:
+        h = s["holdout"]
+        out.write(
+            f"holdout          {h['predicted']:.1f} predicted vs {h['actual']} repeat purchases "
+            f"to {h['holdout_end']} ({100 * h['error']:+.1f}%)\n"
+        )
     dropped = {
         k: n
         for k, n in s["cleaning"].items()

@@ -20,9 +20,13 @@ Dirty-data policy (the table in ``docs/clv.md``); every drop is counted in
 * missing customer id, date or amount, unparseable dates, non-finite amounts: error
   (:class:`~engine.errors.InvalidInputError` naming the rows), since guessing would bias the fit;
 * dates after the calibration end: excluded from calibration (``rows_after_calibration_end``);
-* exact duplicate rows (same customer, date, amount and ``transaction_id`` if any): one kept
-  (``duplicate_rows``); a repeated row is likelier a double export than two identical
-  purchases, and a same-day repeat changes only the day's amount, never the frequency;
+* identical rows (same customer, date and amount): without a ``transaction_id`` they are
+  purchases (two identical CDs bought on one day are two orders; the published CDNOW fits
+  count them), counted in ``identical_rows``; ``dedupe=True`` treats them as double exports
+  instead and keeps the first (``duplicate_rows``);
+* with a ``transaction_id``, a repeated id is a double export: the first row is kept and the
+  repeats are dropped (``duplicate_rows``); a repeated id with another customer, date or
+  amount is an error naming the rows (two different orders cannot share an id);
 * zero amounts: purchase events without spend (``zero_amount_rows``): free items are
   purchases (CDNOW's published fits count its 8 free first purchases);
 * negative amounts (refunds): ``refunds="drop"`` (default) drops them (``refund_rows``,
@@ -63,7 +67,7 @@ FileFormat = Literal["auto", "csv", "parquet", "cdnow"]
 
 UNIT_DAYS: dict[str, float] = {"day": 1.0, "week": 7.0}
 REQUIRED_COLUMNS = ("customer_id", "date", "amount")
-TRANSACTION_ID = "transaction_id"  # optional: rows with distinct ids are never duplicates
+TRANSACTION_ID = "transaction_id"  # optional: a repeated id is a double export
 MAX_ROWS_NAMED = 20
 
 _CDNOW_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d{8})\s+(\d+)\s+(-?[\d.]+)\s*$")
@@ -76,6 +80,7 @@ class CleaningReport:
     input_rows: int
     rows_after_calibration_end: int
     duplicate_rows: int
+    identical_rows: int
     zero_amount_rows: int
     refund_rows: int
     refund_amount: float
@@ -245,10 +250,12 @@ def rfm_statistics(
     calibration_end: dt.date | dt.datetime | str,
     time_unit: TimeUnit = "week",
     refunds: RefundPolicy = "drop",
+    dedupe: bool = False,
 ) -> tuple[pl.DataFrame, CleaningReport]:
     """Per-customer ``frequency``, ``recency``, ``T``, ``monetary`` and the cleaning report.
 
-    The output is sorted by ``customer_id``; see the module docstring for the data policy.
+    The output is sorted by ``customer_id``; see the module docstring for the data policy
+    (``dedupe``: identical rows are double exports, not purchases).
     """
     if time_unit not in UNIT_DAYS:
         raise InvalidInputError.single(
@@ -265,6 +272,9 @@ def rfm_statistics(
         [*REQUIRED_COLUMNS, TRANSACTION_ID] if has_tid else list(REQUIRED_COLUMNS)
     )
     input_rows = tx.height
+    n_exported_twice = 0
+    if has_tid:
+        tx, n_exported_twice = drop_repeated_ids(tx)
 
     after = pl.col("date") > end
     n_after = int(tx.select(after.sum()).item())
@@ -290,14 +300,16 @@ def rfm_statistics(
     # per day or smaller, in bools and int32 where it can.
     new_day = new_customer.copy()
     new_day[1:] |= days[1:] != days[:-1]
-    duplicate = _duplicates(s, new_day, amount, has_tid)
+    identical = _identical(new_day, amount)
+    duplicate = identical if dedupe else np.zeros_like(identical)
     input_customers = int(new_customer.sum())
     if n_after:  # customers whose every purchase is after the calibration end
         late = tx.filter(after)["customer_id"].unique()
         input_customers += int((~late.is_in(cid.filter(pl.Series(new_customer)).implode())).sum())
 
     negative = amount < 0.0
-    n_duplicate = int(duplicate.sum())
+    n_duplicate = int(duplicate.sum()) + n_exported_twice
+    n_identical = 0 if dedupe else int(identical.sum())
     n_zero = int(np.count_nonzero((amount == 0.0) & ~duplicate))
     refund_mask = negative & ~duplicate
     n_refund = int(np.count_nonzero(refund_mask))
@@ -365,6 +377,7 @@ def rfm_statistics(
         input_rows=input_rows,
         rows_after_calibration_end=n_after,
         duplicate_rows=n_duplicate,
+        identical_rows=n_identical,
         zero_amount_rows=n_zero,
         refund_rows=n_refund,
         refund_amount=refund_amount,
@@ -385,9 +398,12 @@ def load_rfm(
     time_unit: TimeUnit = "week",
     fmt: FileFormat = "auto",
     refunds: RefundPolicy = "drop",
+    dedupe: bool = False,
 ) -> tuple[pl.DataFrame, CleaningReport]:
     """File to RFM in one call: :func:`read_transactions` then :func:`rfm_statistics`."""
-    return rfm_statistics(read_transactions(path, fmt), calibration_end, time_unit, refunds)
+    return rfm_statistics(
+        read_transactions(path, fmt), calibration_end, time_unit, refunds, dedupe
+    )
 
 
 def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
@@ -421,26 +437,55 @@ def validate_rfm(rfm: pl.DataFrame, *, need_monetary: bool = False) -> None:
 # --------------------------------------------------------------------------------- helpers
 
 
-def _duplicates(
-    s: pl.DataFrame, new_day: NDArray[np.bool_], amount: NDArray[np.float64], has_tid: bool
-) -> NDArray[np.bool_]:
-    """Rows repeating an earlier row of the same (customer, date) exactly; first one kept.
+def _identical(new_day: NDArray[np.bool_], amount: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Rows repeating an earlier row's (customer, date, amount); the first one is not marked.
 
-    Only days with several rows can hold duplicates, and they are few, so the exact
-    comparison runs on that subset instead of sorting the whole log by amount.
+    Only days with several rows can hold them, and they are few, so the exact comparison
+    runs on that subset instead of sorting the whole log by amount.
     """
     alone = new_day.copy()  # a row that starts its day and is followed by a new day
     alone[:-1] &= new_day[1:]
     idx = np.flatnonzero(~alone)
-    duplicate = np.zeros(new_day.size, dtype=bool)
+    identical = np.zeros(new_day.size, dtype=bool)
     if idx.size:
         day = np.cumsum(new_day[idx], dtype=np.int64)  # days are contiguous runs within idx
         sub = pl.DataFrame({"day": day, "amount": amount[idx]})
-        if has_tid:
-            sub = sub.with_columns(s[TRANSACTION_ID].gather(idx).alias(TRANSACTION_ID))
         first = sub.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
-        duplicate[idx] = ~first
-    return duplicate
+        identical[idx] = ~first
+    return identical
+
+
+def drop_repeated_ids(tx: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Drop rows whose ``transaction_id`` an earlier row already has (double exports).
+
+    A repeat that differs in customer, date or amount is an error naming the rows. Ids in
+    increasing order (a line number, an order sequence) are unique without hashing.
+    """
+    tid = tx[TRANSACTION_ID]
+    if tid.null_count():
+        _raise_rows(
+            "transactions.transaction_id", "missing transaction id",
+            tx.with_row_index("row").filter(pl.col(TRANSACTION_ID).is_null())["row"],
+        )
+    if tid.dtype.is_integer():
+        values = tid.to_numpy()
+        if values.size < 2 or bool(np.all(values[1:] > values[:-1])):
+            return tx, 0
+    repeated = tid.is_duplicated()
+    if not repeated.any():
+        return tx, 0
+    rows = tx.with_row_index("row").filter(repeated)
+    conflicts = rows.filter(
+        pl.struct(*REQUIRED_COLUMNS).n_unique().over(TRANSACTION_ID) > 1
+    )
+    if conflicts.height:
+        _raise_rows(
+            "transactions.transaction_id",
+            "transaction id repeated with another customer, date or amount",
+            conflicts["row"],
+        )
+    keep = tid.is_first_distinct()
+    return tx.filter(keep), int((~keep).sum())
 
 
 def _run_lengths(starts: NDArray[np.int64], n: int) -> NDArray[np.int64]:

@@ -207,6 +207,25 @@ def _geometric_sum(q: Array, n: int) -> Array:
 # ------------------------------------------------------------------------- per customer
 
 
+def resolve_prediction_horizon(
+    valuation: Valuation, period_length: float, prediction_horizon: float | None
+) -> tuple[float, str]:
+    """(time units over which ``expected_purchases`` is counted, where that came from).
+
+    Given explicitly: ``"given"``; otherwise the valued horizon (``"valued horizon"``), or
+    one period when the valued horizon is infinite (``"one period"``).
+    """
+    if prediction_horizon is not None:
+        if not (np.isfinite(prediction_horizon) and prediction_horizon > 0):
+            raise InvalidInputError.single(
+                "prediction_horizon", f"must be a finite number > 0, got {prediction_horizon}"
+            )
+        return float(prediction_horizon), "given"
+    if valuation.horizon is not None:
+        return float(valuation.horizon * period_length), "valued horizon"
+    return float(period_length), "one period"
+
+
 def customer_values(
     rfm: pl.DataFrame,
     bgnbd: BGNBDFit,
@@ -246,9 +265,7 @@ def customer_values(
         retention_u = effective_retention(d_inf / f_inf, forever)
     else:
         retention_u = effective_retention(dert_u / first_u, valuation)
-    if prediction_horizon is None:
-        horizon = valuation.horizon if valuation.horizon is not None else 1
-        prediction_horizon = horizon * period_length
+    prediction_horizon, _ = resolve_prediction_horizon(valuation, period_length, prediction_horizon)
     purchases_u = expected_purchases_alive(params, np.full_like(xu, prediction_horizon), xu, tu)
 
     value_per_alive = margin_ratio * spend * alive
@@ -284,6 +301,8 @@ class CLVResult:
     period_length: float
     time_unit: str
     calibration_end: dt.date
+    prediction_horizon: float = 1.0
+    prediction_horizon_source: str = "one period"
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints: fits, cleaning counts, valuation, totals."""
@@ -300,6 +319,12 @@ class CLVResult:
                 "horizon": self.valuation.horizon,
                 "margin_growth": self.valuation.margin_growth,
                 "period_length": self.period_length,
+            },
+            "prediction_horizon": {
+                "length": self.prediction_horizon,
+                "time_unit": self.time_unit,
+                "source": self.prediction_horizon_source,
+                "expected_purchases": float(self.customers["expected_purchases"].sum()),
             },
             "clv": {
                 "total": float(clv.sum()),
@@ -319,6 +344,7 @@ def clv_from_transactions(
     refunds: RefundPolicy = "drop",
     fmt: FileFormat = "auto",
     prediction_horizon: float | None = None,
+    dedupe: bool = False,
 ) -> CLVResult:
     """Transaction log (table or file) to fitted models and the per-customer table.
 
@@ -335,10 +361,13 @@ def clv_from_transactions(
         if isinstance(transactions, pl.DataFrame)
         else read_transactions(transactions, fmt)
     )
-    rfm, report = rfm_statistics(tx, end, time_unit, refunds)
+    rfm, report = rfm_statistics(tx, end, time_unit, refunds, dedupe)
     bg = fit_bgnbd_rfm(rfm)
     gg = fit_gamma_gamma_rfm(rfm)
     customers = customer_values(
         rfm, bg, gg, valuation, period_length, margin_ratio, prediction_horizon
     )
-    return CLVResult(rfm, report, bg, gg, customers, valuation, period_length, time_unit, end)
+    horizon, source = resolve_prediction_horizon(valuation, period_length, prediction_horizon)
+    return CLVResult(
+        rfm, report, bg, gg, customers, valuation, period_length, time_unit, end, horizon, source
+    )
