@@ -24,7 +24,10 @@ class Allocation:
     solver: str
     method: str
     lp_objective: float | None = None
-    bound: float | None = None
+    bound: float | None = None  # the LP's bound (its certificate)
+    # A proven upper bound on the best plan giving every customer one level (<= bound);
+    # equal to the plan's value within 1e-9 when status is "optimal"
+    integer_bound: float | None = None
     shadow_prices: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     seconds: float = 0.0

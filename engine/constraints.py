@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from engine.errors import FieldViolation, InvalidInputError
 from engine.options import KINDS, OptionSet
@@ -78,6 +79,20 @@ def row_matrix(rows: list[Constraint], n_cells: int) -> NDArray[np.float64]:
     for k, row in enumerate(rows):
         matrix[k, row.cells] = row.sense
     return matrix
+
+
+def sparse_row_matrix(rows: list[Constraint], n_cells: int) -> sparse.csr_matrix:
+    """:func:`row_matrix` as a sparse (rows x cells) matrix: memory in the rows' cells, not
+    rows times cells (10,000 capped segments have 20,000 cells)."""
+    counts = [int(np.count_nonzero(row.cells)) for row in rows]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = (
+        np.concatenate([np.flatnonzero(row.cells) for row in rows])
+        if rows else np.zeros(0, dtype=np.int64)
+    )
+    data = np.repeat(np.array([float(row.sense) for row in rows]), counts)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), n_cells))
 
 
 def normalized_rhs(rows: list[Constraint]) -> NDArray[np.float64]:

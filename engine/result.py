@@ -81,7 +81,10 @@ def build_result(
     gap = None
     if bound is not None and exact:
         bound = max(bound, equity_after)  # equal up to float summation order
-        gap = max(0.0, (bound - equity_after) / max(abs(bound), 1e-12))
+        # the plan's proven gap: to the integer optimum's proven bound when there is one
+        best = allocation.integer_bound if allocation.integer_bound is not None else bound
+        best = max(min(best, bound), equity_after)
+        gap = max(0.0, (best - equity_after) / max(abs(best), 1e-12))
 
     def roc(e0: float, e1: float, s: float) -> float:
         return float(return_on_customer(e0, e1, s, discount_rate))

@@ -31,9 +31,11 @@ class PlanSummary(Mapping[str, Any]):
     """Figures of one allocation with its certificate.
 
     Equity is at t = 0, net of spend; ``bound`` is the LP optimum (an upper bound on any
-    plan), ``gap`` = (bound - equity_after) / bound, ``shadow_prices`` the equity per extra
-    unit of each limit. ``status`` is ``optimal`` only when the plan is proven optimal within
-    the optimizer's tolerance.
+    plan), ``gap`` the plan's proven relative distance to the best plan giving every customer
+    one level ((B - equity_after) / B, B the proven bound on that optimum, at most the LP
+    bound), ``shadow_prices`` the equity per extra unit of each limit. ``status`` is
+    ``optimal`` only when the plan is proven optimal within 1e-9; otherwise ``feasible``
+    (or ``time_limit`` when the LP itself was cut short), with its gap.
     """
 
     status: str

@@ -42,11 +42,19 @@ class LinearProgram(Allocator):
         "tolerance": Param(
             1e-12, "Relative gap at which block refinement stops.", float, minimum=0.0
         ),
+        "mip_time_limit": Param(
+            60.0,
+            "Seconds to prove the integer optimum (reduced-cost fixing and a MIP over the "
+            "remaining core); past it the plan is 'feasible' with its proven gap; 0 for none.",
+            float,
+            minimum=0.0,
+        ),
     }
     solver: str
     method: str
     time_limit: float
     tolerance: float
+    mip_time_limit: float
 
     def allocate(self, problem: Problem) -> Allocation:
         settings = lp.LpSettings(
@@ -54,6 +62,7 @@ class LinearProgram(Allocator):
             solver=self.solver,
             time_limit=_tighter(self.time_limit or None, problem.time_limit),
             tolerance=self.tolerance,
+            mip_time_limit=_tighter(self.mip_time_limit or None, problem.time_limit),
         )
         return lp.solve(problem.options, problem.rows, settings, problem.should_stop)
 

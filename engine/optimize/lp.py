@@ -47,6 +47,7 @@ from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.blocks import Blocks, expand, fill
 from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments
+from engine.optimize.proof import GAP, prove
 from engine.optimize.repair import repair
 from engine.options import OptionSet
 
@@ -62,6 +63,9 @@ class LpSettings:
     tolerance: float = 1e-12
     max_rounds: int = 30
     repair: bool = True
+    # Seconds for proving the integer optimum (reduced-cost fixing and the core MIP);
+    # None: no limit. Past it the plan is "feasible" with its proven gap.
+    mip_time_limit: float | None = 60.0
 
 
 def solve(
@@ -126,10 +130,49 @@ def solve(
             "within the reported gap of the optimum"
         )
     if settings.repair:
-        repair(options, rows, allocation, inc, constrained, blocks, prices, settings.solver,
-               settings.time_limit)
+        _integral(options, rows, allocation, inc, constrained, blocks, prices, duals, settings,
+                  should_stop)
     allocation.seconds = time.perf_counter() - started
     return allocation
+
+
+def _integral(
+    options: OptionSet,
+    rows: list[Constraint],
+    allocation: Allocation,
+    inc: Increments,
+    constrained: NDArray[np.bool_],
+    blocks: Blocks | None,
+    prices: NDArray[np.float64],
+    duals: NDArray[np.float64],
+    settings: LpSettings,
+    should_stop: Callable[[], bool],
+) -> None:
+    """One level for every customer: the repair MIP's plan as the incumbent, then the proof
+    of the integer optimum (``engine.optimize.proof``) unless the LP plan is already
+    integral and within the gap of its bound."""
+    split = ~options.fractional & (allocation.theta > 0)
+    limit = settings.mip_time_limit
+    if allocation.status != "optimal":  # the LP was cut short: its plan, its gap
+        if split.any():
+            repair(options, rows, allocation, inc, constrained, blocks, prices, settings.solver,
+                   settings.time_limit)
+        allocation.integer_bound = allocation.bound
+        return
+    have = True
+    if split.any():
+        have = repair(options, rows, allocation, inc, constrained, blocks, prices,
+                      settings.solver, _tighter(settings.time_limit, limit), required=False)
+    assert allocation.bound is not None
+    value = float(allocation.equity(options).sum())
+    if have and allocation.bound - value <= GAP * max(1.0, abs(allocation.bound)):
+        allocation.integer_bound = allocation.bound
+        return
+    prove(options, rows, allocation, inc, duals, settings.solver, limit, have, should_stop)
+
+
+def _tighter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _lagrangian(

@@ -30,7 +30,8 @@ def repair(
     prices: NDArray[np.float64],
     solver: str,
     time_limit: float | None,
-) -> None:
+    required: bool = True,
+) -> bool:
     """Give each customer ``allocation`` leaves between two levels one level, by a MIP over
     their options (``allocation`` is changed in place; a note says how many moved).
 
@@ -39,10 +40,10 @@ def repair(
     cell's price (the sum of its rows' duals). The MIP's size does not grow with the
     portfolio: the split customers (at most one or two per cell) plus a fixed number of
     neighbours per cell. Raises ``InfeasiblePlanError`` when no integral plan near the LP's
-    meets the minimums."""
+    meets the minimums (with ``required`` off: returns False, the plan left as it was)."""
     split = np.flatnonzero(~options.fractional & (allocation.theta > 0))
     if split.size == 0:
-        return
+        return True
     if blocks is None:
         blocks = Blocks.by_cell(inc, constrained)
     # Widest neighbourhood first: more customers free to move gives a better integer plan.
@@ -52,7 +53,9 @@ def repair(
     for units in attempts:
         if _repair_units(options, rows, allocation, units, solver, time_limit):
             allocation.notes.append(f"integer repair: MIP over {units.size} customers")
-            return
+            return True
+    if not required:
+        return False
     raise InfeasiblePlanError(
         "no plan giving every customer exactly one level meets the minimums "
         f"(the LP relaxation does, with bound {allocation.bound:.6g})",
@@ -130,8 +133,11 @@ def _repair_units(
     opt = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
     owner = np.repeat(np.arange(units.size), counts)
     coef = matrix[:, options.cell[units][owner]] * options.cost[opt]
-    one_each = np.zeros((units.size, opt.size))
-    one_each[owner, np.arange(opt.size)] = 1.0
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    one_each = [
+        (np.arange(s, e, dtype=np.int64), np.ones(e - s))
+        for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    ]
     # Keep the residual a little slack so float noise never breaks a row after rounding.
     slack = 1e-9 * np.maximum(1.0, np.abs(normalized_rhs(rows)))
     result = solvers.maximize(

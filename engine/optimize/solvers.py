@@ -19,6 +19,7 @@ from engine.errors import InvalidInputError, SolverError
 from engine.stdio import native_stdout_silenced
 
 SOLVERS = ("highs", "cbc")
+MIP_GAP = 1e-9  # relative and absolute gap at which a MIP counts as solved
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class LpResult:
     shadow_prices: NDArray[np.float64]  # d objective / d b_ub, >= 0 for a maximization
     solver: str
     seconds: float
+    # A MIP's proven upper bound on its optimum (the solver's dual bound; nan when the
+    # solver does not report one). Equal to ``objective`` within MIP_GAP when "optimal".
+    bound: float = float("nan")
 
 
 @functools.cache
@@ -63,12 +67,15 @@ def resolve(name: str) -> str:
 
 
 def _make(name: str, time_limit: float | None, mip: bool) -> pulp.LpSolver:
+    # MIPs stop at a relative and absolute gap of 1e-9, not the solvers' default 1e-4:
+    # a plan is called optimal only when it is proven so within 1e-9.
+    gaps = {"gapRel": MIP_GAP, "gapAbs": MIP_GAP} if mip else {}
     if name == "highs":
         # HiGHS' MIP feasibility tolerance is absolute (1e-6): tightened so that a small
         # minimum is met, not left short by the tolerance (the LP's 1e-7 is tight enough).
         tolerance = {"mip_feasibility_tolerance": 1e-9} if mip else {}
-        return pulp.HiGHS(msg=False, timeLimit=time_limit, mip=mip, **tolerance)
-    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, mip=mip)
+        return pulp.HiGHS(msg=False, timeLimit=time_limit, mip=mip, **gaps, **tolerance)
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, mip=mip, **gaps)
 
 
 SparseRows = list[tuple[NDArray[np.int64], NDArray[np.float64]]]
@@ -88,11 +95,12 @@ def maximize(
     *,
     a_eq: NDArray[np.float64] | SparseRows | None = None,
     b_eq: NDArray[np.float64] | None = None,
-    integer: bool = False,
+    integer: bool | NDArray[np.bool_] = False,
     solver: str = "auto",
     time_limit: float | None = None,
 ) -> LpResult:
-    """max c.x s.t. a_ub x <= b_ub, a_eq x = b_eq, 0 <= x <= upper (binary if ``integer``).
+    """max c.x s.t. a_ub x <= b_ub, a_eq x = b_eq, 0 <= x <= upper (binary if ``integer``,
+    which may also say per variable which ones are binary).
 
     Constraint matrices are dense arrays or, for wide models, per-row (indices, values).
     """
@@ -100,10 +108,13 @@ def maximize(
     started = time.perf_counter()
     n = c.size
     ub = np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,))
+    binary = np.broadcast_to(np.asarray(integer, dtype=bool), (n,))
+    mip = bool(binary.any())
     prob = pulp.LpProblem("equity", pulp.LpMaximize)
-    cat = pulp.LpBinary if integer else pulp.LpContinuous
     xs = [
-        pulp.LpVariable(f"x{i}", lowBound=0, upBound=None if integer else float(ub[i]), cat=cat)
+        pulp.LpVariable(f"x{i}", lowBound=0, upBound=None, cat=pulp.LpBinary)
+        if binary[i]
+        else pulp.LpVariable(f"x{i}", lowBound=0, upBound=float(ub[i]))
         for i in range(n)
     ]
     prob.setObjective(pulp.LpAffineExpression(zip(xs, c.tolist(), strict=True)))
@@ -120,7 +131,7 @@ def maximize(
     try:
         # HiGHS prints a banner on stdout whenever PuLP makes a solver object (highspy 1.16).
         with native_stdout_silenced():
-            prob.solve(_make(name, time_limit, integer))
+            prob.solve(_make(name, time_limit, mip))
     except pulp.PulpSolverError as exc:
         raise SolverError(f"{name} failed: {exc}") from None
     seconds = time.perf_counter() - started
@@ -139,7 +150,7 @@ def maximize(
     sign = -1.0 if name == "highs" else 1.0  # PuLP's HiGHS reports -d(obj)/d(rhs) when maximizing
     prices = np.array(
         [
-            (prob.constraints[f"r{k}"].pi or 0.0) * sign if not integer else np.nan
+            (prob.constraints[f"r{k}"].pi or 0.0) * sign if not mip else np.nan
             for k in range(len(ub_rows))
         ],
         dtype=np.float64,
@@ -147,11 +158,34 @@ def maximize(
     if status == "optimal":
         # Solvers stopped by a time limit have been seen to report "optimal" through PuLP
         # (HiGHS with a zero plan, CBC with an infeasible one): check the answer ourselves.
-        status = _certify(c, ub_rows, b_ub, ub, x, prices, integer, a_eq, b_eq)
+        status = _certify(c, ub_rows, b_ub, ub, x, prices, binary if mip else None, a_eq, b_eq)
         if status != "optimal" and time_limit is not None:
             status = "time_limit" if status == "not_optimal" else status
     objective = float(c @ np.nan_to_num(x)) if status in ("optimal", "feasible") else float("nan")
-    return LpResult(status, x, objective, prices, name, seconds)
+    bound = _mip_bound(prob, name) if mip else float("nan")
+    if mip and status == "optimal" and not _proven(prob, name):
+        status = "time_limit"  # stopped early (PuLP maps HiGHS' time limit to optimal)
+    return LpResult(status, x, objective, prices, name, seconds, bound)
+
+
+def _proven(prob: pulp.LpProblem, name: str) -> bool:
+    """Whether HiGHS says it proved its MIP optimal (CBC: PuLP's status is all we have)."""
+    model = getattr(prob, "solverModel", None)
+    if name != "highs" or model is None:
+        return True
+    import highspy
+
+    return bool(model.getModelStatus() == highspy.HighsModelStatus.kOptimal)
+
+
+def _mip_bound(prob: pulp.LpProblem, name: str) -> float:
+    """HiGHS' proven dual bound of a maximization (PuLP hands it the negated objective);
+    nan for CBC, whose bound PuLP does not read back."""
+    model = getattr(prob, "solverModel", None)
+    if name != "highs" or model is None:
+        return float("nan")
+    bound = float(model.getInfo().mip_dual_bound)
+    return -bound if np.isfinite(bound) else float("nan")
 
 
 def _certify(
@@ -161,7 +195,7 @@ def _certify(
     ub: NDArray[np.float64],
     x: NDArray[np.float64],
     prices: NDArray[np.float64],
-    integer: bool,
+    integer: NDArray[np.bool_] | None,
     a_eq: NDArray[np.float64] | SparseRows | None,
     b_eq: NDArray[np.float64] | None,
 ) -> str:
@@ -178,8 +212,9 @@ def _certify(
         for (idx, vals), rhs in zip(_sparse(a_eq), b_eq, strict=True):
             if abs(float(vals @ x[idx]) - rhs) > tol * max(1.0, abs(rhs)):
                 return "infeasible_answer"
-    if integer:
-        return "optimal" if np.allclose(x, np.round(x), atol=1e-6) else "infeasible_answer"
+    if integer is not None:
+        xi = x[integer]
+        return "optimal" if np.allclose(xi, np.round(xi), atol=1e-6) else "infeasible_answer"
     y = np.maximum(np.nan_to_num(prices), 0.0)
     reduced = c.copy()
     for k, (idx, vals) in enumerate(rows):

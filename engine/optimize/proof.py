@@ -1,0 +1,290 @@
+"""The integer optimum, proven when it can be: reduced-cost fixing, then a MIP over the core.
+
+The LP's row prices ``y`` (duals, in ``<=`` form) give every option ``j`` of a unit ``i``
+its reduced value ``r_j = v_j - p_c c_j`` (``p_c`` the price of the unit's cell) and every
+unit its best ``L_i = max_j r_j``. For any plan ``x`` meeting the rows, weak duality gives
+
+    value(x) <= y . b + sum_i r_{x_i} = B - sum_i (L_i - r_{x_i}),
+
+``B`` being the Lagrangian bound. So a customer-level whose *reduced-cost gap*
+``L_i - r_j`` exceeds ``B - z`` (``z`` an incumbent's value) is in no plan better than the
+incumbent, and a customer left with one level is fixed. A MIP over the remaining *core*
+(every other customer at the incumbent's level; prospect pools free, as shares of their
+hull increments) then finds the optimum. When the core is too large for one MIP, only
+levels with a gap up to some ``d < B - z`` enter it; a plan using a level left out is
+worth at most ``B - d``, so the MIP's optimum ``z*`` is proven once ``z* >= B - d``, and
+otherwise ``d`` grows to ``B - z*`` and the MIP runs again, seeded by the better plan.
+
+The proven upper bound on the integer optimum is ``max(MIP bound, B - d)``. The plan is
+"optimal" only when that bound is within :data:`GAP` (relative) of it; otherwise it is
+"feasible" with that gap (a time limit, or a core too large to finish).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+
+from engine.allocation import Allocation
+from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix
+from engine.errors import CancelledError, InfeasiblePlanError, SolverError
+from engine.optimize import solvers
+from engine.optimize.increments import Increments
+from engine.options import OptionSet
+
+GAP = 1e-9  # relative gap within which a plan counts as proven optimal
+FIRST_CORE = 40_000  # levels in the first core MIP at most
+MAX_CORE = 400_000  # levels in any core MIP at most: beyond, the plan is reported feasible
+
+
+def prove(
+    options: OptionSet,
+    rows: list[Constraint],
+    allocation: Allocation,
+    inc: Increments,
+    duals: NDArray[np.float64],
+    solver: str,
+    time_limit: float | None,
+    have_incumbent: bool,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Improve ``allocation`` (in place) to the integer optimum and say whether it is proven.
+
+    ``duals`` are the LP's row prices in ``<=`` form, ``inc`` its hull increments (the pools'
+    levels in the MIP). ``have_incumbent``: whether ``allocation`` gives every customer one
+    level and keeps every row (else the first core is chosen by reduced cost alone, with
+    every customer outside it at its best level for the prices). Sets ``status`` ("optimal"
+    or "feasible"), ``integer_bound`` and a note; raises ``InfeasiblePlanError`` when no
+    plan giving every customer one level keeps the rows."""
+    started = time.perf_counter()
+    matrix = sparse_row_matrix(rows, options.n_cells)
+    rhs = normalized_rhs(rows)
+    prices = matrix.T @ duals
+    unit_opt = options.unit_of_option
+    starts = options.offsets[:-1]
+    reduced = options.value - prices[options.cell[unit_opt]] * options.cost
+    best = np.maximum.reduceat(reduced, starts)
+    bound = float(duals @ rhs + best.sum())
+    gap_of = best[unit_opt] - reduced
+    in_rows = np.asarray(abs(matrix).sum(axis=0)).ravel() > 0
+    customer = ~options.fractional & in_rows[options.cell]
+    pool = options.fractional & in_rows[options.cell]
+    choice = allocation.lo.copy()
+    if not have_incumbent:  # each customer at its best level for the prices
+        at_best = np.flatnonzero(gap_of == 0)
+        first = np.ones(at_best.size, dtype=bool)
+        first[1:] = unit_opt[at_best[1:]] != unit_opt[at_best[:-1]]
+        choice[~options.fractional] = at_best[first][~options.fractional]
+    value = float(allocation.equity(options).sum()) if have_incumbent else -np.inf
+    integral = ~options.fractional
+    cand = customer[unit_opt]
+    tol = GAP * max(1.0, abs(bound))
+    proven_bound = np.inf
+    rounds = core_size = 0
+    cut = bound - value if have_incumbent else 0.0
+    timed_out = False
+    while True:
+        rounds += 1
+        if should_stop():
+            raise CancelledError("allocation cancelled")
+        held = np.zeros(unit_opt.size, dtype=bool)
+        held[choice[integral]] = True
+        cand_gap = np.where(cand & ~held, gap_of, np.inf)
+        # at most FIRST_CORE levels in the first MIP, growing fourfold per round
+        room = min(FIRST_CORE * 4 ** (rounds - 1), MAX_CORE)
+        within = np.flatnonzero(cand_gap <= cut + tol)
+        if within.size > room:
+            cut = float(np.partition(cand_gap[within], room - 1)[room - 1])
+        keep = (cand_gap <= cut + tol) | held
+        left_out = cand_gap[~keep & np.isfinite(cand_gap)]
+        floor = float(left_out.min()) if left_out.size else np.inf  # least gap left out
+        remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
+        if remaining is not None and remaining <= 0:
+            timed_out = True
+            break
+        result = _core_mip(options, inc, matrix, rhs, allocation, choice, keep, customer, pool,
+                           solver, remaining)
+        core_size = int(keep.sum())
+        if result is None:  # the core has no plan keeping the rows
+            if not np.isfinite(floor):
+                raise InfeasiblePlanError(
+                    "no plan giving every customer exactly one level meets the limits "
+                    f"(the LP relaxation does, with bound {bound:.6g})",
+                    [r.name for r in rows if r.sense < 0],
+                )
+            if room >= MAX_CORE:
+                break
+            cut = max(floor, 2 * cut)
+            continue
+        z_core, mip_bound, solved = result
+        if not np.isfinite(z_core):  # stopped before it found a plan
+            timed_out = True
+            break
+        value = float(allocation.equity(options).sum())
+        choice[integral] = allocation.lo[integral]
+        proven_bound = max(value + mip_bound - z_core, bound - floor)
+        if proven_bound - value <= tol:
+            break
+        if not solved:  # the MIP stopped at its time limit
+            timed_out = True
+            break
+        if room >= MAX_CORE and within.size > room:
+            break
+        cut = max(bound - value, cut)
+    if not np.isfinite(value):
+        raise SolverError(
+            "no plan giving every customer exactly one level was found "
+            + ("within the time limit" if timed_out else f"among {MAX_CORE} levels")
+        )
+    proven_bound = max(proven_bound, value) if np.isfinite(proven_bound) else bound
+    allocation.integer_bound = min(proven_bound, bound)
+    optimal = allocation.integer_bound - value <= tol
+    allocation.status = "optimal" if optimal else "feasible"
+    how = (
+        "proven optimal" if optimal
+        else f"not proven optimal ({'time limit' if timed_out else 'core too large'})"
+    )
+    allocation.notes.append(
+        f"integer plan {how}: reduced-cost fixing left {core_size} levels for the MIP "
+        f"({rounds} round{'s' if rounds > 1 else ''}), proven bound {allocation.integer_bound:.10g}"
+    )
+
+
+def _core_mip(
+    options: OptionSet,
+    inc: Increments,
+    matrix: sparse.csr_matrix,
+    rhs: NDArray[np.float64],
+    allocation: Allocation,
+    choice: NDArray[np.int64],
+    keep: NDArray[np.bool_],
+    customer: NDArray[np.bool_],
+    pool: NDArray[np.bool_],
+    solver: str,
+    time_limit: float | None,
+) -> tuple[float, float, bool] | None:
+    """The MIP over the kept levels of the core customers (those with two or more kept) and
+    the hull increments of the constrained pools; every other unit as ``choice`` and
+    ``allocation`` hold it. Writes the plan into ``allocation`` and returns (the core's
+    value, its proven bound, whether solved to the gap), or None when infeasible."""
+    unit_opt = options.unit_of_option
+    n_kept = np.bincount(unit_opt[keep], minlength=options.n_units)
+    core = customer & (n_kept >= 2)
+    opt = np.flatnonzero(keep & core[unit_opt])
+    owner_unit = unit_opt[opt]
+    # the pools' increments, after each pool's cheapest hull point
+    pools = np.flatnonzero(pool)
+    counts = np.diff(inc.start)[pools]
+    pinc = (
+        np.concatenate([np.arange(inc.start[p], inc.start[p + 1]) for p in pools])
+        if pools.size else np.zeros(0, dtype=np.int64)
+    )
+    # spend and value of every unit outside the MIP, per cell
+    fixed_units = ~core & ~pool
+    n_cells = options.n_cells
+    spend = np.zeros(options.n_units)
+    held = np.where(options.fractional, 0, choice)
+    spend[~options.fractional] = options.cost[held[~options.fractional]]
+    other = fixed_units & options.fractional  # unconstrained pools keep their mix
+    spend[other] = allocation.spend(options)[other]
+    spend[pool] = options.cost[inc.first[pool]]
+    spend[core] = 0.0
+    used = matrix @ np.bincount(options.cell, weights=spend, minlength=n_cells)
+    residual = rhs - used
+    slack = 1e-9 * np.maximum(1.0, np.abs(rhs))
+    # columns: core levels, then pool increments
+    col_cell = np.concatenate([options.cell[owner_unit], inc.cell[pinc].astype(np.int64)])
+    col_cost = np.concatenate([options.cost[opt], inc.dc[pinc]])
+    col_value = np.concatenate([options.value[opt], inc.dv[pinc]])
+    binary = np.concatenate([np.ones(opt.size, dtype=bool), np.zeros(pinc.size, dtype=bool)])
+    a = (matrix[:, col_cell].multiply(col_cost[None, :])).tocsr()
+    nonempty = np.diff(a.indptr) > 0
+    if (residual[~nonempty] < -slack[~nonempty]).any():  # broken by the fixed units alone
+        return None
+    live = np.flatnonzero(nonempty)
+    ub_rows = [
+        (a.indices[a.indptr[k]:a.indptr[k + 1]].astype(np.int64),
+         a.data[a.indptr[k]:a.indptr[k + 1]])
+        for k in live.tolist()
+    ]
+    core_units = np.flatnonzero(core)
+    bounds_eq = np.searchsorted(owner_unit, core_units)
+    ends_eq = np.append(bounds_eq[1:], opt.size)
+    eq_rows = [
+        (np.arange(s, e, dtype=np.int64), np.ones(e - s)) for s, e in zip(bounds_eq, ends_eq,
+                                                                          strict=True)
+    ]
+    if not opt.size and not pinc.size:
+        ok = bool((residual >= -slack).all())
+        if not ok:
+            return None
+        x = np.zeros(0)
+        mip_obj = mip_bound = 0.0
+        solved = True
+    else:
+        result = solvers.maximize(
+            col_value, ub_rows, (residual + slack)[live],
+            a_eq=eq_rows if eq_rows else None,
+            b_eq=np.ones(len(eq_rows)) if eq_rows else None,
+            integer=binary, solver=solver, time_limit=time_limit,
+        )
+        if result.status == "infeasible":
+            return None
+        x = np.clip(np.nan_to_num(result.x), 0.0, 1.0)
+        x[:opt.size] = np.round(x[:opt.size])
+        solved = result.status == "optimal"
+        mip_obj = float(col_value @ x)
+        mip_bound = result.bound if np.isfinite(result.bound) else mip_obj
+        one_each = np.bincount(owner_unit, weights=x[:opt.size], minlength=options.n_units)
+        answered = result.status in ("optimal", "time_limit") and bool(
+            (one_each[core_units] == 1).all()
+        )
+        # A MIP solver's feasibility tolerance is absolute: check the rows exactly.
+        if not answered or (a @ x > residual + 2 * slack).any():
+            if solved:
+                return None
+            return -np.inf, np.inf, False  # stopped without a plan: the incumbent stays
+    taken = opt[x[:opt.size] > 0.5]
+    lo, hi, theta = allocation.lo, allocation.hi, allocation.theta
+    lo[customer & ~core] = choice[customer & ~core]
+    hi[customer & ~core] = choice[customer & ~core]
+    theta[customer] = 0.0
+    lo[unit_opt[taken]] = taken
+    hi[unit_opt[taken]] = taken
+    if pools.size:
+        _set_pools(options, inc, allocation, pools, counts, x[opt.size:])
+    pool_base = float(options.value[inc.first[pool]].sum())
+    return mip_obj + pool_base, mip_bound + pool_base, solved
+
+
+def _set_pools(
+    options: OptionSet,
+    inc: Increments,
+    allocation: Allocation,
+    pools: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    shares: NDArray[np.float64],
+) -> None:
+    """Each pool's mix of two adjacent hull levels from the shares of its increments (taken
+    in order: same spend, at least the value on a concave hull)."""
+    hull = options.hull
+    begin = 0
+    for p, k in zip(pools.tolist(), counts.tolist(), strict=True):
+        dc = inc.dc[inc.start[p]:inc.start[p + 1]]
+        spend = float(dc @ shares[begin:begin + k])
+        begin += k
+        cum = np.cumsum(dc)
+        whole = int(np.searchsorted(cum, spend * (1 + 1e-12), side="right"))
+        whole = min(whole, k)
+        before = float(cum[whole - 1]) if whole else 0.0
+        share = 0.0 if whole >= k else max(0.0, min(1.0, (spend - before) / float(dc[whole])))
+        if share < 1e-12:
+            share = 0.0
+        base = int(hull.offsets[p])
+        allocation.lo[p] = hull.points[base + whole]
+        allocation.hi[p] = hull.points[base + whole + (1 if share > 0 else 0)]
+        allocation.theta[p] = share
