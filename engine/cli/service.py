@@ -56,6 +56,20 @@ def add_parser(subparsers: Any) -> None:
                    help="calls in flight; more are refused by gRPC (RESOURCE_EXHAUSTED)")
     p.add_argument("--max-metrics", type=int, default=_DEFAULTS.max_metrics,
                    help="metrics per Score call")
+    p.add_argument("--max-decoded-mb", type=float, default=_DEFAULTS.max_decoded_bytes / MiB,
+                   help="largest Arrow table once decompressed, MiB (checked before)")
+    p.add_argument("--stream-idle-timeout", type=float, default=_DEFAULTS.stream_idle_timeout,
+                   help="seconds a stream may wait between two messages")
+    p.add_argument("--max-stream-messages", type=int, default=_DEFAULTS.max_stream_messages,
+                   help="request messages per stream")
+    p.add_argument("--max-stream-mb", type=float, default=_DEFAULTS.max_stream_bytes / MiB,
+                   help="request bytes per stream, MiB")
+    p.add_argument("--max-stream-seconds", type=float, default=_DEFAULTS.max_stream_seconds,
+                   help="seconds a stream may take to send its requests")
+    p.add_argument("--max-receiving-streams", type=int,
+                   default=_DEFAULTS.max_receiving_streams, help="streams uploading at once")
+    p.add_argument("--max-error-details", type=int, default=_DEFAULTS.max_error_details,
+                   help="field violations listed in one error (the rest are counted)")
     p.add_argument("--in-process-solves", action="store_true",
                    help="solve large requests in the server's own process instead of worker "
                    "processes (which keep them from holding up health checks and small calls)")
@@ -159,6 +173,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_solve_seconds=args.max_solve_seconds or None,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_metrics=args.max_metrics,
+            max_decoded_bytes=int(args.max_decoded_mb * MiB),
+            stream_idle_timeout=args.stream_idle_timeout,
+            max_stream_messages=args.max_stream_messages,
+            max_stream_bytes=int(args.max_stream_mb * MiB),
+            max_stream_seconds=args.max_stream_seconds,
+            max_receiving_streams=args.max_receiving_streams,
+            max_error_details=args.max_error_details,
             isolate_solves=not args.in_process_solves,
             grace=args.grace,
             drain=args.drain,

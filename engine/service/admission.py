@@ -61,6 +61,7 @@ class SolveGate:
         self._slots = threading.BoundedSemaphore(config.max_concurrent_solves)
         self._lock = threading.Lock()
         self._admitted = 0
+        self._receiving = 0
         self._running = InFlight()
 
     @property
@@ -98,6 +99,21 @@ class SolveGate:
         finally:
             with self._lock:
                 self._admitted -= 1
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """A place among the streams uploading now (``max_receiving_streams``), or
+        RESOURCE_EXHAUSTED; separate from the solves' places."""
+        limit = self.config.max_receiving_streams
+        with self._lock:
+            if self._receiving >= limit:
+                raise LimitExceededError("max_receiving_streams", self._receiving + 1, limit)
+            self._receiving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._receiving -= 1
 
     @contextmanager
     def slot(self, should_stop: Callable[[], bool]) -> Iterator[None]:

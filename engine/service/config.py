@@ -89,6 +89,13 @@ class ServerConfig:
     small_solve_rows: int = 10_000  # solves of at most this many rows never wait for a slot
     max_message_bytes: int = 64 * MiB  # per message, both directions
     max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
+    max_decoded_bytes: int = 256 * MiB  # one Arrow table once decompressed, checked before
+    max_receiving_streams: int = 8  # AllocateStream calls uploading at once; more: refused
+    stream_idle_timeout: float = 30.0  # seconds a stream may wait between two messages
+    max_stream_messages: int = 10_000  # request messages of one stream (header included)
+    max_stream_bytes: int = 1024 * MiB  # request bytes of one stream
+    max_stream_seconds: float = 600.0  # from a stream's first byte to its last request message
+    max_error_details: int = 50  # field violations in one status; the rest are counted
     max_solve_seconds: float | None = 300.0  # wall time of one solve; then RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int | None = 1024  # calls in flight; more: gRPC's RESOURCE_EXHAUSTED
     max_metrics: int = 16  # metrics per Score call
@@ -124,12 +131,17 @@ class ServerConfig:
                             f"least workers ({self.workers})")
         if self.max_metrics < 1:
             problems.append(f"max_metrics must be >= 1, got {self.max_metrics}")
-        for name in ("max_concurrent_solves", "max_message_bytes", "max_rows"):
+        for name in ("max_concurrent_solves", "max_message_bytes", "max_rows",
+                     "max_decoded_bytes", "max_stream_messages", "max_receiving_streams",
+                     "max_stream_bytes", "max_error_details"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_queued_solves", "small_solve_rows"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("stream_idle_timeout", "max_stream_seconds"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         for name in ("queue_timeout", "grace", "drain"):
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must be >= 0 seconds, got {getattr(self, name)}")

@@ -48,6 +48,19 @@ class Malformed:
         )
 
 
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+class _Panic(Exception):
+    """A ``BaseException`` that is no signal to stop (a Rust panic in polars arrives as
+    pyo3's ``PanicException``): mapped to INTERNAL like any other bug, never left without
+    a status."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.__cause__ = exc
+
+
 def _checked(requests: Iterator[Any]) -> Iterator[Any]:
     """A request stream that raises ``InvalidInputError`` at the first malformed message."""
     for i, request in enumerate(requests):
@@ -135,6 +148,11 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 self._fail(exc, context, stats)
                 raise
+            except BaseException as exc:  # a panic in native code (pyo3's PanicException)
+                if isinstance(exc, _PASS_THROUGH):
+                    raise
+                self._fail(_Panic(exc), context, stats)
+                raise
 
         return call
 
@@ -155,6 +173,11 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 raise
             except Exception as exc:
                 self._fail(exc, context, stats)
+                raise
+            except BaseException as exc:  # a panic in native code
+                if isinstance(exc, _PASS_THROUGH):
+                    raise
+                self._fail(_Panic(exc), context, stats)
                 raise
 
         return call

@@ -19,7 +19,7 @@ from dataclasses import replace
 import grpc
 import polars as pl
 
-from engine.api.equity_engine.v1 import service_pb2, service_pb2_grpc
+from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
 from engine.pipeline import allocate, apply_metric
 from engine.plan import Plan, StrategyChoice
@@ -31,6 +31,7 @@ from engine.service.admission import SolveBudget, SolveGate, stopper
 from engine.service.config import MiB, ServerConfig
 from engine.service.logs import call_of
 from engine.service.solve_pool import SolvePool
+from engine.service.streams import BoundedStream
 from engine.strategies import Metric
 
 
@@ -49,7 +50,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     ) -> service_pb2.AllocateResponse:
         wire.check_format(request.response_format, "response_format")
         plan = Plan.from_proto(request.plan)
-        portfolio = wire.decode_portfolio(request.portfolio)
+        portfolio = self._decode(request.portfolio)
         self._check_rows(portfolio)
         result = self._solve(portfolio, plan, context, admitted=False)
         fmt = request.response_format or wire.first_format(
@@ -67,31 +68,39 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         request_iterator: Iterator[service_pb2.AllocateStreamRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[service_pb2.AllocateStreamResponse]:
-        with self.gate.admitted():  # from the first message: the upload is work too
-            header, portfolio, fmt = wire.receive_stream(request_iterator, self.config.max_rows)
-            wire.check_format(header.response_format, "header.response_format")
-            plan = Plan.from_proto(header.plan)  # "plan.*" paths, as in Allocate
-            self._check_rows(portfolio)
-            result = self._solve(portfolio, plan, context, admitted=True)
-            fmt = header.response_format or fmt
-            units = result.units
-            limit = self.config.max_message_bytes
-            rows = header.response_batch_rows or wire.batch_rows(units, min(2 * MiB, limit // 2))
-            for start in range(0, units.height, rows):  # one message per batch of rows
-                message = service_pb2.AllocateStreamResponse(
-                    units=wire.encode_table(units.slice(start, rows), fmt)
-                )
-                if message.ByteSize() > limit:  # only with a response_batch_rows too large
-                    raise LimitExceededError("max_message_bytes", message.ByteSize(), limit)
-                yield message
-            yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
+        # the upload takes a place among the streams receiving (not a solve's: a stream that
+        # sends nothing must not block Allocate or Frontier), within the stream limits
+        stream = BoundedStream(request_iterator, self.config)
+        try:
+            with self.gate.receiving():
+                header, portfolio, fmt = wire.receive_stream(
+                    stream, self.config.max_rows, max_bytes=self.config.max_decoded_bytes)
+        finally:
+            stream.close()
+        wire.check_format(header.response_format, "header.response_format")
+        plan = Plan.from_proto(header.plan)  # "plan.*" paths, as in Allocate
+        self._check_rows(portfolio)
+        result = self._solve(portfolio, plan, context, admitted=False)
+        fmt = header.response_format or fmt
+        units = result.units
+        limit = self.config.max_message_bytes
+        rows = header.response_batch_rows or wire.batch_rows(units, min(2 * MiB, limit // 2))
+        for start in range(0, units.height, rows):  # one message per batch of rows
+            message = service_pb2.AllocateStreamResponse(
+                units=wire.encode_table(units.slice(start, rows), fmt)
+            )
+            if message.ByteSize() > limit:  # only with a response_batch_rows too large
+                raise LimitExceededError("max_message_bytes", message.ByteSize(), limit)
+            yield message
+        yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
 
     def Score(
         self, request: service_pb2.ScoreRequest, context: grpc.ServicerContext
     ) -> service_pb2.ScoreResponse:
         wire.check_format(request.response_format, "response_format")
         plan = Plan.from_proto(request.plan)
-        table = wire.decode_table(request.customers, "customers")
+        table = wire.decode_table(request.customers, "customers", max_rows=self.config.max_rows,
+                                  max_bytes=self.config.max_decoded_bytes)
         if table is None:
             raise InvalidInputError.single("customers", "a table of rows to score is required")
         _note_rows(context, table.height)
@@ -124,7 +133,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
 
         wire.check_format(request.response_format, "response_format")
         plan = Plan.from_proto(request.plan)
-        portfolio = wire.decode_portfolio(request.portfolio)
+        portfolio = self._decode(request.portfolio)
         self._check_rows(portfolio)
         self.config.limits.check_inputs(portfolio, plan)
         _note_rows(context, portfolio.size)
@@ -147,6 +156,10 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         return response
 
     # the work behind the RPCs ----------------------------------------------------------------
+
+    def _decode(self, msg: portfolio_pb2.Portfolio) -> Portfolio:
+        return wire.decode_portfolio(msg, max_rows=self.config.max_rows,
+                                     max_bytes=self.config.max_decoded_bytes)
 
     def _solve(
         self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool

@@ -210,10 +210,12 @@ def batch_rows(table: pl.DataFrame, target_bytes: int = 2 << 20) -> int:
 
 
 def receive_stream(
-    requests: Iterator[service_pb2.AllocateStreamRequest], max_rows: int
+    requests: Iterator[service_pb2.AllocateStreamRequest], max_rows: int,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> tuple[service_pb2.AllocateStreamHeader, Portfolio, int]:
     """The header, the portfolio of all batches (each table's rows appended in order, at
-    most ``max_rows`` of them) and the encoding of the first table sent."""
+    most ``max_rows`` of them; a table sent with no rows counts as one, so empty batches
+    cannot be sent without end) and the encoding of the first table sent."""
     first = next(requests, None)
     if first is None or first.WhichOneof("item") != "header":
         raise InvalidInputError.single("header", "the first message of the stream must be "
@@ -227,14 +229,15 @@ def receive_stream(
         if fmt is None:
             fmt = first_format(msg.batch.customers, msg.batch.prospects, msg.batch.options)
         for name in TABLES:
-            table = decode_table(getattr(msg.batch, name), name)
+            table = decode_table(getattr(msg.batch, name), name,
+                                 max_rows=max_rows, max_bytes=max_bytes)
             if table is None:
                 continue
             if parts[name] and set(table.columns) != set(parts[name][0].columns):
                 raise InvalidInputError.single(
                     name, f"batch in message {i} has columns {sorted(table.columns)}; "
                     f"the first batch had {sorted(parts[name][0].columns)}")
-            rows[name] += table.height
+            rows[name] += max(table.height, 1)
             if rows[name] > max_rows:
                 raise LimitExceededError("max_rows", rows[name], max_rows)
             parts[name].append(table.select(parts[name][0].columns) if parts[name] else table)

@@ -1,0 +1,300 @@
+"""Arrow IPC from the network, read without trusting it.
+
+An Arrow payload is checked before anything is decoded or decompressed, then read by
+Arrow's own C++ reader with full validation, and only then handed to polars:
+
+1. The messages are walked one by one (``pyarrow.ipc.MessageReader``; for the file format,
+   the blocks its footer lists). The schema may hold only the column types the engine
+   reads (numbers, booleans, strings, dictionary-encoded strings, dates, timestamps,
+   nulls); a record or dictionary batch may declare at most ``max_rows`` rows, no column
+   longer than its batch, and, when its body is compressed, at most ``max_bytes`` once
+   decompressed (each compressed buffer states its decompressed length in its first 8
+   bytes: that is what is summed, before any decompression).
+2. ``pyarrow`` reads the stream and ``validate(full=True)`` checks every column (offsets,
+   UTF-8, dictionary indices); a failure names the column.
+3. Dictionary-encoded columns are expanded to plain strings in Arrow, after their expanded
+   size is bounded by ``max_bytes``; polars gets only plain, validated columns.
+
+Every failure is an ``InvalidInputError`` naming ``<table>.arrow_ipc`` or
+``<table>.<column>``: the polars IPC reader, which aborts the process or panics on some
+malformed streams, never sees the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
+
+FILE_MAGIC = b"ARROW1"
+_HEADER_DICTIONARY = 2
+_HEADER_RECORD_BATCH = 3
+
+
+class _Malformed(Exception):
+    """The stream's metadata is not what the Arrow format allows."""
+
+
+# --- a minimal flatbuffer reader (only what the message headers need) -----------------------
+
+
+class _Table:
+    """One flatbuffer table: ``buf`` and the table's position in it."""
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        if not 0 <= pos <= len(buf) - 4:
+            raise _Malformed("table offset out of range")
+        self.buf = buf
+        self.pos = pos
+        vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        if not 0 <= vtable <= len(buf) - 4:
+            raise _Malformed("vtable offset out of range")
+        self.vtable = vtable
+        self.vsize = struct.unpack_from("<H", buf, vtable)[0]
+
+    def _field(self, index: int) -> int:
+        """Absolute position of field ``index`` (0 when absent)."""
+        at = 4 + 2 * index
+        if at + 2 > self.vsize or self.vtable + at + 2 > len(self.buf):
+            return 0
+        off: int = struct.unpack_from("<H", self.buf, self.vtable + at)[0]
+        if off == 0:
+            return 0
+        return self.pos + off
+
+    def scalar(self, index: int, fmt: str, default: int = 0) -> int:
+        p = self._field(index)
+        if p == 0:
+            return default
+        if p + struct.calcsize(fmt) > len(self.buf):
+            raise _Malformed("field out of range")
+        value: int = struct.unpack_from("<" + fmt, self.buf, p)[0]
+        return value
+
+    def _target(self, index: int) -> int:
+        p = self._field(index)
+        if p == 0:
+            return 0
+        if p + 4 > len(self.buf):
+            raise _Malformed("offset out of range")
+        return p + int(struct.unpack_from("<I", self.buf, p)[0])
+
+    def table(self, index: int) -> _Table | None:
+        target = self._target(index)
+        return None if target == 0 else _Table(self.buf, target)
+
+    def structs(self, index: int, fmt: str) -> list[tuple[int, ...]]:
+        """A vector of fixed-size structs (``fmt``: their fields, little-endian)."""
+        target = self._target(index)
+        if target == 0:
+            return []
+        if target + 4 > len(self.buf):
+            raise _Malformed("vector out of range")
+        count = struct.unpack_from("<I", self.buf, target)[0]
+        size = struct.calcsize("<" + fmt)
+        if target + 4 + count * size > len(self.buf):
+            raise _Malformed("vector longer than the metadata")
+        return [struct.unpack_from("<" + fmt, self.buf, target + 4 + i * size)
+                for i in range(count)]
+
+
+def _root(buf: bytes) -> _Table:
+    if len(buf) < 8:
+        raise _Malformed("message metadata too short")
+    return _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def _allowed(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        return pa.types.is_integer(dtype.index_type) and (
+            pa.types.is_string(dtype.value_type) or pa.types.is_large_string(dtype.value_type))
+    return (pa.types.is_null(dtype) or pa.types.is_boolean(dtype)
+            or pa.types.is_integer(dtype) or pa.types.is_float32(dtype)
+            or pa.types.is_float64(dtype) or pa.types.is_decimal128(dtype)
+            or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+            or pa.types.is_string_view(dtype) or pa.types.is_date32(dtype)
+            or pa.types.is_timestamp(dtype))
+
+
+def _check_schema(schema: pa.Schema, field: str) -> None:
+    problems = []
+    names: set[str] = set()
+    for f in schema:
+        if not _allowed(f.type):
+            problems.append(FieldViolation(
+                f"{field}.{f.name}", f"unsupported column type {f.type}; send numbers, "
+                "booleans, strings (plain or dictionary-encoded), dates or timestamps"))
+        elif f.name in names:
+            problems.append(FieldViolation(f"{field}.{f.name}", "column name appears twice"))
+        names.add(f.name)
+    if problems:
+        raise InvalidInputError(problems)
+
+
+def _check_batch(message: pa.ipc.Message, max_rows: int, max_bytes: int) -> int:
+    """Rows and decompressed bytes a record or dictionary batch declares, both bounded
+    before its body is touched; returns its rows (0 for a dictionary batch)."""
+    root = _root(message.metadata.to_pybytes())
+    header_type = root.scalar(1, "B")
+    header = root.table(2)
+    if header is None:
+        raise _Malformed("batch without a header")
+    if header_type == _HEADER_DICTIONARY:
+        batch = header.table(1)
+        if batch is None:
+            raise _Malformed("dictionary batch without data")
+    elif header_type == _HEADER_RECORD_BATCH:
+        batch = header
+    else:
+        raise _Malformed(f"unexpected message type {header_type}")
+    length = batch.scalar(0, "q")
+    if length < 0:
+        raise _Malformed(f"negative row count {length}")
+    if length > max_rows:
+        raise LimitExceededError("max_rows", length, max_rows)
+    for node_length, null_count in batch.structs(1, "qq"):
+        if not 0 <= node_length <= length or not 0 <= null_count <= node_length:
+            raise _Malformed(f"a column of {node_length} rows ({null_count} null) in a "
+                             f"batch of {length}")
+    buffers = batch.structs(2, "qq")
+    body = message.body
+    body_size = 0 if body is None else body.size
+    for offset, size in buffers:
+        if offset < 0 or size < 0 or offset + size > body_size:
+            raise _Malformed("buffer outside the message body")
+    if batch.table(3) is not None and body is not None:  # compressed: 8-byte length prefixes
+        view = body.to_pybytes() if len(buffers) < 64 else None
+        declared = 0
+        for offset, size in buffers:
+            if size == 0:
+                continue
+            if size < 8:
+                raise _Malformed("compressed buffer shorter than its length prefix")
+            prefix = (view[offset:offset + 8] if view is not None
+                      else body.slice(offset, 8).to_pybytes())
+            n = struct.unpack("<q", prefix)[0]
+            declared += size - 8 if n == -1 else n
+            if n < -1:
+                raise _Malformed("negative decompressed length")
+        if declared > max_bytes:
+            raise LimitExceededError("max_decoded_bytes", declared, max_bytes)
+    return length if header_type == _HEADER_RECORD_BATCH else 0
+
+
+def _messages(data: bytes) -> tuple[pa.Schema, list[pa.ipc.Message]]:
+    """The schema and the batch messages of a stream, or of a file (its footer's schema and
+    the blocks the footer lists)."""
+    buf = pa.py_buffer(data)
+    if data[:6] != FILE_MAGIC:
+        reader = pa.ipc.MessageReader.open_stream(buf)
+        out = []
+        while True:
+            try:
+                out.append(reader.read_next_message())
+            except StopIteration:
+                break
+        if not out or out[0].type != "schema":
+            raise _Malformed("the first message is not a schema")
+        return pa.ipc.read_schema(out[0]), out[1:]
+    if len(data) < 18 or data[-6:] != FILE_MAGIC:
+        raise _Malformed("Arrow file without its footer")
+    footer_size = struct.unpack_from("<i", data, len(data) - 10)[0]
+    start = len(data) - 10 - footer_size
+    if footer_size <= 0 or start < 8:
+        raise _Malformed("footer size out of range")
+    footer = _root(data[start:len(data) - 10])
+    schema = pa.ipc.open_file(buf).schema  # reads the footer only
+    out = []
+    for index in (2, 3):  # dictionaries, then record batches
+        for offset, meta, _pad, body in footer.structs(index, "qiiq"):
+            end = offset + meta + body
+            if offset < 8 or meta <= 0 or body < 0 or end > start:
+                raise _Malformed("footer block outside the file")
+            out.append(pa.ipc.read_message(buf.slice(offset, meta + body)))
+    return schema, out
+
+
+def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.DataFrame:
+    """The Arrow IPC stream or file ``data`` as a DataFrame of plain columns (see module
+    docstring); problems name ``field`` (``customers``...) and the column."""
+    where = f"{field}.arrow_ipc"
+    try:
+        schema, messages = _messages(data)
+        _check_schema(schema, field)
+        rows = 0
+        for message in messages:
+            if message.type == "schema":
+                raise _Malformed("a second schema")
+            rows += _check_batch(message, max_rows, max_bytes)
+            if rows > max_rows:
+                raise LimitExceededError("max_rows", rows, max_rows)
+        del messages
+        if data[:6] == FILE_MAGIC:
+            table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        else:
+            table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        if not table.schema.equals(schema):
+            raise _Malformed("batches do not match the schema")
+    except (InvalidInputError, LimitExceededError):
+        raise
+    except (_Malformed, pa.ArrowException, ValueError, OSError, EOFError, struct.error,
+            IndexError, OverflowError, StopIteration) as exc:
+        raise InvalidInputError.single(
+            where, f"not a readable Arrow IPC stream or file: {_first_line(exc)}") from None
+    return _to_polars(table, field, max_bytes)
+
+
+def _to_polars(table: pa.Table, field: str, max_bytes: int) -> pl.DataFrame:
+    columns: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            column.validate(full=True)
+        except pa.ArrowException as exc:
+            raise InvalidInputError.single(
+                f"{field}.{name}", f"malformed Arrow column: {_first_line(exc)}") from None
+        if pa.types.is_dictionary(column.type):
+            column = _expand(column, f"{field}.{name}", max_bytes)
+        columns[name] = column
+    plain = pa.table(columns) if columns else table
+    try:
+        frame = pl.from_arrow(plain, rechunk=False)
+    except BaseException as exc:  # a polars panic is a BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise InvalidInputError.single(
+            f"{field}.arrow_ipc", f"columns polars cannot read: {_first_line(exc)}") from None
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _expand(column: pa.ChunkedArray, path: str, max_bytes: int) -> pa.ChunkedArray:
+    """A dictionary-encoded string column as plain strings, once their size is bounded."""
+    size = 0
+    for chunk in column.chunks:
+        if len(chunk) == 0 or len(chunk.dictionary) == 0:
+            continue
+        lengths = pc.binary_length(chunk.dictionary)
+        used = pc.take(lengths, chunk.indices)
+        size += int(pc.sum(used).as_py() or 0)
+    if size > max_bytes:
+        raise LimitExceededError("max_decoded_bytes", size, max_bytes)
+    try:
+        return pc.cast(column, pa.large_string())
+    except pa.ArrowException as exc:
+        raise InvalidInputError.single(path, f"malformed dictionary: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["read_arrow"]
