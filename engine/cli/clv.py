@@ -113,6 +113,13 @@ def add_parser(subparsers: Any) -> None:
         help="horizon of expected_purchases: 39 (time units), 39w, 273d, 12m, 1y "
         "(default: the valued horizon, one period when it is infinite)",
     )
+    p.add_argument(
+        "--intervals", type=int, default=0, metavar="DRAWS",
+        help="per-customer intervals in --output from this many draws of the estimates' "
+        "asymptotic distribution (e.g. 200; default 0: none)",
+    )
+    p.add_argument("--interval-level", type=float, default=0.9,
+                   help="coverage of the intervals (default 0.9: 5%% and 95%% quantiles)")
     p.add_argument("--output", type=Path,
                    help="per-customer values (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the fit as one JSON object")
@@ -181,6 +188,16 @@ def cmd_clv(args: argparse.Namespace) -> int:
         summary["comparison"] = comparison(fits, holdouts)
     if args.output:
         table = result.customers
+        if args.intervals:
+            from engine.clv.intervals import customer_intervals
+
+            table = table.hstack(
+                customer_intervals(
+                    result.rfm, result.bgnbd, result.gamma_gamma, valuation,
+                    args.period_length, args.margin_ratio, result.prediction_horizon,
+                    draws=args.intervals, level=args.interval_level,
+                )
+            )
         if len(names) > 1:
             table = table.hstack(model_columns(fits, result.rfm, result.prediction_horizon))
         write_table(table, args.output)
