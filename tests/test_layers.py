@@ -24,6 +24,7 @@ BASE = ("engine.errors", "engine.api", "engine._moved", "engine.stdio")
 LAYERS: dict[str, int] = {
     "engine.optimize": 2,
     "engine.clv": 2,
+    "engine.response": 2,
     "engine.planning": 3,
     "engine.service": 4,
     "engine.cli": 5,

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 
 from engine import __version__
-from engine.cli import allocation, clv, planning, service
+from engine.cli import allocation, clv, planning, response, service
 from engine.cli.allocation import print_summary
 from engine.cli.arguments import (
     HelpFormatter,
@@ -33,7 +33,7 @@ from engine.cli.arguments import (
 from engine.cli.exits import broken_pipe, report_error
 from engine.stdio import reserve_stdout
 
-COMMAND_GROUPS = (allocation, clv, service, planning)
+COMMAND_GROUPS = (allocation, clv, service, planning, response)
 
 __all__ = [
     "add_plan_arguments",
