@@ -40,6 +40,10 @@ def add_parser(subparsers: Any) -> None:
                    help="seconds a solve may wait for a slot")
     p.add_argument("--small-solve-rows", type=int, default=_DEFAULTS.small_solve_rows,
                    help="solves of at most this many rows never wait for a slot")
+    p.add_argument("--small-solve-cells", type=int, default=_DEFAULTS.small_solve_cells,
+                   help="...and at most this many rows x spend levels")
+    p.add_argument("--small-segment-limits", type=int, default=_DEFAULTS.small_segment_limits,
+                   help="...and at most this many segment limits")
     p.add_argument("--max-message-mb", type=float, default=_DEFAULTS.max_message_bytes / MiB,
                    help="largest message either way, MiB")
     p.add_argument("--max-rows", type=int, default=_DEFAULTS.max_rows,
@@ -168,6 +172,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_queued_solves=args.max_queued_solves,
             queue_timeout=args.queue_timeout,
             small_solve_rows=args.small_solve_rows,
+            small_solve_cells=args.small_solve_cells,
+            small_segment_limits=args.small_segment_limits,
             max_message_bytes=int(args.max_message_mb * MiB),
             max_rows=args.max_rows,
             max_solve_seconds=args.max_solve_seconds or None,

@@ -2,7 +2,8 @@
 
 - ``SolveGate``: at most ``max_concurrent_solves`` large solves run at once; up to
   ``max_queued_solves`` more wait (RESOURCE_EXHAUSTED beyond, or after ``queue_timeout``).
-  Requests of at most ``small_solve_rows`` rows, health checks, ``Score`` and
+  Small requests (``small_solve_rows`` rows, ``small_solve_cells`` rows x levels,
+  ``small_segment_limits``: all three within bounds), health checks, ``Score`` and
   ``ListPlugins`` never wait for a slot; a frontier always takes one.
 - ``InFlight``: a count of work in progress that can be waited on (calls, solves), for a
   graceful shutdown.
@@ -23,6 +24,8 @@ import grpc
 
 from engine.errors import CancelledError, LimitExceededError, SolverError
 from engine.limits import Limits
+from engine.plan import Plan
+from engine.portfolio import Portfolio
 from engine.service.config import ServerConfig
 
 
@@ -79,9 +82,23 @@ class SolveGate:
         with self._lock:
             return self._admitted
 
-    def is_large(self, rows: int) -> bool:
-        """Whether a solve of ``rows`` rows needs a slot (and runs in a worker process)."""
-        return rows > self.config.small_solve_rows
+    def is_large(self, portfolio: Portfolio, plan: Plan | None = None) -> bool:
+        """Whether a solve needs a slot (and runs in a worker process): more rows than
+        ``small_solve_rows``, more cells (rows x spend levels) than ``small_solve_cells``
+        or more segment limits than ``small_segment_limits``. A small solve runs in the
+        server's process at once, so each of those bounds its time and memory."""
+        config = self.config
+        rows = portfolio.size
+        if rows > config.small_solve_rows:
+            return True
+        if plan is None:
+            return False
+        if len(plan.segment_limits) > config.small_segment_limits:
+            return True
+        levels = max(len(plan.retention_levels), len(plan.acquisition_levels), 1)
+        options = portfolio.options
+        cells = rows * levels if options is None else max(options.height, rows)
+        return cells > config.small_solve_cells
 
     @contextmanager
     def admitted(self) -> Iterator[None]:

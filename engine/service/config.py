@@ -87,6 +87,8 @@ class ServerConfig:
     max_queued_solves: int = 8  # large solves waiting for a slot; more: RESOURCE_EXHAUSTED
     queue_timeout: float = 60.0  # seconds a solve may wait for a slot; then RESOURCE_EXHAUSTED
     small_solve_rows: int = 10_000  # solves of at most this many rows never wait for a slot
+    small_solve_cells: int = 64_000  # ...and at most this many rows x spend levels
+    small_segment_limits: int = 100  # ...and at most this many segment limits
     max_message_bytes: int = 64 * MiB  # per message, both directions
     max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
     max_decoded_bytes: int = 256 * MiB  # one Arrow table once decompressed, checked before
@@ -136,7 +138,8 @@ class ServerConfig:
                      "max_stream_bytes", "max_error_details"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_queued_solves", "small_solve_rows"):
+        for name in ("max_queued_solves", "small_solve_rows", "small_solve_cells",
+                     "small_segment_limits"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("stream_idle_timeout", "max_stream_seconds"):

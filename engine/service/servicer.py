@@ -169,7 +169,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         in a worker process when there is a pool."""
         _note_rows(context, portfolio.size)
         should_stop = stopper(context)
-        large = self.gate.is_large(portfolio.size)
+        large = self.gate.is_large(portfolio, plan)
         with self.gate.solve(should_stop, large=large, admitted=admitted):
             budget = SolveBudget(self.config.max_solve_seconds, should_stop)
             limits = budget.limits(self.config.limits)
