@@ -1,87 +1,274 @@
-"""engine.optimize.distributed over Dask partitions against the single-machine LP and highspy."""
+"""The distributed allocation against the single machine and highspy: in this process over
+partitions, then on a real LocalCluster of two worker processes (allocate, compare, a worker
+killed mid-run, clean shutdown) and through ``equity allocate --cluster``."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
-dask = pytest.importorskip("dask")
-dd = pytest.importorskip("dask.dataframe")
+from benchmarks import generate, reference
+from engine.errors import InvalidInputError
+from engine.optimize import distributed
+from engine.optimize.cluster import ClusterError, InProcess, Workers, check_spec, connect
+from engine.pipeline import allocate as single_allocate
+from engine.plan import Plan, SegmentLimit, StrategyChoice
+from engine.portfolio import Portfolio
+from engine.synthetic import example
 
-from benchmarks import generate, reference  # noqa: E402
-from engine.constraints import build_constraints  # noqa: E402
-from engine.optimize import distributed, lp  # noqa: E402
-from engine.options import from_table  # noqa: E402
-from engine.plan import SegmentLimit  # noqa: E402
+EQUITY = str(Path(sys.executable).with_name("equity"))
 
 
-@pytest.mark.parametrize(("n", "partitions", "seed"), [(4000, 3, 3), (9000, 6, 17)])
-def test_partitions_reach_the_single_machine_optimum(n: int, partitions: int, seed: int) -> None:
+def _options_case(n: int, seed: int) -> tuple[pl.DataFrame, Plan]:
     _, table, plan = generate.portfolio(generate.Spec(n, seed=seed))
     budget = plan.total_budget
     assert budget is not None
     limits = (*plan.segment_limits[:-1], SegmentLimit("S19", cap=0.07 * budget,
                                                       minimum=0.03 * budget))
-    plan = replace(plan, segment_limits=limits)
-    frame = dd.from_pandas(table.to_pandas().set_index("customer_id"),
-                           npartitions=partitions, sort=True)
-    with dask.config.set(scheduler="synchronous"):
-        result = distributed.allocate(frame, plan)
-        units = result.units.compute()
-    s = result.summary
-    assert s["partitions"] == partitions
+    return table, replace(plan, segment_limits=limits)
 
-    options = from_table(table)
-    single = lp.solve(options, build_constraints(plan, options))
+
+def _write_parts(table: pl.DataFrame, directory: Path, parts: int) -> Path:
+    """A partitioned dataset: customers dealt round-robin to ``parts`` files."""
+    directory.mkdir(parents=True)
+    ids = table["customer_id"].unique().sort()
+    for i in range(parts):
+        chosen = ids.gather(np.arange(i, ids.len(), parts))
+        table.filter(pl.col("customer_id").is_in(chosen.implode())).write_parquet(
+            directory / f"part-{i}.parquet")
+    return directory
+
+
+def _check_plan(units: pl.DataFrame, table: pl.DataFrame, plan: Plan, s: dict) -> None:
+    """Every customer once at one of its own levels, every limit kept, sums as reported."""
+    n = table["customer_id"].n_unique()
+    assert units.height == n and units["customer_id"].n_unique() == n
+    offered = table.select("customer_id", "level")
+    assert units.join(offered, on=["customer_id", "level"], how="inner").height == n
+    spend = dict(units.group_by("segment").agg(pl.col("spend").sum()).iter_rows())
+    assert plan.total_budget is not None
+    assert units["spend"].sum() <= plan.total_budget * (1 + 1e-9)
+    for lim in plan.segment_limits:
+        if lim.cap is not None:
+            assert spend.get(lim.segment, 0.0) <= lim.cap * (1 + 1e-9)
+        if lim.minimum is not None:
+            assert spend.get(lim.segment, 0.0) >= lim.minimum * (1 - 1e-9)
+    assert units["equity_after"].sum() == pytest.approx(s["equity_after"], rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "parts", "seed"), [(3000, 3, 3), (6000, 5, 17)])
+def test_partitions_reach_the_single_machine_optimum(
+    tmp_path: Path, n: int, parts: int, seed: int
+) -> None:
+    table, plan = _options_case(n, seed)
+    result = distributed.allocate(
+        distributed.sources(options=_write_parts(table, tmp_path / "options", parts)), plan,
+        InProcess())
+    s = result.summary
+    assert s["partitions"] == parts
+    single = single_allocate(Portfolio(None, None, table), plan).summary
     caps = {x.segment: x.cap for x in plan.segment_limits if x.cap is not None}
     mins = {x.segment: x.minimum for x in plan.segment_limits if x.minimum is not None}
-    independent = reference.highs_direct(reference.model_from_table(table, budget, caps, mins))
+    assert plan.total_budget is not None
+    independent = reference.highs_direct(
+        reference.model_from_table(table, plan.total_budget, caps, mins))
     assert s["lp_objective"] == pytest.approx(independent.objective, rel=1e-9)
-    assert s["lp_objective"] == pytest.approx(single.lp_objective, rel=1e-12)
-    assert s["bound"] == pytest.approx(single.bound, rel=1e-9)
+    assert s["bound"] == pytest.approx(single["bound"], rel=1e-9)
     assert s["bound"] >= independent.objective * (1 - 1e-12)
-
-    # the per-customer plan: every customer once, at one of its levels, every limit kept
-    assert len(units) == n and units["customer_id"].is_unique
-    offered = table.select("customer_id", "level").to_pandas()
-    merged = units.merge(offered, on=["customer_id", "level"], how="inner")
-    assert len(merged) == n  # an integral level each
-    spend = units.groupby("segment")["spend"].sum()
-    assert units["spend"].sum() <= budget * (1 + 1e-9)
-    for segment, cap in caps.items():
-        assert spend.get(segment, 0.0) <= cap * (1 + 1e-9)
-    for segment, minimum in mins.items():
-        assert spend.get(segment, 0.0) >= minimum * (1 - 1e-9)
-    equity = float(units["equity_after"].sum())
-    assert equity == pytest.approx(s["equity_after"], rel=1e-12)
-    assert equity <= s["bound"] * (1 + 1e-12)
-    assert s["gap"] == pytest.approx((s["bound"] - equity) / s["bound"], rel=1e-6, abs=1e-15)
-    assert s["gap"] < 1e-3
+    # the integer plan: as good as the single machine's (its repair moves a superset)
+    assert s["equity_after"] >= single["equity_after"] - 1e-9 * abs(single["bound"])
+    assert s["status"] == "optimal"  # the integer optimum, proven within 1e-9 of its bound
+    assert s["integer_bound"] - s["equity_after"] <= 1e-9 * s["bound"]
+    assert result.units is not None
+    _check_plan(result.units, table, plan, s)
 
 
-def test_a_block_shared_by_partitions_is_filled_once() -> None:
+def test_a_block_shared_by_partitions_is_filled_once(tmp_path: Path) -> None:
     """Identical customers in every partition share one ratio, hence one block: its spend
     must be handed out across partitions once (at most one customer left between levels)."""
-    import polars as pl
-
-    from engine.plan import Plan
-
     n = 3000
     table = pl.DataFrame({
-        "customer_id": [i for i in range(n) for _ in range(3)],
-        "level": [0.0, 10.0, 20.0] * n,
-        "cost": [0.0, 10.0, 20.0] * n,
-        "value": [100.0, 130.0, 140.0] * n,  # +3 per unit of spend, then +1
+        "customer_id": np.repeat(np.arange(n), 3),
+        "level": np.tile([0.0, 10.0, 20.0], n),
+        "cost": np.tile([0.0, 10.0, 20.0], n),
+        "value": np.tile([100.0, 130.0, 140.0], n),  # +3 per unit of spend, then +1
         "segment": ["A"] * (3 * n),
     })
-    plan = Plan(total_budget=10.0 * 1234 + 5.0)  # 1234.5 customers' first step
-    frame = dd.from_pandas(table.to_pandas().set_index("customer_id"), npartitions=4,
-                           sort=True)
-    with dask.config.set(scheduler="synchronous"):
-        result = distributed.allocate(frame, plan)
-        units = result.units.compute()
+    plan = Plan(total_budget=10.0 * 1234 + 5.0, cost=StrategyChoice("spend-table"))
+    result = distributed.allocate(
+        distributed.sources(options=_write_parts(table, tmp_path / "o", 4)), plan, InProcess())
+    units = result.units
+    assert units is not None
     assert result.summary["lp_objective"] == pytest.approx(100.0 * n + 3.0 * (10.0 * 1234 + 5))
-    assert units["spend"].sum() <= plan.total_budget
+    assert units["spend"].sum() <= 10.0 * 1234 + 5.0
     assert (units["level"] == 10.0).sum() == 1234  # the half customer is repaired down
-    assert result.summary["repaired_customers"] == 1
+    assert result.summary["gap"] < 1e-3
+
+
+def test_an_unknown_segment_in_a_limit_names_the_field(tmp_path: Path) -> None:
+    table, plan = _options_case(500, 5)
+    plan = replace(plan, segment_limits=(SegmentLimit("nowhere", cap=1.0),))
+    with pytest.raises(InvalidInputError, match=r"plan\.segment_limits\[0\]\.segment"):
+        distributed.allocate(distributed.sources(options=_write_parts(table, tmp_path / "o", 2)),
+                             plan, InProcess())
+
+
+# --- a real LocalCluster of two worker processes ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    with connect("local:2", memory_limit="1GiB") as c:
+        pids = set(c.run(os.getpid).values())
+        assert len(pids) == 2 and os.getpid() not in pids  # processes of their own
+        yield c
+    # clean shutdown: the worker processes are gone
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, Plan, dict]:
+    table, plan = _options_case(3000, 23)
+    directory = _write_parts(table, tmp_path_factory.mktemp("cluster") / "options", 4)
+    single = single_allocate(Portfolio(None, None, table), plan).summary
+    return directory, table, plan, dict(single)
+
+
+def test_cluster_matches_one_machine_and_writes_the_plan(client, case, tmp_path: Path) -> None:
+    directory, table, plan, single = case
+    workers = Workers(client)
+    out = tmp_path / "plan"
+    try:
+        result = distributed.allocate(distributed.sources(options=directory), plan, workers,
+                                      output=out)
+    finally:
+        workers.close()
+    s = result.summary
+    assert result.units is None  # written by the workers, not gathered
+    assert sorted(p.name for p in out.iterdir()) == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert s["bound"] == pytest.approx(single["bound"], rel=1e-9)
+    assert s["equity_after"] >= single["equity_after"] - 1e-9 * abs(single["bound"])
+    units = pl.read_parquet(out)
+    _check_plan(units, table, plan, s)
+    assert units.columns == list(single_allocate(Portfolio(None, None, table.head(50)),
+                                                 replace(plan, segment_limits=(),
+                                                         total_budget=1.0)).units.columns)
+
+
+def _kill_one_worker(client) -> None:
+    pids = client.run(os.getpid)
+    os.kill(sorted(pids.values())[0], signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_run_gives_the_same_plan(client, case, tmp_path: Path) -> None:
+    """The killed worker's partitions (built hulls included) are rebuilt from their files on
+    the worker left, and the run ends with the plan a run without the fault gives."""
+    directory, _, plan, _ = case
+    parts = distributed.sources(options=directory)
+    quiet = distributed.allocate(parts, plan, InProcess())
+    calls = []
+
+    def kill_once() -> bool:
+        calls.append(1)
+        if len(calls) == 2:  # after the hulls are on the workers, before the LP's first round
+            _kill_one_worker(client)
+        return False
+
+    workers = Workers(client)
+    try:
+        result = distributed.allocate(parts, plan, workers, should_stop=kill_once)
+    finally:
+        workers.close()
+    assert len(calls) > 2
+    assert result.units is not None and quiet.units is not None
+    for key in ("bound", "equity_after", "lp_objective", "total_spend"):
+        assert result.summary[key] == pytest.approx(quiet.summary[key], rel=1e-12)
+    assert result.units.sort("customer_id").equals(quiet.units.sort("customer_id"))
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_a_task_that_keeps_killing_workers_is_a_clear_error(client) -> None:
+    """No retry left: the run stops with ClusterError, never a partial plan."""
+    old = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+    client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler,
+                                                           "allowed_failures", 0))
+    workers = Workers(client)
+    try:
+        workers.start(lambda source: source, [1, 2])
+        with pytest.raises(ClusterError, match="lost the workers"):
+            workers.map(lambda part: os._exit(1))
+    finally:
+        workers.close()
+        client.run_on_scheduler(lambda dask_scheduler, n=old: setattr(
+            dask_scheduler, "allowed_failures", n))
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(ClusterError, match=r"cannot reach the dask scheduler at tcp://"), \
+            connect("tcp://127.0.0.1:9", timeout=0.5):
+        pass
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_allocates_on_a_local_cluster(tmp_path: Path) -> None:
+    customers, prospects, plan = example(3000)
+    (tmp_path / "customers").mkdir()
+    for i in range(3):
+        customers[i::3].write_parquet(tmp_path / "customers" / f"part-{i}.parquet")
+    prospects.write_parquet(tmp_path / "prospects.parquet")
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    out = tmp_path / "plan"
+    run = subprocess.run(
+        [EQUITY, "allocate", "--customers", str(tmp_path / "customers"), "--prospects",
+         str(tmp_path / "prospects.parquet"), "--plan", str(tmp_path / "plan.json"),
+         "--cluster", "local:2", "--output", str(out), "--json"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    s = json.loads(run.stdout)
+    single = single_allocate(Portfolio(customers, prospects), plan)
+    assert s["partitions"] == 4  # three files of customers, one of pools
+    assert s["bound"] == pytest.approx(single.summary["bound"], rel=1e-9)
+    assert s["equity_after"] >= single.summary["equity_after"] - 1e-9 * abs(s["bound"])
+    assert (s["customers"], s["pools"]) == (3000, single.summary["pools"])
+    units = pl.read_parquet(out)
+    assert units.schema == single.units.schema
+    assert units.height == single.units.height
+    assert units["equity_after"].sum() == pytest.approx(s["equity_after"], rel=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["local:0", "local", "http://host:80", "tcp://host"])
+def test_a_wrong_cluster_names_the_flag(spec: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"--cluster.*local:N"):
+        check_spec(spec)
+
+
+def test_cli_refuses_a_wrong_cluster(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [EQUITY, "allocate", "--options", str(tmp_path / "o.parquet"), "--budget", "1",
+         "--cluster", "local:0"], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 2
+    assert "--cluster" in run.stderr and "local:N" in run.stderr

@@ -56,10 +56,11 @@ def _distributed() -> Any:
 
 
 @contextmanager
-def connect(spec: str, *, memory_limit: str | None = None,
+def connect(spec: str, *, memory_limit: str | None = None, timeout: float = 10.0,
             field: str = "--cluster") -> Iterator[Any]:
     """A ``distributed.Client`` for ``spec``; on exit the client is closed and a cluster this
-    call started is shut down (its worker processes end)."""
+    call started is shut down (its worker processes end). ``memory_limit`` (e.g. ``"2GiB"``)
+    is per worker of a local cluster; ``timeout`` is how long to try reaching a scheduler."""
     check_spec(spec, field)
     distributed = _distributed()
     match = _LOCAL.match(spec)
@@ -77,7 +78,7 @@ def connect(spec: str, *, memory_limit: str | None = None,
             yield client
         return
     try:
-        client = distributed.Client(spec, timeout=10)
+        client = distributed.Client(spec, timeout=timeout)
     except OSError as exc:
         raise ClusterError(f"cannot reach the dask scheduler at {spec}: {exc}") from None
     with client:

@@ -63,6 +63,8 @@ from engine.valuation import return_on_customer
 
 SHIFTS = (48, 32, 16, 0)  # key resolutions: 16 more bits per refinement
 NEIGHBOURS = 8  # per constrained cell and partition: customers the repair may move
+CORE = 40_000  # levels of the reduced-cost fixing's MIP at most, over all partitions
+GAP = 1e-9  # relative gap within which the integer plan counts as proven optimal
 _KEY_MIN = np.iinfo(np.int64).min
 _KEY_MAX = np.iinfo(np.int64).max
 EPS = SNAP
@@ -161,7 +163,7 @@ def allocate(
 
     mark = time.perf_counter()
     fills = _fills(workers, lp)
-    notes = _repair(workers, fills, rows, matrix, cells, names, lp, solver)
+    notes, integer_bound = _integral(workers, fills, rows, matrix, cells, names, lp, solver)
     timings["repair"] = time.perf_counter() - mark
     checkpoint()
 
@@ -176,6 +178,9 @@ def allocate(
     timings["write"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     summary = _summary(written, rows, lp, notes, timings, plan.discount_rate, workers.n)
+    summary["integer_bound"] = max(integer_bound, summary["equity_after"])
+    proven = summary["integer_bound"] - summary["equity_after"] <= GAP * max(1.0, lp.bound)
+    summary["status"] = "optimal" if lp.closed and proven else "feasible"
     return ClusterResult(summary, units, paths)
 
 
@@ -261,15 +266,58 @@ def _fills(workers: Workers | InProcess, lp: _Lp) -> list[Fill]:
     return [Fill(full, partial, wanted - before[i]) for i in range(workers.n)]
 
 
-def _repair(workers: Workers | InProcess, fills: list[Fill], rows: list[Constraint],
-            matrix: NDArray[np.float64], cells: NDArray[np.bool_], names: list[str], lp: _Lp,
-            solver: str) -> list[str]:
-    """The customers left between two levels and their neighbours, re-chosen by the single
-    machine's repair MIP with every other customer fixed; the choices go back as patches."""
+def _integral(workers: Workers | InProcess, fills: list[Fill], rows: list[Constraint],
+              matrix: NDArray[np.float64], cells: NDArray[np.bool_], names: list[str], lp: _Lp,
+              solver: str) -> tuple[list[str], float]:
+    """One level for every customer, proven optimal when it can be.
+
+    First the single machine's repair (``engine.optimize.repair``) over the customers left
+    between two levels and each partition's neighbours of the prices, every other customer
+    fixed: the incumbent. Then reduced-cost fixing over the partitions: only customers with
+    a level within ``bound - incumbent`` of their best reduced value can be in a better
+    plan; a MIP over those levels and the pools (every other customer fixed) gives the
+    integer optimum, proven when its answer is at least the bound less the least gap left
+    out. The choices go back to the partitions as patches. Returns the notes and the proven
+    bound on the integer optimum."""
     infos = workers.map(partition.settle, lp.prices, cells, NEIGHBOURS,
                         each=[(f,) for f in fills])
-    if not any((info["theta"] > 0).any() for info in infos):
-        return []
+    notes: list[str] = []
+    equity = float(sum(i["equity"] for i in infos))
+    if any((info["theta"] > 0).any() for info in infos):
+        small, owner, alloc, shifted = _movable(infos, rows, names)
+        old = alloc.equity(small)
+        inc = HullIncrements(small).apply()
+        repair(small, shifted, alloc, inc, cells[inc.cell], None, lp.prices, solver, None)
+        equity += float(alloc.equity(small).sum() - old.sum())
+        _patch(fills, infos, owner, alloc)
+        notes += alloc.notes
+    tol = GAP * max(1.0, abs(lp.bound))
+    if lp.bound - equity <= tol:
+        return notes, lp.bound
+    cut = lp.bound - equity
+    found = workers.map(partition.candidates, lp.prices, cells, cut + tol, CORE // workers.n,
+                        each=[(f,) for f in fills])
+    floor = min(f["floor"] for f in found)
+    if not any(f["units"].size for f in found):
+        return notes, max(equity, lp.bound - floor)
+    small, owner, alloc, shifted = _movable(found, rows, names)
+    old = alloc.equity(small)
+    solved = _core_mip(small, shifted, alloc, solver)
+    gain = float(alloc.equity(small).sum() - old.sum())
+    if solved is not None and gain > 0:
+        equity += gain
+        _patch(fills, found, owner, alloc)
+    proven = max(equity, lp.bound - floor) if solved else lp.bound
+    done = "proven optimal" if proven - equity <= tol else "not proven optimal"
+    notes.append(f"integer plan {done}: reduced-cost fixing over the partitions left "
+                 f"{small.cost.size} levels of {small.n_units} units for the MIP")
+    return notes, min(proven, lp.bound)
+
+
+def _movable(infos: list[dict[str, Any]], rows: list[Constraint], names: list[str]
+             ) -> tuple[OptionSet, NDArray[np.int64], Allocation, list[Constraint]]:
+    """The partitions' movable units as one small problem: their options, their current
+    choice, and the rows as they bind them (every other unit's spend fixed)."""
     owner = np.concatenate([np.full(i["units"].size, p) for p, i in enumerate(infos)])
     counts = np.concatenate([i["counts"] for i in infos])
     offsets = np.zeros(counts.size + 1, dtype=np.int64)
@@ -282,25 +330,67 @@ def _repair(workers: Workers | InProcess, fills: list[Fill], rows: list[Constrai
     small = OptionSet(
         unit_id=pl.Series("unit_id", np.arange(counts.size).astype(str)),
         kind=(cell % len(KINDS)).astype(np.int8), segment=(cell // len(KINDS)).astype(np.int32),
-        segments=list(names), fractional=np.zeros(counts.size, dtype=bool),
+        segments=list(names), fractional=cat("fractional").astype(bool),
         size=np.ones(counts.size), offsets=offsets, level=cat("level"), cost=cat("cost"),
-        value=cat("value"),
+        value=cat("value"), extra={"pos": cat("pos")},
     )
-    allocation = Allocation(offsets[:-1] + cat("lo"), offsets[:-1] + cat("hi"), cat("theta"),
-                            "optimal", lp.solver, "blocks", bound=lp.bound)
-    # The rows as they bind the few movable customers: every other customer's spend fixed.
+    alloc = Allocation(offsets[:-1] + cat("lo"), offsets[:-1] + cat("hi"), cat("theta"),
+                       "optimal", "", "blocks")
     other = np.sum([i["cell_spend"] for i in infos], axis=0) - np.bincount(
-        cell, weights=cat("spend"), minlength=matrix.shape[1])
+        cell, weights=cat("spend"), minlength=small.n_cells)
     shifted = [Constraint(r.name, r.cells, r.sense, r.rhs - float(other[r.cells].sum()))
                for r in rows]
-    inc = HullIncrements(small).apply()
-    repair(small, shifted, allocation, inc, cells[inc.cell], None, lp.prices, solver, None)
-    choice = allocation.lo - offsets[:-1]
+    return small, owner, alloc, shifted
+
+
+def _patch(fills: list[Fill], infos: list[dict[str, Any]], owner: NDArray[np.int64],
+           alloc: Allocation) -> None:
+    """Send each partition its units' new choices (a later patch of a unit wins)."""
+    pos = np.concatenate([i["pos"] for i in infos])
     for p, fill in enumerate(fills):
         mine = owner == p
-        fill.patch_units = infos[p]["units"]
-        fill.patch_choice = choice[mine]
-    return list(allocation.notes)
+        units = np.concatenate([fill.patch_units, infos[p]["units"]])
+        lo = np.concatenate([fill.patch_lo, pos[alloc.lo[mine]]])
+        hi = np.concatenate([fill.patch_hi, pos[alloc.hi[mine]]])
+        theta = np.concatenate([fill.patch_theta, alloc.theta[mine]])
+        last = units.size - 1 - np.unique(units[::-1], return_index=True)[1]
+        fill.patch_units, fill.patch_lo = units[last], lo[last]
+        fill.patch_hi, fill.patch_theta = hi[last], theta[last]
+
+
+def _core_mip(small: OptionSet, rows: list[Constraint], alloc: Allocation, solver: str
+              ) -> bool | None:
+    """One level per customer of ``small`` (pools: shares of their levels) maximizing value
+    within ``rows``; ``alloc`` takes the answer. None when no answer keeping every row was
+    found, else whether the MIP was solved to optimality."""
+    unit = small.unit_of_option
+    matrix = row_matrix(rows, small.n_cells)
+    coef = matrix[:, small.cell[unit]] * small.cost
+    rhs = normalized_rhs(rows)
+    slack = 1e-9 * np.maximum(1.0, np.abs(np.array([r.rhs for r in rows])))
+    one_each = [(np.arange(s, e), np.ones(e - s))
+                for s, e in zip(small.offsets[:-1], small.offsets[1:], strict=True)]
+    result = solvers.maximize(small.value, coef, rhs + slack, a_eq=one_each,
+                              b_eq=np.ones(small.n_units), integer=~small.fractional[unit],
+                              solver=solver)
+    if result.status not in ("optimal", "feasible"):
+        return None
+    x = np.where(small.fractional[unit], np.clip(result.x, 0.0, 1.0), result.x > 0.5)
+    x[x < 1e-12] = 0.0
+    lo, hi, theta = alloc.lo.copy(), alloc.hi.copy(), np.zeros(small.n_units)
+    for u in range(small.n_units):  # a few hundred units at most; pools mix two levels
+        s, e = small.offsets[u], small.offsets[u + 1]
+        nz = s + np.flatnonzero(x[s:e])
+        if nz.size == 0 or nz.size > 2 or (nz.size == 2 and small.fractional[u] == 0):
+            return None
+        lo[u], hi[u] = nz[0], nz[-1]
+        theta[u] = x[nz[-1]] / x[nz].sum() if nz.size == 2 else 0.0
+    spend = (1 - theta) * small.cost[lo] + theta * small.cost[hi]
+    used = matrix @ np.bincount(small.cell, weights=spend, minlength=small.n_cells)
+    if (used > rhs + 2 * slack).any():  # the MIP's tolerance is absolute: check exactly
+        return None
+    alloc.lo, alloc.hi, alloc.theta = lo, hi, theta
+    return result.status == "optimal"
 
 
 def _align(written: list[dict[str, Any]], paths: list[str]) -> pl.DataFrame | None:

@@ -152,8 +152,12 @@ class Fill:
     full: Ranges  # wholly taken blocks
     partial: Ranges  # partly taken blocks (each a single ratio)
     budget: NDArray[np.float64]  # per partial block: its spend left for this partition
+    # the driver's integer patch: units, their two options (counted from each unit's first)
+    # and the share at the second (0 for a customer: one level)
     patch_units: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    patch_choice: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    patch_lo: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    patch_hi: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    patch_theta: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
 
 def partial_spend(part: Part, partial: Ranges) -> NDArray[np.float64]:
@@ -164,7 +168,7 @@ def partial_spend(part: Part, partial: Ranges) -> NDArray[np.float64]:
 def allocation(part: Part, fill: Fill) -> Allocation:
     """The partition's allocation under ``fill``: blocks in full, partly taken blocks handed
     out in increment order up to the partition's budget, then the driver's integer patch
-    (``patch_units`` take their option ``patch_choice``, counted from their first)."""
+    (``patch_units`` take their options ``patch_lo`` and ``patch_hi`` by ``patch_theta``)."""
     inc = _inc(part)
     taken = (~part.constrained & (inc.dv > 0)).astype(np.float64)
     idx, _ = members(part, fill.full)
@@ -182,10 +186,10 @@ def allocation(part: Part, fill: Fill) -> Allocation:
     assert part.hull is not None
     out = part.hull.invert(inc, inc.prefix_fill(taken))
     if fill.patch_units.size:
-        chosen = part.options.offsets[fill.patch_units] + fill.patch_choice
-        out.lo[fill.patch_units] = chosen
-        out.hi[fill.patch_units] = chosen
-        out.theta[fill.patch_units] = 0.0
+        first = part.options.offsets[fill.patch_units]
+        out.lo[fill.patch_units] = first + fill.patch_lo
+        out.hi[fill.patch_units] = first + fill.patch_hi
+        out.theta[fill.patch_units] = fill.patch_theta
     return out
 
 
@@ -210,20 +214,74 @@ def settle(part: Part, fill: Fill, prices: NDArray[np.float64], cells: NDArray[n
             idx = idx[np.argpartition(near, per_cell - 1)[:per_cell]]
         picked.append(inc.unit_of(idx))
     units = np.unique(np.concatenate(picked))
-    units = units[integral[units]]
+    return _movable(options, alloc, units[integral[units]], spend)
+
+
+def candidates(part: Part, fill: Fill, prices: NDArray[np.float64], cells: NDArray[np.bool_],
+               cut: float, most: int) -> dict[str, Any]:
+    """Reduced-cost fixing, per partition: with ``r_j = v_j - p_c c_j`` and each customer's
+    best ``L_i = max_j r_j``, a level whose gap ``L_i - r_j`` exceeds ``cut`` (the driver's
+    bound minus its incumbent's value) is in no better plan. Returned: the customers with
+    another level within ``cut`` (those levels and the one they hold; at most ``most``
+    levels, smallest gaps first), every pool of a constrained cell with all of its levels,
+    and ``floor``: the least gap of a level left out."""
+    options = part.options
+    alloc = allocation(part, fill)
+    unit = options.unit_of_option
+    reduced = options.value - prices[options.cell[unit]] * options.cost
+    gap = np.maximum.reduceat(reduced, options.offsets[:-1])[unit] - reduced
+    customer = ~options.fractional & cells[options.cell]
+    gap[~customer[unit]] = np.inf
+    held = np.zeros(unit.size, dtype=bool)
+    held[alloc.lo[customer]] = True
+    gap[held] = np.inf
+    within = np.flatnonzero(gap <= cut)
+    if within.size > most:
+        within = within[np.argpartition(gap[within], most - 1)[:most]]
+    outside = gap.copy()
+    outside[within] = np.inf
+    units = np.unique(unit[within])
+    keep = np.zeros(unit.size, dtype=bool)
+    keep[within] = True
+    keep[alloc.lo[units]] = True
+    pools = np.flatnonzero(options.fractional & cells[options.cell])
+    for p in pools:
+        keep[options.offsets[p]:options.offsets[p + 1]] = True
+    out = _movable(options, alloc, np.union1d(units, pools), alloc.spend(options), keep)
+    out["floor"] = float(outside.min()) if outside.size else np.inf
+    return out
+
+
+def _movable(options: OptionSet, alloc: Allocation, units: NDArray[np.int64],
+             spend: NDArray[np.float64], keep: NDArray[np.bool_] | None = None
+             ) -> dict[str, Any]:
+    """``units`` with their options (those in ``keep``, default all; always the ones they
+    hold) and their current choice as positions among those options."""
     starts, ends = options.offsets[units], options.offsets[units + 1]
     opt = (np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
            if units.size else np.zeros(0, dtype=np.int64))
+    owner = np.repeat(np.arange(units.size), ends - starts)
+    if keep is not None:
+        chosen = keep[opt]
+        chosen[np.searchsorted(opt, alloc.lo[units])] = True
+        chosen[np.searchsorted(opt, alloc.hi[units])] = True
+        opt, owner = opt[chosen], owner[chosen]
+    counts = np.bincount(owner, minlength=units.size)
+    first = np.zeros(units.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=first[1:])
     return {
         "cell_spend": np.bincount(options.cell, weights=spend, minlength=options.n_cells),
+        "equity": float(alloc.equity(options).sum()),
         "units": units,
+        "fractional": options.fractional[units],
         "cell": options.cell[units],
-        "counts": ends - starts,
+        "counts": counts,
+        "pos": opt - options.offsets[units][owner],  # option within its unit
         "level": options.level[opt],
         "cost": options.cost[opt],
         "value": options.value[opt],
-        "lo": alloc.lo[units] - starts,
-        "hi": alloc.hi[units] - starts,
+        "lo": np.searchsorted(opt, alloc.lo[units]) - first[:-1],
+        "hi": np.searchsorted(opt, alloc.hi[units]) - first[:-1],
         "theta": alloc.theta[units],
         "spend": spend[units],
     }
