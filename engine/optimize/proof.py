@@ -56,8 +56,8 @@ def prove(
 
     ``duals`` are the LP's row prices in ``<=`` form, ``inc`` its hull increments (the pools'
     levels in the MIP). ``have_incumbent``: whether ``allocation`` gives every customer one
-    level and keeps every row (else the first core is chosen by reduced cost alone, with
-    every customer outside it at its best level for the prices). Sets ``status`` ("optimal"
+    level and keeps every row (else it is the LP's plan: the first core is the levels
+    nearest their price, every other customer at the LP's lower level). Sets ``status`` ("optimal"
     or "feasible"), ``integer_bound`` and a note; raises ``InfeasiblePlanError`` when no
     plan giving every customer one level keeps the rows."""
     started = time.perf_counter()
@@ -74,11 +74,6 @@ def prove(
     customer = ~options.fractional & in_rows[options.cell]
     pool = options.fractional & in_rows[options.cell]
     choice = allocation.lo.copy()
-    if not have_incumbent:  # each customer at its best level for the prices
-        at_best = np.flatnonzero(gap_of == 0)
-        first = np.ones(at_best.size, dtype=bool)
-        first[1:] = unit_opt[at_best[1:]] != unit_opt[at_best[:-1]]
-        choice[~options.fractional] = at_best[first][~options.fractional]
     value = float(allocation.equity(options).sum()) if have_incumbent else -np.inf
     integral = ~options.fractional
     cand = customer[unit_opt]
@@ -86,6 +81,8 @@ def prove(
     proven_bound = np.inf
     rounds = core_size = 0
     cut = bound - value if have_incumbent else 0.0
+    if not have_incumbent:  # the levels nearest their price, FIRST_CORE / 8 of them
+        cut = _rank(np.where(cand, gap_of, np.inf), FIRST_CORE // 8, 0.0)
     timed_out = False
     while True:
         rounds += 1
@@ -118,7 +115,7 @@ def prove(
                 )
             if room >= MAX_CORE:
                 break
-            cut = max(floor, 2 * cut)
+            cut = _rank(cand_gap, 4 * core_size, floor)  # four times the levels
             continue
         z_core, mip_bound, solved = result
         if not np.isfinite(z_core):  # stopped before it found a plan
@@ -152,6 +149,15 @@ def prove(
         f"integer plan {how}: reduced-cost fixing left {core_size} levels for the MIP "
         f"({rounds} round{'s' if rounds > 1 else ''}), proven bound {allocation.integer_bound:.10g}"
     )
+
+
+def _rank(gaps: NDArray[np.float64], k: int, at_least: float) -> float:
+    """The k-th smallest finite gap (the largest when fewer), and at least ``at_least``."""
+    finite = gaps[np.isfinite(gaps)]
+    if finite.size == 0:
+        return at_least
+    k = min(max(k, 1), finite.size)
+    return max(float(np.partition(finite, k - 1)[k - 1]), at_least)
 
 
 def _core_mip(
@@ -226,28 +232,44 @@ def _core_mip(
         mip_obj = mip_bound = 0.0
         solved = True
     else:
-        result = solvers.maximize(
-            col_value, ub_rows, (residual + slack)[live],
-            a_eq=eq_rows if eq_rows else None,
-            b_eq=np.ones(len(eq_rows)) if eq_rows else None,
-            integer=binary, solver=solver, time_limit=time_limit,
-        )
-        if result.status == "infeasible":
-            return None
-        x = np.clip(np.nan_to_num(result.x), 0.0, 1.0)
-        x[:opt.size] = np.round(x[:opt.size])
-        solved = result.status == "optimal"
-        mip_obj = float(col_value @ x)
-        mip_bound = result.bound if np.isfinite(result.bound) else mip_obj
-        one_each = np.bincount(owner_unit, weights=x[:opt.size], minlength=options.n_units)
-        answered = result.status in ("optimal", "time_limit") and bool(
-            (one_each[core_units] == 1).all()
-        )
-        # A MIP solver's feasibility tolerance is absolute: check the rows exactly.
-        if not answered or (a @ x > residual + 2 * slack).any():
-            if solved:
+        limit = residual + slack
+        first_bound = np.inf
+        for attempt in range(3):
+            result = solvers.maximize(
+                col_value, ub_rows, limit[live],
+                a_eq=eq_rows if eq_rows else None,
+                b_eq=np.ones(len(eq_rows)) if eq_rows else None,
+                integer=binary, solver=solver, time_limit=time_limit,
+            )
+            if result.status == "infeasible":
                 return None
-            return -np.inf, np.inf, False  # stopped without a plan: the incumbent stays
+            x = np.clip(np.nan_to_num(result.x), 0.0, 1.0)
+            x[:opt.size] = np.round(x[:opt.size])
+            solved = result.status == "optimal"
+            mip_obj = float(col_value @ x)
+            if attempt == 0:  # the bound of the model as posed (later ones are tighter)
+                first_bound = result.bound if np.isfinite(result.bound) else mip_obj
+            mip_bound = max(first_bound, mip_obj)
+            one_each = np.bincount(owner_unit, weights=x[:opt.size], minlength=options.n_units)
+            answered = result.status in ("optimal", "time_limit") and bool(
+                (one_each[core_units] == 1).all()
+            )
+            if not answered:
+                if solved:
+                    return None
+                return -np.inf, np.inf, False  # stopped without a plan: the incumbent stays
+            # A solver's feasibility tolerance is absolute (CBC's breaks a row by 1e-5 at
+            # times): check the rows exactly; a broken row is tightened by twice the excess.
+            excess = a @ x - (residual + 2 * slack)
+            if (excess > 0).any():  # CBC writes shares with 8 digits: shave the pools' spend
+                x = _shave(a, x, excess + slack, ~binary)
+                excess = a @ x - (residual + 2 * slack)
+            if not (excess > 0).any():
+                mip_obj = float(col_value @ x)
+                break
+            limit = limit - 2 * np.maximum(excess, 0.0) - slack * (excess > 0)
+        else:
+            return None  # the rows cannot be kept: a core broken in all but tolerance
     taken = opt[x[:opt.size] > 0.5]
     lo, hi, theta = allocation.lo, allocation.hi, allocation.theta
     lo[customer & ~core] = choice[customer & ~core]
@@ -259,6 +281,27 @@ def _core_mip(
         _set_pools(options, inc, allocation, pools, counts, x[opt.size:])
     pool_base = float(options.value[inc.first[pool]].sum())
     return mip_obj + pool_base, mip_bound + pool_base, solved
+
+
+def _shave(
+    a: sparse.csr_matrix,
+    x: NDArray[np.float64],
+    excess: NDArray[np.float64],
+    continuous: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Lower the continuous shares that spend the most on each row broken by ``excess``
+    (> 0) until the row holds: float noise of a solver's answer, a few 1e-5 at most."""
+    x = x.copy()
+    for k in np.flatnonzero(excess > 0).tolist():
+        cols = a.indices[a.indptr[k]:a.indptr[k + 1]]
+        coef = a.data[a.indptr[k]:a.indptr[k + 1]]
+        use = coef * x[cols]
+        mine = (coef > 0) & continuous[cols] & (use > 0)
+        if not mine.any():
+            continue
+        j = int(np.argmax(np.where(mine, use, -np.inf)))
+        x[cols[j]] = max(0.0, x[cols[j]] - float(excess[k]) / float(coef[j]))
+    return x
 
 
 def _set_pools(
