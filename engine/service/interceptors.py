@@ -28,7 +28,7 @@ from engine.service.admission import InFlight
 from engine.service.config import SERVICE_NAME
 from engine.service.logs import CallContext, CallStats, access_log, log, log_access
 from engine.service.solve_pool import release_memory
-from engine.service.status import grpc_code, status_from_error, unauthenticated
+from engine.service.status import MAX_DETAILS, grpc_code, status_from_error, unauthenticated
 
 Handler: TypeAlias = "grpc.RpcMethodHandler | None"
 Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Handler]
@@ -78,8 +78,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     through.
     """
 
-    def __init__(self, inflight: InFlight | None = None, trim_rows: int | None = None) -> None:
+    def __init__(self, inflight: InFlight | None = None, trim_rows: int | None = None,
+                 max_details: int = MAX_DETAILS) -> None:
         self.prefix = f"/{SERVICE_NAME}/"
+        self.max_details = max_details
         self.inflight = inflight or InFlight()
         self.trim_rows = trim_rows  # after a call with more rows: hand freed memory back
 
@@ -198,7 +200,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if not isinstance(exc, EquityError):
             log.error("internal error in %s (request %s)", stats.method, stats.request_id,
                       exc_info=exc, extra={"fields": {"request_id": stats.request_id}})
-        status = status_from_error(exc, deadline_passed, stats.request_id)
+        status = status_from_error(exc, deadline_passed, stats.request_id, self.max_details)
         stats.code = grpc_code(status.code)
         stats.error = status.message if isinstance(exc, EquityError) else type(exc).__name__
         context.abort_with_status(rpc_status.to_status(status))

@@ -71,7 +71,8 @@ class EquityServer:
         self.pool: SolvePool | None = None
         self.gate = SolveGate(self.config)
         self.health = health.HealthServicer(experimental_non_blocking=True)
-        self.interceptor = ServiceInterceptor(trim_rows=self.config.small_solve_rows)
+        self.interceptor = ServiceInterceptor(trim_rows=self.config.small_solve_rows,
+                                              max_details=self.config.max_error_details)
         interceptors: list[grpc.ServerInterceptor] = [self.interceptor]
         if self.config.tokens:
             interceptors.insert(0, AuthInterceptor(self.config.tokens))

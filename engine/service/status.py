@@ -60,6 +60,17 @@ class ServiceError(EquityError):
         super().__init__(f"{code.name}: {message}")
 
 
+class TruncatedInputError(InvalidInputError):
+    """An ``InvalidInputError`` whose status listed only the first violations (the server
+    caps them): ``.violations`` holds those, ``.total`` counts all, ``.omitted`` the rest."""
+
+    def __init__(self, violations: Sequence[FieldViolation], total: int) -> None:
+        super().__init__(violations)
+        self.total = total
+        self.omitted = total - len(self.violations)
+        self.args = (f"{self.args[0]}; {self.omitted} more not listed",)
+
+
 class DeadlineExceededError(CancelledError):
     """The call's deadline passed; the server stopped working on it (DEADLINE_EXCEEDED)."""
 
@@ -83,24 +94,64 @@ def _info(reason: str, **metadata: Any) -> error_details_pb2.ErrorInfo:
     )
 
 
+MAX_DETAILS = 50  # field violations in one status (ServerConfig.max_error_details)
+MAX_DETAIL_BYTES = 8 << 10  # their size: trailers must stay well under 16 KiB
+MAX_MESSAGE_CHARS = 1024
+_DESCRIPTION_CHARS = 512
+
+
+def _violations(
+    exc: InvalidInputError, max_details: int
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The first violations, at most ``max_details`` and ``MAX_DETAIL_BYTES`` of them."""
+    out = []
+    size = 0
+    for v in exc.violations[:max_details]:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=v.path()[:_DESCRIPTION_CHARS], description=v.description[:_DESCRIPTION_CHARS],
+            reason="INVALID_VALUE")
+        size += item.ByteSize() + 4
+        if out and size > MAX_DETAIL_BYTES:
+            break
+        out.append(item)
+    return out
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else \
+        message[:MAX_MESSAGE_CHARS - 3] + "..."
+
+
 def status_from_error(
-    exc: BaseException, deadline_passed: bool = False, request_id: str = ""
+    exc: BaseException, deadline_passed: bool = False, request_id: str = "",
+    max_details: int = MAX_DETAILS,
 ) -> status_pb2.Status:
     """The one mapping from an exception to the ``google.rpc.Status`` a client receives.
 
     Domain errors keep their message and gain structured details; anything else is
-    INTERNAL with only the request id (the traceback stays in the server log).
+    INTERNAL with only the request id (the traceback stays in the server log). A request
+    id, when given, is in every ``ErrorInfo``. Field violations are capped (``max_details``
+    and about 8 KiB): ``ErrorInfo.metadata`` says how many there are (``violations``) and
+    how many are left out (``omitted``), and the message ends with "and N more".
     """
+    status = _status(exc, deadline_passed, request_id, max_details)
+    status.message = _short(status.message)
+    return status
+
+
+def _status(exc: BaseException, deadline_passed: bool, request_id: str,
+            max_details: int) -> status_pb2.Status:
+    ids = {"request_id": request_id} if request_id else {}
     if isinstance(exc, InvalidInputError):
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=v.path(), description=v.description, reason="INVALID_VALUE"
-            )
-            for v in exc.violations
-        ])
+        shown = _violations(exc, max_details)
+        omitted = len(exc.violations) - len(shown)
+        bad = error_details_pb2.BadRequest(field_violations=shown)
+        message = str(exc) if omitted == 0 or len(shown) >= 10 else "; ".join(
+            f"{v.field}: {v.description}" for v in shown) + f"; and {omitted} more"
         return status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=str(exc),
-            details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations))),
+            code=code_pb2.INVALID_ARGUMENT, message=message,
+            details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations),
+                                     omitted=omitted, **ids)),
         )
     if isinstance(exc, InfeasiblePlanError):
         failure = error_details_pb2.PreconditionFailure(violations=[
@@ -111,21 +162,22 @@ def status_from_error(
         ])
         return status_pb2.Status(
             code=code_pb2.FAILED_PRECONDITION, message=str(exc),
-            details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(exc.constraints))),
+            details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(exc.constraints),
+                                         **ids)),
         )
     if isinstance(exc, LimitExceededError):
         quota = error_details_pb2.QuotaFailure(violations=[
             error_details_pb2.QuotaFailure.Violation(subject=exc.limit, description=str(exc))
         ])
         info = _info("LIMIT_EXCEEDED", limit=exc.limit, value=repr(exc.value),
-                     maximum=repr(exc.maximum))
+                     maximum=repr(exc.maximum), **ids)
         return status_pb2.Status(
             code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc), details=_pack(quota, info)
         )
     if isinstance(exc, CancelledError):
         code = code_pb2.DEADLINE_EXCEEDED if deadline_passed else code_pb2.CANCELLED
         reason = "DEADLINE_EXCEEDED" if deadline_passed else "CANCELLED"
-        return status_pb2.Status(code=code, message=str(exc), details=_pack(_info(reason)))
+        return status_pb2.Status(code=code, message=str(exc), details=_pack(_info(reason, **ids)))
     if isinstance(exc, PluginError):
         info = _info("PLUGIN_ERROR", plugin=exc.plugin, request_id=request_id)
         return status_pb2.Status(code=code_pb2.INTERNAL, message=str(exc), details=_pack(info))
@@ -165,6 +217,9 @@ def error_from_status(
                 violations.append(FieldViolation(m.group(1), v.description, int(m.group(2))))
             else:
                 violations.append(FieldViolation(v.field, v.description))
+        omitted = int(meta.get("omitted", "0") or 0)
+        if omitted > 0:
+            return TruncatedInputError(violations, len(violations) + omitted)
         return InvalidInputError(violations)
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "PLAN_INFEASIBLE":
         constraints = [c for c in meta.get("constraints", "").split(",") if c]
@@ -202,6 +257,7 @@ __all__ = [
     "DOMAIN",
     "DeadlineExceededError",
     "ServiceError",
+    "TruncatedInputError",
     "error_from_status",
     "grpc_code",
     "status_from_error",
