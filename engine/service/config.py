@@ -159,6 +159,14 @@ class ServerConfig:
             raise ValueError("; ".join(problems))
 
     @property
+    def unauthenticated_network(self) -> bool:
+        """TLS on an address others can reach, with neither client certificates nor
+        tokens: the traffic is private, but anyone who can connect may call the service
+        (``EquityServer.start`` logs a warning; add --tls-client-ca or --token-file)."""
+        return (self.tls is not None and not self.tls.mutual and not self.tokens
+                and not is_loopback(self.host))
+
+    @property
     def target(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"

@@ -114,6 +114,13 @@ class EquityServer:
                 json_lines_configured(), nice=15))
             self.servicer.pool = self.pool
         self._server.start()
+        if self.config.unauthenticated_network:
+            log.warning(
+                "TLS on %s without client authentication: anyone who can reach port %d may "
+                "call the service; give --tls-client-ca (mutual TLS) or --token-file",
+                self.config.host, port, extra={"fields": {"host": self.config.host,
+                                                          "port": port,
+                                                          "client_auth": "none"}})
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         tls = self.config.tls
