@@ -13,7 +13,15 @@ import pytest
 
 from engine.cli import main
 from engine.plan import Plan, SegmentLimit
-from engine.planning.report import CHARTS, build_report, write_report
+from engine.planning.report import (
+    CHARTS,
+    SECTIONS,
+    build_report,
+    render_html,
+    report_json,
+    write_report,
+)
+from engine.planning.report_data import kind_view, moves_sorted, plans_table, roc_wide
 from engine.portfolio import Portfolio
 from engine.synthetic import customers, example, prospects
 
@@ -38,20 +46,126 @@ def _check_report(paths: dict[str, Path]) -> str:
         assert tag is not None, name
         assert base64.b64decode(tag.group(1)) == png  # self-contained: the same image inline
     assert "<script" not in page and "http" not in page.split("<body>")[1]
+    for section in SECTIONS:
+        assert f"<section id='{section}'" in page, section
+    assert "@media print" in page
+    json.loads(paths["json"].read_text())  # strict: no NaN
     return page
 
 
-def test_report_with_current_plan_and_scenarios(tmp_path: Path) -> None:
+def _section(page: str, ident: str) -> str:
+    start = page.index(f"<section id='{ident}'")
+    return page[start:page.index("</section>", start)]
+
+
+@pytest.fixture(scope="module")
+def example_report() -> tuple[object, pl.DataFrame]:
     cust, pros, plan = example(800)
-    data = build_report(Portfolio(cust, pros), plan, _current(cust, pros), top=10,
-                        discount_rates=[0.05], response_factors=[1.5])
+    current = _current(cust, pros)
+    data = build_report(Portfolio(cust, pros), plan, current, top=10,
+                        discount_rates=[0.05], response_factors=[1.5],
+                        inputs={"current_plan": "/somewhere/spend.csv"})
+    return data, current
+
+
+def test_report_with_current_plan_and_scenarios(tmp_path: Path, example_report) -> None:
+    data, _ = example_report
     paths = write_report(data, tmp_path / "out")
     page = _check_report(paths)
     for text in ("Frontier and optimal budget", "Acquisition vs retention", "Return on Customer",
-                 "optimum, same money", "Scenarios", "largest uplift"):
+                 "optimum, same money", "Scenarios", "largest uplift", "Response curves",
+                 "Share of spend vs share of effect"):
         assert text in page
+    assert "<section id='scenarios'" in page
     assert data.top.height == 10
     assert (data.top["uplift"].to_numpy()[:-1] >= data.top["uplift"].to_numpy()[1:]).all()
+
+
+def test_decision_summary_names_the_gain_the_limits_and_the_assumptions(example_report) -> None:
+    data, _ = example_report
+    d = data.decision
+    opt = data.comparison.optimum.summary
+    current = data.comparison.evaluation("current")
+    assert d["gain_vs_nothing"] == pytest.approx(opt["equity_gain"])
+    assert d["gain_vs_current"] == pytest.approx(opt["equity_after"] - current.equity_after)
+    sentence = d["recommendation"]
+    assert sentence.startswith("Spend ") and "over doing nothing" in sentence
+    assert "current plan" in sentence
+    # Every binding limit with its shadow price, the premium cap among them (the example's
+    # cap is worth about 0.86 per unit at 5000 customers; its price at 800 comes from the
+    # same LP, so check it against the summary rather than a constant).
+    prices = opt["shadow_prices"]
+    limits = {r["limit"]: r for r in data.limits.to_dicts()}
+    assert limits["cap:premium"]["binding"]
+    assert limits["cap:premium"]["shadow_price"] == pytest.approx(prices["cap:premium"])
+    page = render_html(data, {n: PNG for n in CHARTS})
+    decision = _section(page, "decision")
+    assert "premium cap" in decision and f"{prices['cap:premium']:.2f}" in decision
+    assert f"{prices['budget']:.2f}" in decision  # the total budget's price, too
+    for text in ("Discount rate", "Horizon", "spend.csv", "Engine", "Response"):
+        assert text in decision, text
+    # binding rows first, largest price first
+    binding = data.limits.filter(pl.col("binding"))["shadow_price"].abs().to_list()
+    assert binding == sorted(binding, reverse=True)
+    assert data.limits["binding"].to_list() == sorted(data.limits["binding"].to_list(),
+                                                      reverse=True)
+
+
+def test_acquisition_vs_retention_shows_the_total_budgets_price(example_report) -> None:
+    data, _ = example_report
+    prices = data.comparison.optimum.summary["shadow_prices"]
+    view = {r["kind"]: r for r in kind_view(data.kinds, data.limits)["kinds"]}
+    # The example has a total and an acquisition budget: retention's next unit is bought
+    # with the total budget alone, acquisition's with both.
+    assert view["retention"]["next_unit"] == pytest.approx(prices["budget"])
+    assert view["retention"]["next_unit"] > 0
+    assert view["acquisition"]["next_unit"] == pytest.approx(
+        prices["budget"] + prices["budget:acquisition"])
+    section = _section(render_html(data, {n: PNG for n in CHARTS}), "acquisition-retention")
+    assert f"{prices['budget']:.4f}" in section and "total budget" in section
+
+
+def test_tables_sorted_by_size_and_noise_shown_as_zero(example_report) -> None:
+    data, _ = example_report
+    moved = moves_sorted(data.comparison)
+    sizes = moved["moved"].abs().to_list()
+    assert sizes == sorted(sizes, reverse=True)
+    plans = plans_table(data.comparison)
+    optimum = plans.filter(pl.col("plan") == "optimum")
+    assert optimum["gain_available"][0] == 0.0  # the integral optimum meets its LP bound
+    roc = roc_wide(data.comparison)
+    assert roc["plan"].to_list() == [e.name for e in data.comparison.evaluations]  # one row each
+    assert {"total", "retention", "acquisition"} <= set(roc.columns)
+    seg = data.segments["spend_optimum"].to_list()
+    assert seg == sorted(seg, reverse=True)
+
+
+def test_response_curves_mark_both_plans_on_or_below_the_curve(example_report) -> None:
+    data, _ = example_report
+    assert set(data.curves) == set(data.groups)
+    for label, c in data.curves.items():
+        x, y = np.asarray(c["spend"]), np.asarray(c["effect"])
+        assert (np.diff(x) >= 0).all() and (np.diff(np.diff(y) / np.maximum(np.diff(x), 1e-12))
+                                            <= 1e-6 * max(1.0, abs(y).max())).all(), label
+        for name in ("optimum", "current"):
+            s, e = c[name]["spend"], c[name]["effect"]
+            if x[0] <= s <= x[-1]:  # no plan beats its segment's best curve
+                assert e <= np.interp(s, x, y) + 1e-6 * max(1.0, abs(e)), (label, name)
+    shares = data.segments["share_spend_optimum"].sum()
+    assert shares == pytest.approx(1.0)
+
+
+def test_interval_and_model_assumptions_are_rendered_when_present(example_report) -> None:
+    data, _ = example_report
+    decision = dict(data.decision)
+    lo, hi = decision["gain_vs_nothing"] * 0.9, decision["gain_vs_nothing"] * 1.1
+    data2 = type(data)(**{**data.__dict__, "decision": {**decision,
+                                                        "gain_vs_nothing_interval": [lo, hi]},
+                          "assumptions": {**data.assumptions,
+                                          "model": {"retention response": "fitted, holdout"}}})
+    page = render_html(data2, {n: PNG for n in CHARTS})
+    section = _section(page, "decision")
+    assert "interval" in section and "fitted, holdout" in section
 
 
 def test_report_with_twenty_segments(tmp_path: Path) -> None:
@@ -59,9 +173,13 @@ def test_report_with_twenty_segments(tmp_path: Path) -> None:
     cust, pros = customers(1500, segments=segs), prospects(segments=segs, scale=0.05)
     plan = Plan(total_budget=9_000.0, retention_levels=(0.0, 2.0, 5.0, 10.0, 20.0),
                 segment_limits=(SegmentLimit("segment-03", cap=500.0),))
-    paths = write_report(build_report(Portfolio(cust, pros), plan), tmp_path)
-    page = _check_report(paths)
-    assert all(s in page for s in segs)
+    data = build_report(Portfolio(cust, pros), plan)
+    paths = write_report(data, tmp_path)
+    _check_report(paths)
+    # the largest 12 one by one and the rest as one; the JSON has every segment
+    assert len(data.groups) == 12 and len(data.curves) == 13
+    assert any(k.startswith("other (8 segments)") for k in data.curves)
+    assert {r["segment"] for r in report_json(data)["segments"]} == set(segs)
 
 
 def test_cli_frontier_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +212,7 @@ def test_cli_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["report", "--example", "--example-size", "600", "--out", str(tmp_path / "r"),
                  "--current-plan", str(current), "--no-scenarios", "--quiet"]) == 0
     _check_report({**{n: tmp_path / "r" / f"{n}.png" for n in CHARTS},
-                   "html": tmp_path / "r" / "report.html"})
+                   "html": tmp_path / "r" / "report.html", "json": tmp_path / "r" / "report.json"})
     capsys.readouterr()
     assert main(["compare", "--example", "--example-size", "600", "--current-plan",
                  str(current), "--json", "--quiet", "--scenario-response", "2"]) == 0
@@ -110,3 +228,27 @@ def test_cli_bad_current_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["compare", "--example", "--example-size", "300", "--current-plan", str(bad),
                  "--no-scenarios", "--quiet"]) == 2
     assert "not in the portfolio" in capsys.readouterr().err
+
+
+def test_cli_report_format_json_prints_everything_the_page_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cust, pros, _ = example(500)
+    current = tmp_path / "current.csv"
+    _current(cust, pros).write_csv(current)
+    out = tmp_path / "nothing-here"
+    assert main(["report", "--example", "--example-size", "500", "--format", "json", "--quiet",
+                 "--current-plan", str(current), "--scenario-response", "2",
+                 "--out", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert not out.exists()  # json: nothing written
+    assert set(doc) >= {"decision", "limits", "assumptions", "frontier", "response_curves",
+                        "segments", "acquisition_vs_retention", "plans", "roc", "money_moved",
+                        "scenarios", "concentration", "top_customers"}
+    assert doc["decision"]["recommendation"].startswith("Spend ")
+    assert doc["assumptions"]["inputs"] == {"current_plan": "current.csv"}
+    assert any(r["limit"] == "cap:premium" and r["binding"] for r in doc["limits"])
+    assert {r["plan"] for r in doc["roc"]} >= {"optimum", "do nothing", "current"}
+    assert len(doc["scenarios"]) == 2 * 3
+    text = json.dumps(doc, allow_nan=False)  # strict JSON
+    assert "NaN" not in text

@@ -221,24 +221,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_files(args: argparse.Namespace) -> dict[str, str]:
+    names = ("plan", "customers", "prospects", "options", "transactions", "current_plan")
+    return {n: str(getattr(args, n)) for n in names if getattr(args, n, None)}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
 
-    from engine.planning.report import build_report, write_report
+    from engine.planning.report import build_report, report_json, write_report
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
     current = _read_current(args.current_plan)
     rates, factors = _scenario_values(args, plan.discount_rate)
+    paths = None
     try:
         data = build_report(portfolio, plan, current, progress=progress, top=args.top,
-                            discount_rates=rates, response_factors=factors)
-        paths = write_report(data, args.out, progress)
+                            discount_rates=rates, response_factors=factors,
+                            inputs=_input_files(args))
+        if args.format == "html":
+            paths = write_report(data, args.out, progress)
     finally:
         progress.close()
+    if paths is None:  # --format json: the page's figures on stdout, no files
+        _print_json(report_json(data))
+        return 0
     if args.json:
         _print_json({"files": {k: str(v) for k, v in paths.items()},
-                     "frontier": data.frontier.summary()})
+                     "frontier": data.frontier.summary(),
+                     "recommendation": data.decision["recommendation"]})
         return 0
+    print(data.decision["recommendation"])
     print(f"wrote {paths['html']}")
     for name, path in paths.items():
         if name != "html":
@@ -291,4 +304,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     scenarios(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
     p.add_argument("--top", type=int, default=20, help="customers shown by uplift")
+    p.add_argument("--format", choices=("html", "json"), default="html",
+                   help="html: write the page, its charts and report.json to --out; json: print "
+                        "everything the page shows to stdout and write nothing")
     p.set_defaults(func=cmd_report)

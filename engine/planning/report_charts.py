@@ -1,0 +1,395 @@
+"""The report's charts (matplotlib, rendered to PNG).
+
+Every chart states its units; legends sit outside the plotting area so they never cover data;
+segment charts show the segments the report shows one by one (the largest) plus one "other"
+bar, so they read the same at 20 and at 200 segments.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from engine.planning.frontier import Frontier
+from engine.planning.report_data import ReportData
+from engine.planning.scenarios import Comparison
+
+KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}
+PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467bd",
+                "proportional": "#8c564b", "current": "#d62728",
+                "optimum, same money": "#17becf"}
+CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "uplift")
+MONEY = "currency units"
+
+
+def _money(x: float, _pos: object = None) -> str:
+    a = abs(x)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{x / div:,.3g}{suffix}"
+    return f"{x:,.4g}"
+
+
+def _percent(x: float, _pos: object = None) -> str:
+    return f"{x:.0%}"
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _legend_below(ax: Axes, ncol: int = 3) -> None:
+    """The legend under the axes: it never covers a bar or a point."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig = ax.figure
+        tall = fig.get_figheight() if isinstance(fig, Figure) else 4.0
+        inches = ax.get_position().height * tall
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.55 / inches),
+                  ncol=ncol, fontsize=8, frameon=False)
+
+
+def _thin(n: int, keep: Sequence[int] = (), most: int = 2000) -> np.ndarray:
+    idx = np.unique(np.linspace(0, n - 1, min(n, most)).astype(np.int64))
+    return np.unique(np.concatenate([idx, np.asarray(keep, dtype=np.int64)]))
+
+
+def group_labels(data: ReportData) -> tuple[dict[str, str], list[str]]:
+    """Segment -> shown label (the largest by name, the rest as "other (k segments)")."""
+    segments = data.segments["segment"].to_list()
+    shown = set(data.groups)
+    rest = [s for s in segments if s not in shown]
+    other = f"other ({len(rest)} segments)"
+    mapping = {s: (s if s in shown else other) for s in segments}
+    return mapping, list(data.groups) + ([other] if rest else [])
+
+
+def _grouped(units: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFrame:
+    return units.with_columns(pl.col("segment").replace_strict(mapping, default="other",
+                                                               return_dtype=pl.String)
+                              .alias("group"))
+
+
+def _height(n: int) -> float:
+    return max(3.2, 0.36 * n + 1.8)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def chart_frontier(front: Frontier, interval: Sequence[float] | None = None) -> bytes:
+    pts = front.points
+    budget = pts["budget"].to_numpy()
+    gain = pts["equity_gain"].to_numpy()
+    slope = pts["slope"].fill_null(np.nan).to_numpy()
+    ret = pts["retention"].to_numpy() if "retention" in pts.columns else np.zeros_like(budget)
+    acq = pts["acquisition"].to_numpy() if "acquisition" in pts.columns else np.zeros_like(budget)
+    best = front.optimal_budget
+    chosen = front.plan_budget if front.plan_budget is not None else best
+    if chosen > best:  # past the optimal budget the LP leaves money unspent: V is flat
+        budget, gain = np.append(budget, chosen), np.append(gain, gain[-1])
+        slope = np.append(slope, 0.0)
+        ret, acq = np.append(ret, ret[-1]), np.append(acq, acq[-1])
+    idx = _thin(budget.size, [0, budget.size - 1])
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.5, 1.5]})
+    ax = axes[0]
+    ax.plot(budget[idx], gain[idx], color="#2ca02c", lw=2, label="LP frontier (exact)")
+    g_chosen = float(front.equity_at([chosen])[0] - front.equity_before)
+    g_best = front.optimal_equity - front.equity_before
+    ax.axvline(best, color="#555", ls="--", lw=1)
+    ax.plot([best], [g_best], "o", color="#555", ms=8,
+            label=f"optimal budget {_money(best)}: gain {_money(g_best)}")
+    if front.plan_budget is not None:
+        unspent = front.plan_budget - best
+        extra = f" ({_money(unspent)} left unspent)" if unspent > 0 else ""
+        ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
+        ax.plot([chosen], [g_chosen], "D", color="#d62728", ms=8,
+                label=f"plan budget {_money(front.plan_budget)}: gain {_money(g_chosen)}{extra}")
+        if interval is not None and len(interval) == 2:
+            lo, hi = float(interval[0]), float(interval[1])
+            err = [[max(g_chosen - lo, 0.0)], [max(hi - g_chosen, 0.0)]]
+            ax.errorbar([chosen], [g_chosen], yerr=err, color="#d62728", capsize=6, lw=1.5,
+                        label="uncertainty interval of the gain")
+    ax.set_ylabel(f"Equity gain over doing nothing\n({MONEY}, net of spend)")
+    ax.set_title("Equity gain as a function of the total budget")
+    ax.yaxis.set_major_formatter(FuncFormatter(_money))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+    ax = axes[1]
+    steps_x = np.repeat(budget, 2)[1:-1]
+    steps_y = np.repeat(slope[1:], 2)
+    ix = _thin(steps_x.size, [0, steps_x.size - 1], most=4000)
+    ax.plot(steps_x[ix], steps_y[ix], color="#1f77b4", lw=1.5)
+    ax.axhline(0.0, color="#555", lw=1)
+    ax.axvline(best, color="#555", ls="--", lw=1)
+    if front.plan_budget is not None:
+        ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
+    finite = steps_y[np.isfinite(steps_y)]
+    if finite.size:
+        top = float(np.quantile(finite, 0.98))
+        ax.set_ylim(min(0.0, float(finite.min())) - 0.05 * max(top, 1e-9), top * 1.1 + 1e-9)
+    ax.set_ylabel("Net equity per extra\nunit of budget (ratio)")
+    ax.grid(alpha=0.3)
+
+    ax = axes[2]
+    ax.stackplot(budget[idx], ret[idx], acq[idx], labels=["retention", "acquisition"],
+                 colors=[KIND_COLOURS["retention"], KIND_COLOURS["acquisition"]], alpha=0.8)
+    ax.axvline(best, color="#555", ls="--", lw=1)
+    if front.plan_budget is not None:
+        ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
+    ax.set_ylabel(f"Spend by kind\n({MONEY})")
+    ax.set_xlabel(f"Total budget ({MONEY})")
+    ax.yaxis.set_major_formatter(FuncFormatter(_money))
+    ax.xaxis.set_major_formatter(FuncFormatter(_money))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_response(data: ReportData) -> bytes:
+    """Small multiples: per segment, the effect its spend buys, with the optimum's and the
+    current plan's spend marked, and the break-even line (effect = spend)."""
+    curves = data.curves
+    n = max(len(curves), 1)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.5 * rows + 1.0),
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (label, c) in zip(axes.flat, curves.items(), strict=False):
+        x, y = np.asarray(c["spend"]), np.asarray(c["effect"])
+        ax.plot(x, y, color="#2ca02c", lw=1.8, label="best effect of the spend")
+        if x.size > 1:
+            ax.plot([x[0], x[-1]], [x[0], x[-1]], color="#999", ls=":", lw=1,
+                    label="break-even (effect = spend)")
+        for name, marker in (("optimum", "o"), ("current", "D")):
+            if name in c:
+                ax.plot([c[name]["spend"]], [c[name]["effect"]], marker, ms=7,
+                        color=PLAN_COLOURS[name], label=f"{name} spend")
+        ax.set_title(label, fontsize=9)
+        ax.xaxis.set_major_formatter(FuncFormatter(_money))
+        ax.yaxis.set_major_formatter(FuncFormatter(_money))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.supxlabel(f"Spend in the segment ({MONEY})", fontsize=9)
+    fig.supylabel(f"Equity added before spend ({MONEY})", fontsize=9)
+    fig.suptitle("Response curves by segment", fontsize=11, y=1.0)
+    fig.tight_layout(rect=(0.01, 0.01, 1, 0.93 if rows > 1 else 0.86))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.97), ncol=4,
+               fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def chart_shares(data: ReportData) -> bytes:
+    """Share of spend against share of effect, per segment, for the optimum (and the current
+    plan when given)."""
+    mapping, labels = group_labels(data)
+    seg = data.segments.with_columns(pl.col("segment").replace_strict(mapping, default="other",
+                                                                      return_dtype=pl.String)
+                                     .alias("group"))
+    plans = [p for p in ("optimum", "current") if f"share_spend_{p}" in seg.columns]
+    cols = [f"share_{w}_{p}" for p in plans for w in ("spend", "effect")]
+    agg = seg.group_by("group").agg([pl.col(c).sum() for c in cols])
+    lookup = {r["group"]: r for r in agg.iter_rows(named=True)}
+    n = len(labels)
+    y = np.arange(n)
+    fig, axes = plt.subplots(1, len(plans), figsize=(5.2 * len(plans) + 1, _height(n)),
+                             squeeze=False, sharey=True)
+    for ax, p in zip(axes.flat, plans, strict=True):
+        spend = np.array([lookup.get(g, {}).get(f"share_spend_{p}", 0.0) or 0.0 for g in labels])
+        effect = np.array([lookup.get(g, {}).get(f"share_effect_{p}", 0.0) or 0.0
+                           for g in labels])
+        ax.barh(y - 0.2, spend, 0.38, color="#1f77b4", label="share of spend")
+        ax.barh(y + 0.2, effect, 0.38, color="#2ca02c", label="share of effect")
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+        ax.set_xlabel("Share of the plan's total (%)")
+        ax.set_title(f"{p}: share of spend vs share of effect", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        _legend_below(ax, 2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_spend(data: ReportData) -> bytes:
+    comparison: Comparison = data.comparison
+    mapping, labels = group_labels(data)
+    shown = ("optimum", "current", "optimum, same money")
+    plans = [e for e in comparison.evaluations if e.name in shown]
+    style = {"optimum": (1.0, None), "current": (0.45, "//"), "optimum, same money": (0.75, "..")}
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(9, _height(n) * (1.0 + 0.3 * (len(plans) - 1))))
+    height = 0.8 / len(plans)
+    y = np.arange(n)
+    for j, ev in enumerate(plans):
+        cells = _grouped(ev.units, mapping).group_by(["group", "kind"]).agg(pl.col("spend").sum())
+        left = np.zeros(n)
+        offset = (j - (len(plans) - 1) / 2) * height
+        for kind in ("retention", "acquisition"):
+            part = cells.filter(pl.col("kind") == kind)
+            lookup = dict(zip(part["group"].to_list(), part["spend"].to_list(), strict=True))
+            vals = np.array([lookup.get(s, 0.0) for s in labels])
+            alpha, hatch = style[ev.name]
+            ax.barh(y + offset, vals, height * 0.95, left=left, color=KIND_COLOURS[kind],
+                    alpha=alpha, hatch=hatch, edgecolor="white", label=f"{ev.name}: {kind}")
+            left += vals
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel(f"Spend ({MONEY})")
+    ax.xaxis.set_major_formatter(FuncFormatter(_money))
+    ax.set_title("Spend by segment and kind")
+    ax.grid(axis="x", alpha=0.3)
+    _legend_below(ax, 2 if len(plans) < 3 else 3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_equity(data: ReportData) -> bytes:
+    mapping, labels = group_labels(data)
+    opt = _grouped(data.comparison.evaluations[0].units, mapping).group_by("group").agg(
+        pl.col("equity_before").sum(), pl.col("equity_after").sum())
+    lookup = {r["group"]: r for r in opt.iter_rows(named=True)}
+    before = np.array([lookup[g]["equity_before"] for g in labels])
+    after = np.array([lookup[g]["equity_after"] for g in labels])
+    n = len(labels)
+    y = np.arange(n)
+    fig, ax = plt.subplots(figsize=(9, _height(n)))
+    ax.barh(y - 0.2, before, 0.38, color="#7f7f7f", label="before (doing nothing)")
+    ax.barh(y + 0.2, after, 0.38, color="#2ca02c", label="after (optimum, net of spend)")
+    for yi, b, a in zip(y, before, after, strict=True):
+        change = (a - b) / b if b > 0 else math.nan
+        text = f"{a - b:+,.0f}" + (f" ({change:+.1%})" if math.isfinite(change) else "")
+        ax.text(max(a, b), yi + 0.2, "  " + text, va="center", fontsize=7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel(f"Customer equity ({MONEY})")
+    ax.xaxis.set_major_formatter(FuncFormatter(_money))
+    top = max(float(after.max(initial=0.0)), float(before.max(initial=0.0)))
+    if top > 0:
+        ax.set_xlim(0, top * 1.3)
+    ax.set_title("Equity before and after by segment")
+    ax.grid(axis="x", alpha=0.3)
+    _legend_below(ax, 2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_roc(data: ReportData) -> bytes:
+    comparison = data.comparison
+    mapping, labels = group_labels(data)
+    roc = comparison.roc()
+    plans = [e.name for e in comparison.evaluations]
+    total = roc.filter(pl.col("scope") == "total")
+    n = len(labels)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, max(4.0, 0.36 * n + 2.4)),
+                                   gridspec_kw={"width_ratios": [1, 2]})
+    values = [float(total.filter(pl.col("plan") == p)["roc"].fill_null(np.nan)[0]) for p in plans]
+    finite = [v for v in values if math.isfinite(v)] or [0.0]
+    colours = [PLAN_COLOURS.get(p, "#17becf") for p in plans]
+    ax0.barh(np.arange(len(plans)), np.nan_to_num(values), color=colours)
+    for i, v in enumerate(values):
+        ax0.text(v if math.isfinite(v) else 0, i, f" {v:.1%}" if math.isfinite(v) else " n/a",
+                 va="center", fontsize=8)
+    ax0.set_yticks(np.arange(len(plans)))
+    ax0.set_yticklabels(plans, fontsize=8)
+    ax0.invert_yaxis()
+    ax0.set_xlabel("ROC, whole base (% per period)")
+    ax0.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax0.set_xlim(min(0.0, min(finite) * 1.2), max(finite) * 1.4 if max(finite) > 0 else 1)
+    ax0.set_title("ROC by plan", fontsize=10)
+    ax0.grid(axis="x", alpha=0.3)
+    y = np.arange(n)
+    for j, p in enumerate(plans):
+        ev = comparison.evaluation(p)
+        assert ev is not None
+        g = _grouped(ev.units, mapping).group_by("group").agg(
+            pl.col("equity_before").sum(), pl.col("equity_after").sum(), pl.col("spend").sum())
+        lookup = {r["group"]: r for r in g.iter_rows(named=True)}
+        vals = []
+        for s in labels:
+            r = lookup.get(s)
+            e0 = r["equity_before"] if r else 0.0
+            vals.append(((1 + ev.discount_rate) * (r["equity_after"] + r["spend"]) - r["spend"]
+                         - e0) / e0 if r and e0 > 0 else np.nan)
+        ax1.plot(vals, y + (j - (len(plans) - 1) / 2) * 0.12, "o", ms=5,
+                 color=PLAN_COLOURS.get(p, "#17becf"), label=p)
+    ax1.set_yticks(y)
+    ax1.set_yticklabels(labels, fontsize=8)
+    ax1.set_ylim(n - 0.5, -0.5)
+    ax1.set_xlabel("ROC by segment (% per period)")
+    ax1.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax1.set_title("ROC by segment (customers and their segment's pool)", fontsize=10)
+    ax1.grid(alpha=0.3)
+    _legend_below(ax1, 3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def chart_uplift(data: ReportData) -> bytes:
+    """Where the gain comes from: customers sorted by uplift, the cumulative share of the
+    gain and of the spend against the share of customers."""
+    c: dict[str, Any] = data.concentration
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    if c["share_customers"]:
+        x = np.concatenate([[0.0], c["share_customers"]])
+        ax.plot(x, np.concatenate([[0.0], c["share_gain"]]), color="#2ca02c", lw=2,
+                label="share of the gain (net of spend)")
+        ax.plot(x, np.concatenate([[0.0], c["share_spend"]]), color="#1f77b4", lw=1.5, ls="--",
+                label="share of the spend")
+        ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="equal shares")
+        text = ", ".join(f"top {k}: {v:.0%}" for k, v in c["top"].items())
+        ax.set_title(f"Where the gain comes from ({c['customers']:,} customers; {text} of the "
+                     "gain)", fontsize=10)
+    else:
+        ax.text(0.5, 0.5, "No customer gains from spend in this plan", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_title("Where the gain comes from", fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.set_xlabel("Customers, largest uplift first (% of customers)")
+    ax.set_ylabel("Cumulative share (%)")
+    ax.grid(alpha=0.3)
+    _legend_below(ax, 3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def render_charts(data: ReportData) -> dict[str, Any]:
+    """Chart name -> function of no argument returning its PNG."""
+    interval = data.decision.get("gain_vs_nothing_interval")
+    return {
+        "frontier": lambda: chart_frontier(data.frontier, interval),
+        "response": lambda: chart_response(data),
+        "shares": lambda: chart_shares(data),
+        "spend": lambda: chart_spend(data),
+        "equity": lambda: chart_equity(data),
+        "roc": lambda: chart_roc(data),
+        "uplift": lambda: chart_uplift(data),
+    }
