@@ -122,12 +122,7 @@ def summary(part: Part, ranges: Ranges, lag: Ranges, lag_price: NDArray[np.float
     Lagrangian terms of those in ``lag`` at ``lag_price``, and the partition's totals."""
     inc, options = _inc(part), part.options
     idx, rid = members(part, ranges)
-    if idx.size:
-        pairs = np.stack([rid, part.key[idx] >> ranges[rid, 3]], axis=1)
-        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    else:
-        uniq, inverse = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    inverse = inverse.ravel()
+    uniq, inverse = _groups(part.key[idx], rid, ranges)
     lag_idx, lag_rid = members(part, lag)
     reduced = inc.dv[lag_idx] - lag_price[lag_rid] * inc.dc[lag_idx]
     free = inc.dv[~part.constrained]
@@ -143,6 +138,34 @@ def summary(part: Part, ranges: Ranges, lag: Ranges, lag_price: NDArray[np.float
         "free_value": float(free[free > 0].sum()),
         "units": options.n_units,
     }
+
+
+LOCAL_BITS = 17  # a range spans at most 2**16 sub-keys at its own shift (plus one)
+
+
+def _groups(key: NDArray[np.int64], rid: NDArray[np.int64], ranges: Ranges
+            ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The distinct (range, key >> its shift) pairs and each key's pair, without a sort of
+    the keys: within a range the sub-key less the range's first one is below 2**17, so the
+    pair is one small integer and a count per value finds the distinct ones."""
+    if key.size == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    shift = ranges[rid, 3]
+    base = ranges[:, 1] >> ranges[:, 3]
+    sub = key >> shift
+    local = sub - base[rid]
+    code = (rid << LOCAL_BITS) | local
+    size = len(ranges) << LOCAL_BITS
+    if size <= 1 << 23:
+        present = np.flatnonzero(np.bincount(code, minlength=size))
+        lookup = np.zeros(size, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        inverse = lookup[code]
+    else:
+        present, inverse = np.unique(code, return_inverse=True)
+    r = present >> LOCAL_BITS
+    subs = (present & ((1 << LOCAL_BITS) - 1)) + base[r]
+    return np.stack([r, subs], axis=1), inverse.ravel()
 
 
 @dataclass

@@ -1,0 +1,171 @@
+"""The allocation on a LocalCluster of worker processes against one machine, side by side.
+
+    .venv/bin/python benchmarks/bench_cluster.py --sizes 1M,10M --workers 2 --partitions 8 \
+        --json benchmarks/results/distributed.json
+
+Per size: the README's example portfolio (``engine.synthetic.example``: customers with the
+``clv`` metric and ``exponential-response`` cost, 5 prospect pools, a total and an
+acquisition budget, a cap, a per-kind cap and a minimum) is written untimed as a partitioned
+Parquet dataset (``--partitions`` files) plus the pools. Then, in fresh subprocesses:
+
+* one machine: read the dataset, ``engine.pipeline.allocate``, write the plan (one Parquet
+  file); wall time and peak RSS (``ru_maxrss``);
+* the cluster: start ``local:W`` (timed apart), ``engine.optimize.distributed.allocate``
+  (the workers read the dataset and write the plan), then the cluster's shutdown; wall time,
+  the driver's peak RSS, each worker's peak RSS, rounds, and the bytes sent to and gathered
+  from the workers per call (pickled arguments and results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SIZES = {"k": 1_000, "M": 1_000_000}
+
+
+def parse_size(text: str) -> int:
+    return int(float(text[:-1]) * SIZES[text[-1]]) if text[-1] in SIZES else int(text)
+
+
+def prepare(n: int, partitions: int, workdir: Path) -> Path:
+    import polars as pl
+
+    from engine.synthetic import example
+
+    root = workdir / f"portfolio_{n}_{partitions}"
+    if (root / "done").exists():
+        return root
+    customers, prospects, plan = example(n)
+    (root / "customers").mkdir(parents=True, exist_ok=True)
+    step = -(-n // partitions)
+    for i in range(partitions):
+        customers.slice(i * step, step).write_parquet(root / "customers" / f"part-{i:04d}.parquet")
+    prospects.write_parquet(root / "prospects.parquet")
+    (root / "plan.json").write_text(plan.to_json())
+    del customers
+    pl.DataFrame({"n": [n]}).write_parquet(root / "done")
+    return root
+
+
+def single(root: Path, out: Path) -> dict[str, Any]:
+    import polars as pl
+
+    from engine.pipeline import allocate
+    from engine.plan import Plan
+    from engine.portfolio import Portfolio
+
+    started = time.perf_counter()
+    plan = Plan.from_file(root / "plan.json")
+    customers = pl.read_parquet(root / "customers")
+    prospects = pl.read_parquet(root / "prospects.parquet")
+    result = allocate(Portfolio(customers, prospects), plan)
+    result.units.write_parquet(out / "single.parquet")
+    s = result.summary
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
+        "notes": list(s["notes"]), "stages": dict(s["seconds"]),
+    }
+
+
+def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str, Any]:
+    from engine.optimize import distributed
+    from engine.optimize.cluster import Workers, connect
+    from engine.plan import Plan
+
+    traffic: list[dict[str, Any]] = []
+
+    class Counted(Workers):
+        def map(self, fn: Any, *args: Any, each: Any = None) -> list[Any]:
+            results = super().map(fn, *args, each=each)
+            traffic.append({"call": fn.__name__,
+                            "sent": len(pickle.dumps((args, each))) * (1 if each else self.n),
+                            "gathered": sum(len(pickle.dumps(r)) for r in results)})
+            return results
+
+    def rss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    started = time.perf_counter()
+    with connect(f"local:{workers}", memory_limit=memory) as client:
+        up = time.perf_counter() - started
+        mark = time.perf_counter()
+        w = Counted(client)
+        plan = Plan.from_file(root / "plan.json")
+        result = distributed.allocate(
+            distributed.sources(root / "customers", root / "prospects.parquet"), plan, w,
+            output=out / "plan")
+        seconds = time.perf_counter() - mark
+        worker_rss = list(client.run(rss).values())
+        w.close()
+    s = result.summary
+    return {
+        "startup_seconds": up,
+        "seconds": seconds,
+        "with_startup_and_shutdown": time.perf_counter() - started,
+        "driver_peak_rss_bytes": rss(),
+        "worker_peak_rss_bytes": worker_rss,
+        "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
+        "integer_bound": s["integer_bound"], "rounds": s["iterations"],
+        "partitions": s["partitions"], "notes": s["notes"], "stages": s["seconds"],
+        "traffic": traffic,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100k,1M")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--memory-limit", default=None, help="per worker, e.g. 4GiB")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "equity-bench")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", choices=("single", "cluster"), help=argparse.SUPPRESS)
+    ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.only:  # one measurement, in a fresh process
+        out = Path(tempfile.mkdtemp(dir=args.workdir))
+        found = (single(args.root, out) if args.only == "single"
+                 else cluster(args.root, out, args.workers, args.memory_limit))
+        print(json.dumps(found))
+        return
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"load_before": os.getloadavg(), "runs": []}
+    for text in args.sizes.split(","):
+        n = parse_size(text)
+        root = prepare(n, args.partitions, args.workdir)
+        row: dict[str, Any] = {"customers": n, "partitions": args.partitions,
+                               "workers": args.workers}
+        for what in ("single", "cluster"):
+            cmd = [sys.executable, __file__, "--only", what, "--root", str(root),
+                   "--workdir", str(args.workdir), "--workers", str(args.workers)]
+            if args.memory_limit:
+                cmd += ["--memory-limit", args.memory_limit]
+            run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            row[what] = (json.loads(run.stdout.strip().splitlines()[-1]) if run.returncode == 0
+                         else {"error": run.stderr[-2000:]})
+        if "seconds" in row["single"] and "seconds" in row["cluster"]:
+            row["ratio"] = row["cluster"]["seconds"] / row["single"]["seconds"]
+            row["bound_rel_diff"] = abs(row["cluster"]["bound"] - row["single"]["bound"]) / abs(
+                row["single"]["bound"])
+        report["runs"].append(row)
+        print(json.dumps(row, indent=1, default=str)[:3000], flush=True)
+    report["load_after"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
