@@ -84,6 +84,13 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def mutations(count: int, seed: int) -> list[bytes]:
+    """The first ``count`` streams ``main`` decodes with this ``seed``."""
+    rng = random.Random(seed)
+    originals = seeds()
+    return [mutate(originals[k % len(originals)], rng) for k in range(count)]
+
+
 def main(count: int, seed: int) -> None:
     rng = random.Random(seed)
     originals = seeds()

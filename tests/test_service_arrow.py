@@ -216,6 +216,20 @@ def test_server_survives_forged_dictionary_streams(
     assert reply.summary.customers == 200
 
 
+# With seed 1, mutation 92 makes polars' IPC reader abort the process (SIGABRT), 3 (the
+# file format) makes it hang, and 1 makes it panic (polars 1.x / 2.1, measured when this
+# decoder replaced it); the server answers each with INVALID_ARGUMENT.
+@pytest.mark.parametrize("index", [92, 3, 1])
+def test_streams_that_abort_hang_or_panic_polars_are_invalid_arguments(
+        stub: service_pb2_grpc.EquityServiceStub, server: EquityServer, index: int) -> None:
+    sys.path.insert(0, str(HERE))
+    from arrow_fuzz import mutations
+
+    err = _allocate(stub, mutations(index + 1, 1)[index])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "customers." in (err.details() or "")
+
+
 def test_a_panic_in_a_handler_still_gets_a_status(
         stub: service_pb2_grpc.EquityServiceStub, server: EquityServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
