@@ -42,6 +42,64 @@ class SegmentLimit:
     minimum: float | None = None
 
 
+CURVE_MODELS = ("exponential", "hill")
+
+
+def curve_parameters(kind: str, model: str) -> tuple[str, ...]:
+    """The estimated parameters of a response curve, in covariance order."""
+    head = ("base", "ceiling", "k") if kind == "retention" else ("ceiling", "k")
+    return (*head, "shape") if model == "hill" else head
+
+
+@dataclass(frozen=True)
+class ResponseCurve:
+    """How one segment's retention or acquisition responds to spend (docs/response.md).
+
+    ``covariance`` (row-major over ``curve_parameters(kind, model)``) is present when the
+    curve was estimated (source ``fitted``), empty when it was written by hand (``file``)."""
+
+    segment: str
+    kind: str
+    base: float
+    ceiling: float
+    k: float
+    model: str = "exponential"
+    shape: float | None = None
+    covariance: tuple[float, ...] = ()
+
+    @property
+    def source(self) -> str:
+        return "fitted" if self.covariance else "file"
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return curve_parameters(self.kind, self.model)
+
+    def problems(self, path: str) -> list[FieldViolation]:
+        out = []
+        if self.kind not in ("retention", "acquisition"):
+            out.append(FieldViolation(f"{path}.kind", "must be KIND_RETENTION or KIND_ACQUISITION"))
+        if self.model not in CURVE_MODELS:
+            out.append(FieldViolation(f"{path}.model", f"must be one of {CURVE_MODELS}"))
+        if not (0 <= self.base < 1) or (self.kind == "acquisition" and self.base != 0):
+            out.append(FieldViolation(
+                f"{path}.base", "must be in [0, 1) for retention and 0 for acquisition"))
+        if not (self.base <= self.ceiling <= 1):
+            out.append(FieldViolation(f"{path}.ceiling", "must be in [base, 1]"))
+        if not (math.isfinite(self.k) and self.k > 0):
+            out.append(FieldViolation(f"{path}.k", "must be a finite number > 0"))
+        if self.model == "hill" and not (self.shape is not None and 0 < self.shape < 1e3):
+            out.append(FieldViolation(f"{path}.shape", "a hill curve needs a shape > 0"))
+        size = len(self.parameters) if self.model in CURVE_MODELS else 0
+        if self.covariance and len(self.covariance) != size * size:
+            out.append(FieldViolation(
+                f"{path}.covariance", f"needs {size * size} values ({size} parameters squared), "
+                f"got {len(self.covariance)}"))
+        elif self.covariance and not all(math.isfinite(v) for v in self.covariance):
+            out.append(FieldViolation(f"{path}.covariance", "must be finite"))
+        return out
+
+
 @dataclass(frozen=True)
 class Plan:
     total_budget: float | None = None
@@ -56,6 +114,7 @@ class Plan:
     metric: StrategyChoice = StrategyChoice("clv")
     cost: StrategyChoice = StrategyChoice("exponential-response")
     allocation: StrategyChoice = StrategyChoice("lp")
+    response_curves: tuple[ResponseCurve, ...] = ()
 
     @property
     def valuation(self) -> Valuation:
@@ -117,6 +176,14 @@ class Plan:
         for name in ("metric", "cost", "allocation"):
             if not getattr(self, name).name:
                 problems.append(FieldViolation(f"plan.{name}.name", "must name a strategy"))
+        seen: set[tuple[str, str]] = set()
+        for i, curve in enumerate(self.response_curves):
+            problems.extend(curve.problems(f"plan.response_curves[{i}]"))
+            if (curve.segment, curve.kind) in seen:
+                problems.append(FieldViolation(
+                    f"plan.response_curves[{i}]",
+                    f"a second {curve.kind} curve for segment {curve.segment!r}"))
+            seen.add((curve.segment, curve.kind))
         if problems:
             raise InvalidInputError(problems)
 
@@ -164,6 +231,19 @@ class Plan:
             metric=strategy(msg.metric, defaults.metric),
             cost=strategy(msg.cost, defaults.cost),
             allocation=strategy(msg.allocation, defaults.allocation),
+            response_curves=tuple(
+                ResponseCurve(
+                    segment=c.segment,
+                    kind=KIND_NAMES.get(c.kind) or "unspecified",
+                    base=c.base,
+                    ceiling=c.ceiling,
+                    k=c.k,
+                    model=c.model or "exponential",
+                    shape=c.shape if c.HasField("shape") else None,
+                    covariance=tuple(c.covariance),
+                )
+                for c in msg.response_curves
+            ),
         )
         if msg.HasField("horizon") and msg.horizon == 0:
             raise InvalidInputError.single("plan.horizon", "must be >= 1 (omit for infinite)")
@@ -184,6 +264,15 @@ class Plan:
             margin_growth=self.margin_growth,
             retention_levels=list(self.retention_levels),
             acquisition_levels=list(self.acquisition_levels),
+            response_curves=[
+                plan_pb2.ResponseCurve(
+                    segment=c.segment, kind=kinds.get(c.kind, 0), model=c.model, base=c.base,
+                    ceiling=c.ceiling, k=c.k, shape=c.shape,
+                    parameters=list(c.parameters) if c.covariance else [],
+                    covariance=list(c.covariance),
+                )
+                for c in self.response_curves
+            ],
         )
         for name, value in (
             ("total", self.total_budget),

@@ -11,16 +11,17 @@ import polars as pl
 from engine.errors import FieldViolation, InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.options import ACQUISITION, RETENTION, OptionSet, from_table
-from engine.plan import Plan
+from engine.plan import Plan, ResponseCurve
 from engine.portfolio import Portfolio
+from engine.response.curves import lift
 from engine.strategies import CostModel, Param
 from engine.valuation import (
-    acquisition_response,
     customer_equity,
     new_customer_equity,
     retention_response,
 )
 
+RETENTION_NAME, ACQUISITION_NAME = "retention", "acquisition"
 _CHUNK = 1 << 16  # customers per block of the vectorised closed forms
 
 
@@ -39,6 +40,32 @@ def _segments(table: pl.DataFrame) -> pl.Series:
     if "segment" in table.columns:
         return table["segment"].cast(pl.String).fill_null("")
     return pl.Series("segment", [""] * table.height, dtype=pl.String)
+
+
+def _curves(
+    plan: Plan, kind: str, segments: pl.Series
+) -> list[tuple[ResponseCurve, np.ndarray]]:
+    """The plan's curves of one kind with the rows of their segment (a loop over curves)."""
+    out = []
+    for curve in plan.response_curves:
+        if curve.kind == kind:
+            rows = (segments == curve.segment).to_numpy()
+            if rows.any():
+                out.append((curve, rows))
+    return out
+
+
+def _response(
+    s: np.ndarray, low: np.ndarray, high: np.ndarray, k: np.ndarray, shape: np.ndarray
+) -> np.ndarray:
+    """low + (high - low) L(s): rows (units, one column each) by spend levels (one row); L is
+    exponential where shape is 0 and hill elsewhere."""
+    out = retention_response(s, low, high, k)
+    rows = np.flatnonzero(shape[:, 0] > 0)
+    if rows.size:
+        level = lift("hill", s, k[rows], shape[rows])
+        out[rows] = low[rows] + (high[rows] - low[rows]) * level
+    return out
 
 
 def response_options(
@@ -62,6 +89,15 @@ def response_options(
             k = customers["retention_response"].to_numpy()
         else:
             k = np.full(r0.size, response)
+        ceiling, k = np.array(ceiling, dtype=np.float64), np.array(k, dtype=np.float64)
+        shape = np.zeros(r0.size)
+        # A segment's curve: its k and shape, and the same share of each customer's gap to 1
+        # that it closes at its own base (docs/response.md).
+        for curve, rows in _curves(plan, RETENTION_NAME, _segments(customers)):
+            gap_share = (curve.ceiling - curve.base) / (1.0 - curve.base)
+            ceiling[rows] = r0[rows] + gap_share * (1.0 - r0[rows])
+            k[rows] = curve.k
+            shape[rows] = (curve.shape or 0.0) if curve.model == "hill" else 0.0
         net = _net_margin(customers)
         n = customers.height
         value = np.empty((n, s.size))
@@ -69,8 +105,9 @@ def response_options(
         # however many customers there are; only the result is allocated at full size.
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
-            r = retention_response(
-                s[None, :], r0[lo:hi, None], ceiling[lo:hi, None], k[lo:hi, None]
+            r = _response(
+                s[None, :], r0[lo:hi, None], ceiling[lo:hi, None], k[lo:hi, None],
+                shape[lo:hi, None],
             )
             value[lo:hi] = customer_equity(net[lo:hi, None], r, s[None, :], valuation)
         cost = np.ascontiguousarray(np.broadcast_to(s, (n, s.size)))
@@ -89,10 +126,15 @@ def response_options(
     if prospects is not None:
         a_levels = _levels(plan.acquisition_levels)
         pool = prospects["prospects"].to_numpy()
-        share = acquisition_response(
-            a_levels[None, :],
-            prospects["acquisition_ceiling"].to_numpy()[:, None],
-            prospects["acquisition_response"].to_numpy()[:, None],
+        a_ceiling = prospects["acquisition_ceiling"].to_numpy().astype(np.float64)
+        a_k = prospects["acquisition_response"].to_numpy().astype(np.float64)
+        a_shape = np.zeros(prospects.height)
+        for curve, rows in _curves(plan, ACQUISITION_NAME, prospects["segment"].cast(pl.String)):
+            a_ceiling[rows], a_k[rows] = curve.ceiling, curve.k
+            a_shape[rows] = (curve.shape or 0.0) if curve.model == "hill" else 0.0
+        share = _response(
+            a_levels[None, :], np.zeros((prospects.height, 1)), a_ceiling[:, None],
+            a_k[:, None], a_shape[:, None],
         )
         clv_new = new_customer_equity(
             _net_margin(prospects), prospects["retention"].to_numpy(), valuation

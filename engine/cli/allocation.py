@@ -53,9 +53,17 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 def cmd_allocate(args: argparse.Namespace) -> int:
     from engine.pipeline import allocate
 
+    if args.cluster and args.response:
+        from engine.errors import InvalidInputError
+
+        raise InvalidInputError.single("--response", "is not supported with --cluster yet")
     if args.cluster:
         return _allocate_on_cluster(args)
     portfolio, plan = load_inputs(args)
+    if args.response:
+        from engine.response.files import read_curves
+
+        plan = plan.with_overrides(response_curves=read_curves(args.response))
     result = allocate(portfolio, plan)
     if args.output:
         write_table(result.units, args.output)
@@ -153,6 +161,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("allocate", help="allocate budgets to maximize total customer equity")
     add_portfolio_arguments(p)
     add_plan_arguments(p)
+    p.add_argument("--response", type=Path, metavar="CURVES.json",
+                   help="response curves per segment and kind, as written by `equity "
+                   "fit-response --output`; they replace the plan's (default: the plan's "
+                   "response_curves, else the tables' columns, else the cost strategy's "
+                   "defaults; docs/response.md)")
     p.add_argument("--output", type=Path,
                    help="per-customer plan (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

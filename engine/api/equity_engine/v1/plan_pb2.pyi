@@ -48,7 +48,7 @@ class StrategySpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation")
+    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation", "response_curves")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class Plan(_message.Message):
     METRIC_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CURVES_FIELD_NUMBER: _ClassVar[int]
     budget: Budget
     segment_limits: _containers.RepeatedCompositeFieldContainer[SegmentLimit]
     discount_rate: float
@@ -69,4 +70,27 @@ class Plan(_message.Message):
     metric: StrategySpec
     cost: StrategySpec
     allocation: StrategySpec
-    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ...) -> None: ...
+    response_curves: _containers.RepeatedCompositeFieldContainer[ResponseCurve]
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ..., response_curves: _Optional[_Iterable[_Union[ResponseCurve, _Mapping]]] = ...) -> None: ...
+
+class ResponseCurve(_message.Message):
+    __slots__ = ("segment", "kind", "model", "base", "ceiling", "k", "shape", "parameters", "covariance")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    COVARIANCE_FIELD_NUMBER: _ClassVar[int]
+    segment: str
+    kind: Kind
+    model: str
+    base: float
+    ceiling: float
+    k: float
+    shape: float
+    parameters: _containers.RepeatedScalarFieldContainer[str]
+    covariance: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, segment: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., model: _Optional[str] = ..., base: _Optional[float] = ..., ceiling: _Optional[float] = ..., k: _Optional[float] = ..., shape: _Optional[float] = ..., parameters: _Optional[_Iterable[str]] = ..., covariance: _Optional[_Iterable[float]] = ...) -> None: ...
