@@ -13,7 +13,7 @@ its partition (``engine.optimize.partition`` is what runs on a worker, next to i
    each ratio's float bits, so partitions agree on them without sharing state and their sums
    simply add up. The driver solves the block LP over those sums (PuLP, a few hundred
    columns); its duals price every cell.
-3. Blocks that straddle a cell's price or are partly taken are refined (16 more key bits per
+3. Blocks that straddle a cell's price or are partly taken are refined (8 more key bits per
    round) and the Lagrangian terms of the straddling blocks' increments come back exact, so
    the bound is exact each round; rounds stop when it meets the block LP's value and every
    partly taken block holds a single ratio.
@@ -61,7 +61,8 @@ from engine.options import KINDS, OptionSet
 from engine.plan import Plan
 from engine.valuation import return_on_customer
 
-SHIFTS = (48, 32, 16, 0)  # key resolutions: 16 more bits per refinement
+FIRST_SHIFT = 52  # the first blocks: one per cell and power of two of the ratio
+STEP = 8  # key bits added per refinement: a refined block becomes at most 256 blocks
 NEIGHBOURS = 8  # per constrained cell and partition: customers the repair may move
 CORE = 40_000  # levels of the reduced-cost fixing's MIP at most, over all partitions
 GAP = 1e-9  # relative gap within which the integer plan counts as proven optimal
@@ -202,7 +203,7 @@ def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray
            checkpoint: Callable[[], None]) -> _Lp:
     """Block LP rounds until the exact Lagrangian bound meets the block LP's value."""
     no_lag, no_price = np.zeros((0, 4), dtype=np.int64), np.zeros(0)
-    everything = np.array([[c, _KEY_MIN, _KEY_MAX, SHIFTS[0]] for c in np.flatnonzero(cells)],
+    everything = np.array([[c, _KEY_MIN, _KEY_MAX, FIRST_SHIFT] for c in np.flatnonzero(cells)],
                           dtype=np.int64).reshape(-1, 4)
     parts = workers.map(partition.summary, everything, no_lag, no_price)
     base_cost = np.sum([p["base_cost"] for p in parts], axis=0)
@@ -240,14 +241,14 @@ def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray
         terms = np.where(exact, np.maximum(blocks.value - price * blocks.cost, 0.0), terms)
         partial = (x > EPS) & (x < 1 - EPS)
         refine = (straddle | partial) & ~exact
-        finer = np.maximum(blocks.shift[refine] - 16, 0)
+        finer = np.maximum(blocks.shift[refine] - STEP, 0)
         parts = workers.map(partition.summary, blocks.ranges(refine, finer),
                             blocks.ranges(straddle), price[straddle])
         lag = np.sum([p["lagrangian"] for p in parts], axis=0) if straddle.any() else 0.0
         bound = (base + float(duals @ rhs_eff) + float(terms[~straddle].sum())
                  + float(np.sum(lag)))
         closed = bound - primal <= tolerance * max(1.0, abs(bound))
-        if (closed and not (partial & ~exact).any()) or not refine.any() or rounds >= 12:
+        if (closed and not (partial & ~exact).any()) or not refine.any() or rounds >= 24:
             break
         blocks = _concat(blocks, ~refine, _blocks_from(parts, blocks.ranges(refine, finer)))
     return _Lp(blocks, x, duals, prices, primal, max(bound, primal), closed, rounds, name)
