@@ -118,6 +118,7 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
         "worker_peak_rss_bytes": worker_rss,
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
         "integer_bound": s["integer_bound"], "rounds": s["iterations"],
+        "lp_columns": s.get("lp_columns"),
         "partitions": s["partitions"], "notes": s["notes"], "stages": s["seconds"],
         "traffic": traffic,
     }

@@ -196,6 +196,7 @@ class _Lp:
     closed: bool
     rounds: int
     solver: str
+    columns: list[int]  # the block LP's columns, per round
 
 
 def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray[np.float64],
@@ -214,12 +215,14 @@ def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray
     prices = duals @ matrix
     x = np.zeros(blocks.cell.size)
     rounds, bound, primal, closed, name = 0, base, base, True, "none"
+    columns: list[int] = []
     if not blocks.cell.size and (rhs_eff < -1e-9 * np.maximum(1.0, np.abs(rhs_eff))).any():
         raise InfeasiblePlanError("the budgets, caps and minimums cannot all be met",
                                   [r.name for r in rows])
     while blocks.cell.size:
         checkpoint()
         rounds += 1
+        columns.append(int(blocks.cell.size))
         result = solvers.maximize(blocks.value, matrix[:, blocks.cell] * blocks.cost, rhs_eff,
                                   solver=solver)
         name = result.solver
@@ -251,7 +254,8 @@ def _solve(workers: Workers | InProcess, rows: list[Constraint], matrix: NDArray
         if (closed and not (partial & ~exact).any()) or not refine.any() or rounds >= 24:
             break
         blocks = _concat(blocks, ~refine, _blocks_from(parts, blocks.ranges(refine, finer)))
-    return _Lp(blocks, x, duals, prices, primal, max(bound, primal), closed, rounds, name)
+    return _Lp(blocks, x, duals, prices, primal, max(bound, primal), closed, rounds, name,
+               columns)
 
 
 def _fills(workers: Workers | InProcess, lp: _Lp) -> list[Fill]:
@@ -464,6 +468,7 @@ def _summary(written: list[dict[str, Any]], rows: list[Constraint], lp: _Lp, not
                         for r in rows],
         "fractional_pools": sum(w["fractional_pools"] for w in written),
         "iterations": lp.rounds,
+        "lp_columns": lp.columns,
         "partitions": n_parts,
         "notes": notes,
         "seconds": timings,
