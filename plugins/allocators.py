@@ -108,13 +108,23 @@ class Greedy(Allocator):
         return Allocation.single(choice, "feasible", self.name)
 
 
-def _choose_within(options: OptionSet, allowance: NDArray[np.float64]) -> NDArray[np.int64]:
-    """Each unit's most expensive option costing at most its allowance (else its cheapest)."""
-    unit = options.unit_of_option
-    order = np.lexsort((options.value, options.cost, unit))
-    fits = options.cost[order] <= allowance[unit[order]] * (1 + 1e-12)
-    count = np.bincount(unit[order], weights=fits, minlength=options.n_units).astype(np.int64)
-    return order[options.offsets[:-1] + np.maximum(count, 1) - 1]
+class _Within:
+    """Each unit's most expensive option costing at most its allowance (else its cheapest);
+    the options are sorted once, so each allowance costs one pass over them."""
+
+    def __init__(self, options: OptionSet) -> None:
+        self.options = options
+        self.unit = options.unit_of_option
+        self.order = np.lexsort((options.value, options.cost, self.unit))
+        self.sorted_unit = self.unit[self.order]
+        self.sorted_cost = options.cost[self.order]
+
+    def __call__(self, allowance: NDArray[np.float64]) -> NDArray[np.int64]:
+        options = self.options
+        fits = self.sorted_cost <= allowance[self.sorted_unit] * (1 + 1e-12)
+        count = np.bincount(self.sorted_unit, weights=fits,
+                            minlength=options.n_units).astype(np.int64)
+        return self.order[options.offsets[:-1] + np.maximum(count, 1) - 1]
 
 
 def _largest_feasible(
@@ -123,9 +133,10 @@ def _largest_feasible(
     """Bisection on a common multiplier t: unit i may spend up to t * weight[i]."""
     if any(r.sense < 0 for r in rows):
         raise InfeasiblePlanError(f"the {name} baseline cannot honour segment minimums; use lp")
+    choose_within = _Within(options)
 
     def fits(t: float) -> tuple[bool, NDArray[np.int64]]:
-        choice = _choose_within(options, t * weight)
+        choice = choose_within(t * weight)
         used = row_usage(options, rows, options.cost[choice])
         return all(u <= r.rhs * (1 + 1e-12) for u, r in zip(used, rows, strict=True)), choice
 
