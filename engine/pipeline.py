@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from engine.allocation import Allocation, violations
+from engine.assumptions import plan_assumptions
 from engine.constraints import Constraint, build_constraints
 from engine.errors import CancelledError, EquityError, FieldViolation, InvalidInputError
 from engine.limits import Limits
@@ -191,13 +192,17 @@ def allocate(
     registry: Registry | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     limits: Limits | None = None,
+    model: Model | None = None,
 ) -> PlanResult:
+    """The plan's allocation; ``model``: ``build_model``'s result for these inputs, when the
+    caller built it already (it is then not built again)."""
     registry = registry or default_registry()
     limits = limits or Limits()
     started = time.perf_counter()
     allocator = registry.create("allocation", plan.allocation)
     assert isinstance(allocator, Allocator)
-    model = build_model(portfolio, plan, registry, limits, should_stop)
+    if model is None:
+        model = build_model(portfolio, plan, registry, limits, should_stop)
     options, rows, timings = model.options, model.rows, model.timings
 
     mark = time.perf_counter()
@@ -228,6 +233,12 @@ def allocate(
         model.id_dtype,
         model.level_dtype,
     )
+    assumptions, notes = plan_assumptions(
+        model.portfolio, plan, registry.create("metric", plan.metric),
+        registry.create("cost", plan.cost), portfolio.transactions is not None,
+    )
+    result.summary.assumptions = assumptions
+    result.summary.notes.extend(notes)
     timings["report"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started  # the same dict the summary holds
     return result

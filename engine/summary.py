@@ -62,6 +62,13 @@ class PlanSummary(Mapping[str, Any]):
     iterations: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # where each segment's response came from and the valuation basis (engine.assumptions)
+    assumptions: dict[str, Any] = field(default_factory=dict)
+    # with --uncertainty N: percentiles p5, p50, p95 of the plan's equity gain over N draws
+    # of the estimated parameters, and the share of draws in which the plan gains (> 0)
+    equity_gain_interval: dict[str, float] = field(default_factory=dict)
+    probability_beats_nothing: float | None = None
+    uncertainty_draws: int = 0
 
     # -- mapping view: the JSON form, key by key ------------------------------------------
     def __getitem__(self, key: str) -> Any:

@@ -52,6 +52,8 @@ CASES: dict[str, list[str]] = {
     "compare": ["compare", "--example", "--example-size", "400", "--json", "--quiet"],
     "report": ["report", "--example", "--example-size", "300", "--json", "--quiet"],
     "demo": ["demo", "--size", "400", "--json"],
+    "fit-response": ["fit-response", "--experiments",
+                     str(ROOT / "tests" / "data" / "experiments.csv"), "--json"],
 }
 
 

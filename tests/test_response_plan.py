@@ -110,3 +110,74 @@ def test_allocate_with_fitted_curves(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert fitted["equity_gain"] != pytest.approx(plain["equity_gain"])
     assert main([*common, "--response", str(tmp_path / "missing.json")]) == 2
     assert "--response: cannot read" in capsys.readouterr().err
+
+
+CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
+
+
+def test_every_plan_states_where_its_responses_came_from() -> None:
+    from engine.pipeline import allocate
+
+    plan = Plan(retention_levels=LEVELS, acquisition_levels=LEVELS,
+                response_curves=(ResponseCurve("gold", "retention", 0.6, 0.8, 0.1,
+                                               covariance=(1e-4, 0, 0, 0, 1e-4, 0, 0, 0, 1e-4)),
+                                 SILVER))
+    summary = allocate(Portfolio(CUSTOMERS, PROSPECTS), plan).summary
+    sources = {(r["segment"], r["kind"]): (r["source"], r["model"], r["defaults"])
+               for r in summary.assumptions["responses"]}
+    assert sources == {
+        ("gold", "retention"): ("fitted", "exponential", []),
+        ("silver", "retention"): ("file", "hill", []),
+        ("bronze", "retention"): ("default", "exponential", ["ceiling_share", "response"]),
+        ("gold", "acquisition"): ("file", "exponential", []),
+        ("bronze", "acquisition"): ("file", "exponential", [])}
+    assert summary.assumptions["valuation"] == {
+        "period_days": None, "period": "the period of the input's margin and retention",
+        "discount_rate_per_period": 0.1, "horizon_periods": None,
+        "margin_growth_per_period": 0.0}
+    assert any(n.startswith("response: 1 segment(s) (bronze)") for n in summary.notes)
+    with_columns = CUSTOMERS.with_columns(retention_ceiling=pl.col("retention") + 0.1,
+                                          retention_response=pl.lit(0.1))
+    summary = allocate(Portfolio(with_columns, None), Plan()).summary
+    assert {r["source"] for r in summary.assumptions["responses"]} == {"file"}
+    assert not any(n.startswith("response:") for n in summary.notes)
+
+
+def test_transactions_warn_of_default_curves_and_state_the_clv_basis(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["allocate", "--transactions", str(CDNOW), "--calibration-end", "1997-09-30",
+            "--budget", "1000", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert captured.err.startswith("warning: response: 1 segment(s) ((all)) use the default")
+    assert summary["assumptions"]["valuation"]["period"] == "365.25 days"
+    basis = next(n for n in summary["notes"] if n.startswith("valuation:"))
+    assert "--period-length 52.1786" in basis
+    # the note's claim: `equity clv` on that basis gives the values allocate uses
+    assert main(["clv", "--transactions", str(CDNOW), "--calibration-end", "1997-09-30",
+                 "--period-length", "52.1786", "--json"]) == 0
+    clv = json.loads(capsys.readouterr().out)
+    assert clv["clv"]["mean"] == pytest.approx(summary["equity_before"] / 2357, rel=1e-3)
+
+
+def test_assumptions_and_uncertainty_cross_the_wire() -> None:
+    import dataclasses
+
+    from engine.pipeline import allocate
+    from engine.service import wire
+
+    plan = Plan(retention_levels=LEVELS, acquisition_levels=LEVELS, response_curves=(GOLD,))
+    summary = allocate(Portfolio(CUSTOMERS, PROSPECTS), plan).summary
+    summary = dataclasses.replace(summary, equity_gain_interval={"p5": 1.0, "p50": 2.0,
+                                                                 "p95": 3.0},
+                                  probability_beats_nothing=0.9, uncertainty_draws=200)
+    back = wire.summary_from_proto(wire.summary_to_proto(summary))
+    for name in ("assumptions", "equity_gain_interval", "probability_beats_nothing",
+                 "uncertainty_draws", "notes"):
+        assert back[name] == summary[name], name
+    plain = dataclasses.replace(summary, assumptions={}, equity_gain_interval={},
+                                probability_beats_nothing=None, uncertainty_draws=0)
+    back = wire.summary_from_proto(wire.summary_to_proto(plain))
+    assert back["assumptions"] == {} and back["probability_beats_nothing"] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ def cmd_allocate(args: argparse.Namespace) -> int:
 
         plan = plan.with_overrides(response_curves=read_curves(args.response))
     result = allocate(portfolio, plan)
+    if portfolio.transactions is not None:  # values from a log, responses from nowhere
+        for note in result.summary.notes:
+            if note.startswith("response:"):
+                print(f"warning: {note}", file=sys.stderr)
     if args.output:
         write_table(result.units, args.output)
     if args.json:

@@ -196,3 +196,23 @@ def simulate(
             for s, w in zip(spend, wins, strict=True)
         )
     return pl.DataFrame(rows)
+
+
+EXAMPLE_TRUTH: dict[tuple[str, str], dict[str, float]] = {
+    ("premium", "retention"): {"base": 0.78, "ceiling": 0.88, "k": 0.12},
+    ("core", "retention"): {"base": 0.62, "ceiling": 0.74, "k": 0.08},
+    ("value", "retention"): {"base": 0.66, "ceiling": 0.75, "k": 0.10},
+    ("at-risk", "retention"): {"base": 0.55, "ceiling": 0.72, "k": 0.06},
+    ("new", "retention"): {"base": 0.50, "ceiling": 0.64, "k": 0.15},
+    ("premium", "acquisition"): {"ceiling": 0.30, "k": 0.12},
+    ("core", "acquisition"): {"ceiling": 0.33, "k": 0.12},
+    ("new", "acquisition"): {"ceiling": 0.34, "k": 0.22},
+}
+EXAMPLE_LEVELS = {"retention": (0.0, 5.0, 10.0, 20.0, 40.0),
+                  "acquisition": (0.0, 2.0, 5.0, 10.0, 20.0, 40.0)}
+
+
+def example_experiments(units: int = 1500, seed: int = 7) -> pl.DataFrame:
+    """The example's experiments (``equity example``): one arm per spend level for five
+    retention segments and three prospect pools of the example portfolio."""
+    return simulate(EXAMPLE_TRUTH, EXAMPLE_LEVELS, units, seed=seed)

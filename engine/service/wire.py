@@ -296,8 +296,40 @@ def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
             for c in summary.constraints
         ],
         notes=summary.notes,
+        assumptions=_assumptions_to_proto(summary.assumptions),
+        equity_gain_interval=summary.equity_gain_interval,
+        probability_beats_nothing=_finite(summary.probability_beats_nothing),
+        uncertainty_draws=summary.uncertainty_draws,
     )
     return msg
+
+
+def _assumptions_to_proto(assumptions: dict[str, Any]) -> result_pb2.PlanAssumptions:
+    basis = assumptions.get("valuation", {})
+    return result_pb2.PlanAssumptions(
+        valuation=result_pb2.ValuationBasis(**basis) if basis else None,
+        responses=[result_pb2.ResponseSource(**r) for r in assumptions.get("responses", [])],
+    )
+
+
+def _assumptions_from_proto(msg: result_pb2.PlanAssumptions) -> dict[str, Any]:
+    if not msg.HasField("valuation") and not msg.responses:
+        return {}
+    v = msg.valuation
+    return {
+        "valuation": {
+            "period_days": v.period_days if v.HasField("period_days") else None,
+            "period": v.period,
+            "discount_rate_per_period": v.discount_rate_per_period,
+            "horizon_periods": v.horizon_periods if v.HasField("horizon_periods") else None,
+            "margin_growth_per_period": v.margin_growth_per_period,
+        },
+        "responses": [
+            {"segment": r.segment, "kind": r.kind, "source": r.source, "model": r.model,
+             "defaults": list(r.defaults)}
+            for r in msg.responses
+        ],
+    }
 
 
 def summary_from_proto(msg: result_pb2.PlanSummary) -> PlanSummary:
@@ -323,6 +355,11 @@ def summary_from_proto(msg: result_pb2.PlanSummary) -> PlanSummary:
             for c in msg.constraints
         ],
         notes=list(msg.notes),
+        assumptions=_assumptions_from_proto(msg.assumptions),
+        equity_gain_interval=dict(msg.equity_gain_interval),
+        probability_beats_nothing=msg.probability_beats_nothing
+        if msg.HasField("probability_beats_nothing") else None,
+        uncertainty_draws=msg.uncertainty_draws,
     )
 
 

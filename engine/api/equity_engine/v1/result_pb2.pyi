@@ -37,7 +37,7 @@ class SegmentEquity(_message.Message):
     def __init__(self, before: _Optional[float] = ..., after: _Optional[float] = ...) -> None: ...
 
 class PlanSummary(_message.Message):
-    __slots__ = ("status", "allocator", "method", "solver", "customers", "pools", "equity_before", "equity_after", "equity_gain", "total_spend", "spend_by_kind", "spend_by_segment", "equity_by_segment", "roc", "roc_do_nothing", "lp_objective", "bound", "gap", "constraints", "fractional_pools", "iterations", "notes", "seconds")
+    __slots__ = ("status", "allocator", "method", "solver", "customers", "pools", "equity_before", "equity_after", "equity_gain", "total_spend", "spend_by_kind", "spend_by_segment", "equity_by_segment", "roc", "roc_do_nothing", "lp_objective", "bound", "gap", "constraints", "fractional_pools", "iterations", "notes", "seconds", "assumptions", "equity_gain_interval", "probability_beats_nothing", "uncertainty_draws")
     class SpendByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,13 @@ class PlanSummary(_message.Message):
         value: SegmentEquity
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SegmentEquity, _Mapping]] = ...) -> None: ...
     class SecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EquityGainIntervalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +96,10 @@ class PlanSummary(_message.Message):
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ASSUMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_GAIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_BEATS_NOTHING_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_DRAWS_FIELD_NUMBER: _ClassVar[int]
     status: str
     allocator: str
     method: str
@@ -112,4 +123,44 @@ class PlanSummary(_message.Message):
     iterations: int
     notes: _containers.RepeatedScalarFieldContainer[str]
     seconds: _containers.ScalarMap[str, float]
-    def __init__(self, status: _Optional[str] = ..., allocator: _Optional[str] = ..., method: _Optional[str] = ..., solver: _Optional[str] = ..., customers: _Optional[int] = ..., pools: _Optional[int] = ..., equity_before: _Optional[float] = ..., equity_after: _Optional[float] = ..., equity_gain: _Optional[float] = ..., total_spend: _Optional[float] = ..., spend_by_kind: _Optional[_Mapping[str, float]] = ..., spend_by_segment: _Optional[_Mapping[str, float]] = ..., equity_by_segment: _Optional[_Mapping[str, SegmentEquity]] = ..., roc: _Optional[float] = ..., roc_do_nothing: _Optional[float] = ..., lp_objective: _Optional[float] = ..., bound: _Optional[float] = ..., gap: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[ConstraintSummary, _Mapping]]] = ..., fractional_pools: _Optional[int] = ..., iterations: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    assumptions: PlanAssumptions
+    equity_gain_interval: _containers.ScalarMap[str, float]
+    probability_beats_nothing: float
+    uncertainty_draws: int
+    def __init__(self, status: _Optional[str] = ..., allocator: _Optional[str] = ..., method: _Optional[str] = ..., solver: _Optional[str] = ..., customers: _Optional[int] = ..., pools: _Optional[int] = ..., equity_before: _Optional[float] = ..., equity_after: _Optional[float] = ..., equity_gain: _Optional[float] = ..., total_spend: _Optional[float] = ..., spend_by_kind: _Optional[_Mapping[str, float]] = ..., spend_by_segment: _Optional[_Mapping[str, float]] = ..., equity_by_segment: _Optional[_Mapping[str, SegmentEquity]] = ..., roc: _Optional[float] = ..., roc_do_nothing: _Optional[float] = ..., lp_objective: _Optional[float] = ..., bound: _Optional[float] = ..., gap: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[ConstraintSummary, _Mapping]]] = ..., fractional_pools: _Optional[int] = ..., iterations: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., seconds: _Optional[_Mapping[str, float]] = ..., assumptions: _Optional[_Union[PlanAssumptions, _Mapping]] = ..., equity_gain_interval: _Optional[_Mapping[str, float]] = ..., probability_beats_nothing: _Optional[float] = ..., uncertainty_draws: _Optional[int] = ...) -> None: ...
+
+class PlanAssumptions(_message.Message):
+    __slots__ = ("valuation", "responses")
+    VALUATION_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    valuation: ValuationBasis
+    responses: _containers.RepeatedCompositeFieldContainer[ResponseSource]
+    def __init__(self, valuation: _Optional[_Union[ValuationBasis, _Mapping]] = ..., responses: _Optional[_Iterable[_Union[ResponseSource, _Mapping]]] = ...) -> None: ...
+
+class ValuationBasis(_message.Message):
+    __slots__ = ("period_days", "period", "discount_rate_per_period", "horizon_periods", "margin_growth_per_period")
+    PERIOD_DAYS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_RATE_PER_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_GROWTH_PER_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    period_days: float
+    period: str
+    discount_rate_per_period: float
+    horizon_periods: int
+    margin_growth_per_period: float
+    def __init__(self, period_days: _Optional[float] = ..., period: _Optional[str] = ..., discount_rate_per_period: _Optional[float] = ..., horizon_periods: _Optional[int] = ..., margin_growth_per_period: _Optional[float] = ...) -> None: ...
+
+class ResponseSource(_message.Message):
+    __slots__ = ("segment", "kind", "source", "model", "defaults")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    segment: str
+    kind: str
+    source: str
+    model: str
+    defaults: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, segment: _Optional[str] = ..., kind: _Optional[str] = ..., source: _Optional[str] = ..., model: _Optional[str] = ..., defaults: _Optional[_Iterable[str]] = ...) -> None: ...
