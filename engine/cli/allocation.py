@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.arguments import (
     add_plan_arguments,
@@ -18,6 +19,11 @@ from engine.cli.arguments import (
 )
 from engine.cli.textfmt import number, plural
 from engine.io import write_table
+
+if TYPE_CHECKING:
+    from engine.plan import Plan
+    from engine.portfolio import Portfolio
+    from engine.result import PlanResult
 
 
 def print_summary(summary: Mapping[str, Any]) -> None:
@@ -46,6 +52,11 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         print(f"LP bound         {money(summary['bound'])}  gap {number(summary['gap'], '.3e')}")
     for name, price in summary.get("shadow_prices", {}).items():
         print(f"shadow price     {name}: {number(price, '.6f')} equity per unit")
+    band = summary.get("equity_gain_interval")
+    if band:
+        print(f"gain interval    {money(band['p5'])} to {money(band['p95'])} (p5-p95, median "
+              f"{money(band['p50'])}, {summary['uncertainty_draws']:,} draws); "
+              f"P(gain > 0) {number(summary['probability_beats_nothing'], '.3f')}")
     print(f"time             {summary['seconds']['total']:.3f} s")
     for note in summary.get("notes", []):
         print(f"note             {note}")
@@ -65,7 +76,10 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         from engine.response.files import read_curves
 
         plan = plan.with_overrides(response_curves=read_curves(args.response))
-    result = allocate(portfolio, plan)
+    if args.uncertainty:
+        result = _allocate_with_uncertainty(portfolio, plan, args.uncertainty, args.seed)
+    else:
+        result = allocate(portfolio, plan)
     if portfolio.transactions is not None:  # values from a log, responses from nowhere
         for note in result.summary.notes:
             if note.startswith("response:"):
@@ -109,6 +123,38 @@ def _allocate_on_cluster(args: argparse.Namespace) -> int:
     else:
         print_summary(result.summary)
     return 0
+
+
+def _allocate_with_uncertainty(
+    portfolio: Portfolio, plan: Plan, draws: int, seed: int
+) -> PlanResult:
+    """The plan, then its equity gain re-valued under ``draws`` draws of the fitted curves'
+    parameters (engine.response.uncertainty): interval, P(gain > 0), no re-solve."""
+    from engine.assumptions import RESPONSE_COSTS
+    from engine.errors import InvalidInputError
+    from engine.pipeline import allocate, build_model
+    from engine.response.uncertainty import gain_draws, interval
+
+    if plan.cost.name not in RESPONSE_COSTS:
+        raise InvalidInputError.single(
+            "--uncertainty", f"needs a response-curve cost strategy ({', '.join(RESPONSE_COSTS)})"
+            f", not {plan.cost.name!r}")
+    model = build_model(portfolio, plan)
+    result = allocate(portfolio, plan, model=model)
+    started = time.perf_counter()
+    gains = gain_draws(model.portfolio.customers, model.portfolio.prospects, plan,
+                       result.units, draws, seed)
+    summary = result.summary
+    summary.equity_gain_interval = interval(gains)
+    summary.probability_beats_nothing = float((gains > 0).mean())
+    summary.uncertainty_draws = draws
+    if not any(c.covariance for c in plan.response_curves):
+        summary.notes.append("uncertainty: no response curve was estimated (none has a "
+                             "covariance), so every draw gives the same gain")
+    summary.notes.append("uncertainty: response-curve parameters only; the customers' "
+                         "margin and retention are taken as known")
+    summary.seconds["uncertainty"] = time.perf_counter() - started
+    return result
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -171,6 +217,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    "fit-response --output`; they replace the plan's (default: the plan's "
                    "response_curves, else the tables' columns, else the cost strategy's "
                    "defaults; docs/response.md)")
+    p.add_argument("--uncertainty", type=int, default=0, metavar="N",
+                   help="re-value the plan under N draws of the fitted curves' parameters: "
+                   "equity_gain_interval (p5, p50, p95) and probability_beats_nothing "
+                   "(0: no draws)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the --uncertainty draws")
     p.add_argument("--output", type=Path,
                    help="per-customer plan (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
