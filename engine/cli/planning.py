@@ -180,7 +180,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             plans = {"optimum": spend_table(comp.evaluations[0])}
             if current is not None:
                 plans["current"] = current
-            scen = robustness(portfolio, plan, plans, rates, factors, progress=progress)
+            scen = robustness(portfolio, plan, plans, rates, factors, progress=progress,
+                              planned=comp.optimum)
     finally:
         progress.close()
     if args.json:

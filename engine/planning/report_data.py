@@ -132,7 +132,7 @@ def build_report(
         if current is not None:
             plans["current"] = current
         scen = robustness(portfolio, plan, plans, discount_rates, response_factors, registry,
-                          progress)
+                          progress, planned=optimum)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())

@@ -314,13 +314,14 @@ def compare(
     baselines: Sequence[str] = ("uniform", "proportional"),
 ) -> Comparison:
     """The optimum next to doing nothing, the baselines and (optionally) the current plan."""
-    from engine.pipeline import allocate
+    from engine.pipeline import allocate, build_model
 
     registry = registry or default_registry()
     progress = progress or no_progress
     d = plan.discount_rate
     progress("optimum", 0.0)
-    optimum = allocate(portfolio, plan, registry)
+    model = build_model(portfolio, plan, registry)  # once: the baselines share its options
+    optimum = allocate(portfolio, plan, registry, model=model)
     options = optimum.options
     rows = build_constraints(plan, options)
     notes: list[str] = []
@@ -336,7 +337,9 @@ def compare(
             if any(lim.minimum for lim in plan.segment_limits):
                 base_plan = _without_minimums(base_plan)
                 notes.append(f"{name}: segment minimums dropped (the baseline cannot honour them)")
-            ev = evaluation_of(allocate(portfolio, base_plan, registry), name, d)
+            base_model = replace(model, rows=build_constraints(base_plan, options),
+                                 timings=dict(model.timings))
+            ev = evaluation_of(allocate(portfolio, base_plan, registry, model=base_model), name, d)
             if ev.spend == 0:
                 notes.append(f"{name}: spends nothing (no common level fits the budgets)")
             evaluations.append(ev)
@@ -454,9 +457,11 @@ def robustness(
     response_factors: Sequence[float] = (),
     registry: Registry | None = None,
     progress: Progress | None = None,
+    planned: PlanResult | None = None,
 ) -> pl.DataFrame:
     """Each fixed plan (``customer_id, spend``) under each changed assumption, next to the
-    plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs."""
+    plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs.
+    ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again)."""
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
@@ -474,7 +479,7 @@ def robustness(
     rows: list[dict[str, Any]] = []
     for i, (label, pf, variant) in enumerate(variants):
         progress(f"scenario {label}", i / len(variants))
-        best = allocate(pf, variant, registry)
+        best = planned if (i == 0 and planned is not None) else allocate(pf, variant, registry)
         options = best.options
         constraints = build_constraints(variant, options)
         d = variant.discount_rate

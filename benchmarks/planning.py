@@ -1,0 +1,106 @@
+"""Planning commands at scale, side by side with the allocation they build on.
+
+Each command runs in a fresh process (the wall time of the whole command, process start and
+model building included): ``equity allocate`` (the reference), ``equity report`` without and
+with its default scenarios, and ``equity frontier`` on the example plan (kind budgets crossing
+segment limits: the flow-network path) and on the same portfolio with only a total and an
+acquisition budget (laminar: the merge path). The frontier's own seconds come from its JSON.
+
+    .venv/bin/python benchmarks/planning.py --sizes 100k,1M --json benchmarks/results/planning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+EQUITY = [sys.executable, "-m", "engine.cli"]
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower()
+    for suffix, factor in (("k", 1_000), ("m", 1_000_000)):
+        if text.endswith(suffix):
+            return int(float(text[:-1]) * factor)
+    return int(text)
+
+
+def _run(args: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run([*EQUITY, *args], capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return seconds, proc.stdout
+
+
+def measure(n: int, work: Path, report: bool, repeat: int) -> dict[str, Any]:
+    example = ["--example", "--example-size", str(n), "--quiet"]
+    laminar_plan = work / "laminar.json"
+    laminar_plan.write_text(json.dumps({"budget": {"total": 6.0 * n, "acquisition": 3.0 * n},
+                                        "discount_rate": 0.1,
+                                        "retention_levels": [0, 2, 5, 10, 20]}))
+    cases: dict[str, list[str]] = {
+        "allocate": ["allocate", "--example", "--example-size", str(n), "--output",
+                     str(work / "plan.parquet")],
+        "frontier (example: crossing)": ["frontier", *example, "--json", "--rows", "5"],
+        "frontier (laminar)": ["frontier", *example, "--plan", str(laminar_plan), "--json",
+                               "--rows", "5"],
+    }
+    if report:
+        cases["report, no scenarios"] = ["report", *example, "--no-scenarios", "--out",
+                                         str(work / "r1")]
+        cases["report, default scenarios"] = ["report", *example, "--out", str(work / "r2")]
+    out: dict[str, Any] = {"customers": n, "runs": {}}
+    for name, args in cases.items():
+        runs = []
+        for _ in range(repeat):
+            seconds, stdout = _run(args)
+            run: dict[str, Any] = {"seconds": round(seconds, 3)}
+            if name.startswith("frontier"):
+                summary = json.loads(stdout)["frontier"]
+                run["frontier_seconds"] = round(summary["seconds"], 3)
+                run["breakpoints"] = summary["breakpoints"]
+                run["method"] = summary["method"]
+            runs.append(run)
+        best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        out["runs"][name] = {**best, "all": runs}
+        print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s"
+              + (f"  (frontier {best['frontier_seconds']:.2f} s, {best['breakpoints']:,} "
+                 f"breakpoints, {best['method']})" if "frontier_seconds" in best else ""),
+              flush=True)
+    ref = out["runs"]["allocate"]["seconds"]
+    for name, run in out["runs"].items():
+        run["x_allocate"] = round(run["seconds"] / ref, 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100k", help="customers, comma separated (100k,1M)")
+    parser.add_argument("--report-max", default="100k",
+                        help="largest size the report is run at (default 100k)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per command (median)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    results = {"load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M"),
+               "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (_size(s) for s in args.sizes.split(",")):
+            results["sizes"].append(measure(n, Path(tmp), n <= _size(args.report_max),
+                                            args.repeat))
+    results["load_after"] = os.getloadavg()
+    print(f"load average before {results['load_before']}, after {results['load_after']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
