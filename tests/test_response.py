@@ -216,3 +216,18 @@ def test_cli_error_names_the_segment(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["fit-response", "--experiments", str(path)]) == 2
     err = capsys.readouterr().err
     assert "experiments[segment='vip', kind=retention]" in err and "1 spend level" in err
+
+
+def test_equity_example_writes_experiments_that_fit(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.response.experiments import EXAMPLE_TRUTH
+
+    assert main(["example", "--out", str(tmp_path), "--size", "200", "--format", "csv"]) == 0
+    assert "experiments.csv (43 arms)" in capsys.readouterr().out
+    assert main(["fit-response", "--experiments", str(tmp_path / "experiments.csv"),
+                 "--json"]) == 0
+    curves = json.loads(capsys.readouterr().out)["curves"]
+    assert {(c["segment"], c["kind"]) for c in curves} == set(EXAMPLE_TRUTH)
+    for curve in curves:
+        truth = EXAMPLE_TRUTH[(curve["segment"], curve["kind"])]
+        assert abs(curve["ceiling"] - truth["ceiling"]) < 4 * curve["standard_errors"]["ceiling"]

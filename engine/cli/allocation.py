@@ -200,9 +200,14 @@ def cmd_example(args: argparse.Namespace) -> int:
     write_table(customers, args.out / f"customers.{ext}")
     write_table(prospects, args.out / f"prospects.{ext}")
     (args.out / "plan.json").write_text(plan.to_json() + "\n")
+    from engine.response.experiments import example_experiments
+
+    experiments = example_experiments()
+    write_table(experiments, args.out / f"experiments.{ext}")
     print(
         f"wrote {args.out}/customers.{ext} ({plural(customers.height, 'row')}), "
-        f"prospects.{ext} ({plural(prospects.height, 'pool')}), plan.json"
+        f"prospects.{ext} ({plural(prospects.height, 'pool')}), plan.json, "
+        f"experiments.{ext} ({plural(experiments.height, 'arm')})"
     )
     return 0
 
