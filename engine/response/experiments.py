@@ -133,13 +133,19 @@ def _text(table: pl.DataFrame, name: str, problems: list[FieldViolation]) -> pl.
 
 
 def _kind(table: pl.DataFrame, problems: list[FieldViolation]) -> pl.Series | None:
-    kind = table["kind"].cast(pl.String).str.strip_chars().str.to_lowercase()
-    row = _first_bad((~kind.is_in(KINDS) | kind.is_null()).to_numpy())
-    if row is not None:
+    """``kind`` normalised (trimmed, lower case), checked on its distinct values only."""
+    raw = table["kind"].cast(pl.String)
+    distinct = raw.unique()
+    clean = distinct.str.strip_chars().str.to_lowercase()
+    wrong = distinct.filter(~clean.is_in(KINDS) | clean.is_null())
+    if wrong.len():
+        row = _first_bad(raw.is_in(wrong.drop_nulls().implode()).fill_null(False).to_numpy()
+                         | raw.is_null().to_numpy())
         problems.append(FieldViolation(
             f"{FIELD}.kind", f"must be retention or acquisition, got {table['kind'][row]!r}", row))
         return None
-    return kind
+    mapping = dict(zip(distinct.to_list(), clean.to_list(), strict=True))
+    return raw.replace_strict(mapping, return_dtype=pl.String)
 
 
 def _number(table: pl.DataFrame, name: str, problems: list[FieldViolation]) -> np.ndarray | None:
