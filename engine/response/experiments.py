@@ -141,6 +141,7 @@ def _kind(table: pl.DataFrame, problems: list[FieldViolation]) -> pl.Series | No
     if wrong.len():
         row = _first_bad(raw.is_in(wrong.drop_nulls().implode()).fill_null(False).to_numpy()
                          | raw.is_null().to_numpy())
+        assert row is not None
         problems.append(FieldViolation(
             f"{FIELD}.kind", f"must be retention or acquisition, got {table['kind'][row]!r}", row))
         return None
