@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -79,6 +80,39 @@ class WorkerSpec:
     nice: int
 
 
+def interruptible_highs(stop: Any) -> bool:
+    """Make this process's HiGHS solves stop when ``stop`` (an event) is set: every
+    ``highspy.Highs`` made from now on (PuLP makes one per solve) handles user interrupts,
+    and a thread calls ``cancelSolve`` on the live ones while ``stop`` is set. HiGHS runs
+    without the GIL and checks for the interrupt between iterations, so a cancelled solve
+    ends in milliseconds and the worker takes the next task (no kill, no restart).
+    False when highspy is not installed (CBC: ``should_stop`` between phases only)."""
+    try:
+        import highspy
+    except ImportError:
+        return False
+    live: weakref.WeakSet[Any] = weakref.WeakSet()
+    base = highspy.Highs
+
+    class Highs(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.HandleUserInterrupt = True
+            live.add(self)
+
+    highspy.Highs = Highs  # type: ignore[misc]  # PuLP looks it up at each solve
+
+    def cancel() -> None:
+        while True:
+            stop.wait()
+            for model in list(live):
+                model.cancelSolve()
+            time.sleep(0.02)  # models made later in the same task are cancelled too
+
+    threading.Thread(target=cancel, name="equity-solve-stop", daemon=True).start()
+    return True
+
+
 def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
     """A worker: solve tasks from ``conn`` until it closes (or the parent goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
@@ -90,6 +124,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
 
     limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
+    interruptible_highs(stop)
     if spec.registry_factory is not None:
         registry = spec.registry_factory()
     else:

@@ -104,7 +104,7 @@ def _violations(
     exc: InvalidInputError, max_details: int
 ) -> list[error_details_pb2.BadRequest.FieldViolation]:
     """The first violations, at most ``max_details`` and ``MAX_DETAIL_BYTES`` of them."""
-    out = []
+    out: list[error_details_pb2.BadRequest.FieldViolation] = []
     size = 0
     for v in exc.violations[:max_details]:
         item = error_details_pb2.BadRequest.FieldViolation(
