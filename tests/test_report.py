@@ -159,13 +159,29 @@ def test_interval_and_model_assumptions_are_rendered_when_present(example_report
     data, _ = example_report
     decision = dict(data.decision)
     lo, hi = decision["gain_vs_nothing"] * 0.9, decision["gain_vs_nothing"] * 1.1
+    band = {"p5": lo, "p50": decision["gain_vs_nothing"], "p95": hi}
     data2 = type(data)(**{**data.__dict__, "decision": {**decision,
-                                                        "gain_vs_nothing_interval": [lo, hi]},
+                                                        "gain_vs_nothing_interval": band,
+                                                        "probability_beats_nothing": 0.97},
                           "assumptions": {**data.assumptions,
-                                          "model": {"retention response": "fitted, holdout"}}})
+                                          "model": {"valuation": {"basis": "fitted, holdout"}}}})
     page = render_html(data2, {n: PNG for n in CHARTS})
     section = _section(page, "decision")
-    assert "interval" in section and "fitted, holdout" in section
+    assert "interval p5-p95" in section and "fitted, holdout" in section and "97%" in section
+    from engine.planning.report_charts import chart_frontier
+
+    assert chart_frontier(data.frontier, band).startswith(PNG)
+
+
+def test_assumptions_name_where_each_response_comes_from(example_report) -> None:
+    data, _ = example_report
+    summary = data.comparison.optimum.summary.get("assumptions")
+    assert summary and summary["responses"]  # the plan summary names every curve's source
+    responses = summary["responses"]
+    assert sum(int(line.split(", ")[1].split(" ")[0]) for line in
+               data.assumptions["response"]) == len(responses)
+    section = _section(render_html(data, {n: PNG for n in CHARTS}), "assumptions")
+    assert all(r["segment"] in section for r in responses)
 
 
 def test_report_with_twenty_segments(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def _height(n: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def chart_frontier(front: Frontier, interval: Sequence[float] | None = None) -> bytes:
+def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) -> bytes:
     pts = front.points
     budget = pts["budget"].to_numpy()
     gain = pts["equity_gain"].to_numpy()
@@ -122,11 +122,11 @@ def chart_frontier(front: Frontier, interval: Sequence[float] | None = None) -> 
         ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
         ax.plot([chosen], [g_chosen], "D", color="#d62728", ms=8,
                 label=f"plan budget {_money(front.plan_budget)}: gain {_money(g_chosen)}{extra}")
-        if interval is not None and len(interval) == 2:
-            lo, hi = float(interval[0]), float(interval[1])
+        if interval is not None:
+            lo, hi = float(interval["p5"]), float(interval["p95"])
             err = [[max(g_chosen - lo, 0.0)], [max(hi - g_chosen, 0.0)]]
             ax.errorbar([chosen], [g_chosen], yerr=err, color="#d62728", capsize=6, lw=1.5,
-                        label="uncertainty interval of the gain")
+                        label="gain, p5-p95 over the response curves' uncertainty")
     ax.set_ylabel(f"Equity gain over doing nothing\n({MONEY}, net of spend)")
     ax.set_title("Equity gain as a function of the total budget")
     ax.yaxis.set_major_formatter(FuncFormatter(_money))

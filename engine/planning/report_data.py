@@ -317,7 +317,8 @@ def decision(comparison: Comparison, front: Frontier, limits: pl.DataFrame) -> d
         "equity_before": float(opt["equity_before"]),
         "equity_after": float(opt["equity_after"]),
         "gain_vs_nothing": gain,
-        "gain_vs_nothing_interval": opt.get("equity_gain_interval"),
+        "gain_vs_nothing_interval": _interval(opt.get("equity_gain_interval")),
+        "probability_beats_nothing": opt.get("probability_beats_nothing"),
         "roc": opt["roc"],
         "roc_do_nothing": opt["roc_do_nothing"],
         "plan_budget": front.plan_budget,
@@ -377,6 +378,24 @@ def decision(comparison: Comparison, front: Frontier, limits: pl.DataFrame) -> d
     return out
 
 
+def _interval(band: Any) -> dict[str, float] | None:
+    """The gain's uncertainty band (``p5``, ``p50``, ``p95``) when the plan has one."""
+    if isinstance(band, Mapping) and {"p5", "p95"} <= set(band):
+        return {k: float(v) for k, v in band.items()}
+    return None
+
+
+def _fitted_sources(responses: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The summary's per-(segment, kind) response sources, one line per kind and source."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for r in responses:
+        key = (str(r.get("kind", "")), str(r.get("source", "")), str(r.get("model", "")))
+        grouped.setdefault(key, []).append(str(r.get("segment", "")))
+    return [f"{kind}: {source}" + (f" ({model})" if model else "") + f", {len(segs)} segment"
+            + ("s" if len(segs) != 1 else "") + (f" ({', '.join(segs)})" if len(segs) <= 6 else "")
+            for (kind, source, model), segs in grouped.items()]
+
+
 def _response_source(portfolio: Portfolio, plan: Plan) -> list[str]:
     out = []
     params = ", ".join(f"{k}={v}" for k, v in plan.cost.params.items())
@@ -413,6 +432,9 @@ def assumptions(portfolio: Portfolio, plan: Plan, summary: Mapping[str, Any],
     extra = summary.get("assumptions")
     if extra:
         out["model"] = extra
+        responses = extra.get("responses") if isinstance(extra, Mapping) else None
+        if responses:
+            out["response"] = _fitted_sources(responses)
     return out
 
 

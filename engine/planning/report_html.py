@@ -84,7 +84,10 @@ def _decision(data: ReportData) -> str:
     interval = d.get("gain_vs_nothing_interval")
     gain = _money(d["gain_vs_nothing"])
     if interval:
-        gain += f"<small>interval {_money(interval[0])} to {_money(interval[1])}</small>"
+        gain += f"<small>interval p5-p95: {_money(interval['p5'])} to {_money(interval['p95'])}"
+        if d.get("probability_beats_nothing") is not None:
+            gain += f"; P(gain &gt; 0) {d['probability_beats_nothing']:.0%}"
+        gain += "</small>"
     kpis = [("Equity gain vs doing nothing", gain)]
     if d["gain_vs_current"] is not None:
         kpis.append(("Gain over the current plan", _money(d["gain_vs_current"])))
@@ -126,11 +129,17 @@ def _assumption_list(a: dict[str, Any]) -> str:
     ]
     model = a.get("model")
     if isinstance(model, dict):
-        rows += [(str(k), str(v)) for k, v in model.items()]
+        rows += [(str(k), _short(v)) for k, v in model.items() if k != "responses"]
     elif isinstance(model, list):
         rows += [("Model", "; ".join(str(m) for m in model))]
     return "<dl class='assumptions'>" + "".join(
         f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows) + "</dl>"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items() if v not in (None, [], {}))
+    return str(value)
 
 
 def _limits(data: ReportData) -> str:
@@ -153,7 +162,14 @@ def _assumptions(data: ReportData) -> str:
                   a["strategies"]["metric"], a["strategies"]["cost"],
                   a["strategies"]["allocation"]],
     })
-    return _section("assumptions", "Assumptions in full", _assumption_list(a), _table(rows))
+    parts = [_assumption_list(a), _table(rows)]
+    model = a.get("model")
+    responses = model.get("responses") if isinstance(model, dict) else None
+    if responses:
+        frame = pl.DataFrame([{k: _short(v) if isinstance(v, dict | list) else v
+                               for k, v in r.items()} for r in responses])
+        parts += [_p("Where each segment's response curve comes from:"), _table(frame)]
+    return _section("assumptions", "Assumptions in full", *parts)
 
 
 def _kinds(data: ReportData) -> str:
