@@ -26,7 +26,15 @@ from grpc_status import rpc_status
 from engine.errors import EquityError, InvalidInputError
 from engine.service.admission import InFlight
 from engine.service.config import SERVICE_NAME
-from engine.service.logs import CallContext, CallStats, access_log, log, log_access
+from engine.service.logs import (
+    REQUEST_ID_HEADER,
+    CallContext,
+    CallStats,
+    access_log,
+    log,
+    log_access,
+    request_id_var,
+)
 from engine.service.solve_pool import release_memory
 from engine.service.status import MAX_DETAILS, grpc_code, status_from_error, unauthenticated
 
@@ -61,6 +69,20 @@ class _Panic(Exception):
         self.__cause__ = exc
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The caller's ``x-request-id`` when it is a plain token of at most 64 characters
+    (letters, digits, ``-_.:``), so a trace can follow one id across services; otherwise
+    a new random one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 64 \
+                and set(value) <= _ID_CHARS:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
 def _checked(requests: Iterator[Any]) -> Iterator[Any]:
     """A request stream that raises ``InvalidInputError`` at the first malformed message."""
     for i, request in enumerate(requests):
@@ -93,7 +115,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler is None or not method.startswith(self.prefix):
             return handler
         name = method.removeprefix(self.prefix)
-        stats = CallStats(name, uuid.uuid4().hex[:16], time.perf_counter())
+        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        stats = CallStats(name, _request_id(metadata), time.perf_counter())
         request_deserializer = handler.request_deserializer
         response_serializer = handler.response_serializer
 
@@ -134,6 +157,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.inflight.enter()
         if not context.add_callback(lambda: self._finish(stats, context)):
             self._finish(stats, context)
+        request_id_var.set(stats.request_id)  # this thread's log lines name the call
+        context.send_initial_metadata(((REQUEST_ID_HEADER, stats.request_id),))
         return CallContext(context, stats)
 
     def _unary(self, behavior: Callable[..., Any], stats: CallStats) -> Callable[..., Any]:
@@ -155,6 +180,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     raise
                 self._fail(_Panic(exc), context, stats)
                 raise
+            finally:
+                request_id_var.set("")
 
         return call
 
@@ -181,6 +208,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     raise
                 self._fail(_Panic(exc), context, stats)
                 raise
+            finally:
+                request_id_var.set("")
 
         return call
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
+REQUEST_ID_HEADER = "x-request-id"
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 log = logging.getLogger("engine.service.server")
 access_log = logging.getLogger("engine.service.server.access")
@@ -35,16 +39,28 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = request_id_var.get()
+        if request_id:  # every line logged while serving a call names it
+            out["request_id"] = request_id
         out.update(getattr(record, "fields", {}) or {})
         if record.exc_info:
             out["traceback"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
+class _TextFormatter(logging.Formatter):
+    """Plain text, with ``[request <id>]`` on lines logged while serving a call."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = request_id_var.get()
+        return f"{text} [request {request_id}]" if request_id else text
+
+
 def configure_logging(level: int | str = logging.INFO, json_lines: bool = True) -> None:
     """Log to stderr, one JSON object per line (or plain text)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
+    handler.setFormatter(JsonFormatter() if json_lines else _TextFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -177,6 +193,7 @@ def client_name(context: grpc.ServicerContext) -> str | None:
 
 
 __all__ = [
+    "REQUEST_ID_HEADER",
     "CallContext",
     "CallStats",
     "JsonFormatter",
@@ -187,4 +204,5 @@ __all__ = [
     "json_lines_configured",
     "log",
     "log_access",
+    "request_id_var",
 ]

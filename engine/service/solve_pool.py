@@ -41,7 +41,7 @@ from engine.plugins import Registry
 from engine.portfolio import Portfolio
 from engine.result import PlanResult
 from engine.service.config import ServerConfig, server_registry
-from engine.service.logs import configure_logging, log
+from engine.service.logs import configure_logging, log, request_id_var
 from engine.service.status import error_from_status, grpc_code, status_from_error
 
 
@@ -138,6 +138,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         if task is None:
             return
         portfolio, plan, limits, request_id = task
+        request_id_var.set(request_id)  # the worker's log lines name the call too
         try:
             result = allocate(portfolio, plan, registry, stop.is_set, limits)
             reply: tuple[Any, ...] = ("ok", result)
