@@ -27,7 +27,6 @@ from dataclasses import replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from engine.api.equity_engine.v1 import service_pb2_grpc
 from engine.plugins import Registry
@@ -42,6 +41,7 @@ from engine.service.config import (
 )
 from engine.service.interceptors import AuthInterceptor, ServiceInterceptor
 from engine.service.logs import JsonFormatter, configure_logging, json_lines_configured, log
+from engine.service.reflection import enable_reflection
 from engine.service.servicer import EquityServicer
 from engine.service.solve_pool import SolvePool, WorkerSpec, limit_malloc_arenas
 
@@ -86,9 +86,7 @@ class EquityServer:
         self.servicer = EquityServicer(self.registry, self.config, self.gate)
         service_pb2_grpc.add_EquityServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), self._server)  # v1, v1alpha
         self.port: int | None = None
         self._stopped = threading.Event()
 
