@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import betaln, expit, gammaln, hyp2f1
+from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
-from engine.clv.bgnbd import MIN_CUSTOMERS, sufficient_statistics
-from engine.clv.models import ModelFit, fit_model
+from engine.clv.bgnbd import MIN_CUSTOMERS, inner
+from engine.clv.models import ModelFit, codes, fit_rows, model_fit
 from engine.clv.transactions import validate_rfm
 from engine.errors import InvalidInputError
 
@@ -59,6 +59,57 @@ def log_likelihood(theta: ArrayLike, x: Array, tx: Array, T: Array, w: Array) ->
         + np.logaddexp(0.0, d)
     )
     return float(np.einsum("i,i->", w, ll))
+
+
+class _Data:
+    """The log-likelihood over distinct rows with weights and its analytic gradient, as
+    engine.clv.bgnbd: terms in x or T alone summed over their distinct values, softplus(d)
+    per row (every row: one-time buyers may have dropped out too)."""
+
+    def __init__(self, x: Array, tx: Array, T: Array, w: Array) -> None:
+        self.n = float(w.sum())
+        self.w = w
+        self.x = x
+        self.xs, self.xi = codes(x)
+        self.w_x = np.bincount(self.xi, weights=w, minlength=self.xs.size)
+        self.ts, self.ti = codes(T)
+        self.w_t = np.bincount(self.ti, weights=w, minlength=self.ts.size)
+        self.wx_t = np.bincount(self.ti, weights=w * x, minlength=self.ts.size)
+        self.txs, self.txi = codes(tx)
+
+    def loglik(self, theta: ArrayLike) -> tuple[float, Array]:
+        r, alpha, a, b = (float(v) for v in np.asarray(theta, dtype=np.float64))
+        xs, n = self.xs, self.n
+        log_at, inv_at = np.log(alpha + self.ts), 1.0 / (alpha + self.ts)
+        log_atx, inv_atx = np.log(alpha + self.txs), 1.0 / (alpha + self.txs)
+        psi_abx = digamma(a + b + xs + 1.0)
+        psi_ab = digamma(a + b)
+        ll = (
+            inner(self.w_x, gammaln(r + xs) + betaln(a, b + xs + 1.0))
+            + n * (r * np.log(alpha) - gammaln(r) - betaln(a, b))
+            - inner(r * self.w_t + self.wx_t, log_at)
+        )
+        g = np.array(
+            [
+                inner(self.w_x, digamma(r + xs))
+                + n * (np.log(alpha) - digamma(r))
+                - inner(self.w_t, log_at),
+                n * r / alpha - inner(r * self.w_t + self.wx_t, inv_at),
+                inner(self.w_x, psi_ab - psi_abx),
+                inner(self.w_x, digamma(b + xs + 1.0) - psi_abx - digamma(b) + psi_ab),
+            ]
+        )
+        rx = r + self.x
+        dlog = log_at[self.ti] - log_atx[self.txi]
+        d = (np.log(a) - np.log(b + xs))[self.xi] + rx * dlog
+        e = np.exp(-np.abs(d))
+        ll += inner(self.w, np.maximum(d, 0.0) + np.log1p(e))
+        sig = self.w * np.where(d >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+        g[0] += inner(sig, dlog)
+        g[1] += inner(sig * rx, inv_at[self.ti] - inv_atx[self.txi])
+        g[2] += float(sig.sum()) / a
+        g[3] -= inner(np.bincount(self.xi, weights=sig, minlength=xs.size), 1.0 / (b + xs))
+        return float(ll), g
 
 
 @dataclass(frozen=True)
@@ -124,19 +175,17 @@ def fit_mbg_nbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> MBGNB
         }
     )
     validate_rfm(rfm)
-    x, tx, t_age, w = sufficient_statistics(rfm["frequency"], rfm["recency"], rfm["T"])
-    n = float(w.sum())
+    x, t_age = rfm["frequency"].to_numpy(), rfm["T"].to_numpy()
+    n = float(x.size)
     if n < MIN_CUSTOMERS or not np.any(x > 0):
         raise InvalidInputError.single(
             "transactions",
             f"MBG/NBD needs at least {MIN_CUSTOMERS} customers and one repeat purchase",
         )
-    rate = float(np.dot(w, x)) / max(float(np.dot(w, t_age)), 1e-12)
+    rate = float(x.sum()) / max(float(t_age.sum()), 1e-12)
     start = (1.0, 1.0 / max(rate, 1e-12), 1.0, 1.0)
-    fit = fit_model(
-        "MBG/NBD", lambda th: log_likelihood(th, x, tx, t_age, w), start, PARAM_NAMES, n
-    )
-    return MBGNBDFit(fit)
+    res, _ = fit_rows("MBG/NBD", _Data, x, rfm["recency"].to_numpy(), t_age, start, PARAM_NAMES)
+    return MBGNBDFit(model_fit("MBG/NBD", res, PARAM_NAMES, n))
 
 
 def fit_mbg_nbd_rfm(rfm: pl.DataFrame) -> MBGNBDFit:

@@ -1,22 +1,32 @@
-"""What every purchase-model fit shares: the result type and the numerical-gradient driver.
+"""What every purchase-model fit shares: the result type, the drivers and distinct rows.
 
-BG/NBD has an analytic gradient (engine.clv.bgnbd). The models added beside it (Pareto/NBD,
-MBG/NBD, BG/BB, sBG) maximise their vectorised log-likelihood with a central-difference
-gradient in log-parameters: the parameters are four at most, so a gradient costs eight
-likelihood evaluations over the distinct rows, and the driver's checks (interior optimum,
-zero gradient, positive-definite Hessian) and standard errors are the same.
+BG/NBD, Pareto/NBD and MBG/NBD have analytic gradients over distinct (x, t_x, T) rows and
+fit large samples as BG/NBD does (:func:`fit_rows`): a fit on a random sample of customers,
+then Newton steps on the full data with the sample's Hessian, a Hessian of the full data at
+the optimum and the driver's checks (interior optimum, zero gradient, positive-definite
+Hessian). Small models (sBG, BG/BB) maximise their vectorised log-likelihood with a
+central-difference gradient in log-parameters (:func:`fit_model`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from numpy.typing import NDArray
+import polars as pl
+from numpy.typing import ArrayLike, NDArray
 
-from engine.clv.bgnbd import MLEResult, maximize_log_likelihood
+from engine.clv.bgnbd import (
+    WARM_START_SAMPLE,
+    MLEResult,
+    ModelFitError,
+    maximize_log_likelihood,
+    sufficient_statistics,
+    warm_start_sample,
+)
 
 Array = NDArray[np.float64]
 _FD_STEP = 1e-6  # relative step of the central differences (in log-parameters)
@@ -102,6 +112,51 @@ def fit_model(
         names,
         n_customers,
     )
+    return model_fit(model, res, names, n_customers)
+
+
+class RowLikelihood(Protocol):
+    """A log-likelihood over distinct rows with weights: ``n`` customers, ``loglik(theta)``
+    returning (value, gradient)."""
+
+    n: float
+
+    def loglik(self, theta: Array) -> tuple[float, Array]: ...
+
+
+def fit_rows(
+    model: str,
+    make: Callable[[Array, Array, Array, Array], RowLikelihood],
+    frequency: ArrayLike,
+    recency: ArrayLike,
+    T: ArrayLike,
+    start: Sequence[float],
+    names: Sequence[str],
+    sample: int = WARM_START_SAMPLE,
+) -> tuple[MLEResult, RowLikelihood]:
+    """Fit ``make(x, t_x, T, weights)`` on distinct rows; above 4 ``sample`` customers, start
+    from a fit on ``sample`` random customers and its Hessian (scaled per customer)."""
+    x_all = np.asarray(frequency, dtype=np.float64)
+    tx_all = np.asarray(recency, dtype=np.float64)
+    t_all = np.asarray(T, dtype=np.float64)
+    data = make(*sufficient_statistics(x_all, tx_all, t_all))
+    theta0 = np.asarray(start, dtype=np.float64)
+    hessian = None
+    if data.n > 4 * sample:
+        mask = warm_start_sample(x_all.size, sample).to_numpy()
+        sub = make(*sufficient_statistics(x_all[mask], tx_all[mask], t_all[mask]))
+        with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
+            warm = maximize_log_likelihood(model, sub.loglik, theta0, names, sub.n, central=False)
+            # per-customer Hessian of -ln L in log-parameters at the sample's optimum
+            hessian = np.linalg.inv(warm.covariance) * np.outer(warm.params, warm.params) / sub.n
+            theta0 = warm.params
+    res = maximize_log_likelihood(
+        model, data.loglik, theta0, names, data.n, hessian=hessian, central=hessian is None
+    )
+    return res, data
+
+
+def model_fit(model: str, res: MLEResult, names: Sequence[str], n_customers: float) -> ModelFit:
     return ModelFit(
         model=model,
         params=dict(zip(names, (float(v) for v in res.params), strict=True)),
@@ -111,3 +166,25 @@ def fit_model(
         iterations=res.iterations,
         covariance=res.covariance.tolist(),
     )
+
+
+def codes(values: Array) -> tuple[Array, NDArray[np.intp]]:
+    """Sorted distinct values and the index of each value among them: a hashed distinct
+    (polars) and a binary search, O(n log k) for k distinct values instead of a sort of n."""
+    uniq = np.sort(pl.Series(values, dtype=pl.Float64).unique().to_numpy())
+    return uniq, np.searchsorted(uniq, values)
+
+
+def distinct_pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
+    """Distinct (a, b) pairs and each row's index into them."""
+    ua, ia = codes(a)
+    ub, ib = codes(b)
+    code = ia.astype(np.int64) * ub.size + ib
+    if ua.size * ub.size <= 4 * code.size + 1_000_000:  # a dense table of the codes
+        seen = np.zeros(ua.size * ub.size, dtype=bool)
+        seen[code] = True
+        present = np.flatnonzero(seen)
+        inv = (np.cumsum(seen) - 1)[code]
+    else:
+        present, inv = np.unique(code, return_inverse=True)
+    return ua[present // ub.size], ub[present % ub.size], inv.reshape(-1)
