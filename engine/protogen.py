@@ -24,7 +24,10 @@ def generate(out_dir: Path = OUT_DIR) -> list[Path]:
     import grpc_tools
     from grpc_tools import protoc
 
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    # the service's own protos; proto/google and proto/grpc are shipped for other
+    # languages' clients (proto/THIRD_PARTY.md), Python has them from their packages
+    protos = sorted(str(p.relative_to(PROTO_DIR))
+                    for p in (PROTO_DIR / "equity_engine").rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         args = [
