@@ -48,7 +48,7 @@ def stub() -> Iterator[service_pb2_grpc.EquityServiceStub]:
 def test_every_rpc_has_an_example() -> None:
     methods = service_pb2.DESCRIPTOR.services_by_name["EquityService"].methods_by_name
     assert {m for m, _ in EXAMPLES} == set(methods) == {
-        "Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier"}
+        "Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier", "FitResponse"}
 
 
 @pytest.mark.parametrize(("method", "body"), EXAMPLES, ids=[m for m, _ in EXAMPLES])
@@ -71,6 +71,14 @@ def test_example_runs(stub: service_pb2_grpc.EquityServiceStub, method: str, bod
     elif method == "ListPlugins":
         response = stub.ListPlugins(requests[0], timeout=30)
         assert {s.name for s in response.strategies} >= {"clv", "roc"}
+    elif method == "FitResponse":
+        response = stub.FitResponse(requests[0], timeout=30)
+        fitted = {(c.curve.segment, c.curve.kind): c for c in response.curves}
+        assert len(fitted) == 2
+        retention = fitted[("core", 1)]  # KIND_RETENTION
+        assert 0 < retention.curve.base < retention.curve.ceiling < 1
+        assert len(retention.curve.covariance) == 9
+        assert set(retention.standard_errors) == {"base", "ceiling", "k"}
     else:
         response = stub.Frontier(requests[0], timeout=30)
         assert response.points.WhichOneof("data") == "columns"  # as the request's tables

@@ -180,7 +180,8 @@ def test_reflection_lists_the_service(server: EquityServer) -> None:
         assert {SERVICE_NAME, "grpc.health.v1.Health"} <= services
         pool = descriptor_pool.DescriptorPool(db)
         methods = {m.name for m in pool.FindServiceByName(SERVICE_NAME).methods}
-    assert methods == {"Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier"}
+    assert methods == {"Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier",
+                       "FitResponse"}
 
 
 def test_health_serving(client: Client) -> None:

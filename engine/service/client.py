@@ -394,6 +394,19 @@ class Client:
         return (points if points is not None else pl.DataFrame(),
                 moves if moves is not None else pl.DataFrame(), summary)
 
+    def fit_response(
+        self, experiments: pl.DataFrame, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Response curves fitted to spend experiments (aggregated arms or one row per
+        unit): the ``{"curves": [...]}`` document of ``equity fit-response --json``."""
+        from engine.service.curves import document_from_proto
+
+        request = service_pb2.FitResponseRequest(
+            experiments=wire.encode_table(experiments, self.table_format))
+        response = self._call(
+            lambda: self.stub.FitResponse(request, timeout=self._timeout(timeout)))
+        return document_from_proto(response)
+
     def list_plugins(self, *, timeout: float | None = None) -> dict[str, list[dict[str, Any]]]:
         """``{"strategies": [...], "failures": [...]}``, as ``equity plugins --json`` prints."""
         response = self._call(lambda: self.stub.ListPlugins(

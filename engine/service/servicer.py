@@ -1,8 +1,9 @@
-"""``equity_engine.v1.EquityService``: five RPCs, each one converting its messages
+"""``equity_engine.v1.EquityService``: six RPCs, each one converting its messages
 (``engine.service.wire``, ``Plan.from_proto``) and delegating the work to the engine:
 ``Allocate`` and ``AllocateStream`` to ``engine.pipeline.allocate`` (large solves in a
 worker process, ``engine.service.solve_pool``), ``Score`` to the metric strategies,
-``ListPlugins`` to the registry, ``Frontier`` to ``engine.planning.frontier``.
+``ListPlugins`` to the registry, ``Frontier`` to ``engine.planning.frontier``,
+``FitResponse`` to ``engine.response`` (``engine.service.curves``).
 
 Errors are raised, never set here: the service interceptor maps them to statuses.
 Admission (``engine.service.admission``) comes first: a large solve and every frontier take
@@ -154,6 +155,22 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         response.summary.update(json.loads(json.dumps(result.summary(), default=float)))
         self._check_size(response)
         return response
+
+    def FitResponse(
+        self, request: service_pb2.FitResponseRequest, context: grpc.ServicerContext
+    ) -> service_pb2.FitResponseResponse:
+        from engine.service import curves
+
+        table = wire.decode_table(request.experiments, "experiments",
+                                  max_rows=self.config.max_rows,
+                                  max_bytes=self.config.max_decoded_bytes)
+        rows = table.height if table is not None else 0
+        _note_rows(context, rows)
+        if rows > self.config.max_rows:
+            raise LimitExceededError("max_rows", rows, self.config.max_rows)
+        # a fit is quick once the rows are aggregated; many rows take a slot as a solve would
+        with self.gate.solve(stopper(context), large=rows > self.config.small_solve_rows):
+            return curves.fits_to_proto(curves.fit_response(table))
 
     # the work behind the RPCs ----------------------------------------------------------------
 

@@ -104,6 +104,77 @@ class FrontierResponse(_message.Message):
     summary: _struct_pb2.Struct
     def __init__(self, points: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., moves: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
+class FitResponseRequest(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _portfolio_pb2.Table
+    def __init__(self, experiments: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ...) -> None: ...
+
+class FitResponseResponse(_message.Message):
+    __slots__ = ("curves",)
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    curves: _containers.RepeatedCompositeFieldContainer[FittedCurve]
+    def __init__(self, curves: _Optional[_Iterable[_Union[FittedCurve, _Mapping]]] = ...) -> None: ...
+
+class FittedCurve(_message.Message):
+    __slots__ = ("curve", "standard_errors", "log_likelihood", "aic", "units", "successes", "model_choice", "goodness_of_fit", "fit_by_level")
+    class StandardErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    STANDARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    AIC_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    GOODNESS_OF_FIT_FIELD_NUMBER: _ClassVar[int]
+    FIT_BY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    curve: _plan_pb2.ResponseCurve
+    standard_errors: _containers.ScalarMap[str, float]
+    log_likelihood: float
+    aic: float
+    units: int
+    successes: int
+    model_choice: _struct_pb2.Struct
+    goodness_of_fit: GoodnessOfFit
+    fit_by_level: _containers.RepeatedCompositeFieldContainer[LevelFit]
+    def __init__(self, curve: _Optional[_Union[_plan_pb2.ResponseCurve, _Mapping]] = ..., standard_errors: _Optional[_Mapping[str, float]] = ..., log_likelihood: _Optional[float] = ..., aic: _Optional[float] = ..., units: _Optional[int] = ..., successes: _Optional[int] = ..., model_choice: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., goodness_of_fit: _Optional[_Union[GoodnessOfFit, _Mapping]] = ..., fit_by_level: _Optional[_Iterable[_Union[LevelFit, _Mapping]]] = ...) -> None: ...
+
+class GoodnessOfFit(_message.Message):
+    __slots__ = ("test", "statistic", "df", "p_value")
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    DF_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    test: str
+    statistic: float
+    df: int
+    p_value: float
+    def __init__(self, test: _Optional[str] = ..., statistic: _Optional[float] = ..., df: _Optional[int] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class LevelFit(_message.Message):
+    __slots__ = ("spend", "units", "successes", "observed", "predicted", "pearson_residual", "p_value")
+    SPEND_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    PEARSON_RESIDUAL_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    spend: float
+    units: int
+    successes: int
+    observed: float
+    predicted: float
+    pearson_residual: float
+    p_value: float
+    def __init__(self, spend: _Optional[float] = ..., units: _Optional[int] = ..., successes: _Optional[int] = ..., observed: _Optional[float] = ..., predicted: _Optional[float] = ..., pearson_residual: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

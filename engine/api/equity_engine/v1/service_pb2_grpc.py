@@ -60,6 +60,11 @@ class EquityServiceStub:
                 request_serializer=equity__engine_dot_v1_dot_service__pb2.FrontierRequest.SerializeToString,
                 response_deserializer=equity__engine_dot_v1_dot_service__pb2.FrontierResponse.FromString,
                 _registered_method=True)
+        self.FitResponse = channel.unary_unary(
+                '/equity_engine.v1.EquityService/FitResponse',
+                request_serializer=equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.SerializeToString,
+                response_deserializer=equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.FromString,
+                _registered_method=True)
 
 
 class EquityServiceServicer:
@@ -106,6 +111,15 @@ class EquityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FitResponse(self, request, context):
+        """Response curves from spend experiments (`equity fit-response` over gRPC): per segment
+        and kind, the retention or acquisition curve by binomial maximum likelihood, with
+        standard errors, the model choice and the goodness of fit at each spend level.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EquityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +147,11 @@ def add_EquityServiceServicer_to_server(servicer, server):
                     servicer.Frontier,
                     request_deserializer=equity__engine_dot_v1_dot_service__pb2.FrontierRequest.FromString,
                     response_serializer=equity__engine_dot_v1_dot_service__pb2.FrontierResponse.SerializeToString,
+            ),
+            'FitResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.FitResponse,
+                    request_deserializer=equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.FromString,
+                    response_serializer=equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +290,33 @@ class EquityService:
             '/equity_engine.v1.EquityService/Frontier',
             equity__engine_dot_v1_dot_service__pb2.FrontierRequest.SerializeToString,
             equity__engine_dot_v1_dot_service__pb2.FrontierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FitResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/equity_engine.v1.EquityService/FitResponse',
+            equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.SerializeToString,
+            equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.FromString,
             options,
             channel_credentials,
             insecure,
