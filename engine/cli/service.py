@@ -98,6 +98,11 @@ def add_parser(subparsers: Any) -> None:
                    help="seconds calls in flight may take to finish on shutdown")
     p.add_argument("--drain", type=float, default=_DEFAULTS.drain,
                    help="seconds health reports NOT_SERVING before new calls are refused")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port, /metrics (default: off; "
+                   "needs the 'metrics' extra)")
+    p.add_argument("--metrics-host", default=_DEFAULTS.metrics_host,
+                   help="address of the metrics endpoint")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-format", choices=("json", "text"), default="json",
                    help="log lines on stderr")
@@ -199,6 +204,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             tokens=_tokens(args),
             insecure=args.insecure,
             plugins_allow=_allow(args),
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
         )
     except ValueError as exc:
         raise SystemExit(f"equity serve: {exc}") from None

@@ -65,6 +65,7 @@ class SolveGate:
         self._lock = threading.Lock()
         self._admitted = 0
         self._receiving = 0
+        self._waiting = 0
         self._running = InFlight()
 
     @property
@@ -75,6 +76,18 @@ class SolveGate:
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no solve runs; False if ``timeout`` passed first."""
         return self._running.wait_idle(timeout)
+
+    @property
+    def waiting(self) -> int:
+        """Large solves waiting for a slot now."""
+        with self._lock:
+            return self._waiting
+
+    @property
+    def receiving(self) -> int:
+        """Streams uploading now."""
+        with self._lock:
+            return self._receiving
 
     @property
     def admitted_count(self) -> int:
@@ -118,7 +131,7 @@ class SolveGate:
                 self._admitted -= 1
 
     @contextmanager
-    def receiving(self) -> Iterator[None]:
+    def uploading(self) -> Iterator[None]:
         """A place among the streams uploading now (``max_receiving_streams``), or
         RESOURCE_EXHAUSTED; separate from the solves' places."""
         limit = self.config.max_receiving_streams
@@ -136,12 +149,20 @@ class SolveGate:
     def slot(self, should_stop: Callable[[], bool]) -> Iterator[None]:
         """Wait for a solve slot, giving up when the call is cancelled or the wait too long."""
         started = time.monotonic()
-        while not self._slots.acquire(timeout=0.05):
-            if should_stop():
-                raise CancelledError("cancelled while waiting for a solve slot")
-            waited = time.monotonic() - started
-            if waited > self.config.queue_timeout:
-                raise LimitExceededError("queue_timeout", waited, self.config.queue_timeout)
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                self._waiting += 1
+            try:
+                while not self._slots.acquire(timeout=0.05):
+                    if should_stop():
+                        raise CancelledError("cancelled while waiting for a solve slot")
+                    waited = time.monotonic() - started
+                    if waited > self.config.queue_timeout:
+                        raise LimitExceededError("queue_timeout", waited,
+                                                 self.config.queue_timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         try:
             yield
         finally:

@@ -109,11 +109,15 @@ class ServerConfig:
     tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens; () = none needed
     insecure: bool = False  # allow plaintext on a non-loopback address
     plugins_allow: tuple[str, ...] | None = None  # entry-point plugins to load; None = all
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP; None = off, 0 = any port
+    metrics_host: str = "127.0.0.1"  # where /metrics listens
 
     def __post_init__(self) -> None:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be in [0, 65535], got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            problems.append(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
         if self.tls is None and not self.insecure and not is_loopback(self.host):
             problems.append(
                 f"refusing to listen on {self.host} without TLS: anyone on the network could "

@@ -35,6 +35,7 @@ from engine.service.logs import (
     log_access,
     request_id_var,
 )
+from engine.service.metrics import Metrics
 from engine.service.solve_pool import release_memory
 from engine.service.status import MAX_DETAILS, grpc_code, status_from_error, unauthenticated
 
@@ -104,6 +105,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                  max_details: int = MAX_DETAILS) -> None:
         self.prefix = f"/{SERVICE_NAME}/"
         self.max_details = max_details
+        self.metrics: Metrics | None = None  # set by EquityServer when metrics are on
         self.inflight = inflight or InFlight()
         self.trim_rows = trim_rows  # after a call with more rows: hand freed memory back
 
@@ -244,6 +246,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                           else grpc.StatusCode.CANCELLED)
             stats.error = stats.error or "client went away"
         log_access(stats, context)
+        if self.metrics is not None:
+            self.metrics.call(stats.method, stats.code.name, time.perf_counter() - stats.started)
         self.inflight.leave()
         if self.trim_rows is not None and (stats.rows or 0) > self.trim_rows:
             release_memory()

@@ -41,6 +41,7 @@ from engine.service.config import (
 )
 from engine.service.interceptors import AuthInterceptor, ServiceInterceptor
 from engine.service.logs import JsonFormatter, configure_logging, json_lines_configured, log
+from engine.service.metrics import Metrics
 from engine.service.reflection import enable_reflection
 from engine.service.servicer import EquityServicer
 from engine.service.solve_pool import SolvePool, WorkerSpec, limit_malloc_arenas
@@ -87,6 +88,21 @@ class EquityServer:
         service_pb2_grpc.add_EquityServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), self._server)  # v1, v1alpha
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None
+        if self.config.metrics_port is not None:
+            gate, inflight = self.gate, self.interceptor.inflight
+            self.metrics = Metrics({
+                "equity_calls_in_flight": ("EquityService calls in flight",
+                                           lambda: inflight.count),
+                "equity_solves_running": ("solves running", lambda: gate.running),
+                "equity_solves_queued": ("large solves waiting for a slot",
+                                         lambda: gate.waiting),
+                "equity_streams_receiving": ("AllocateStream calls uploading",
+                                             lambda: gate.receiving),
+            })
+            self.interceptor.metrics = self.metrics
+            self.servicer.metrics = self.metrics
         self.port: int | None = None
         self._stopped = threading.Event()
 
@@ -112,6 +128,11 @@ class EquityServer:
                 json_lines_configured(), nice=15))
             self.servicer.pool = self.pool
         self._server.start()
+        if self.metrics is not None and self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port,
+                                                   self.config.metrics_host)
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
+                     self.metrics_port)
         if self.config.unauthenticated_network:
             log.warning(
                 "TLS on %s without client authentication: anyone who can reach port %d may "
@@ -168,6 +189,8 @@ class EquityServer:
         if self.pool is not None:
             self.pool.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped")
 
     def cancel_all(self) -> None:

@@ -14,6 +14,7 @@ passed or the work has run ``max_solve_seconds`` (RESOURCE_EXHAUSTED naming that
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -31,6 +32,7 @@ from engine.service import wire
 from engine.service.admission import SolveBudget, SolveGate, stopper
 from engine.service.config import MiB, ServerConfig
 from engine.service.logs import call_of
+from engine.service.metrics import Metrics
 from engine.service.solve_pool import SolvePool
 from engine.service.streams import BoundedStream
 from engine.strategies import Metric
@@ -44,6 +46,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         self.config = config
         self.gate = gate
         self.pool: SolvePool | None = None  # set by EquityServer.start when isolating solves
+        self.metrics: Metrics | None = None  # set by EquityServer when metrics are on
         self._plugins = wire.plugins_to_proto(registry.describe(), registry.failures)
 
     def Allocate(
@@ -73,7 +76,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         # sends nothing must not block Allocate or Frontier), within the stream limits
         stream = BoundedStream(request_iterator, self.config)
         try:
-            with self.gate.receiving():
+            with self.gate.uploading():
                 header, portfolio, fmt = wire.receive_stream(
                     stream, self.config.max_rows, max_bytes=self.config.max_decoded_bytes)
         finally:
@@ -190,12 +193,18 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         with self.gate.solve(should_stop, large=large, admitted=admitted):
             budget = SolveBudget(self.config.max_solve_seconds, should_stop)
             limits = budget.limits(self.config.limits)
-            with budget.enforced():
-                if self.pool is not None and large:
-                    call = call_of(context)
-                    return self.pool.solve(portfolio, plan, limits, budget.should_stop,
-                                           call.request_id if call is not None else "")
-                return allocate(portfolio, plan, self.registry, budget.should_stop, limits)
+            where = "worker" if self.pool is not None and large else "server"
+            try:
+                with budget.enforced():
+                    if where == "worker":
+                        assert self.pool is not None
+                        call = call_of(context)
+                        return self.pool.solve(portfolio, plan, limits, budget.should_stop,
+                                               call.request_id if call is not None else "")
+                    return allocate(portfolio, plan, self.registry, budget.should_stop, limits)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.solve(where, time.monotonic() - budget.started)
         raise AssertionError("unreachable")  # pragma: no cover (for mypy)
 
     def _check_rows(self, portfolio: Portfolio) -> None:
