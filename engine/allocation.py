@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.constraints import Constraint, row_matrix
+from engine.constraints import Constraint, sparse_row_matrix
 from engine.options import OptionSet
 
 
@@ -56,7 +56,7 @@ def row_usage(
 ) -> NDArray[np.float64]:
     """Spend counted by each row, in the row's own sense (positive amounts)."""
     per_cell = np.bincount(options.cell, weights=spend, minlength=options.n_cells)
-    return np.abs(row_matrix(rows, options.n_cells)) @ per_cell
+    return np.asarray(abs(sparse_row_matrix(rows, options.n_cells)) @ per_cell, dtype=np.float64)
 
 
 def violations(

@@ -64,6 +64,16 @@ class LimitExceededError(EquityError):
         super().__init__(f"{limit}: {value:g} exceeds the limit of {maximum:g}")
 
 
+class MemoryLimitError(LimitExceededError):
+    """The machine ran out of memory for the problem: a resource limit, not a broken plugin."""
+
+    def __init__(self, what: str) -> None:
+        EquityError.__init__(
+            self, f"memory: {what} ran out of memory; use a smaller portfolio or more memory"
+        )
+        self.limit, self.value, self.maximum = "memory", float("nan"), float("nan")
+
+
 class PluginError(EquityError):
     """A plugin broke its contract (raised, wrong shape, bad spec); names the plugin."""
 

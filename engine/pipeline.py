@@ -18,7 +18,13 @@ import polars as pl
 from engine.allocation import Allocation, violations
 from engine.assumptions import plan_assumptions
 from engine.constraints import Constraint, build_constraints
-from engine.errors import CancelledError, EquityError, FieldViolation, InvalidInputError
+from engine.errors import (
+    CancelledError,
+    EquityError,
+    FieldViolation,
+    InvalidInputError,
+    MemoryLimitError,
+)
 from engine.limits import Limits
 from engine.options import OptionSet
 from engine.plan import Plan
@@ -34,6 +40,8 @@ def _guard(strategy: Strategy, registry: Registry) -> Iterator[None]:
         yield
     except EquityError:
         raise
+    except MemoryError:  # out of memory is a resource limit (exit 4), not the plugin's fault
+        raise MemoryLimitError(f"{strategy.kind} {strategy.name!r}") from None
     except Exception as exc:
         raise plugin_failure(strategy, registry, f"raised {exc!r}") from exc
 

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from engine.allocation import Allocation
-from engine.constraints import Constraint, normalized_rhs, row_matrix
+from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.blocks import Blocks, expand, fill
@@ -81,12 +82,12 @@ def solve(
     inc = hull.apply()
     first = inc.first
     n_cells = options.n_cells
-    matrix = row_matrix(rows, n_cells)
+    matrix = sparse_row_matrix(rows, n_cells)  # rows x cells, sparse: 10,000 caps fit
     rhs = normalized_rhs(rows)
     base_cost = np.bincount(options.cell, weights=options.cost[first], minlength=n_cells)
     rhs_eff = rhs - matrix @ base_cost
     base_value = float(options.value[first].sum())
-    constrained = (matrix != 0).any(axis=0)[inc.cell]
+    constrained = (np.diff(matrix.tocsc().indptr) > 0)[inc.cell]
     method = settings.method
     if method == "auto":
         method = "blocks"
@@ -115,7 +116,7 @@ def solve(
         raise SolverError(f"unknown LP method {method!r}")
     taken = inc.prefix_fill(taken)
     lp_objective = base_value + float(inc.dv @ taken)
-    prices = duals @ matrix if rows else np.zeros(n_cells)
+    prices = matrix.T @ duals if rows else np.zeros(n_cells)
     bound = _lagrangian(inc, prices, duals, rhs_eff, base_value)
     allocation = hull.invert(inc, taken)
     allocation.method, allocation.solver, allocation.iterations = method, solver_name, rounds
@@ -195,20 +196,16 @@ def _lagrangian(
 def _solve_full(
     inc: Increments,
     constrained: NDArray[np.bool_],
-    matrix: NDArray[np.float64],
+    matrix: sparse.csr_matrix,
     rhs_eff: NDArray[np.float64],
     settings: LpSettings,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], str]:
     """One PuLP column per hull increment of the constrained cells: the reference model."""
     idx = np.flatnonzero(constrained)
     cell = inc.cell[idx]
-    sparse = []
-    for k in range(matrix.shape[0]):
-        coef = matrix[k, cell]
-        nz = np.flatnonzero(coef)
-        sparse.append((nz, coef[nz] * inc.dc[idx][nz]))
+    coef = matrix[:, cell].multiply(inc.dc[idx][None, :]).tocsr()
     result = solvers.maximize(
-        inc.dv[idx], sparse, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
+        inc.dv[idx], coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
     )
     taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     if result.status == "infeasible":
@@ -223,7 +220,7 @@ def _solve_full(
 def _solve_blocks(
     inc: Increments,
     constrained: NDArray[np.bool_],
-    matrix: NDArray[np.float64],
+    matrix: sparse.csr_matrix,
     rhs_eff: NDArray[np.float64],
     base_value: float,
     settings: LpSettings,
@@ -250,7 +247,7 @@ def _solve_blocks(
         rounds += 1
         if should_stop():
             raise CancelledError("allocation cancelled")
-        coef = matrix[:, blocks.cell] * blocks.cost
+        coef = matrix[:, blocks.cell].multiply(blocks.cost[None, :]).tocsr()
         result = solvers.maximize(
             blocks.value, coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
         )
@@ -267,7 +264,7 @@ def _solve_blocks(
             raise SolverError(f"{result.solver} stopped: {result.status}", result.status)
         x = np.clip(result.x, 0.0, 1.0)
         duals = np.maximum(result.shadow_prices, 0.0)
-        prices = duals @ matrix
+        prices = matrix.T @ duals
         price = prices[blocks.cell]
         full = x >= 1 - SNAP
         partial = (x > SNAP) & ~full

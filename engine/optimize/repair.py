@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.allocation import Allocation
-from engine.constraints import Constraint, normalized_rhs, row_matrix
+from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix
 from engine.errors import InfeasiblePlanError
 from engine.optimize import solvers
 from engine.optimize.blocks import Blocks
@@ -78,9 +78,9 @@ def _neighbours(
     A cell's blocks are disjoint ratio intervals, so the ``per_cell`` nearest increments lie
     in the block holding the price and the blocks next to it holding ``per_cell`` increments
     on each side: only those blocks' members are looked at."""
-    matrix = row_matrix(rows, options.n_cells) != 0
-    touched = matrix[:, np.unique(options.cell[split])].any(axis=1)
-    wanted = matrix[touched].any(axis=0)
+    matrix = sparse_row_matrix(rows, options.n_cells).tocsc()
+    touched = np.asarray(abs(matrix[:, np.unique(options.cell[split])]).sum(axis=1)).ravel() > 0
+    wanted = np.asarray(abs(matrix.tocsr()[touched]).sum(axis=0)).ravel() > 0
     chosen = np.zeros(blocks.cell.size, dtype=bool)
     cap = 256 * per_cell
     for c in np.flatnonzero(wanted):
@@ -125,14 +125,14 @@ def _repair_units(
     when the MIP finds no plan that keeps every row in exact arithmetic."""
     spend = allocation.spend(options)
     spend[units] = 0.0
-    matrix = row_matrix(rows, options.n_cells)
+    matrix = sparse_row_matrix(rows, options.n_cells)
     fixed = matrix @ np.bincount(options.cell, weights=spend, minlength=options.n_cells)
     residual = normalized_rhs(rows) - fixed
     starts, ends = options.offsets[units], options.offsets[units + 1]
     counts = ends - starts
     opt = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
     owner = np.repeat(np.arange(units.size), counts)
-    coef = matrix[:, options.cell[units][owner]] * options.cost[opt]
+    coef = matrix[:, options.cell[units][owner]].multiply(options.cost[opt][None, :]).tocsr()
     bounds = np.concatenate(([0], np.cumsum(counts)))
     one_each = [
         (np.arange(s, e, dtype=np.int64), np.ones(e - s))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 from numpy.typing import NDArray
+from scipy import sparse
 
 from engine.errors import InvalidInputError, SolverError
 from engine.stdio import native_stdout_silenced
@@ -81,7 +82,14 @@ def _make(name: str, time_limit: float | None, mip: bool) -> pulp.LpSolver:
 SparseRows = list[tuple[NDArray[np.int64], NDArray[np.float64]]]
 
 
-def _sparse(a: NDArray[np.float64] | SparseRows) -> SparseRows:
+def _sparse(a: NDArray[np.float64] | SparseRows | sparse.spmatrix) -> SparseRows:
+    if sparse.issparse(a):
+        csr = sparse.csr_matrix(a)
+        return [
+            (csr.indices[csr.indptr[k]:csr.indptr[k + 1]].astype(np.int64),
+             np.asarray(csr.data[csr.indptr[k]:csr.indptr[k + 1]], dtype=np.float64))
+            for k in range(csr.shape[0])
+        ]
     if isinstance(a, np.ndarray):
         return [(np.flatnonzero(row), row[row != 0]) for row in a]
     return a
@@ -89,7 +97,7 @@ def _sparse(a: NDArray[np.float64] | SparseRows) -> SparseRows:
 
 def maximize(
     c: NDArray[np.float64],
-    a_ub: NDArray[np.float64] | SparseRows,
+    a_ub: NDArray[np.float64] | SparseRows | sparse.spmatrix,
     b_ub: NDArray[np.float64],
     upper: NDArray[np.float64] | float = 1.0,
     *,
@@ -102,7 +110,8 @@ def maximize(
     """max c.x s.t. a_ub x <= b_ub, a_eq x = b_eq, 0 <= x <= upper (binary if ``integer``,
     which may also say per variable which ones are binary).
 
-    Constraint matrices are dense arrays or, for wide models, per-row (indices, values).
+    Constraint matrices are dense arrays or, for wide models, scipy sparse matrices or
+    per-row (indices, values).
     """
     name = resolve(solver)
     started = time.perf_counter()
