@@ -39,6 +39,20 @@ class SegmentLimit(_message.Message):
     minimum: float
     def __init__(self, segment: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., cap: _Optional[float] = ..., minimum: _Optional[float] = ...) -> None: ...
 
+class ResourceLimit(_message.Message):
+    __slots__ = ("resource", "segment", "kind", "max", "min")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    resource: str
+    segment: str
+    kind: Kind
+    max: float
+    min: float
+    def __init__(self, resource: _Optional[str] = ..., segment: _Optional[str] = ..., kind: _Optional[_Union[Kind, str]] = ..., max: _Optional[float] = ..., min: _Optional[float] = ...) -> None: ...
+
 class StrategySpec(_message.Message):
     __slots__ = ("name", "params")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -48,7 +62,7 @@ class StrategySpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation", "response_curves")
+    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation", "response_curves", "resource_limits")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +74,7 @@ class Plan(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CURVES_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     budget: Budget
     segment_limits: _containers.RepeatedCompositeFieldContainer[SegmentLimit]
     discount_rate: float
@@ -71,7 +86,8 @@ class Plan(_message.Message):
     cost: StrategySpec
     allocation: StrategySpec
     response_curves: _containers.RepeatedCompositeFieldContainer[ResponseCurve]
-    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ..., response_curves: _Optional[_Iterable[_Union[ResponseCurve, _Mapping]]] = ...) -> None: ...
+    resource_limits: _containers.RepeatedCompositeFieldContainer[ResourceLimit]
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ..., response_curves: _Optional[_Iterable[_Union[ResponseCurve, _Mapping]]] = ..., resource_limits: _Optional[_Iterable[_Union[ResourceLimit, _Mapping]]] = ...) -> None: ...
 
 class ResponseCurve(_message.Message):
     __slots__ = ("segment", "kind", "model", "base", "ceiling", "k", "shape", "parameters", "covariance")
