@@ -42,6 +42,24 @@ class SegmentLimit:
     minimum: float | None = None
 
 
+@dataclass(frozen=True)
+class ResourceLimit:
+    """Most and/or least of one resource (an options column; ``cost`` is spend) the chosen
+    levels may use, over every customer or one segment (``segment`` None) and/or one kind."""
+
+    resource: str
+    segment: str | None = None
+    kind: str | None = None
+    max: float | None = None
+    min: float | None = None
+
+    @property
+    def label(self) -> str:
+        """``RESOURCE[:SEGMENT][/KIND]``, as the CLI's ``--limit`` writes it."""
+        where = f":{self.segment}" if self.segment is not None else ""
+        return f"{self.resource}{where}{'/' + self.kind if self.kind else ''}"
+
+
 CURVE_MODELS = ("exponential", "hill")
 
 
@@ -115,6 +133,7 @@ class Plan:
     cost: StrategyChoice = StrategyChoice("exponential-response")
     allocation: StrategyChoice = StrategyChoice("lp")
     response_curves: tuple[ResponseCurve, ...] = ()
+    resource_limits: tuple[ResourceLimit, ...] = ()
 
     @property
     def valuation(self) -> Valuation:
@@ -155,6 +174,18 @@ class Plan:
                     FieldViolation(
                         f"{base}.minimum", f"{lim.minimum:g} exceeds the cap {lim.cap:g}"
                     )
+                )
+        for i, rl in enumerate(self.resource_limits):
+            base = f"plan.resource_limits[{i}]"
+            if not rl.resource:
+                problems.append(FieldViolation(f"{base}.resource", "must name a resource column"))
+            if rl.max is None and rl.min is None:
+                problems.append(FieldViolation(base, "needs a max, a min or both"))
+            number(f"{base}.max", rl.max)
+            number(f"{base}.min", rl.min)
+            if rl.max is not None and rl.min is not None and rl.min > rl.max:
+                problems.append(
+                    FieldViolation(f"{base}.min", f"{rl.min:g} exceeds the max {rl.max:g}")
                 )
         for name in ("retention_levels", "acquisition_levels"):
             levels = getattr(self, name)
@@ -200,6 +231,13 @@ class Plan:
             )
             for i, lim in enumerate(msg.segment_limits)
             if lim.kind not in KIND_NAMES  # proto3 enums are open: any number parses
+        ] + [
+            FieldViolation(
+                f"plan.resource_limits[{i}].kind",
+                f"unknown kind {lim.kind}; use KIND_RETENTION, KIND_ACQUISITION or leave unset",
+            )
+            for i, lim in enumerate(msg.resource_limits)
+            if lim.kind not in KIND_NAMES
         ]
         if unknown:
             raise InvalidInputError(unknown)
@@ -244,6 +282,16 @@ class Plan:
                 )
                 for c in msg.response_curves
             ),
+            resource_limits=tuple(
+                ResourceLimit(
+                    resource=rl.resource,
+                    segment=rl.segment or None,
+                    kind=KIND_NAMES[rl.kind],
+                    max=rl.max if rl.HasField("max") else None,
+                    min=rl.min if rl.HasField("min") else None,
+                )
+                for rl in msg.resource_limits
+            ),
         )
         if msg.HasField("horizon") and msg.horizon == 0:
             raise InvalidInputError.single("plan.horizon", "must be >= 1 (omit for infinite)")
@@ -258,6 +306,13 @@ class Plan:
                     segment=lim.segment, kind=kinds[lim.kind], cap=lim.cap, minimum=lim.minimum
                 )
                 for lim in self.segment_limits
+            ],
+            resource_limits=[
+                plan_pb2.ResourceLimit(
+                    resource=rl.resource, segment=rl.segment or "", kind=kinds[rl.kind],
+                    max=rl.max, min=rl.min,
+                )
+                for rl in self.resource_limits
             ],
             discount_rate=self.discount_rate,
             horizon=self.horizon,
