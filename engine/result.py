@@ -78,7 +78,7 @@ def build_result(
         .sort("segment")
     )
     bound = allocation.bound
-    gap = None
+    gap = best = None
     if bound is not None and exact:
         bound = max(bound, equity_after)  # equal up to float summation order
         # the plan's proven gap: to the integer optimum's proven bound when there is one
@@ -114,6 +114,7 @@ def build_result(
         lp_objective=allocation.lp_objective,
         bound=bound,
         gap=gap,
+        integer_bound=best,
         shadow_prices=dict(allocation.shadow_prices),
         constraints=[
             ConstraintInfo(r.name, "<=" if r.sense > 0 else ">=", r.rhs) for r in rows

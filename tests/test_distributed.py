@@ -21,6 +21,7 @@ from benchmarks import generate, reference
 from engine.errors import InvalidInputError
 from engine.optimize import distributed
 from engine.optimize.cluster import ClusterError, InProcess, Workers, check_spec, connect
+from engine.optimize.partition import load as partition_load
 from engine.pipeline import allocate as single_allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
@@ -272,3 +273,72 @@ def test_cli_refuses_a_wrong_cluster(tmp_path: Path) -> None:
          "--cluster", "local:0"], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 2
     assert "--cluster" in run.stderr and "local:N" in run.stderr
+
+
+# --- the summary's shape, and ids unique across partitions -------------------------------------
+
+
+def test_the_summary_has_the_single_machines_shape(tmp_path: Path) -> None:
+    """The same typed PlanSummary: every field, assumptions and notes as on one machine."""
+    from engine.summary import PlanSummary
+
+    customers, prospects, plan = example(2000)
+    (tmp_path / "c").mkdir()
+    for i in range(3):
+        customers[i::3].write_parquet(tmp_path / "c" / f"part-{i}.parquet")
+    prospects.write_parquet(tmp_path / "p.parquet")
+    result = distributed.allocate(distributed.sources(tmp_path / "c", tmp_path / "p.parquet"),
+                                  plan, InProcess())
+    single = single_allocate(Portfolio(customers, prospects), plan).summary
+    s = result.summary
+    assert isinstance(s, PlanSummary)
+    assert list(s.to_dict()) == list(single.to_dict())
+    assert s.assumptions == single.assumptions and s.assumptions["responses"]
+    assert [n for n in single.notes if n.startswith("response:")] == [
+        n for n in s.notes if n.startswith("response:")]
+    assert (s.partitions, single.partitions) == (4, 1)
+    assert s.lp_columns and not single.lp_columns
+    assert s.integer_bound is not None and single.integer_bound is not None
+    assert s.integer_bound >= s.equity_after
+    assert s.gap == pytest.approx((s.integer_bound - s.equity_after) / s.integer_bound, abs=1e-15)
+    assert s.constraints == single.constraints
+    assert set(s.shadow_prices) == set(single.shadow_prices)
+
+
+@pytest.mark.parametrize("kind", ["customers", "options"])
+def test_a_customer_in_two_partitions_is_an_error_naming_it(tmp_path: Path, kind: str) -> None:
+    if kind == "customers":
+        customers, _, plan = example(600)
+        table = customers.with_columns(pl.col("customer_id").cast(pl.String))
+    else:
+        table, plan = _options_case(600, 7)
+    ids = table["customer_id"].unique(maintain_order=True)
+    first, second = ids[:300], ids[300:]
+    twice = ids[123]
+    (tmp_path / "d").mkdir()
+    table.filter(pl.col("customer_id").is_in(first.implode())).write_parquet(
+        tmp_path / "d" / "a.parquet")
+    table.filter(pl.col("customer_id").is_in(second.implode()) |
+                 (pl.col("customer_id") == twice)).write_parquet(tmp_path / "d" / "b.parquet")
+    parts = (distributed.sources(tmp_path / "d") if kind == "customers"
+             else distributed.sources(options=tmp_path / "d"))
+    with pytest.raises(InvalidInputError, match=rf"{kind}\.customer_id.*{twice!r}.*a\.parquet"
+                       r".*b\.parquet") as info:
+        distributed.allocate(parts, plan, InProcess())
+    assert info.value.violations[0].field.startswith(f"{kind}.customer_id")
+
+
+def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path, monkeypatch) -> None:
+    """Ranges of hashes one at a time (a small batch here): a duplicate in any range is found,
+    and distinct ids pass."""
+    table, plan = _options_case(3000, 11)
+    directory = _write_parts(table, tmp_path / "o", 3)
+    monkeypatch.setattr(distributed, "ID_BATCH", 97)
+    workers = InProcess()
+    workers.start(partition_load, distributed.sources(options=directory), plan)
+    distributed.check_unique_ids(workers)  # 3000 distinct ids over 31 ranges: no error
+    extra = table.filter(pl.col("customer_id") == table["customer_id"][-1])
+    extra.write_parquet(directory / "part-9.parquet")
+    workers.start(partition_load, distributed.sources(options=directory), plan)
+    with pytest.raises(InvalidInputError, match="is in two partitions"):
+        distributed.check_unique_ids(workers)

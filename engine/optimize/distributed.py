@@ -33,6 +33,7 @@ customers.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ from engine.optimize.partition import Fill, Ranges, Source
 from engine.optimize.repair import repair
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan
+from engine.portfolio import Portfolio
+from engine.summary import ConstraintInfo, PlanSummary
 from engine.valuation import return_on_customer
 
 FIRST_SHIFT = 52  # the first blocks: one per cell and power of two of the ratio
@@ -108,7 +111,7 @@ def sources(customers: str | Path | None = None, prospects: str | Path | None = 
 
 @dataclass
 class ClusterResult:
-    summary: dict[str, Any]
+    summary: PlanSummary  # the single machine's, with ``partitions`` and ``lp_columns``
     units: pl.DataFrame | None  # None when the workers wrote the plan to ``paths``
     paths: list[str]
 
@@ -149,6 +152,7 @@ def allocate(
 
     timings: dict[str, float] = {}
     workers.start(partition.load, parts, plan)
+    check_unique_ids(workers)
     names = sorted({s for found in workers.map(partition.segment_names) for s in found})
     rows = build_constraints(plan, _stub(names))
     matrix = row_matrix(rows, 2 * len(names))
@@ -178,11 +182,66 @@ def allocate(
     units = _align(written, paths)
     timings["write"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
-    summary = _summary(written, rows, lp, notes, timings, plan.discount_rate, workers.n)
-    summary["integer_bound"] = max(integer_bound, summary["equity_after"])
-    proven = summary["integer_bound"] - summary["equity_after"] <= GAP * max(1.0, lp.bound)
-    summary["status"] = "optimal" if lp.closed and proven else "feasible"
+    summary = _summary(written, rows, lp, notes, timings, plan, integer_bound, workers.n)
+    summary.assumptions, more = _assumptions(workers, plan)
+    summary.notes.extend(more)
     return ClusterResult(summary, units, paths)
+
+
+ID_BATCH = 4_000_000  # customer id hashes on the driver at once, at most (32 MB)
+
+
+def check_unique_ids(workers: Workers | InProcess) -> None:
+    """Every customer id in one partition only, exactly: the partitions' sorted 64-bit id
+    hashes are merged on the driver one hash range at a time (about ``ID_BATCH`` hashes per
+    range, so the driver's memory stays bounded); a hash found in two partitions is looked
+    up as ids in those partitions (a collision of two different ids is no duplicate), and
+    the first id found twice is an input error naming it and both files."""
+    total = sum(int(n) for n in workers.map(partition.id_count))
+    steps = max(1, -(-total // ID_BATCH))
+    edges = [(k << 64) // steps for k in range(steps)] + [None]
+    for lo, hi in itertools.pairwise(edges):
+        assert lo is not None
+        found = workers.map(partition.id_hashes, lo, hi)
+        both = np.concatenate(found) if found else np.zeros(0, dtype=np.uint64)
+        uniq, count = np.unique(both, return_counts=True)
+        twice = uniq[count > 1]
+        if not twice.size:
+            continue
+        seen: dict[str, tuple[str, str, int]] = {}
+        for source, field, hits in workers.map(partition.ids_of, twice[:1000]):
+            for value, row in hits:
+                if value in seen:
+                    first, _, first_row = seen[value]
+                    raise InvalidInputError.single(
+                        field, f"customer id {value!r} is in two partitions: row {first_row} "
+                        f"of {first} and row {row} of {source} (each customer must be in "
+                        "one partition only)", row)
+                seen[value] = (source, field, row)
+
+
+def _assumptions(workers: Workers | InProcess, plan: Plan) -> tuple[dict[str, Any], list[str]]:
+    """The single machine's ``assumptions`` and their notes, from the partitions' columns
+    and segments (``engine.assumptions.plan_assumptions`` on a stand-in of each table)."""
+    from engine.assumptions import plan_assumptions
+    from engine.plugins import default_registry
+
+    shapes: dict[str, tuple[set[str], set[str]]] = {}
+    for shape in workers.map(partition.table_shape):
+        for name, (columns, segments) in shape.items():
+            cols, segs = shapes.setdefault(name, (set(), set()))
+            cols.update(columns)
+            segs.update(segments)
+    stand_in = {}
+    for name, (cols, segs) in shapes.items():
+        rows = sorted(segs) or [""]
+        stand_in[name] = pl.DataFrame(
+            {c: pl.Series(c, rows if c == "segment" else [None] * len(rows))
+             for c in sorted(cols)})
+    registry = default_registry()
+    return plan_assumptions(
+        Portfolio(**stand_in), plan, registry.create("metric", plan.metric),
+        registry.create("cost", plan.cost), False)
 
 
 @dataclass
@@ -421,7 +480,8 @@ def _align(written: list[dict[str, Any]], paths: list[str]) -> pl.DataFrame | No
 
 
 def _summary(written: list[dict[str, Any]], rows: list[Constraint], lp: _Lp, notes: list[str],
-             timings: dict[str, float], discount_rate: float, n_parts: int) -> dict[str, Any]:
+             timings: dict[str, float], plan: Plan, integer_bound: float, n_parts: int
+             ) -> PlanSummary:
     """The single machine's summary, added up from the partitions; every limit re-checked."""
     cell_spend = np.sum([w["cell_spend"] for w in written], axis=0)
     broken = []
@@ -443,36 +503,40 @@ def _summary(written: list[dict[str, Any]], rows: list[Constraint], lp: _Lp, not
             for k in range(3):
                 acc[k] += values[k]
     bound = max(lp.bound, after)
-    return {
-        "status": "optimal" if lp.closed else "gap_open",
-        "allocator": "lp",
-        "method": "blocks",
-        "solver": lp.solver,
-        "customers": sum(w["customers"] for w in written),
-        "pools": sum(w["pools"] for w in written),
-        "equity_before": before,
-        "equity_after": after,
-        "equity_gain": after - before,
-        "total_spend": spend,
-        "spend_by_kind": {k: float(sum(w["spend_by_kind"][k] for w in written)) for k in KINDS},
-        "spend_by_segment": {s: v[0] for s, v in sorted(segments.items())},
-        "equity_by_segment": {s: {"before": v[1], "after": v[2]}
-                              for s, v in sorted(segments.items())},
-        "roc": float(return_on_customer(before, after, spend, discount_rate)),
-        "roc_do_nothing": float(return_on_customer(before, before, 0.0, discount_rate)),
-        "lp_objective": lp.primal,
-        "bound": bound,
-        "gap": max(0.0, (bound - after) / max(abs(bound), 1e-12)),
-        "shadow_prices": {r.name: float(lp.duals[k] * r.sense) for k, r in enumerate(rows)},
-        "constraints": [{"name": r.name, "sense": "<=" if r.sense > 0 else ">=", "rhs": r.rhs}
-                        for r in rows],
-        "fractional_pools": sum(w["fractional_pools"] for w in written),
-        "iterations": lp.rounds,
-        "lp_columns": lp.columns,
-        "partitions": n_parts,
-        "notes": notes,
-        "seconds": timings,
-    }
+    best = max(min(integer_bound, bound), after)  # as engine.result: the proven bound
+    proven = best - after <= GAP * max(1.0, abs(lp.bound))
+    rate = plan.discount_rate
+    return PlanSummary(
+        status="optimal" if lp.closed and proven else "feasible",
+        allocator="lp",
+        method="blocks",
+        solver=lp.solver,
+        customers=sum(w["customers"] for w in written),
+        pools=sum(w["pools"] for w in written),
+        equity_before=before,
+        equity_after=after,
+        equity_gain=after - before,
+        total_spend=spend,
+        spend_by_kind={k: float(sum(w["spend_by_kind"][k] for w in written)) for k in KINDS},
+        spend_by_segment={s: v[0] for s, v in sorted(segments.items())},
+        equity_by_segment={s: {"before": v[1], "after": v[2]}
+                           for s, v in sorted(segments.items())},
+        roc=float(return_on_customer(before, after, spend, rate)),
+        roc_do_nothing=float(return_on_customer(before, before, 0.0, rate)),
+        lp_objective=lp.primal,
+        bound=bound,
+        gap=max(0.0, (best - after) / max(abs(best), 1e-12)),
+        shadow_prices={r.name: float(lp.duals[k] * r.sense) for k, r in enumerate(rows)},
+        constraints=[ConstraintInfo(r.name, "<=" if r.sense > 0 else ">=", r.rhs)
+                     for r in rows],
+        fractional_pools=sum(w["fractional_pools"] for w in written),
+        iterations=lp.rounds,
+        notes=notes,
+        seconds=timings,
+        integer_bound=best,
+        partitions=n_parts,
+        lp_columns=lp.columns,
+    )
 
 
 # --- ratio blocks over partitions -------------------------------------------------------------

@@ -54,6 +54,11 @@ class Part:
     inc: Increments | None = None
     key: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     constrained: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    source: str = ""  # the partition's file, for errors
+    id_field: str = "customers.customer_id"  # where its customer ids come from
+    id_hash: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    # per input table: its columns and segments (the summary's assumptions, on the driver)
+    shape: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
 
 def load(source: Source, plan: Plan) -> Part:
@@ -70,7 +75,49 @@ def load(source: Source, plan: Plan) -> Part:
                           options_table)
     # Limits name segments this partition may not have: the driver builds the rows.
     model = build_model(portfolio, replace(plan, segment_limits=()))
-    return Part(model.options, model.metric_columns, model.id_dtype, model.level_dtype)
+    options = model.options
+    ids = options.unit_id.filter(pl.Series(~options.fractional))
+    shape = {}
+    for name in ("customers", "prospects", "options"):
+        table = getattr(model.portfolio, name)
+        if table is not None:
+            segments = (table["segment"].cast(pl.String).fill_null("").unique().to_list()
+                        if "segment" in table.columns else [])
+            shape[name] = (list(table.columns), segments)
+    return Part(options, model.metric_columns, model.id_dtype, model.level_dtype,
+                source=source.describe(),
+                id_field="customers.customer_id" if source.customers else "options.customer_id",
+                id_hash=np.sort(ids.hash(seed=0).to_numpy()), shape=shape)
+
+
+def table_shape(part: Part) -> dict[str, tuple[list[str], list[str]]]:
+    return part.shape
+
+
+# --- customer ids unique across partitions -----------------------------------------------------
+
+
+def id_count(part: Part) -> int:
+    return int(part.id_hash.size)
+
+
+def id_hashes(part: Part, lo: int, hi: int | None) -> NDArray[np.uint64]:
+    """The partition's customer id hashes in ``[lo, hi)`` (``hi`` None: to the top), sorted
+    (each id once: the partition's own validation refused duplicates within it)."""
+    h = part.id_hash
+    start = np.searchsorted(h, np.uint64(lo), side="left")
+    end = h.size if hi is None else np.searchsorted(h, np.uint64(hi), side="left")
+    return h[start:end]
+
+
+def ids_of(part: Part, hashes: NDArray[np.uint64]) -> tuple[str, str, list[tuple[str, int]]]:
+    """The partition's file, id field, and the customers (id as text, row within the
+    partition) whose id hashes are among ``hashes``."""
+    options = part.options
+    customer = np.flatnonzero(~options.fractional)
+    ids = options.unit_id.gather(customer)
+    hit = np.flatnonzero(np.isin(ids.hash(seed=0).to_numpy(), hashes))
+    return part.source, part.id_field, [(str(ids[int(i)]), int(i)) for i in hit]
 
 
 def segment_names(part: Part) -> list[str]:
@@ -89,8 +136,7 @@ def attach(part: Part, names: list[str], constrained_cells: NDArray[np.bool_]) -
     hull = HullIncrements(options)
     inc = hull.apply()
     key = float_key(inc.dv / inc.dc + 0.0)
-    return Part(part.options, part.metric_columns, part.id_dtype, part.level_dtype, hull, inc,
-                key, constrained_cells[inc.cell])
+    return replace(part, hull=hull, inc=inc, key=key, constrained=constrained_cells[inc.cell])
 
 
 def _inc(part: Part) -> Increments:
