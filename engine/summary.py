@@ -69,10 +69,6 @@ class PlanSummary(Mapping[str, Any]):
     equity_gain_interval: dict[str, float] = field(default_factory=dict)
     probability_beats_nothing: float | None = None
     uncertainty_draws: int = 0
-    # with --uncertainty N and --current-plan: the current plan's gain over the same draws
-    # (p5, p50, p95) and the share of draws in which this plan gains more than it
-    current_gain_interval: dict[str, float] = field(default_factory=dict)
-    probability_beats_current: float | None = None
     # the proven upper bound on the best plan giving every customer one level (``gap`` is
     # measured to it); None when nothing was proven (a heuristic allocator)
     integer_bound: float | None = None
