@@ -57,6 +57,11 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         print(f"gain interval    {money(band['p5'])} to {money(band['p95'])} (p5-p95, median "
               f"{money(band['p50'])}, {summary['uncertainty_draws']:,} draws); "
               f"P(gain > 0) {number(summary['probability_beats_nothing'], '.3f')}")
+    current = summary.get("current_gain_interval")
+    if current:
+        print(f"current plan     gain {money(current['p5'])} to {money(current['p95'])} (p5-p95, "
+              f"median {money(current['p50'])}); P(plan beats current) "
+              f"{number(summary['probability_beats_current'], '.3f')}")
     print(f"time             {summary['seconds']['total']:.3f} s")
     for note in summary.get("notes", []):
         print(f"note             {note}")
@@ -76,8 +81,14 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         from engine.response.files import read_curves
 
         plan = plan.with_overrides(response_curves=read_curves(args.response))
+    if args.current_plan is not None and not args.uncertainty:
+        from engine.errors import InvalidInputError
+
+        raise InvalidInputError.single("--current-plan", "needs --uncertainty N (the plans "
+                                       "are compared over the same draws)")
     if args.uncertainty:
-        result = _allocate_with_uncertainty(portfolio, plan, args.uncertainty, args.seed)
+        result = _allocate_with_uncertainty(portfolio, plan, args.uncertainty, args.seed,
+                                            args.current_plan)
     else:
         result = allocate(portfolio, plan)
     if portfolio.transactions is not None:  # values from a log, responses from nowhere
@@ -126,10 +137,13 @@ def _allocate_on_cluster(args: argparse.Namespace) -> int:
 
 
 def _allocate_with_uncertainty(
-    portfolio: Portfolio, plan: Plan, draws: int, seed: int
+    portfolio: Portfolio, plan: Plan, draws: int, seed: int, current_plan: Path | None = None
 ) -> PlanResult:
     """The plan, then its equity gain re-valued under ``draws`` draws of the fitted curves'
-    parameters (engine.response.uncertainty): interval, P(gain > 0), no re-solve."""
+    parameters (engine.response.uncertainty) and, when the customers were valued from a
+    transaction log or a current plan is given, of the BG/NBD and Gamma-Gamma parameters
+    too, with the current plan re-valued under the same draws (engine.planning.uncertainty):
+    interval, P(gain > 0), P(gain > current's); no re-solve."""
     from engine.assumptions import RESPONSE_COSTS
     from engine.errors import InvalidInputError
     from engine.pipeline import allocate, build_model
@@ -142,19 +156,62 @@ def _allocate_with_uncertainty(
     model = build_model(portfolio, plan)
     result = allocate(portfolio, plan, model=model)
     started = time.perf_counter()
-    gains = gain_draws(model.portfolio.customers, model.portfolio.prospects, plan,
-                       result.units, draws, seed)
     summary = result.summary
+    joint = portfolio.transactions is not None or current_plan is not None
+    if joint:
+        gains, current = _joint_draws(portfolio, plan, model, result, draws, seed, current_plan)
+    else:
+        gains, current = gain_draws(model.portfolio.customers, model.portfolio.prospects, plan,
+                                    result.units, draws, seed), None
     summary.equity_gain_interval = interval(gains)
     summary.probability_beats_nothing = float((gains > 0).mean())
     summary.uncertainty_draws = draws
+    if current is not None:
+        summary.current_gain_interval = interval(current)
+        summary.probability_beats_current = float((gains > current).mean())
     if not any(c.covariance for c in plan.response_curves):
         summary.notes.append("uncertainty: no response curve was estimated (none has a "
-                             "covariance), so every draw gives the same gain")
-    summary.notes.append("uncertainty: response-curve parameters only; the customers' "
-                         "margin and retention are taken as known")
+                             "covariance), so their parameters do not vary over the draws")
+    if portfolio.transactions is not None:
+        summary.notes.append("uncertainty: the BG/NBD and Gamma-Gamma parameters are drawn "
+                             "too (each customer's margin and retention re-derived per draw)")
+    else:
+        summary.notes.append("uncertainty: response-curve parameters only; the customers' "
+                             "margin and retention are taken as known")
     summary.seconds["uncertainty"] = time.perf_counter() - started
     return result
+
+
+def _joint_draws(
+    portfolio: Portfolio, plan: Plan, model: Any, result: PlanResult, draws: int, seed: int,
+    current_plan: Path | None,
+) -> tuple[Any, Any]:
+    """Per draw, the plan's gain and the current plan's (engine.planning.uncertainty)."""
+    from engine.errors import InvalidInputError
+    from engine.io import read_table
+    from engine.plugins import default_registry
+    from engine.planning.uncertainty import joint_gain_draws
+
+    registry = default_registry()
+    cost: Any = registry.create("cost", plan.cost)  # ExponentialResponse: its two defaults
+    if plan.cost.name != "exponential-response":
+        raise InvalidInputError.single(
+            "--uncertainty", "with --transactions or --current-plan it needs the "
+            f"exponential-response cost strategy, not {plan.cost.name!r}")
+    values = None
+    if portfolio.transactions is not None:
+        metric = registry.create("metric", plan.metric)
+        fit = getattr(metric, "fit", None)
+        if fit is None:
+            raise InvalidInputError.single(
+                "--uncertainty", f"metric {plan.metric.name!r} reports no fit to draw from")
+        values = (fit(portfolio.transactions, plan.valuation),
+                  float(getattr(metric, "margin_ratio", 1.0)))
+    current = read_table(current_plan, "current_plan") if current_plan is not None else None
+    return joint_gain_draws(
+        model.portfolio.customers, model.portfolio.prospects, plan, result.units, draws, seed,
+        ceiling_share=float(cost.ceiling_share), response=float(cost.response), values=values,
+        current=current)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -227,6 +284,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    "equity_gain_interval (p5, p50, p95) and probability_beats_nothing "
                    "(0: no draws)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the --uncertainty draws")
+    p.add_argument("--current-plan", type=Path, metavar="FILE",
+                   help="with --uncertainty: the firm's current plan (customer_id, spend; a "
+                   "pool's id is its segment, its spend the pool's total), re-valued under the "
+                   "same draws: current_gain_interval and probability_beats_current "
+                   "(default: none)")
     p.add_argument("--output", type=Path,
                    help="per-customer plan (.parquet or .csv) (default: not written)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
