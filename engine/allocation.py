@@ -63,12 +63,27 @@ def violations(
     options: OptionSet, rows: list[Constraint], allocation: Allocation, tolerance: float = 1e-7
 ) -> list[str]:
     """Rows the plan breaks, beyond a relative tolerance for floating-point sums."""
-    used = row_usage(options, rows, allocation.spend(options))
+    used = np.array([
+        float(np.bincount(options.cell, weights=allocation.mix(_use(options, row)),
+                          minlength=options.n_cells)[row.cells].sum())
+        for row in rows
+    ])
     broken = []
     for row, amount in zip(rows, used, strict=True):
         slack = tolerance * max(1.0, abs(row.rhs))
         if row.sense > 0 and amount > row.rhs + slack:
-            broken.append(f"{row.name}: spend {amount:.6g} > {row.rhs:.6g}")
+            broken.append(f"{row.name}: {_what(row)} {amount:.6g} > {row.rhs:.6g}")
         if row.sense < 0 and amount < row.rhs - slack:
-            broken.append(f"{row.name}: spend {amount:.6g} < {row.rhs:.6g}")
+            broken.append(f"{row.name}: {_what(row)} {amount:.6g} < {row.rhs:.6g}")
     return broken
+
+
+def _use(options: OptionSet, row: Constraint) -> NDArray[np.float64]:
+    use = options.resource(row.resource)
+    if use is None:
+        raise KeyError(f"{row.name}: the options have no column {row.resource!r}")
+    return use
+
+
+def _what(row: Constraint) -> str:
+    return "spend" if row.resource == "cost" else row.resource

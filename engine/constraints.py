@@ -22,12 +22,14 @@ LE, GE = 1, -1
 
 @dataclass(frozen=True)
 class Constraint:
-    """``sum(spend in cells) <= rhs`` (sense LE) or ``>= rhs`` (GE)."""
+    """``sum(resource in cells) <= rhs`` (sense LE) or ``>= rhs`` (GE); the resource is
+    spend (``cost``) unless a plan's resource limit names another options column."""
 
     name: str
     cells: NDArray[np.bool_]
     sense: int
     rhs: float
+    resource: str = "cost"
 
 
 def build_constraints(plan: Plan, options: OptionSet) -> list[Constraint]:
@@ -62,6 +64,28 @@ def build_constraints(plan: Plan, options: OptionSet) -> list[Constraint]:
             rows.append(Constraint(f"cap:{label}", cells, LE, lim.cap))
         if lim.minimum is not None and lim.minimum > 0:
             rows.append(Constraint(f"minimum:{label}", cells, GE, lim.minimum))
+    for i, rl in enumerate(plan.resource_limits):
+        base = f"plan.resource_limits[{i}]"
+        if options.resource(rl.resource) is None:
+            listed = ", ".join(["cost", *options.extra])
+            problems.append(FieldViolation(
+                f"{base}.resource",
+                f"unknown resource {rl.resource!r}; the options have {listed}",
+            ))
+            continue
+        cells = np.ones(n_cells, dtype=bool)
+        if rl.segment is not None:
+            if rl.segment not in known:
+                problems.append(FieldViolation(f"{base}.segment",
+                                               f"unknown segment {rl.segment!r}"))
+                continue
+            cells &= segment_of_cell == known[rl.segment]
+        if rl.kind is not None:
+            cells &= kind_of_cell == KINDS.index(rl.kind)
+        if rl.max is not None:
+            rows.append(Constraint(f"max:{rl.label}", cells, LE, rl.max, rl.resource))
+        if rl.min is not None and rl.min > 0:
+            rows.append(Constraint(f"min:{rl.label}", cells, GE, rl.min, rl.resource))
     if problems:
         raise InvalidInputError(problems)
     names = [r.name for r in rows]
@@ -93,6 +117,45 @@ def sparse_row_matrix(rows: list[Constraint], n_cells: int) -> sparse.csr_matrix
     )
     data = np.repeat(np.array([float(row.sense) for row in rows]), counts)
     return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), n_cells))
+
+
+def spend_only(rows: list[Constraint]) -> bool:
+    """Whether every row limits spend (the block method's structure)."""
+    return all(row.resource == "cost" for row in rows)
+
+
+def option_matrix(
+    rows: list[Constraint], options: OptionSet, opt: NDArray[np.int64] | None = None
+) -> sparse.csr_matrix:
+    """Rows in ``<=`` form over options (all, or those at ``opt``): the row's sense times the
+    option's use of the row's resource, where the option's cell is in the row."""
+    idx = np.arange(options.cost.size) if opt is None else opt
+    cell = options.cell[options.unit_of_option[idx]]
+    matrix = sparse_row_matrix(rows, options.n_cells)
+    parts = []
+    for k, row in enumerate(rows):
+        use = options.resource(row.resource)
+        assert use is not None
+        parts.append(matrix[k][:, cell].multiply(use[idx][None, :]))
+    if not parts:
+        return sparse.csr_matrix((0, idx.size))
+    return sparse.vstack(parts).tocsr()
+
+
+def resource_prices(
+    rows: list[Constraint], options: OptionSet, duals: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Per option, the price of what it uses at row prices ``duals`` (``<=`` form)."""
+    matrix = sparse_row_matrix(rows, options.n_cells)
+    cell = options.cell[options.unit_of_option]
+    total = np.zeros(options.cost.size)
+    for name in sorted({row.resource for row in rows}):
+        mine = np.array([row.resource == name for row in rows])
+        per_cell = matrix.T @ np.where(mine, duals, 0.0)
+        use = options.resource(name)
+        assert use is not None
+        total += per_cell[cell] * use
+    return total
 
 
 def normalized_rhs(rows: list[Constraint]) -> NDArray[np.float64]:

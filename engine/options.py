@@ -78,6 +78,11 @@ class OptionSet:
         """Per unit: index of its (segment, kind) cell, the unit of coupling constraints."""
         return self.segment.astype(np.int64) * len(KINDS) + self.kind
 
+    def resource(self, name: str) -> NDArray[np.float64] | None:
+        """Per option, how much of resource ``name`` it uses: ``cost`` is spend, any other
+        name a numeric column of the options table (None when there is no such column)."""
+        return self.cost if name == "cost" else self.extra.get(name)
+
     @property
     def n_cells(self) -> int:
         return len(self.segments) * len(KINDS)
@@ -175,9 +180,14 @@ def from_table(table: pl.DataFrame) -> OptionSet:
 
     Columns: ``customer_id``, ``level``, ``cost``, ``value``; optional ``segment`` and
     ``kind`` (``acquisition`` or ``retention``, default retention) constant per customer.
+    Any other numeric column is a *resource* the levels use (contacts, calls...), which a
+    plan's ``resource_limits`` may limit. Customers may be barred from levels: a true
+    ``do_not_contact`` keeps only a customer's cheapest level, a ``max_spend`` drops the
+    levels costing more (the cheapest always stays), and a level not listed is not offered.
     A table already sorted by customer and, within each customer, by cost (as written by
     most pipelines) is used as it is, in a few linear passes; any other order is sorted.
     """
+    table = _barred(table)
     n = table.height
     df = table
     new_unit = _new_unit(df["customer_id"])
@@ -244,7 +254,47 @@ def from_table(table: pl.DataFrame) -> OptionSet:
         level=df["level"].cast(pl.Float64).to_numpy(),
         cost=df["cost"].cast(pl.Float64).to_numpy(),
         value=df["value"].cast(pl.Float64).to_numpy(),
+        extra=_resources(df),
     )
+
+
+_KNOWN = {"customer_id", "level", "cost", "value", "segment", "kind", "do_not_contact",
+          "max_spend", "__row"}
+
+
+def _resources(df: pl.DataFrame) -> dict[str, NDArray[np.float64]]:
+    """The numeric columns besides the known ones: resources the levels use (finite, >= 0)."""
+    out: dict[str, NDArray[np.float64]] = {}
+    problems = []
+    for name in df.columns:
+        if name in _KNOWN or not df[name].dtype.is_numeric():
+            continue
+        values = df[name].cast(pl.Float64).fill_null(0.0).to_numpy()
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            problems.append(FieldViolation(
+                f"options.{name}", "a resource column must be finite and >= 0",
+                int(np.flatnonzero(bad)[0]),
+            ))
+        out[name] = values
+    if problems:
+        raise InvalidInputError(problems)
+    return out
+
+
+def _barred(table: pl.DataFrame) -> pl.DataFrame:
+    """Drop the levels a customer is barred from (``do_not_contact``, ``max_spend``); each
+    customer keeps at least its cheapest level."""
+    if "do_not_contact" not in table.columns and "max_spend" not in table.columns:
+        return table
+    cheapest = pl.col("cost") == pl.col("cost").min().over("customer_id")
+    allowed = pl.lit(True)
+    if "do_not_contact" in table.columns:
+        allowed = allowed & ~pl.col("do_not_contact").cast(pl.Boolean).fill_null(False)
+    if "max_spend" in table.columns:
+        ceiling = pl.col("max_spend").cast(pl.Float64)
+        allowed = allowed & (ceiling.is_null() | (pl.col("cost") <= ceiling))
+    return table.filter(allowed | cheapest)
 
 
 def _new_unit(ids: pl.Series) -> NDArray[np.bool_]:

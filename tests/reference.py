@@ -68,7 +68,7 @@ def brute_force(options: OptionSet, rows: list[Constraint]) -> float | None:
 
 
 def reference_mip(
-    options: OptionSet, rows: list[Constraint], time_limit: float = 120.0
+    options: OptionSet, rows: list[Constraint], time_limit: float = 120.0, relax: bool = False
 ) -> tuple[float, float, str] | None:
     """The full per-customer MIP (one binary per customer-level, one continuous weight per
     pool-level) by highspy at relative and absolute gap 1e-9: (optimum, dual bound, HiGHS
@@ -80,7 +80,8 @@ def reference_mip(
     data, r_idx, c_idx = [np.ones(m)], [unit], [np.arange(m)]
     for k, row in enumerate(rows):
         cols = np.flatnonzero(row.cells[options.cell[unit]])
-        data.append(options.cost[cols])
+        use = options.cost if row.resource == "cost" else options.extra[row.resource]
+        data.append(use[cols])
         r_idx.append(np.full(cols.size, n + k))
         c_idx.append(cols)
     a = coo_matrix(
@@ -103,10 +104,11 @@ def reference_mip(
     lp.a_matrix_.index_ = a.indices.astype(np.int32)
     lp.a_matrix_.value_ = a.data
     pool = options.fractional[unit]
-    lp.integrality_ = [
-        highspy.HighsVarType.kContinuous if p else highspy.HighsVarType.kInteger
-        for p in pool.tolist()
-    ]
+    if not relax:  # relax: the LP (every weight continuous)
+        lp.integrality_ = [
+            highspy.HighsVarType.kContinuous if p else highspy.HighsVarType.kInteger
+            for p in pool.tolist()
+        ]
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("mip_rel_gap", 1e-9)
@@ -119,4 +121,6 @@ def reference_mip(
     if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
         return None
     info = h.getInfo()
+    if relax:
+        return float(info.objective_function_value), float("nan"), status
     return float(info.objective_function_value), float(info.mip_dual_bound), status

@@ -43,11 +43,12 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from engine.allocation import Allocation
-from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix
+from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix, spend_only
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.blocks import Blocks, expand, fill
 from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments
+from engine.optimize.lagrange import solve_lagrange
 from engine.optimize.proof import GAP, prove
 from engine.optimize.repair import repair
 from engine.options import OptionSet
@@ -78,6 +79,10 @@ def solve(
     """The LP optimum of ``options`` under ``rows``, with its certificate, then (unless
     ``settings.repair`` is off) one level for every integral unit."""
     started = time.perf_counter()
+    if rows and not spend_only(rows):  # a limit on contacts, calls...: no ratio blocks
+        allocation = _solve_resources(options, rows, settings, should_stop)
+        allocation.seconds = time.perf_counter() - started
+        return allocation
     hull = HullIncrements(options)
     inc = hull.apply()
     first = inc.first
@@ -170,6 +175,44 @@ def _integral(
         allocation.integer_bound = allocation.bound
         return
     prove(options, rows, allocation, inc, duals, settings.solver, limit, have, should_stop)
+
+
+def _solve_resources(
+    options: OptionSet,
+    rows: list[Constraint],
+    settings: LpSettings,
+    should_stop: Callable[[], bool],
+) -> Allocation:
+    """Limits on resources besides spend: the LP by its Lagrangian dual and a core LP
+    (``engine.optimize.lagrange``), then the integer proof over the same prices."""
+    result = solve_lagrange(options, rows, settings.solver, settings.tolerance,
+                            should_stop=should_stop)
+    w = result.weights
+    unit = options.unit_of_option
+    n = options.n_units
+    # per unit its two options of largest weight: lo (the larger) and hi, theta = hi's share
+    order = np.lexsort((-w, unit))
+    starts = options.offsets[:-1]
+    lo = order[starts]
+    counts = np.diff(options.offsets)
+    second = np.where(counts > 1, order[np.minimum(starts + 1, order.size - 1)], lo)
+    theta = np.where(counts > 1, w[second], 0.0)
+    theta[theta < 1e-12] = 0.0
+    hi = np.where(theta > 0, second, lo)
+    allocation = Allocation(lo, hi, theta / np.maximum(w[lo] + theta, 1e-300) * (theta > 0),
+                            "optimal", result.solver, "lagrange")
+    allocation.iterations = result.rounds
+    allocation.lp_objective, allocation.bound = result.objective, result.bound
+    allocation.shadow_prices = {
+        row.name: float(result.duals[k] * row.sense) for k, row in enumerate(rows)
+    }
+    assert n == lo.size
+    if not settings.repair:
+        return allocation
+    inc = HullIncrements(options).apply()
+    prove(options, rows, allocation, inc, result.duals, settings.solver,
+          settings.mip_time_limit, False, should_stop)
+    return allocation
 
 
 def _tighter(a: float | None, b: float | None) -> float | None:

@@ -30,7 +30,14 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from engine.allocation import Allocation
-from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix
+from engine.constraints import (
+    Constraint,
+    normalized_rhs,
+    option_matrix,
+    resource_prices,
+    sparse_row_matrix,
+    spend_only,
+)
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.increments import Increments
@@ -63,16 +70,21 @@ def prove(
     started = time.perf_counter()
     matrix = sparse_row_matrix(rows, options.n_cells)
     rhs = normalized_rhs(rows)
-    prices = matrix.T @ duals
+    general = not spend_only(rows)  # a limit on a resource besides spend
     unit_opt = options.unit_of_option
     starts = options.offsets[:-1]
-    reduced = options.value - prices[options.cell[unit_opt]] * options.cost
+    reduced = options.value - resource_prices(rows, options, duals)
     best = np.maximum.reduceat(reduced, starts)
     bound = float(duals @ rhs + best.sum())
     gap_of = best[unit_opt] - reduced
     in_rows = np.asarray(abs(matrix).sum(axis=0)).ravel() > 0
     customer = ~options.fractional & in_rows[options.cell]
     pool = options.fractional & in_rows[options.cell]
+    # with limits on other resources, pools keep the LP's mix (the MIP's bound is then not
+    # one on every plan: the proven bound stays the LP's)
+    held_pools = general and bool(pool.any())
+    if general:
+        pool = np.zeros_like(pool)
     choice = allocation.lo.copy()
     value = float(allocation.equity(options).sum()) if have_incumbent else -np.inf
     integral = ~options.fractional
@@ -103,8 +115,8 @@ def prove(
         if remaining is not None and remaining <= 0:
             timed_out = True
             break
-        result = _core_mip(options, inc, matrix, rhs, allocation, choice, keep, customer, pool,
-                           solver, remaining)
+        result = _core_mip(options, rows, inc, matrix, rhs, allocation, choice, keep, customer,
+                           pool, solver, remaining)
         core_size = int(keep.sum())
         if result is None:  # the core has no plan keeping the rows
             if not np.isfinite(floor):
@@ -137,6 +149,8 @@ def prove(
             "no plan giving every customer exactly one level was found "
             + ("within the time limit" if timed_out else f"among {MAX_CORE} levels")
         )
+    if held_pools:
+        proven_bound = bound
     proven_bound = max(proven_bound, value) if np.isfinite(proven_bound) else bound
     allocation.integer_bound = min(proven_bound, bound)
     optimal = allocation.integer_bound - value <= tol
@@ -162,6 +176,7 @@ def _rank(gaps: NDArray[np.float64], k: int, at_least: float) -> float:
 
 def _core_mip(
     options: OptionSet,
+    rows: list[Constraint],
     inc: Increments,
     matrix: sparse.csr_matrix,
     rhs: NDArray[np.float64],
@@ -199,7 +214,17 @@ def _core_mip(
     spend[other] = allocation.spend(options)[other]
     spend[pool] = options.cost[inc.first[pool]]
     spend[core] = 0.0
-    used = matrix @ np.bincount(options.cell, weights=spend, minlength=n_cells)
+    general = not spend_only(rows)
+    if general:  # what the units outside the MIP use of each row's resource
+        weight = np.zeros(options.cost.size)
+        outside = np.flatnonzero(~core & ~options.fractional)
+        weight[choice[outside]] = 1.0
+        mixed = np.flatnonzero(options.fractional)
+        np.add.at(weight, allocation.lo[mixed], 1.0 - allocation.theta[mixed])
+        np.add.at(weight, allocation.hi[mixed], allocation.theta[mixed])
+        used = option_matrix(rows, options) @ weight
+    else:
+        used = matrix @ np.bincount(options.cell, weights=spend, minlength=n_cells)
     residual = rhs - used
     slack = 1e-9 * np.maximum(1.0, np.abs(rhs))
     # columns: core levels, then pool increments
@@ -207,7 +232,10 @@ def _core_mip(
     col_cost = np.concatenate([options.cost[opt], inc.dc[pinc]])
     col_value = np.concatenate([options.value[opt], inc.dv[pinc]])
     binary = np.concatenate([np.ones(opt.size, dtype=bool), np.zeros(pinc.size, dtype=bool)])
-    a = (matrix[:, col_cell].multiply(col_cost[None, :])).tocsr()
+    if general:
+        a = option_matrix(rows, options, opt)
+    else:
+        a = (matrix[:, col_cell].multiply(col_cost[None, :])).tocsr()
     nonempty = np.diff(a.indptr) > 0
     if (residual[~nonempty] < -slack[~nonempty]).any():  # broken by the fixed units alone
         return None

@@ -1,0 +1,120 @@
+"""Limits on any resource (contacts, calls...), barred customers, one shadow price a limit:
+the LP and the integral plan against highspy on the full per-customer model."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.allocation import violations
+from engine.constraints import build_constraints
+from engine.errors import InfeasiblePlanError, InvalidInputError
+from engine.optimize import lp
+from engine.options import OptionSet, from_table
+from engine.plan import Plan, ResourceLimit, SegmentLimit
+from tests.reference import reference_mip
+
+
+def table(n: int, seed: int, barred: bool = False) -> pl.DataFrame:
+    """Customers x 5 levels with contacts (1 per non-zero level, 2 at the top two levels)
+    and call minutes (grow with spend, differ by customer); concave and S-shaped value."""
+    rng = np.random.default_rng(seed)
+    spend = np.array([0.0, 5.0, 10.0, 20.0, 40.0])
+    worth = rng.lognormal(4.0, 0.6, n)[:, None]
+    half = rng.lognormal(np.log(15.0), 0.4, n)[:, None]
+    rate = rng.lognormal(np.log(0.06), 0.5, n)[:, None]
+    lift = np.where(rng.random(n)[:, None] < 1 / 3, spend**3 / (spend**3 + half**3),
+                    -np.expm1(-rate * spend))
+    value = worth * (1 + 0.5 * lift) - spend
+    contacts = np.array([0, 1, 1, 2, 2.0])
+    calls = (spend / 10)[None, :] * rng.uniform(0.5, 2.0, n)[:, None]
+    out = pl.DataFrame({
+        "customer_id": np.repeat(np.arange(n), 5),
+        "level": np.tile(spend, n),
+        "cost": np.tile(spend, n),
+        "value": value.ravel(),
+        "contacts": np.tile(contacts, n),
+        "calls": calls.ravel(),
+        "segment": np.repeat(np.char.add("s", rng.integers(0, 4, n).astype(str)), 5),
+    })
+    if barred:
+        out = out.with_columns(
+            do_not_contact=pl.Series(np.repeat(rng.random(n) < 0.1, 5)),
+            max_spend=pl.Series(np.repeat(np.where(rng.random(n) < 0.2, 10.0, np.nan), 5)),
+        ).with_columns(pl.col("max_spend").fill_nan(None))
+    return out
+
+
+def plan_for(n: int, seed: int) -> Plan:
+    rng = np.random.default_rng(seed)
+    limits = [ResourceLimit("contacts", max=float(n) * rng.uniform(0.3, 0.8)),
+              ResourceLimit("calls", segment="s1", max=float(n) * rng.uniform(0.05, 0.2))]
+    if seed % 2:
+        limits.append(ResourceLimit("contacts", segment="s2", min=float(n) * 0.1))
+    caps = (SegmentLimit("s0", cap=float(n) * 2.0),) if seed % 3 == 0 else ()
+    return Plan(total_budget=float(n) * rng.uniform(4, 10), segment_limits=caps,
+                resource_limits=tuple(limits))
+
+
+def check(options: OptionSet, plan: Plan) -> str:
+    rows = build_constraints(plan, options)
+    reference = reference_mip(options, rows)
+    relaxed = reference_mip(options, rows, relax=True)
+    try:
+        allocation = lp.solve(options, rows)
+    except InfeasiblePlanError:
+        assert reference is None
+        return "infeasible"
+    assert reference is not None and relaxed is not None
+    optimum = reference[0]
+    scale = max(1.0, abs(optimum))
+    assert allocation.bound == pytest.approx(relaxed[0], rel=1e-9)  # the exact LP
+    assert allocation.lp_objective == pytest.approx(relaxed[0], rel=1e-9)
+    assert not violations(options, rows, allocation, tolerance=1e-9)
+    value = float(allocation.equity(options).sum())
+    assert allocation.integer_bound is not None
+    assert allocation.integer_bound >= optimum - 1e-9 * scale
+    if allocation.status == "optimal":
+        assert value >= optimum - 1e-9 * scale
+    else:
+        assert allocation.integer_bound - value >= optimum - value - 1e-9 * scale
+    assert set(allocation.shadow_prices) == {r.name for r in rows}
+    return allocation.status
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("n", [60, 600])
+def test_resource_limits_match_highspy(n: int, seed: int) -> None:
+    options = from_table(table(n, seed, barred=seed % 2 == 1))
+    assert check(options, plan_for(n, seed)) in ("optimal", "infeasible")
+
+
+def test_barred_customers_keep_only_allowed_levels() -> None:
+    t = table(200, 3, barred=True)
+    options = from_table(t)
+    per_customer = t.group_by("customer_id", maintain_order=True).agg(
+        pl.col("do_not_contact").first(), pl.col("max_spend").first()
+    )
+    top = np.maximum.reduceat(options.cost, options.offsets[:-1])
+    dnc = per_customer["do_not_contact"].to_numpy()
+    assert (top[dnc] == 0).all()
+    ceiling = per_customer["max_spend"].fill_null(np.inf).to_numpy()
+    assert (top <= ceiling).all()
+    assert set(options.extra) == {"contacts", "calls"}
+
+
+def test_shadow_prices_are_named_by_their_resource() -> None:
+    options = from_table(table(300, 1))
+    plan = Plan(total_budget=3000.0, resource_limits=(
+        ResourceLimit("contacts", max=60.0), ResourceLimit("calls", segment="s1", max=10.0)))
+    allocation = lp.solve(options, build_constraints(plan, options))
+    assert set(allocation.shadow_prices) == {"budget", "max:contacts", "max:calls:s1"}
+    assert allocation.shadow_prices["max:contacts"] > 0
+
+
+def test_unknown_resource_is_named() -> None:
+    options = from_table(table(20, 0))
+    plan = Plan(resource_limits=(ResourceLimit("emails", max=5.0),))
+    with pytest.raises(InvalidInputError, match="emails"):
+        build_constraints(plan, options)
