@@ -73,6 +73,13 @@ class PlanSummary(Mapping[str, Any]):
     # (p5, p50, p95) and the share of draws in which this plan gains more than it
     current_gain_interval: dict[str, float] = field(default_factory=dict)
     probability_beats_current: float | None = None
+    # the proven upper bound on the best plan giving every customer one level (``gap`` is
+    # measured to it); None when nothing was proven (a heuristic allocator)
+    integer_bound: float | None = None
+    # where it ran: 1 on one machine; on a cluster the partitions (engine.optimize.distributed)
+    # and the block LP's columns in each round
+    partitions: int = 1
+    lp_columns: list[int] = field(default_factory=list)
 
     # -- mapping view: the JSON form, key by key ------------------------------------------
     def __getitem__(self, key: str) -> Any:
