@@ -118,3 +118,25 @@ def test_unknown_resource_is_named() -> None:
     plan = Plan(resource_limits=(ResourceLimit("emails", max=5.0),))
     with pytest.raises(InvalidInputError, match="emails"):
         build_constraints(plan, options)
+
+
+def test_cli_limits_on_contacts_and_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tests.test_cli import run
+
+    table(1500, 4, barred=True).write_csv(tmp_path / "options.csv")
+    proc = run(
+        "allocate", "--options", str(tmp_path / "options.csv"), "--budget", "12000",
+        "--limit", "contacts<=1200", "--limit", "calls:s1<=30", "--limit", "contacts:s2>=80",
+        "--output", str(tmp_path / "plan.csv"), "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert set(summary["shadow_prices"]) == {
+        "budget", "max:contacts", "max:calls:s1", "min:contacts:s2"
+    }
+    assert summary["status"] in ("optimal", "feasible")
+    assert summary["gap"] is not None and summary["gap"] >= 0
+    bad = run("allocate", "--options", str(tmp_path / "options.csv"), "--limit", "contacts=5")
+    assert bad.returncode == 2 and "RESOURCE[:SEGMENT[/KIND]]<=X" in bad.stderr

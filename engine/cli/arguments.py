@@ -20,6 +20,7 @@ from engine.plan import (
     DEFAULT_ACQUISITION_LEVELS,
     DEFAULT_RETENTION_LEVELS,
     Plan,
+    ResourceLimit,
     SegmentLimit,
     StrategyChoice,
 )
@@ -34,6 +35,29 @@ def _amount(text: str) -> tuple[str, float]:
         return segment, float(amount)
     except ValueError:
         raise argparse.ArgumentTypeError(f"amount in {text!r} is not a number") from None
+
+
+def resource_limit(text: str) -> ResourceLimit:
+    """``RESOURCE[:SEGMENT[/KIND]]<=X`` or ``>=X``: e.g. ``contacts<=1500``,
+    ``calls:s1<=40``, ``contacts:s2/retention>=100``."""
+    side = "max" if "<=" in text else "min" if ">=" in text else ""
+    if not side:
+        raise argparse.ArgumentTypeError(
+            f"expected RESOURCE[:SEGMENT[/KIND]]<=X or >=X, got {text!r}"
+        )
+    head, _, amount = text.partition("<=" if side == "max" else ">=")
+    try:
+        value = float(amount)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"amount in {text!r} is not a number") from None
+    resource, _, where = head.strip().partition(":")
+    segment, _, kind = where.partition("/")
+    if not resource:
+        raise argparse.ArgumentTypeError(f"no resource named in {text!r}")
+    if kind and kind not in ("retention", "acquisition"):
+        raise argparse.ArgumentTypeError(f"kind in {text!r} must be retention or acquisition")
+    return ResourceLimit(resource, segment=segment or None, kind=kind or None,
+                         **{side: value})
 
 
 def discount_rate(text: str) -> float:
@@ -117,6 +141,11 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--minimum", type=_amount, action="append", default=[],
                    metavar="SEGMENT=AMOUNT",
                    help="least a segment must spend, repeatable (default: the plan's minimums)")
+    g.add_argument("--limit", type=resource_limit, action="append", default=[],
+                   metavar="RESOURCE[:SEGMENT[/KIND]]<=X",
+                   help="limit on a resource column of the options (cost is spend), <=X or "
+                   ">=X, e.g. 'contacts<=1500', 'calls:s1<=40', 'contacts:s2>=100'; "
+                   "repeatable (default: the plan's resource limits)")
     g.add_argument("--discount-rate", type=discount_rate, metavar="RATE",
                    help="per period, a fraction: 0.10 for 10%% (default: from the plan, else 0.10)")
     g.add_argument("--horizon", type=int,
@@ -240,6 +269,8 @@ def _override(plan: Plan, args: argparse.Namespace, options_only: bool) -> Plan:
         old = limits.get((segment, None), SegmentLimit(segment))
         limits[(segment, None)] = replace(old, minimum=amount)
     changes["segment_limits"] = tuple(limits.values())
+    if args.limit:
+        changes["resource_limits"] = plan.resource_limits + tuple(args.limit)
     if args.metric:
         changes["metric"] = StrategyChoice(args.metric)
     if args.cost:

@@ -204,7 +204,7 @@ def _solve_resources(
     allocation.iterations = result.rounds
     allocation.lp_objective, allocation.bound = result.objective, result.bound
     allocation.shadow_prices = {
-        row.name: float(result.duals[k] * row.sense) for k, row in enumerate(rows)
+        row.name: float(result.duals[k] * row.sense) + 0.0 for k, row in enumerate(rows)
     }
     assert n == lo.size
     if not settings.repair:
