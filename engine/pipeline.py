@@ -219,6 +219,12 @@ def allocate(
             "plan.allocation.name",
             f"{allocator.name!r} does not support segment minimums; use 'lp'",
         )
+    off_spend = sorted({r.resource for r in rows if r.resource != "cost"})
+    if off_spend and not allocator.supports_resources:
+        raise InvalidInputError.single(
+            "plan.allocation.name",
+            f"{allocator.name!r} limits spend only, not {off_spend}; use 'lp'",
+        )
     with _guard(allocator, registry):
         problem = Problem(options, rows, plan, should_stop, limits.time_limit(None))
         allocation = allocator.allocate(problem)

@@ -139,12 +139,14 @@ class Allocator(Strategy):
     """Chooses a level (or, for pools, a mix of two) for every unit.
 
     ``exact``: the result carries an LP bound and shadow prices; ``supports_minimums``:
-    the allocator honours ``>=`` rows (others raise a clear error when the plan has them).
+    the allocator honours ``>=`` rows (others raise a clear error when the plan has them);
+    ``supports_resources``: it honours limits on resources besides spend (``Constraint.resource``).
     """
 
     kind: ClassVar[str] = "allocation"
     exact: ClassVar[bool] = False
     supports_minimums: ClassVar[bool] = False
+    supports_resources: ClassVar[bool] = False
 
     def allocate(self, problem: Problem) -> Allocation:
         raise NotImplementedError

@@ -24,6 +24,7 @@ class LinearProgram(Allocator):
     summary = "Maximizes total customer equity exactly; certificate: LP bound, gap, shadow prices."
     exact = True
     supports_minimums = True
+    supports_resources = True
     params: ClassVar = {
         "solver": Param(
             "auto",

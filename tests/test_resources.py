@@ -140,3 +140,13 @@ def test_cli_limits_on_contacts_and_calls(tmp_path) -> None:  # type: ignore[no-
     assert summary["gap"] is not None and summary["gap"] >= 0
     bad = run("allocate", "--options", str(tmp_path / "options.csv"), "--limit", "contacts=5")
     assert bad.returncode == 2 and "RESOURCE[:SEGMENT[/KIND]]<=X" in bad.stderr
+
+
+def test_allocators_limited_to_spend_refuse_other_resources(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_cli import run
+
+    table(100, 2).write_csv(tmp_path / "options.csv")
+    proc = run("allocate", "--options", str(tmp_path / "options.csv"), "--budget", "500",
+               "--limit", "contacts<=20", "--allocator", "greedy")
+    assert proc.returncode == 2
+    assert "plan.allocation.name" in proc.stderr and "contacts" in proc.stderr
