@@ -15,9 +15,9 @@ import pytest
 from engine.cli import main
 from engine.pipeline import allocate, build_model
 from engine.plan import Plan, ResponseCurve, StrategyChoice
+from engine.planning.uncertainty import joint_gain_draws
 from engine.plugins import default_registry
 from engine.portfolio import Portfolio
-from engine.planning.uncertainty import joint_gain_draws
 from engine.synthetic import customers
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"

@@ -189,8 +189,8 @@ def _joint_draws(
     """Per draw, the plan's gain and the current plan's (engine.planning.uncertainty)."""
     from engine.errors import InvalidInputError
     from engine.io import read_table
-    from engine.plugins import default_registry
     from engine.planning.uncertainty import joint_gain_draws
+    from engine.plugins import default_registry
 
     registry = default_registry()
     cost: Any = registry.create("cost", plan.cost)  # ExponentialResponse: its two defaults
