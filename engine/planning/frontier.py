@@ -57,6 +57,7 @@ from engine.planning.frontier_pieces import (
     laminar,
     merge_pieces,
 )
+from engine.planning.frontier_regimes import trace_regimes
 from engine.planning.frontier_result import Frontier, assemble
 from engine.planning.progress import Progress, no_progress
 from engine.plugins import Registry
@@ -149,7 +150,9 @@ def frontier_of(
                 apply_limit(pieces, g.cells, g.minimum, g.cap, ",".join(g.names), tol)
         net = build_network(np.flatnonzero(net_mask), inc_cell, dc, ratio, inner, len(
             options.segments))
-        traced = trace_network(net, tol, progress, should_stop)
+        traced = trace_regimes(net, tol, progress, should_stop)
+        if traced is None:  # the minimums themselves cross the kind budgets: step the network
+            traced = trace_network(net, tol, progress, should_stop)
         notes.append(
             f"kind budgets cross whole-segment limits: {net.cells.size} cells traced as a flow "
             f"network ({traced.dc.size} steps)"
