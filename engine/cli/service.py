@@ -103,6 +103,18 @@ def add_parser(subparsers: Any) -> None:
                    "needs the 'metrics' extra)")
     p.add_argument("--metrics-host", default=_DEFAULTS.metrics_host,
                    help="address of the metrics endpoint")
+    clu = p.add_argument_group("cluster (docs/scaling.md)")
+    clu.add_argument("--cluster", metavar="SPEC",
+                     help="run large Allocate and AllocateStream solves on a Dask cluster: "
+                     "local:N (N worker processes on this machine) or tcp://HOST:PORT (a "
+                     "running scheduler whose workers see --cluster-dir) (default: none)")
+    clu.add_argument("--cluster-dir", metavar="DIR",
+                     help="where each request's tables are written for the workers (with "
+                     "tcp://: a shared filesystem, same path on every worker) (default: the "
+                     "system's temporary directory)")
+    clu.add_argument("--cluster-partition-rows", type=int,
+                     default=_DEFAULTS.cluster_partition_rows,
+                     help="rows per partition at most (at least one partition per worker)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-format", choices=("json", "text"), default="json",
                    help="log lines on stderr")
@@ -206,6 +218,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             plugins_allow=_allow(args),
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            cluster=args.cluster,
+            cluster_dir=args.cluster_dir,
+            cluster_partition_rows=args.cluster_partition_rows,
         )
     except ValueError as exc:
         raise SystemExit(f"equity serve: {exc}") from None

@@ -111,6 +111,10 @@ class ServerConfig:
     plugins_allow: tuple[str, ...] | None = None  # entry-point plugins to load; None = all
     metrics_port: int | None = None  # Prometheus /metrics over HTTP; None = off, 0 = any port
     metrics_host: str = "127.0.0.1"  # where /metrics listens
+    # large allocations on a Dask cluster (engine.service.cluster): local:N or tcp://HOST:PORT
+    cluster: str | None = None
+    cluster_dir: str | None = None  # the requests' datasets; None = the system's temp dir
+    cluster_partition_rows: int = 1_000_000  # rows per partition at most (>= one per worker)
 
     def __post_init__(self) -> None:
         problems = []
@@ -135,6 +139,17 @@ class ServerConfig:
         if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < self.workers:
             problems.append(f"max_concurrent_rpcs ({self.max_concurrent_rpcs}) must be at "
                             f"least workers ({self.workers})")
+        if self.cluster is not None:
+            from engine.errors import InvalidInputError
+            from engine.optimize.cluster import check_spec
+
+            try:
+                check_spec(self.cluster, "cluster")
+            except InvalidInputError as exc:
+                problems.append(str(exc))
+        if self.cluster_partition_rows < 1:
+            problems.append(f"cluster_partition_rows must be >= 1, got "
+                            f"{self.cluster_partition_rows}")
         if self.max_metrics < 1:
             problems.append(f"max_metrics must be >= 1, got {self.max_metrics}")
         for name in ("max_concurrent_solves", "max_message_bytes", "max_rows",

@@ -31,6 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from engine.api.equity_engine.v1 import service_pb2_grpc
 from engine.plugins import Registry
 from engine.service.admission import SolveGate, stopper
+from engine.service.cluster import ClusterSolver
 from engine.service.config import (
     SERVICE_NAME,
     MiB,
@@ -70,6 +71,7 @@ class EquityServer:
         self._isolate = self.config.isolate_solves and (registry is None or
                                                         registry_factory is not None)
         self.pool: SolvePool | None = None
+        self.cluster: ClusterSolver | None = None  # with config.cluster
         self.gate = SolveGate(self.config)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.interceptor = ServiceInterceptor(trim_rows=self.config.small_solve_rows,
@@ -127,6 +129,10 @@ class EquityServer:
                 self.config.plugins_allow, self._factory, logging.getLogger().level,
                 json_lines_configured(), nice=15))
             self.servicer.pool = self.pool
+        if self.config.cluster is not None:
+            self.cluster = ClusterSolver(self.config)
+            self.cluster.start()
+            self.servicer.cluster = self.cluster
         self._server.start()
         if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics_port,
@@ -188,6 +194,8 @@ class EquityServer:
         self.gate.wait_idle(5.0)
         if self.pool is not None:
             self.pool.close()
+        if self.cluster is not None:
+            self.cluster.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
             self.metrics.close()

@@ -30,6 +30,7 @@ from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
 from engine.service import wire
 from engine.service.admission import SolveBudget, SolveGate, stopper
+from engine.service.cluster import ClusterPlan, ClusterSolver
 from engine.service.config import MiB, ServerConfig
 from engine.service.logs import call_of
 from engine.service.metrics import Metrics
@@ -47,6 +48,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         self.gate = gate
         self.pool: SolvePool | None = None  # set by EquityServer.start when isolating solves
         self.metrics: Metrics | None = None  # set by EquityServer when metrics are on
+        self.cluster: ClusterSolver | None = None  # set by EquityServer with --cluster
         self._plugins = wire.plugins_to_proto(registry.describe(), registry.failures)
 
     def Allocate(
@@ -183,10 +185,11 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
 
     def _solve(
         self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool
-    ) -> PlanResult:
+    ) -> PlanResult | ClusterPlan:
         """``allocate`` once admitted, within ``max_solve_seconds`` (each solver call is
         also bounded by ``limits.solver_seconds``, at most the same budget); a large solve
-        in a worker process when there is a pool."""
+        on the cluster when there is one and it runs the plan, else in a worker process
+        when there is a pool."""
         _note_rows(context, portfolio.size)
         should_stop = stopper(context)
         large = self.gate.is_large(portfolio, plan)
@@ -194,8 +197,14 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             budget = SolveBudget(self.config.max_solve_seconds, should_stop)
             limits = budget.limits(self.config.limits)
             where = "worker" if self.pool is not None and large else "server"
+            cluster = self.cluster
+            if cluster is not None and large and cluster.accepts(portfolio, plan):
+                where = "cluster"
             try:
                 with budget.enforced():
+                    if where == "cluster":
+                        assert cluster is not None
+                        return cluster.solve(portfolio, plan, limits, budget.should_stop)
                     if where == "worker":
                         assert self.pool is not None
                         call = call_of(context)
