@@ -66,9 +66,62 @@ def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
         width = int(counts[0])
         grid = cost.reshape(n_units, width)
         if bool((grid[:, 1:] > grid[:, :-1]).all()):  # levels listed in increasing cost
-            if width <= _FEW:
-                return _few_levels_hull(n_units, width, cost, value)
-            return _uniform_hull(n_units, width, cost, value)
+            return _grid_hull(n_units, width, cost, value)
+    if n_units >= 2 * _ROWS:
+        return _mixed_hull(offsets, cost, value)
+    return _general_hull(offsets, cost, value)
+
+
+def _grid_hull(n_units: int, width: int, cost: FloatArray, value: FloatArray) -> Hull:
+    if width <= _FEW:
+        return _few_levels_hull(n_units, width, cost, value)
+    return _uniform_hull(n_units, width, cost, value)
+
+
+def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
+    """Most units with the same number of levels in increasing cost (customers), a few
+    others (prospect pools, options tables' odd units): the grid path on the former, the
+    sort on the latter, the two stitched back in unit order."""
+    counts = np.diff(offsets)
+    values, freq = np.unique(counts, return_counts=True)
+    width = int(values[np.argmax(freq)])
+    on_grid = counts == width
+    if width < 2 or int(on_grid.sum()) < counts.size // 2:
+        return _general_hull(offsets, cost, value)
+    units = np.flatnonzero(on_grid)
+    flat = (offsets[units][:, None] + np.arange(width)).ravel()
+    grid = cost[flat].reshape(units.size, width)
+    rising = (grid[:, 1:] > grid[:, :-1]).all(axis=1)
+    if not rising.all():
+        units, flat = units[rising], flat.reshape(-1, width)[rising].ravel()
+    parts = [(units, flat, _grid_hull(units.size, width, cost[flat], value[flat]))]
+    rest = np.ones(counts.size, dtype=bool)
+    rest[units] = False
+    others = np.flatnonzero(rest)
+    if others.size:
+        sub_counts = counts[others]
+        sub_offsets = np.zeros(others.size + 1, dtype=np.int64)
+        np.cumsum(sub_counts, out=sub_offsets[1:])
+        sub_flat = np.repeat(offsets[others] - sub_offsets[:-1], sub_counts) + np.arange(
+            int(sub_offsets[-1]))
+        parts.append((others, sub_flat,
+                      _general_hull(sub_offsets, cost[sub_flat], value[sub_flat])))
+    hull_counts = np.zeros(counts.size, dtype=np.int64)
+    for members, _, h in parts:
+        hull_counts[members] = np.diff(h.offsets)
+    hull_offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(hull_counts, out=hull_offsets[1:])
+    points = np.empty(int(hull_offsets[-1]), dtype=np.int64)
+    for members, flat_of, h in parts:
+        shift = np.repeat(hull_offsets[members] - h.offsets[:-1], np.diff(h.offsets))
+        points[shift + np.arange(h.points.size)] = flat_of[h.points]
+    return Hull(points=points, offsets=hull_offsets)
+
+
+def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
+    """Any units: options sorted by (unit, cost, -value), points under a chord dropped."""
+    counts = np.diff(offsets)
+    n_units = counts.size
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
     order = np.lexsort((-value, cost, unit))
     u, c = unit[order], cost[order]
