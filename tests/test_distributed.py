@@ -342,3 +342,77 @@ def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path, monkeypatch
     workers.start(partition_load, distributed.sources(options=directory), plan)
     with pytest.raises(InvalidInputError, match="is in two partitions"):
         distributed.check_unique_ids(workers)
+
+
+# --- tcp:// against a real external scheduler ---------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def external_scheduler(tmp_path: Path):
+    """``dask scheduler`` and ``dask worker`` processes on loopback, as an operator runs
+    them; stopped with SIGTERM at the end and checked gone."""
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    log = (tmp_path / "dask.log").open("w")
+    scheduler = subprocess.Popen(
+        [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+         "--host", "127.0.0.1", "--memory-limit", "1GiB"],
+        stdout=log, stderr=subprocess.STDOUT)
+    pids: set[int] = set()
+    try:
+        with connect(address, timeout=30) as c:
+            c.wait_for_workers(2, timeout=60)
+            pids = set(c.run(os.getpid).values())
+        assert len(pids) == 2 and not pids & {os.getpid(), scheduler.pid, worker.pid}
+        yield address, pids
+    finally:
+        for proc in (worker, scheduler):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover - shows as a failure below
+                proc.kill()
+                proc.wait()
+        log.close()
+    assert worker.returncode is not None and scheduler.returncode is not None
+    deadline = time.monotonic() + 10  # the worker processes end with their nanny
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def test_cli_allocates_on_an_external_scheduler(external_scheduler, tmp_path: Path) -> None:
+    """``--cluster tcp://HOST:PORT``: the scheduler and workers were started apart (this
+    machine's filesystem is the shared one), the plan matches one machine's, the workers
+    stay up after the run and end cleanly with their scheduler."""
+    address, pids = external_scheduler
+    table, plan = _options_case(3000, 29)
+    directory = _write_parts(table, tmp_path / "options", 3)
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    out = tmp_path / "plan"
+    run = subprocess.run(
+        [EQUITY, "allocate", "--options", str(directory), "--plan", str(tmp_path / "plan.json"),
+         "--cluster", address, "--output", str(out), "--json"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    s = json.loads(run.stdout)
+    single = single_allocate(Portfolio(None, None, table), plan).summary
+    assert s["partitions"] == 3 and s["status"] == "optimal"
+    assert s["bound"] == pytest.approx(single["bound"], rel=1e-9)
+    assert s["equity_after"] >= single["equity_after"] - 1e-9 * abs(single["bound"])
+    assert list(s) == list(single.to_dict())
+    units = pl.read_parquet(out)
+    _check_plan(units, table, plan, s)
+    assert all(_alive(p) for p in pids)  # a run does not stop an operator's workers
