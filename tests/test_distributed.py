@@ -416,3 +416,37 @@ def test_cli_allocates_on_an_external_scheduler(external_scheduler, tmp_path: Pa
     units = pl.read_parquet(out)
     _check_plan(units, table, plan, s)
     assert all(_alive(p) for p in pids)  # a run does not stop an operator's workers
+
+
+# --- the integer proof's core grows as on one machine --------------------------------------------
+
+
+def test_the_core_grows_until_the_plan_is_proven(tmp_path: Path, monkeypatch) -> None:
+    """A first core far too small (50 levels for thousands of candidates): the core grows
+    fourfold per round and the plan is proven optimal, the single machine's optimum."""
+    table, plan = _options_case(3000, 3)
+    parts = distributed.sources(options=_write_parts(table, tmp_path / "o", 4))
+    monkeypatch.setattr(distributed, "FIRST_CORE", 50)
+    s = distributed.allocate(parts, plan, InProcess()).summary
+    note = s.notes[-1]
+    assert note.startswith("integer plan proven optimal") and "(5 rounds)" in note, note
+    assert s.status == "optimal" and s.gap <= 1e-9
+    single = single_allocate(Portfolio(None, None, table), plan).summary
+    assert single.status == "optimal"
+    assert s.equity_after == pytest.approx(single.equity_after, rel=1e-9)
+
+
+def test_a_core_capped_too_small_reports_a_valid_gap(tmp_path: Path, monkeypatch) -> None:
+    """With MAX_CORE reached before the proof, the plan is feasible with a gap to a bound
+    that still holds (at least the proven optimum)."""
+    table, plan = _options_case(3000, 3)
+    parts = distributed.sources(options=_write_parts(table, tmp_path / "o", 4))
+    monkeypatch.setattr(distributed, "FIRST_CORE", 20)
+    monkeypatch.setattr(distributed, "MAX_CORE", 80)
+    s = distributed.allocate(parts, plan, InProcess()).summary
+    single = single_allocate(Portfolio(None, None, table), plan).summary
+    assert s.status == "feasible" and "not proven optimal" in s.notes[-1]
+    assert s.integer_bound is not None
+    assert s.integer_bound >= single.equity_after - 1e-9 * abs(single.bound)
+    assert s.gap == pytest.approx((s.integer_bound - s.equity_after) / s.integer_bound)
+    assert s.gap > 1e-9

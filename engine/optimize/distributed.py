@@ -57,6 +57,7 @@ from engine.optimize.blocks import float_key
 from engine.optimize.cluster import InProcess, Workers
 from engine.optimize.increments import SNAP, HullIncrements
 from engine.optimize.partition import Fill, Ranges, Source
+from engine.optimize.proof import FIRST_CORE, MAX_CORE
 from engine.optimize.repair import repair
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan
@@ -67,7 +68,6 @@ from engine.valuation import return_on_customer
 FIRST_SHIFT = 52  # the first blocks: one per cell and power of two of the ratio
 STEP = 8  # key bits added per refinement: a refined block becomes at most 256 blocks
 NEIGHBOURS = 8  # per constrained cell and partition: customers the repair may move
-CORE = 40_000  # levels of the reduced-cost fixing's MIP at most, over all partitions
 GAP = 1e-9  # relative gap within which the integer plan counts as proven optimal
 _KEY_MIN = np.iinfo(np.int64).min
 _KEY_MAX = np.iinfo(np.int64).max
@@ -168,7 +168,7 @@ def allocate(
 
     mark = time.perf_counter()
     fills = _fills(workers, lp)
-    notes, integer_bound = _integral(workers, fills, rows, matrix, cells, names, lp, solver)
+    notes, integer_bound = _integral(workers, fills, rows, cells, names, lp, solver, checkpoint)
     timings["repair"] = time.perf_counter() - mark
     checkpoint()
 
@@ -331,8 +331,8 @@ def _fills(workers: Workers | InProcess, lp: _Lp) -> list[Fill]:
 
 
 def _integral(workers: Workers | InProcess, fills: list[Fill], rows: list[Constraint],
-              matrix: NDArray[np.float64], cells: NDArray[np.bool_], names: list[str], lp: _Lp,
-              solver: str) -> tuple[list[str], float]:
+              cells: NDArray[np.bool_], names: list[str], lp: _Lp, solver: str,
+              checkpoint: Callable[[], None]) -> tuple[list[str], float]:
     """One level for every customer, proven optimal when it can be.
 
     First the single machine's repair (``engine.optimize.repair``) over the customers left
@@ -341,8 +341,10 @@ def _integral(workers: Workers | InProcess, fills: list[Fill], rows: list[Constr
     a level within ``bound - incumbent`` of their best reduced value can be in a better
     plan; a MIP over those levels and the pools (every other customer fixed) gives the
     integer optimum, proven when its answer is at least the bound less the least gap left
-    out. The choices go back to the partitions as patches. Returns the notes and the proven
-    bound on the integer optimum."""
+    out; otherwise the core grows fourfold (``FIRST_CORE`` levels over all partitions at
+    first, ``MAX_CORE`` at most, as on one machine: ``engine.optimize.proof``) and the MIP
+    runs again from the better plan. The choices go back to the partitions as patches.
+    Returns the notes and the proven bound on the integer optimum."""
     infos = workers.map(partition.settle, lp.prices, cells, NEIGHBOURS,
                         each=[(f,) for f in fills])
     notes: list[str] = []
@@ -358,23 +360,33 @@ def _integral(workers: Workers | InProcess, fills: list[Fill], rows: list[Constr
     tol = GAP * max(1.0, abs(lp.bound))
     if lp.bound - equity <= tol:
         return notes, lp.bound
-    cut = lp.bound - equity
-    found = workers.map(partition.candidates, lp.prices, cells, cut + tol, CORE // workers.n,
-                        each=[(f,) for f in fills])
-    floor = min(f["floor"] for f in found)
-    if not any(f["units"].size for f in found):
-        return notes, max(equity, lp.bound - floor)
-    small, owner, alloc, shifted = _movable(found, rows, names)
-    old = alloc.equity(small)
-    solved = _core_mip(small, shifted, alloc, solver)
-    gain = float(alloc.equity(small).sum() - old.sum())
-    if solved is not None and gain > 0:
-        equity += gain
-        _patch(fills, found, owner, alloc)
-    proven = max(equity, lp.bound - floor) if solved else lp.bound
+    proven, rounds, size, units = lp.bound, 0, 0, 0
+    while True:  # the core grows fourfold per round, as engine.optimize.proof's does
+        checkpoint()
+        rounds += 1
+        room = min(FIRST_CORE * 4 ** (rounds - 1), MAX_CORE)
+        found = workers.map(partition.candidates, lp.prices, cells, lp.bound - equity + tol,
+                            max(1, room // workers.n), each=[(f,) for f in fills])
+        floor = min(f["floor"] for f in found)
+        if not any(f["units"].size for f in found):
+            proven = max(equity, lp.bound - floor)
+            break
+        small, owner, alloc, shifted = _movable(found, rows, names)
+        size, units = small.cost.size, small.n_units
+        old = alloc.equity(small)
+        solved = _core_mip(small, shifted, alloc, solver)
+        gain = float(alloc.equity(small).sum() - old.sum())
+        if solved is not None and gain > 0:
+            equity += gain
+            _patch(fills, found, owner, alloc)
+        if solved:  # the core's optimum: only a level left out could do better
+            proven = max(equity, lp.bound - floor)
+        if proven - equity <= tol or solved is False or room >= MAX_CORE:
+            break
     done = "proven optimal" if proven - equity <= tol else "not proven optimal"
     notes.append(f"integer plan {done}: reduced-cost fixing over the partitions left "
-                 f"{small.cost.size} levels of {small.n_units} units for the MIP")
+                 f"{size} levels of {units} units for the MIP ({rounds} round"
+                 f"{'s' if rounds > 1 else ''})")
     return notes, min(proven, lp.bound)
 
 
