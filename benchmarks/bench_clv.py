@@ -5,7 +5,13 @@
 Generates (seeded, untimed) a BG/NBD + Gamma-Gamma population with about 10 transactions
 per customer over two years and writes it to Parquet, then times each stage of the path a
 user runs (``equity clv``): read the file, RFM statistics, both fits, per-customer CLV and
-bridge. Prints a table and writes JSON (stage times, machine load, fitted vs true values).
+bridge. Then each purchase model (``--models``: BG/NBD, Pareto/NBD, MBG/NBD) is fitted on
+the same RFM table and predicts per customer (P(alive), expected purchases over 39 weeks);
+its "file to per-customer" total is read + RFM + its fit and predictions + Gamma-Gamma +
+CLV. Where lifetimes is installed (it is not a dependency), its fitter for the same model
+runs on the same RFM table (fit and the same two predictions) in a subprocess with a time
+limit (``--lifetimes-timeout``), in the same run. Prints a table and writes JSON (stage
+times, machine load, fitted vs true values).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from engine.clv.bgnbd import fit_bgnbd_rfm
+from engine.clv.compare import MODELS
 from engine.clv.gamma_gamma import fit_gamma_gamma_rfm
 from engine.clv.transactions import read_transactions, rfm_statistics
 from engine.clv.value import customer_values, default_discount_rate
@@ -88,7 +97,91 @@ def generate(n: int, seed: int) -> pl.DataFrame:
     )
 
 
-def run(n: int, seed: int, workdir: Path) -> dict[str, Any]:
+LIFETIMES = {
+    "bgnbd": "BetaGeoFitter",
+    "pareto-nbd": "ParetoNBDFitter",
+    "mbg-nbd": "ModifiedBetaGeoFitter",
+}
+HORIZON = 39.0  # weeks of expected purchases per customer
+
+
+def lifetimes_worker(model: str, rfm_path: str) -> None:
+    """In a subprocess: lifetimes' fitter on the RFM table; prints seconds and parameters."""
+    import warnings
+
+    import lifetimes  # type: ignore[import-untyped]
+
+    warnings.filterwarnings("ignore")
+    df = pl.read_parquet(rfm_path).select("frequency", "recency", "T").to_pandas()
+    t0 = time.perf_counter()
+    fitter = getattr(lifetimes, LIFETIMES[model])(penalizer_coef=0.0)
+    fitter.fit(df["frequency"], df["recency"], df["T"])
+    t1 = time.perf_counter()
+    fitter.conditional_probability_alive(df["frequency"], df["recency"], df["T"])
+    fitter.conditional_expected_number_of_purchases_up_to_time(
+        HORIZON, df["frequency"], df["recency"], df["T"]
+    )
+    t2 = time.perf_counter()
+    params = {k: float(v) for k, v in fitter.params_.items()}
+    print(json.dumps({"fit": t1 - t0, "predict": t2 - t1, "params": params}))
+
+
+def run_lifetimes(model: str, rfm_path: Path, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--lifetimes-worker", model, str(rfm_path)]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"status": f"did not finish in {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"status": "failed", "error": done.stderr.strip().splitlines()[-1:]}
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out | {"status": "ok", "wall": time.perf_counter() - t0}
+
+
+def compare_models(
+    rfm: pl.DataFrame, shared: float, models: list[str], workdir: Path, timeout: float
+) -> dict[str, Any]:
+    """Each model's fit and per-customer predictions, beside lifetimes' where it runs."""
+    x = rfm["frequency"].cast(pl.Float64).to_numpy()
+    tx = rfm["recency"].cast(pl.Float64).to_numpy()
+    t_age = rfm["T"].cast(pl.Float64).to_numpy()
+    rfm_path = workdir / f"clv_rfm_{rfm.height}.parquet"
+    rfm.select("frequency", "recency", "T").write_parquet(rfm_path)
+    try:
+        import lifetimes  # type: ignore[import-untyped]  # noqa: F401
+
+        have_lifetimes = timeout > 0
+    except ImportError:
+        have_lifetimes = False
+    out: dict[str, Any] = {}
+    for name in models:
+        t0 = time.perf_counter()
+        fit = MODELS[name](rfm)
+        t1 = time.perf_counter()
+        fit.p_alive(x, tx, t_age)
+        fit.conditional_expected_purchases(np.full(x.size, HORIZON), x, tx, t_age)
+        t2 = time.perf_counter()
+        row: dict[str, Any] = {
+            "fit": t1 - t0,
+            "predict": t2 - t1,
+            "file_to_clv": shared + (t2 - t0),
+            "params": {
+                k: v for k, v in fit.as_dict().items() if isinstance(v, float) and k not in ("aic",)
+            },
+        }
+        row["lifetimes"] = (
+            run_lifetimes(name, rfm_path, timeout)
+            if have_lifetimes
+            else {"status": "not installed" if timeout > 0 else "skipped"}
+        )
+        out[name] = row
+    return out
+
+
+def run(
+    n: int, seed: int, workdir: Path, models: list[str] | None = None, timeout: float = 0.0
+) -> dict[str, Any]:
     path = workdir / f"clv_tx_{n}.parquet"
     t0 = time.perf_counter()
     if not path.exists():
@@ -116,7 +209,13 @@ def run(n: int, seed: int, workdir: Path) -> dict[str, Any]:
     customers = customer_values(rfm, bg, gg, valuation)
     lap("CLV + bridge")
     times["total"] = time.perf_counter() - start
+    shared = sum(times[k] for k in ("read parquet", "RFM statistics", "Gamma-Gamma fit"))
+    shared += times["CLV + bridge"]
+    load_models = os.getloadavg()
+    per_model = compare_models(rfm, shared, models or [], workdir, timeout)
     return {
+        "models": per_model,
+        "load_average_models": [load_models, os.getloadavg()],
         "customers": rfm.height,
         "transactions": tx.height,
         "distinct_rfm_rows": bg.n_rows,
@@ -145,9 +244,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2005)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/equity-bench"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/clv.json"))
+    parser.add_argument("--models", nargs="*", default=list(LIFETIMES), choices=list(LIFETIMES))
+    parser.add_argument(
+        "--lifetimes-timeout", type=float, default=300.0, help="seconds per model; 0 skips"
+    )
+    parser.add_argument("--lifetimes-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lifetimes_worker:
+        lifetimes_worker(*args.lifetimes_worker)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = [run(n, args.seed, args.workdir) for n in args.customers]
+    results = [
+        run(n, args.seed, args.workdir, args.models, args.lifetimes_timeout) for n in args.customers
+    ]
     stages = list(results[0]["seconds"])
     print(f"{'stage':<18}" + "".join(f"{r['customers']:>14,}" for r in results))
     print(f"{'transactions':<18}" + "".join(f"{r['transactions']:>14,}" for r in results))
@@ -164,6 +273,17 @@ def main() -> None:
             )
             + f"  load {r['load_average_before'][0]:.2f}->{r['load_average_after'][0]:.2f}"
         )
+    for r in results:
+        print(f"n={r['customers']:,}: model fit / predict / file-to-CLV s, lifetimes fit / predict")
+        for name, m in r["models"].items():
+            lt = m["lifetimes"]
+            theirs = (
+                f"{lt['fit']:.2f} / {lt['predict']:.2f}" if lt["status"] == "ok" else lt["status"]
+            )
+            print(
+                f"  {name:<11}{m['fit']:>7.2f} /{m['predict']:>6.2f} /{m['file_to_clv']:>6.2f}"
+                f"   {theirs}"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")
