@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,17 +69,14 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 def cmd_allocate(args: argparse.Namespace) -> int:
     from engine.pipeline import allocate
 
-    if args.cluster and args.response:
-        from engine.errors import InvalidInputError
+    for flag in ("response", "uncertainty"):
+        if args.cluster and getattr(args, flag):
+            from engine.errors import InvalidInputError
 
-        raise InvalidInputError.single("--response", "is not supported with --cluster yet")
+            raise InvalidInputError.single(f"--{flag}", "is not supported with --cluster yet")
     if args.cluster:
         return _allocate_on_cluster(args)
     portfolio, plan = load_inputs(args)
-    if args.response:
-        from engine.response.files import read_curves
-
-        plan = plan.with_overrides(response_curves=read_curves(args.response))
     if args.current_plan is not None and not args.uncertainty:
         from engine.errors import InvalidInputError
 
@@ -139,79 +135,19 @@ def _allocate_on_cluster(args: argparse.Namespace) -> int:
 def _allocate_with_uncertainty(
     portfolio: Portfolio, plan: Plan, draws: int, seed: int, current_plan: Path | None = None
 ) -> PlanResult:
-    """The plan, then its equity gain re-valued under ``draws`` draws of the fitted curves'
-    parameters (engine.response.uncertainty) and, when the customers were valued from a
-    transaction log or a current plan is given, of the BG/NBD and Gamma-Gamma parameters
-    too, with the current plan re-valued under the same draws (engine.planning.uncertainty):
-    interval, P(gain > 0), P(gain > current's); no re-solve."""
-    from engine.assumptions import RESPONSE_COSTS
-    from engine.errors import InvalidInputError
+    """The plan, then its equity gain re-valued under ``draws`` draws of the estimated
+    parameters, the current plan under the same draws (engine.planning.uncertainty); no
+    re-solve."""
+    from engine.io import read_table
     from engine.pipeline import allocate, build_model
-    from engine.response.uncertainty import gain_draws, interval
+    from engine.planning.uncertainty import add_uncertainty, check_uncertainty
 
-    if plan.cost.name not in RESPONSE_COSTS:
-        raise InvalidInputError.single(
-            "--uncertainty", f"needs a response-curve cost strategy ({', '.join(RESPONSE_COSTS)})"
-            f", not {plan.cost.name!r}")
+    check_uncertainty(plan, draws)
+    current = read_table(current_plan, "current_plan") if current_plan is not None else None
     model = build_model(portfolio, plan)
     result = allocate(portfolio, plan, model=model)
-    started = time.perf_counter()
-    summary = result.summary
-    joint = portfolio.transactions is not None or current_plan is not None
-    if joint:
-        gains, current = _joint_draws(portfolio, plan, model, result, draws, seed, current_plan)
-    else:
-        gains, current = gain_draws(model.portfolio.customers, model.portfolio.prospects, plan,
-                                    result.units, draws, seed), None
-    summary.equity_gain_interval = interval(gains)
-    summary.probability_beats_nothing = float((gains > 0).mean())
-    summary.uncertainty_draws = draws
-    if current is not None:
-        summary.current_gain_interval = interval(current)
-        summary.probability_beats_current = float((gains > current).mean())
-    if not any(c.covariance for c in plan.response_curves):
-        summary.notes.append("uncertainty: no response curve was estimated (none has a "
-                             "covariance), so their parameters do not vary over the draws")
-    if portfolio.transactions is not None:
-        summary.notes.append("uncertainty: the BG/NBD and Gamma-Gamma parameters are drawn "
-                             "too (each customer's margin and retention re-derived per draw)")
-    else:
-        summary.notes.append("uncertainty: response-curve parameters only; the customers' "
-                             "margin and retention are taken as known")
-    summary.seconds["uncertainty"] = time.perf_counter() - started
+    add_uncertainty(portfolio, plan, model, result, draws, seed, current)
     return result
-
-
-def _joint_draws(
-    portfolio: Portfolio, plan: Plan, model: Any, result: PlanResult, draws: int, seed: int,
-    current_plan: Path | None,
-) -> tuple[Any, Any]:
-    """Per draw, the plan's gain and the current plan's (engine.planning.uncertainty)."""
-    from engine.errors import InvalidInputError
-    from engine.io import read_table
-    from engine.planning.uncertainty import joint_gain_draws
-    from engine.plugins import default_registry
-
-    registry = default_registry()
-    cost: Any = registry.create("cost", plan.cost)  # ExponentialResponse: its two defaults
-    if plan.cost.name != "exponential-response":
-        raise InvalidInputError.single(
-            "--uncertainty", "with --transactions or --current-plan it needs the "
-            f"exponential-response cost strategy, not {plan.cost.name!r}")
-    values = None
-    if portfolio.transactions is not None:
-        metric = registry.create("metric", plan.metric)
-        fit = getattr(metric, "fit", None)
-        if fit is None:
-            raise InvalidInputError.single(
-                "--uncertainty", f"metric {plan.metric.name!r} reports no fit to draw from")
-        values = (fit(portfolio.transactions, plan.valuation),
-                  float(getattr(metric, "margin_ratio", 1.0)))
-    current = read_table(current_plan, "current_plan") if current_plan is not None else None
-    return joint_gain_draws(
-        model.portfolio.customers, model.portfolio.prospects, plan, result.units, draws, seed,
-        ceiling_share=float(cost.ceiling_share), response=float(cost.response), values=values,
-        current=current)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -274,16 +210,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("allocate", help="allocate budgets to maximize total customer equity")
     add_portfolio_arguments(p)
     add_plan_arguments(p)
-    p.add_argument("--response", type=Path, metavar="CURVES.json",
-                   help="response curves per segment and kind, as written by `equity "
-                   "fit-response --output`; they replace the plan's (default: the plan's "
-                   "response_curves, else the tables' columns, else the cost strategy's "
-                   "defaults; docs/response.md)")
-    p.add_argument("--uncertainty", type=int, default=0, metavar="N",
-                   help="re-value the plan under N draws of the fitted curves' parameters: "
-                   "equity_gain_interval (p5, p50, p95) and probability_beats_nothing "
-                   "(0: no draws)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the --uncertainty draws")
     p.add_argument("--current-plan", type=Path, metavar="FILE",
                    help="with --uncertainty: the firm's current plan (customer_id, spend; a "
                    "pool's id is its segment, its spend the pool's total), re-valued under the "

@@ -169,6 +169,26 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a strategy parameter, e.g. cost.k=0.1 or allocation.solver=cbc; KIND "
                    "is metric, cost or allocation; repeatable; `equity plugins` lists them "
                    "(default: the plan's parameters)")
+    g.add_argument("--response", type=Path, metavar="CURVES.json",
+                   help="response curves per segment and kind, as written by `equity "
+                   "fit-response --output`; they replace the plan's (default: the plan's "
+                   "response_curves, else the tables' columns, else the cost strategy's "
+                   "defaults; docs/response.md)")
+    g.add_argument("--uncertainty", type=_draws, default=0, metavar="N",
+                   help="re-value the plan under N draws of the estimated parameters (fitted "
+                   "curves; BG/NBD and Gamma-Gamma with --transactions): equity_gain_interval "
+                   "(p5, p50, p95) and probability_beats_nothing (0: no draws)")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the --uncertainty draws")
+
+
+def _draws(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def add_portfolio_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +291,10 @@ def _override(plan: Plan, args: argparse.Namespace, options_only: bool) -> Plan:
     changes["segment_limits"] = tuple(limits.values())
     if args.limit:
         changes["resource_limits"] = plan.resource_limits + tuple(args.limit)
+    if getattr(args, "response", None):
+        from engine.response.files import read_curves
+
+        changes["response_curves"] = read_curves(args.response)
     if args.metric:
         changes["metric"] = StrategyChoice(args.metric)
     if args.cost:

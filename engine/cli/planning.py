@@ -97,6 +97,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
+    _check_uncertainty(args, plan)
+    sure = None
     try:
         front = frontier(portfolio, plan, progress=progress)
         check = None
@@ -105,6 +107,13 @@ def cmd_frontier(args: argparse.Namespace) -> int:
             budgets = [lo + (hi - lo) * (i + 1) / (args.check + 1) for i in range(args.check)]
             progress("integer check", 0.0)
             check = integer_check(portfolio, plan, front, budgets)
+        if args.uncertainty:
+            from engine.planning.uncertainty import uncertainty_at_budgets
+
+            progress("uncertainty", 0.0)
+            sure = uncertainty_at_budgets(
+                portfolio, plan, sorted({front.chosen_budget, front.optimal_budget}),
+                args.uncertainty, args.seed)
     finally:
         progress.close()
     if args.output:
@@ -118,6 +127,8 @@ def cmd_frontier(args: argparse.Namespace) -> int:
             "table": table.to_dicts(),
             "split": split.to_dicts(),
             "integer_check": None if check is None else check.to_dicts(),
+            "uncertainty": None if sure is None else {"draws": args.uncertainty,
+                                                      "budgets": sure.to_dicts()},
         })
         return 0
     s = front.summary()
@@ -142,6 +153,10 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     if check is not None:
         print("\nintegral plans (allocate) vs the LP frontier")
         _print_frame(check)
+    if sure is not None:
+        print(f"\nhow sure: the integral plan's gain under {args.uncertainty:,} draws of the "
+              "estimated parameters, at the plan's and the optimal budget")
+        _print_frame(sure)
     for note in s["notes"]:
         print(f"note: {note}")
     return 0
@@ -171,8 +186,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
     current = _read_current(args.current_plan)
+    _check_uncertainty(args, plan)
     try:
-        comp = compare(portfolio, plan, current, progress=progress)
+        comp = compare(portfolio, plan, current, progress=progress,
+                       uncertainty=args.uncertainty, seed=args.seed)
         kinds = kind_split(comp.optimum, build_constraints(plan, comp.optimum.options))
         rates, factors = _scenario_values(args, plan.discount_rate)
         scen = None
@@ -192,6 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "money_moved": None if comp.moved is None else comp.moved.to_dicts(),
             "same_money": comp.same_money,
             "scenarios": None if scen is None else scen.to_dicts(),
+            "uncertainty": _uncertainty(comp.optimum.summary),
             "notes": comp.notes + [n for e in comp.evaluations for n in e.notes],
         })
         return 0
@@ -217,13 +235,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if scen is not None:
         print("\nthe same plans under changed assumptions")
         _print_frame(scen)
+    _print_uncertainty(comp.optimum.summary)
     for note in comp.notes:
         print(f"note: {note}")
     return 0
 
 
+def _check_uncertainty(args: argparse.Namespace, plan: Any) -> None:
+    if args.uncertainty:
+        from engine.planning.uncertainty import check_uncertainty
+
+        check_uncertainty(plan, args.uncertainty)
+
+
+_UNCERTAINTY = ("uncertainty_draws", "equity_gain_interval", "probability_beats_nothing",
+                "current_gain_interval", "probability_beats_current")
+
+
+def _uncertainty(summary: Any) -> dict[str, Any] | None:
+    """The optimum's uncertainty fields (``--uncertainty``), or None without draws."""
+    if not summary.get("uncertainty_draws"):
+        return None
+    return {k: summary.get(k) for k in _UNCERTAINTY if summary.get(k) is not None}
+
+
+def _print_uncertainty(summary: Any) -> None:
+    band = summary.get("equity_gain_interval")
+    if not band:
+        return
+    print(f"\nhow sure ({summary['uncertainty_draws']:,} draws of the estimated parameters)")
+    print(f"  optimum gain   {_money(band['p5'])} to {_money(band['p95'])} (p5-p95, median "
+          f"{_money(band['p50'])}); P(gain > 0) "
+          f"{number(summary['probability_beats_nothing'], '.3f')}")
+    current = summary.get("current_gain_interval")
+    if current:
+        print(f"  current gain   {_money(current['p5'])} to {_money(current['p95'])} (p5-p95, "
+              f"median {_money(current['p50'])}); P(optimum beats current) "
+              f"{number(summary['probability_beats_current'], '.3f')}")
+
+
 def _input_files(args: argparse.Namespace) -> dict[str, str]:
-    names = ("plan", "customers", "prospects", "options", "transactions", "current_plan")
+    names = ("plan", "customers", "prospects", "options", "transactions", "current_plan",
+             "response")
     return {n: str(getattr(args, n)) for n in names if getattr(args, n, None)}
 
 
@@ -235,11 +288,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     portfolio, plan = load_inputs(args)
     current = _read_current(args.current_plan)
     rates, factors = _scenario_values(args, plan.discount_rate)
+    _check_uncertainty(args, plan)
     paths = None
     try:
         data = build_report(portfolio, plan, current, progress=progress, top=args.top,
                             discount_rates=rates, response_factors=factors,
-                            inputs=_input_files(args))
+                            inputs=_input_files(args), uncertainty=args.uncertainty,
+                            seed=args.seed)
         if args.format == "html":
             paths = write_report(data, args.out, progress)
     finally:

@@ -114,11 +114,15 @@ def build_report(
     response_factors: Sequence[float] = (),
     inputs: Mapping[str, str] | None = None,
     segments_shown: int = 12,
+    uncertainty: int = 0,
+    seed: int = 0,
 ) -> ReportData:
     """Everything the report shows. ``inputs`` names the input files (for the assumptions);
-    ``segments_shown`` how many segments the charts show one by one."""
+    ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
+    give the gain's interval (``compare``)."""
     progress = progress or no_progress
-    comparison = compare(portfolio, plan, current, registry, progress)
+    comparison = compare(portfolio, plan, current, registry, progress,
+                         uncertainty=uncertainty, seed=seed)
     optimum = comparison.optimum
     options = optimum.options
     rows = build_constraints(plan, options)
@@ -319,6 +323,8 @@ def decision(comparison: Comparison, front: Frontier, limits: pl.DataFrame) -> d
         "gain_vs_nothing": gain,
         "gain_vs_nothing_interval": _interval(opt.get("equity_gain_interval")),
         "probability_beats_nothing": opt.get("probability_beats_nothing"),
+        "current_gain_interval": _interval(opt.get("current_gain_interval")),
+        "probability_beats_current": opt.get("probability_beats_current"),
         "roc": opt["roc"],
         "roc_do_nothing": opt["roc_do_nothing"],
         "plan_budget": front.plan_budget,

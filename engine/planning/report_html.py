@@ -90,7 +90,10 @@ def _decision(data: ReportData) -> str:
         gain += "</small>"
     kpis = [("Equity gain vs doing nothing", gain)]
     if d["gain_vs_current"] is not None:
-        kpis.append(("Gain over the current plan", _money(d["gain_vs_current"])))
+        versus = _money(d["gain_vs_current"])
+        if d.get("probability_beats_current") is not None:
+            versus += f"<small>P(plan beats current) {d['probability_beats_current']:.0%}</small>"
+        kpis.append(("Gain over the current plan", versus))
     kpis += [
         ("Spend", _money(d["spend"])),
         ("Return on Customer", _pct(d["roc"]) + (f"<small>doing nothing {_pct(d['roc_do_nothing'])}"

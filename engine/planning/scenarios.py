@@ -312,8 +312,12 @@ def compare(
     registry: Registry | None = None,
     progress: Progress | None = None,
     baselines: Sequence[str] = ("uniform", "proportional"),
+    uncertainty: int = 0,
+    seed: int = 0,
 ) -> Comparison:
-    """The optimum next to doing nothing, the baselines and (optionally) the current plan."""
+    """The optimum next to doing nothing, the baselines and (optionally) the current plan;
+    ``uncertainty`` > 0: the optimum (and the current plan) re-valued under that many draws
+    of the estimated parameters, in the optimum's summary (engine.planning.uncertainty)."""
     from engine.pipeline import allocate, build_model
 
     registry = registry or default_registry()
@@ -322,6 +326,11 @@ def compare(
     progress("optimum", 0.0)
     model = build_model(portfolio, plan, registry)  # once: the baselines share its options
     optimum = allocate(portfolio, plan, registry, model=model)
+    if uncertainty:
+        from engine.planning.uncertainty import add_uncertainty
+
+        progress("uncertainty", 0.05)
+        add_uncertainty(portfolio, plan, model, optimum, uncertainty, seed, current)
     options = optimum.options
     rows = build_constraints(plan, options)
     notes: list[str] = []

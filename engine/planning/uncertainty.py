@@ -17,12 +17,17 @@ A current plan (``customer_id, spend``; a pool's id is its segment and its spend
 total) is re-valued under the same draw at its own spends on the same curves, so each draw
 gives both gains and P(plan beats current) is the share of draws where the plan's is larger.
 A loop over draws, vectorised over customers inside each; no plan is re-solved.
+
+``add_uncertainty`` writes the interval and probabilities into a solved plan's summary (for
+``allocate``, ``compare`` and ``report``); ``uncertainty_at_budgets`` does it for the integral
+plans at several total budgets (``frontier``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -35,6 +40,11 @@ from engine.plan import Plan
 from engine.response.curves import lift
 from engine.response.uncertainty import draw_parameters
 from engine.valuation import Valuation, customer_equity, new_customer_equity
+
+if TYPE_CHECKING:
+    from engine.pipeline import Model
+    from engine.portfolio import Portfolio
+    from engine.result import PlanResult
 
 Array = NDArray[np.float64]
 
@@ -243,3 +253,108 @@ def _pool_gains(prospects: pl.DataFrame, pools: pl.DataFrame, plan: Plan,
     if current_gain is not None and now is not None:
         per_head = now / np.maximum(size, 1e-12)
         current_gain += (size * acquired(per_head) * clv_new - now).sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# A solved plan's summary with its uncertainty.
+# --------------------------------------------------------------------------------------------
+
+
+def check_uncertainty(plan: Plan, draws: int) -> None:
+    """Refuse, before anything is solved, draws the plan cannot be re-valued under."""
+    from engine.assumptions import RESPONSE_COSTS
+
+    if draws < 1:
+        raise InvalidInputError.single("--uncertainty", f"must be at least 1, got {draws}")
+    if plan.cost.name not in RESPONSE_COSTS:
+        raise InvalidInputError.single(
+            "--uncertainty", f"needs a response-curve cost strategy ({', '.join(RESPONSE_COSTS)})"
+            f", not {plan.cost.name!r}")
+
+
+def add_uncertainty(portfolio: Portfolio, plan: Plan, model: Model, result: PlanResult,
+                    draws: int, seed: int = 0, current: pl.DataFrame | None = None) -> None:
+    """Re-value ``result`` (the plan ``model`` was solved into) under ``draws`` draws and
+    write into its summary ``equity_gain_interval``, ``probability_beats_nothing``,
+    ``uncertainty_draws`` and, with a current plan, ``current_gain_interval`` and
+    ``probability_beats_current``, with notes saying what was drawn.
+
+    The fitted curves only (``engine.response.uncertainty``), unless the customers were valued
+    from a transaction log or a current plan is given: then the joint draws of this module."""
+    from engine.response.uncertainty import gain_draws, interval
+
+    check_uncertainty(plan, draws)
+    started = time.perf_counter()
+    summary = result.summary
+    if portfolio.transactions is not None or current is not None:
+        gains, now = _joint_draws(portfolio, plan, model, result, draws, seed, current)
+    else:
+        gains, now = gain_draws(model.portfolio.customers, model.portfolio.prospects, plan,
+                                result.units, draws, seed), None
+    summary.equity_gain_interval = interval(gains)
+    summary.probability_beats_nothing = float((gains > 0).mean())
+    summary.uncertainty_draws = draws
+    if now is not None:
+        summary.current_gain_interval = interval(now)
+        summary.probability_beats_current = float((gains > now).mean())
+    if not any(c.covariance for c in plan.response_curves):
+        summary.notes.append("uncertainty: no response curve was estimated (none has a "
+                             "covariance), so their parameters do not vary over the draws")
+    if portfolio.transactions is not None:
+        summary.notes.append("uncertainty: the BG/NBD and Gamma-Gamma parameters are drawn "
+                             "too (each customer's margin and retention re-derived per draw)")
+    else:
+        summary.notes.append("uncertainty: response-curve parameters only; the customers' "
+                             "margin and retention are taken as known")
+    summary.seconds["uncertainty"] = time.perf_counter() - started
+
+
+def _joint_draws(portfolio: Portfolio, plan: Plan, model: Model, result: PlanResult,
+                 draws: int, seed: int, current: pl.DataFrame | None
+                 ) -> tuple[Array, Array | None]:
+    """Per draw, the plan's gain and the current plan's (``joint_gain_draws``)."""
+    from engine.plugins import default_registry
+
+    if plan.cost.name != "exponential-response":
+        raise InvalidInputError.single(
+            "--uncertainty", "with --transactions or --current-plan it needs the "
+            f"exponential-response cost strategy, not {plan.cost.name!r}")
+    registry = default_registry()
+    cost: Any = registry.create("cost", plan.cost)  # ExponentialResponse: its two defaults
+    values = None
+    if portfolio.transactions is not None:
+        metric = registry.create("metric", plan.metric)
+        fit = getattr(metric, "fit", None)
+        if fit is None:
+            raise InvalidInputError.single(
+                "--uncertainty", f"metric {plan.metric.name!r} reports no fit to draw from")
+        values = (fit(portfolio.transactions, plan.valuation),
+                  float(getattr(metric, "margin_ratio", 1.0)))
+    return joint_gain_draws(
+        model.portfolio.customers, model.portfolio.prospects, plan, result.units, draws, seed,
+        ceiling_share=float(cost.ceiling_share), response=float(cost.response), values=values,
+        current=current)
+
+
+def uncertainty_at_budgets(portfolio: Portfolio, plan: Plan, budgets: list[float], draws: int,
+                           seed: int = 0) -> pl.DataFrame:
+    """At each total budget, the integral plan (``allocate``) and its gain under the same
+    ``draws`` draws (one seed: the budgets are compared draw by draw): one row per budget
+    with the gain, its p5, p50, p95 and P(gain > 0). For ``equity frontier --uncertainty``."""
+    from engine.constraints import build_constraints
+    from engine.pipeline import allocate, build_model
+
+    check_uncertainty(plan, draws)
+    model = build_model(portfolio, plan)
+    rows = []
+    for budget in budgets:
+        at = plan.with_overrides(total_budget=float(budget))
+        model_at = replace(model, rows=build_constraints(at, model.options),
+                           timings=dict(model.timings))
+        result = allocate(portfolio, at, model=model_at)
+        add_uncertainty(portfolio, at, model_at, result, draws, seed)
+        s = result.summary
+        rows.append({"budget": float(budget), "equity_gain": s.equity_gain,
+                     **s.equity_gain_interval,
+                     "probability_beats_nothing": s.probability_beats_nothing})
+    return pl.DataFrame(rows)
