@@ -54,8 +54,11 @@ CUSTOMERS = (
 PROSPECTS = (
     Column("segment", numeric=False, doc="pool name (segment or channel), unique"),
     Column("prospects", minimum=0.0, doc="pool size"),
-    Column("acquisition_ceiling", minimum=0.0, maximum=1.0, doc="share acquirable, in [0, 1]"),
-    Column("acquisition_response", minimum=0.0, doc="k in a(A) = a_ceil (1 - exp(-k A))"),
+    # optional only for pools the plan's response_curves cover (checked by the cost model)
+    Column("acquisition_ceiling", required=False, minimum=0.0, maximum=1.0,
+           doc="share acquirable, in [0, 1]"),
+    Column("acquisition_response", required=False, minimum=0.0,
+           doc="k in a(A) = a_ceil (1 - exp(-k A))"),
     Column("margin", doc="contribution per period of an acquired customer"),
     Column(
         "retention", minimum=0.0, maximum=1.0, below_maximum=True, doc="of an acquired customer"

@@ -68,6 +68,41 @@ def _response(
     return out
 
 
+def acquisition_parameters(
+    prospects: pl.DataFrame, plan: Plan
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pool the acquisition ceiling, k and Hill shape (0: exponential): the plan's curve
+    for the pool's segment, else the table's ``acquisition_ceiling`` / ``acquisition_response``
+    columns, which may be left out when curves cover every pool; a pool with neither is an
+    error naming it."""
+    m = prospects.height
+    columns = ("acquisition_ceiling", "acquisition_response")
+    a_ceiling, a_k = (prospects[c].to_numpy().astype(np.float64) if c in prospects.columns
+                      else np.full(m, np.nan) for c in columns)
+    a_shape = np.zeros(m)
+    covered = np.zeros(m, dtype=bool)
+    for curve, rows in _curves(plan, ACQUISITION_NAME, prospects["segment"].cast(pl.String)):
+        a_ceiling[rows], a_k[rows] = curve.ceiling, curve.k
+        a_shape[rows] = (curve.shape or 0.0) if curve.model == "hill" else 0.0
+        covered |= rows
+    problems = []
+    for column in columns:
+        if column in prospects.columns:
+            continue
+        rows = np.flatnonzero(~covered)
+        if rows.size:
+            names = prospects["segment"].cast(pl.String).gather(rows[:5]).to_list()
+            more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+            problems.append(FieldViolation(
+                f"prospects.{column}",
+                f"required column is missing, and no acquisition curve in the plan's "
+                f"response_curves (--response) covers pool {', '.join(map(repr, names))}{more}",
+                int(rows[0])))
+    if problems:
+        raise InvalidInputError(problems)
+    return a_ceiling, a_k, a_shape
+
+
 def response_options(
     customers: pl.DataFrame | None,
     prospects: pl.DataFrame | None,
@@ -126,12 +161,7 @@ def response_options(
     if prospects is not None:
         a_levels = _levels(plan.acquisition_levels)
         pool = prospects["prospects"].to_numpy()
-        a_ceiling = prospects["acquisition_ceiling"].to_numpy().astype(np.float64)
-        a_k = prospects["acquisition_response"].to_numpy().astype(np.float64)
-        a_shape = np.zeros(prospects.height)
-        for curve, rows in _curves(plan, ACQUISITION_NAME, prospects["segment"].cast(pl.String)):
-            a_ceiling[rows], a_k[rows] = curve.ceiling, curve.k
-            a_shape[rows] = (curve.shape or 0.0) if curve.model == "hill" else 0.0
+        a_ceiling, a_k, a_shape = acquisition_parameters(prospects, plan)
         share = _response(
             a_levels[None, :], np.zeros((prospects.height, 1)), a_ceiling[:, None],
             a_k[:, None], a_shape[:, None],

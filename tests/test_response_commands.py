@@ -137,3 +137,62 @@ def test_uncertainty_flags_are_refused_clearly(curves: Path,
     missing = curves.parent / "missing.json"
     assert main(["frontier", *SMALL, "--response", str(missing)]) == 2
     assert f"--response: cannot read {missing}" in capsys.readouterr().err
+
+
+# --- pools whose acquisition response comes from the curves alone --------------------------
+
+
+def _pools_without_response_columns(tmp_path: Path) -> tuple[Path, Path, Path]:
+    customers, prospects, _ = example(600)
+    c, p = tmp_path / "customers.csv", tmp_path / "prospects.csv"
+    customers.write_csv(c)
+    prospects.drop("acquisition_ceiling", "acquisition_response").write_csv(p)
+    segments = prospects["segment"].to_list()
+    curves = tmp_path / "pools.json"
+    curves.write_text(json.dumps({"curves": [
+        {"segment": s, "kind": "acquisition", "ceiling": 0.2 + 0.05 * i, "k": 0.15,
+         "parameters": ["ceiling", "k"], "covariance": [[1e-4, 0], [0, 1e-4]]}
+        for i, s in enumerate(segments)]}))
+    return c, p, curves
+
+
+def test_curves_stand_in_for_the_pools_response_columns(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    c, p, curves = _pools_without_response_columns(tmp_path)
+    common = ["allocate", "--customers", str(c), "--prospects", str(p), "--budget", "4000"]
+    out = _json(capsys, [*common, "--response", str(curves), "--uncertainty", "20", "--json"])
+    assert out["spend_by_kind"]["acquisition"] > 0
+    _ordered(out["equity_gain_interval"])
+    pools = [r for r in out["assumptions"]["responses"] if r["kind"] == "acquisition"]
+    assert pools and {r["source"] for r in pools} == {"fitted"}
+    # the same pools with the columns set to the curves' values: the same plan
+    _, prospects, _ = example(600)
+    table = prospects.with_columns(
+        acquisition_ceiling=pl.Series([0.2 + 0.05 * i for i in range(prospects.height)]),
+        acquisition_response=pl.lit(0.15))
+    both = tmp_path / "both.csv"
+    table.write_csv(both)
+    same = _json(capsys, ["allocate", "--customers", str(c), "--prospects", str(both),
+                          "--budget", "4000", "--json"])
+    assert same["equity_gain"] == pytest.approx(out["equity_gain"], rel=1e-9)
+
+
+def test_a_pool_neither_curves_nor_columns_cover_is_named(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    c, p, curves = _pools_without_response_columns(tmp_path)
+    document = json.loads(curves.read_text())
+    dropped = document["curves"].pop(1)["segment"]
+    curves.write_text(json.dumps(document))
+    capsys.readouterr()
+    code = main(["allocate", "--customers", str(c), "--prospects", str(p), "--budget", "4000",
+                 "--response", str(curves)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (f"prospects.acquisition_ceiling[1]: required column is missing, and no "
+            f"acquisition curve in the plan's response_curves (--response) covers pool "
+            f"'{dropped}'") in err
+    assert "prospects.acquisition_response[1]" in err
+    assert main(["allocate", "--customers", str(c), "--prospects", str(p)]) == 2
+    assert "covers pool" in capsys.readouterr().err

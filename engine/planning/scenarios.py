@@ -444,7 +444,8 @@ def money_moved(
 
 
 def with_response(portfolio: Portfolio, plan: Plan, factor: float) -> tuple[Portfolio, Plan]:
-    """Spend response ``factor`` times as strong: every response rate k scaled by it."""
+    """Spend response ``factor`` times as strong: every response rate k scaled by it (the
+    tables' columns, the cost strategy's default and the plan's response curves)."""
     customers, prospects = portfolio.customers, portfolio.prospects
     if customers is not None and "retention_response" in customers.columns:
         customers = customers.with_columns(pl.col("retention_response") * factor)
@@ -455,7 +456,9 @@ def with_response(portfolio: Portfolio, plan: Plan, factor: float) -> tuple[Port
         params = dict(cost.params)
         params["response"] = float(params.get("response", 0.05)) * factor
         cost = StrategyChoice(cost.name, params)
-    return Portfolio(customers, prospects, portfolio.options), plan.with_overrides(cost=cost)
+    curves = tuple(replace(c, k=c.k * factor) for c in plan.response_curves)
+    return Portfolio(customers, prospects, portfolio.options), plan.with_overrides(
+        cost=cost, response_curves=curves)
 
 
 def robustness(

@@ -221,10 +221,10 @@ def _pool_gains(prospects: pl.DataFrame, pools: pl.DataFrame, plan: Plan,
                                             if "service_cost" in prospects.columns else 0.0)
     clv_new = new_customer_equity(net, prospects["retention"].to_numpy(), valuation)
     segment = pools["pool"].cast(pl.String).to_numpy()
-    ceiling = np.broadcast_to(prospects["acquisition_ceiling"].to_numpy().astype(np.float64),
-                              (draws, size.size)).copy()
-    k = np.broadcast_to(prospects["acquisition_response"].to_numpy().astype(np.float64),
-                        (draws, size.size)).copy()
+    ceiling, k = (  # a column may be absent where curves cover every pool (the cost model)
+        np.broadcast_to(prospects[c].to_numpy().astype(np.float64) if c in prospects.columns
+                        else np.nan, (draws, size.size)).copy()
+        for c in ("acquisition_ceiling", "acquisition_response"))
     shape = np.zeros((draws, size.size))
     for curve in plan.response_curves:
         if curve.kind != "acquisition":
