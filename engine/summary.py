@@ -73,6 +73,9 @@ class PlanSummary(Mapping[str, Any]):
     # (p5, p50, p95) and the share of draws in which this plan gains more than it
     current_gain_interval: dict[str, float] = field(default_factory=dict)
     probability_beats_current: float | None = None
+    # with --stability N: the plan re-solved under N draws; "draws", "mean" (over customers,
+    # of the share of draws keeping each one's level) and "share_stable_at_80pct"
+    choice_stability: dict[str, float] = field(default_factory=dict)
     # the proven upper bound on the best plan giving every customer one level (``gap`` is
     # measured to it); None when nothing was proven (a heuristic allocator)
     integer_bound: float | None = None
