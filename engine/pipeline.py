@@ -125,6 +125,28 @@ def _customers_from_transactions(
     return Portfolio(customers, portfolio.prospects, portfolio.options), metric_columns
 
 
+def _derives_contract(metric: Metric) -> bool:
+    """A customers metric producing ``margin`` or ``retention`` derives the columns the
+    customers table is validated by, so it runs before validation."""
+    return metric.input_table == "customers" and bool({"margin", "retention"} & set(
+        metric.produces))
+
+
+def _customers_from_metric(
+    metric: Metric, portfolio: Portfolio, plan: Plan, registry: Registry
+) -> tuple[Portfolio, pl.DataFrame]:
+    """Run such a metric on the raw customers table (one row in, one row out); its columns
+    replace the table's, and the result is then validated as the customers table."""
+    customers = portfolio.customers
+    assert customers is not None
+    if "customer_id" not in customers.columns:
+        raise InvalidInputError.single("customers.customer_id", "required column is missing")
+    valued = apply_metric(metric, customers, plan, registry)
+    derived = valued.select("customer_id", *(c for c in metric.produces
+                                             if c not in ("margin", "retention")))
+    return Portfolio(valued, portfolio.prospects, portfolio.options), derived
+
+
 def _checkpoint(should_stop: Callable[[], bool]) -> None:
     """Between stages: a caller that went away stops the work here, not at the end."""
     if should_stop():
@@ -156,12 +178,16 @@ def build_model(
     if portfolio.transactions is not None:
         portfolio, metric_columns = _customers_from_transactions(metric, portfolio, plan, registry)
         timings["transactions"] = time.perf_counter() - mark
+    derives = _derives_contract(metric) and portfolio.customers is not None
+    if derives and portfolio.transactions is None:  # e.g. sbg: margin, retention from tenure
+        portfolio, metric_columns = _customers_from_metric(metric, portfolio, plan, registry)
+    derived_seconds = time.perf_counter() - mark if derives else 0.0
     portfolio = portfolio.validated()
-    timings["validate"] = time.perf_counter() - started
+    timings["validate"] = time.perf_counter() - started - derived_seconds
     _checkpoint(should_stop)
 
-    mark = time.perf_counter()
-    if portfolio.customers is not None and metric.input_table == "customers":
+    mark = time.perf_counter() - derived_seconds
+    if portfolio.customers is not None and metric.input_table == "customers" and not derives:
         before = set(portfolio.customers.columns) - set(metric.produces)
         valued = apply_metric(metric, portfolio.customers, plan, registry)
         portfolio = Portfolio(valued, portfolio.prospects, portfolio.options)

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "equity_plugins.costs",
     "equity_plugins.allocators",
     "equity_plugins.bgnbd",
+    "equity_plugins.sbg",
 )
 HOOKS = {
     "metric": "register_metrics",

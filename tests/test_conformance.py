@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import pytest
-from equity_plugins import allocators, costs, metrics
+from equity_plugins import allocators, costs, metrics, sbg
 
 from engine.allocation import Allocation
 from engine.hookspecs import hookimpl
@@ -55,6 +55,20 @@ def test_roc() -> None:
     units = allocate(portfolio, plan).units
     check_metric(metrics.ReturnOnCustomer, units, allow_nan=("roc",))
     checked(metrics.ReturnOnCustomer)
+
+
+def test_sbg() -> None:
+    # With alpha and beta given the metric is row-wise (a fit on the table is not: one row
+    # cannot identify the sBG; tests/test_clv_sbg_metric.py covers the fits).
+    rng = np.random.default_rng(3)
+    table = pl.DataFrame({"customer_id": np.arange(200), "renewals": rng.integers(0, 30, 200),
+                          "active": rng.random(200) < 0.8, "payment": rng.uniform(5, 20, 200)})
+    for params in ({"alpha": 0.704, "beta": 1.182}, {"alpha": 0.668, "beta": 3.806,
+                                                      "bridge": "next"}):
+        out = check_metric(sbg.SubscriptionCLV, table, params=params,
+                           valuation=Valuation(0.1, horizon=24))
+        assert (out["retention"] < 1).all() and (out["clv"] >= 0).all()
+    checked(sbg.SubscriptionCLV)
 
 
 def test_exponential_response() -> None:
