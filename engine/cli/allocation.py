@@ -61,6 +61,11 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         print(f"current plan     gain {money(current['p5'])} to {money(current['p95'])} (p5-p95, "
               f"median {money(current['p50'])}); P(plan beats current) "
               f"{number(summary['probability_beats_current'], '.3f')}")
+    stable = summary.get("choice_stability")
+    if stable:
+        print(f"choice stability {number(stable['mean'], '.3f')} of the draws keep a "
+              f"customer's level on average; {number(stable['share_stable_at_80pct'], '.1%')} "
+              f"of customers keep it in >= 80% ({int(stable['draws'])} re-solves)")
     print(f"time             {summary['seconds']['total']:.3f} s")
     for note in summary.get("notes", []):
         print(f"note             {note}")
@@ -69,7 +74,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 def cmd_allocate(args: argparse.Namespace) -> int:
     from engine.pipeline import allocate
 
-    for flag in ("response", "uncertainty"):
+    for flag in ("response", "uncertainty", "stability"):
         if args.cluster and getattr(args, flag):
             from engine.errors import InvalidInputError
 
@@ -82,9 +87,9 @@ def cmd_allocate(args: argparse.Namespace) -> int:
 
         raise InvalidInputError.single("--current-plan", "needs --uncertainty N (the plans "
                                        "are compared over the same draws)")
-    if args.uncertainty:
+    if args.uncertainty or args.stability:
         result = _allocate_with_uncertainty(portfolio, plan, args.uncertainty, args.seed,
-                                            args.current_plan)
+                                            args.current_plan, args.stability)
     else:
         result = allocate(portfolio, plan)
     if portfolio.transactions is not None:  # values from a log, responses from nowhere
@@ -133,20 +138,29 @@ def _allocate_on_cluster(args: argparse.Namespace) -> int:
 
 
 def _allocate_with_uncertainty(
-    portfolio: Portfolio, plan: Plan, draws: int, seed: int, current_plan: Path | None = None
+    portfolio: Portfolio, plan: Plan, draws: int, seed: int, current_plan: Path | None = None,
+    stability: int = 0,
 ) -> PlanResult:
     """The plan, then its equity gain re-valued under ``draws`` draws of the estimated
-    parameters, the current plan under the same draws (engine.planning.uncertainty); no
-    re-solve."""
+    parameters, the current plan under the same draws (engine.planning.uncertainty; no
+    re-solve), and with ``stability`` the plan re-solved under that many draws
+    (engine.planning.stability)."""
     from engine.io import read_table
     from engine.pipeline import allocate, build_model
+    from engine.planning.stability import add_choice_stability, check_stability
     from engine.planning.uncertainty import add_uncertainty, check_uncertainty
 
-    check_uncertainty(plan, draws)
+    if draws:
+        check_uncertainty(plan, draws)
+    if stability:
+        check_stability(plan, stability)
     current = read_table(current_plan, "current_plan") if current_plan is not None else None
     model = build_model(portfolio, plan)
     result = allocate(portfolio, plan, model=model)
-    add_uncertainty(portfolio, plan, model, result, draws, seed, current)
+    if draws:
+        add_uncertainty(portfolio, plan, model, result, draws, seed, current)
+    if stability:
+        add_choice_stability(portfolio, plan, model, result, stability, seed)
     return result
 
 
@@ -210,6 +224,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("allocate", help="allocate budgets to maximize total customer equity")
     add_portfolio_arguments(p)
     add_plan_arguments(p)
+    p.add_argument("--stability", type=int, default=0, metavar="N",
+                   help="re-solve the plan under N draws of the estimated parameters (each a "
+                   "full solve: keep N small, 5-20) and report per unit the share of draws "
+                   "keeping its level (choice_stability, a column of --output) and "
+                   "choice_stability {mean, share_stable_at_80pct} in the summary (0: none)")
     p.add_argument("--current-plan", type=Path, metavar="FILE",
                    help="with --uncertainty: the firm's current plan (customer_id, spend; a "
                    "pool's id is its segment, its spend the pool's total), re-valued under the "
