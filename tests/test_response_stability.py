@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,3 +86,23 @@ def test_values_from_transactions_are_drawn_too(capsys: pytest.CaptureFixture[st
     # the default response is fixed: only the BG/NBD and Gamma-Gamma draws move the choices
     assert 0 < summary["choice_stability"]["mean"] < 1
     assert not any(n.startswith("stability:") for n in summary["notes"])
+
+
+def test_the_summary_message_carries_the_current_plan_and_stability_figures() -> None:
+    from engine.api.equity_engine.v1 import result_pb2
+    from engine.service import wire
+
+    result = _stability(1.0, draws=3)
+    summary = result.summary
+    summary.current_gain_interval = {"p5": 1.0, "p50": 2.0, "p95": 3.5}
+    summary.probability_beats_current = 0.75
+    msg = wire.summary_to_proto(summary)
+    again = result_pb2.PlanSummary.FromString(msg.SerializeToString())
+    back = wire.summary_from_proto(again)
+    assert back.current_gain_interval == summary.current_gain_interval
+    assert back.probability_beats_current == 0.75
+    assert back.choice_stability == summary.choice_stability
+    assert back.choice_stability["draws"] == 3.0
+    empty = wire.summary_from_proto(wire.summary_to_proto(dataclasses.replace(
+        summary, probability_beats_current=None, choice_stability={})))
+    assert empty.probability_beats_current is None and empty.choice_stability == {}

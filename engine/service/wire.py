@@ -300,6 +300,10 @@ def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
         equity_gain_interval=summary.equity_gain_interval,
         probability_beats_nothing=_finite(summary.probability_beats_nothing),
         uncertainty_draws=summary.uncertainty_draws,
+        current_gain_interval=summary.current_gain_interval,
+        probability_beats_current=_finite(summary.probability_beats_current),
+        choice_stability={k: v for k, v in summary.choice_stability.items()
+                          if math.isfinite(v)},
     )
     return msg
 
@@ -360,6 +364,10 @@ def summary_from_proto(msg: result_pb2.PlanSummary) -> PlanSummary:
         probability_beats_nothing=msg.probability_beats_nothing
         if msg.HasField("probability_beats_nothing") else None,
         uncertainty_draws=msg.uncertainty_draws,
+        current_gain_interval=dict(msg.current_gain_interval),
+        probability_beats_current=msg.probability_beats_current
+        if msg.HasField("probability_beats_current") else None,
+        choice_stability=dict(msg.choice_stability),
     )
 
 
