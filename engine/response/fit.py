@@ -13,8 +13,10 @@ parameters (exact first derivatives of p, central differences of them for the se
 
 The exponential curve is always fitted; the S-shaped Hill curve too when there are more
 spend levels than its parameters, and it is chosen when its AIC is at least ``AIC_MARGIN``
-below the exponential's (the likelihood-ratio statistic is reported beside it; the two
-families are not nested, so it is descriptive, not a test). Goodness of fit per level is the
+below the exponential's and the two curves' success rates differ at some tested spend level
+by at least ``LIFT_MARGIN`` of the lift spend buys (the exponential's ceiling - base). The
+likelihood-ratio statistic is reported beside it; the two families are not nested, so it is
+descriptive, not a test. Goodness of fit per level is the
 Pearson residual (y - n p) / sqrt(n p (1 - p)) with its two-sided normal p-value, overall the
 Pearson chi-square on levels - parameters degrees of freedom.
 """
@@ -32,6 +34,11 @@ from engine.errors import FieldViolation, InvalidInputError
 from engine.response.curves import Shape, jacobian, probability
 
 AIC_MARGIN = 4.0  # Hill must beat the exponential's AIC by this much to be chosen
+# ... and predict, at some tested spend level, a success rate differing from the
+# exponential's by at least this share of the lift spend buys (the exponential's ceiling -
+# base): with very many units an AIC margin is reached by differences too small to change
+# any allocation (docs/response.md)
+LIFT_MARGIN = 0.05
 _EPS = 1e-12
 
 
@@ -290,7 +297,9 @@ def fit_curve(segment: str, kind: str, spend: np.ndarray, units: np.ndarray,
     _screen(kind, spend, units, successes)
     exponential = fit_model(Shape(kind, "exponential"), spend, units, successes)
     alternatives: dict[str, Any] = {
-        "rule": f"hill when its AIC is at least {AIC_MARGIN:g} below the exponential's",
+        "rule": f"hill when its AIC is at least {AIC_MARGIN:g} below the exponential's and "
+                f"the two predict success rates at some tested spend level at least "
+                f"{LIFT_MARGIN:g} of the lift (ceiling - base) apart",
         "exponential": {"log_likelihood": exponential.log_likelihood, "aic": exponential.aic},
     }
     chosen = exponential
@@ -305,7 +314,15 @@ def fit_curve(segment: str, kind: str, spend: np.ndarray, units: np.ndarray,
             alternatives["hill"] = {"log_likelihood": hill.log_likelihood, "aic": hill.aic}
             alternatives["lr_statistic"] = 2.0 * (hill.log_likelihood
                                                   - exponential.log_likelihood)
-            if hill.aic <= exponential.aic - AIC_MARGIN:
+            apart = float(np.abs(probability(hill.shape, hill.theta, spend)
+                                 - probability(exponential.shape, exponential.theta,
+                                               spend)).max())
+            lift_range = float(exponential.theta[1] - exponential.theta[0]
+                               if kind == "retention" else exponential.theta[0])
+            share = apart / max(lift_range, _EPS)
+            alternatives["max_rate_difference"] = apart
+            alternatives["max_difference_share_of_lift"] = share
+            if hill.aic <= exponential.aic - AIC_MARGIN and share >= LIFT_MARGIN:
                 chosen = hill
     else:
         alternatives["hill"] = {"fitted": False, "reason": f"needs more than {hill_shape.size} "
