@@ -2,7 +2,8 @@
 
 ``--model`` adds Pareto/NBD or MBG/NBD beside BG/NBD (which values CLV), ``--compare`` fits
 them all, ``--holdout-end`` runs the calibration/holdout check, ``--survival`` fits the sBG
-model to cohort survival counts instead (no transaction log).
+model to cohort survival counts instead (no transaction log), ``--model bgbb`` with
+``--opportunities`` the BG/BB model to discrete purchase opportunities.
 
 Registered by listing ``"engine.cli.clv"`` in ``engine.cli.EXTENSIONS``; errors propagate
 to ``engine.cli.app`` (exit 2 for invalid input, 6 for a fit that did not converge), except
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from engine.cli.arguments import discount_rate
 from engine.cli.textfmt import number, plural
 from engine.clv.bgnbd import ModelFitError
@@ -25,7 +28,8 @@ from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
 from engine.valuation import Valuation
 
-MODEL_CHOICES = ("bgnbd", "pareto-nbd", "mbg-nbd")
+LOG_MODELS = ("bgnbd", "pareto-nbd", "mbg-nbd")  # fitted on a transaction log
+MODEL_CHOICES = (*LOG_MODELS, "bgbb")  # bgbb: discrete opportunities (--opportunities)
 _HORIZON_UNITS = {"d": 1.0, "w": 7.0, "m": 365.25 / 12, "y": 365.25}  # days
 
 
@@ -72,6 +76,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--survival", type=Path,
         help="cohort,period,alive survival counts: fit the sBG churn model per cohort instead",
+    )
+    p.add_argument(
+        "--opportunities", type=Path,
+        help="discrete purchase opportunities for --model bgbb: frequency,recency,n[,weight] "
+        "per customer or pattern, or customer_id,opportunity,purchased per opportunity",
     )
     p.add_argument("--time-unit", choices=("day", "week"), default="week",
                    help="time unit of recency and age")
@@ -129,6 +138,8 @@ def add_parser(subparsers: Any) -> None:
 def cmd_clv(args: argparse.Namespace) -> int:
     if args.survival is not None:
         return _survival(args)
+    if args.opportunities is not None or "bgbb" in (args.model or []):
+        return _bgbb(args)
     missing = [f for f, v in (("--transactions", args.transactions),
                               ("--calibration-end", args.calibration_end)) if v is None]
     if missing:
@@ -149,7 +160,7 @@ def cmd_clv(args: argparse.Namespace) -> int:
     if args.prediction_horizon is not None:
         value, unit = args.prediction_horizon
         horizon = value * (_HORIZON_UNITS[unit] / UNIT_DAYS[args.time_unit] if unit else 1.0)
-    names = list(MODEL_CHOICES) if args.compare else ["bgnbd", *(args.model or [])]
+    names = list(LOG_MODELS) if args.compare else ["bgnbd", *(args.model or [])]
     names = list(dict.fromkeys(names))
     try:
         tx = read_transactions(args.transactions, args.fmt)
@@ -225,6 +236,70 @@ def _survival(args: argparse.Namespace) -> int:
             f"retention {', '.join(f'{r:.3f}' for r in f['retention'][:5])}  "
             f"DEL {f['del']:.3f} at {rate:g} per period"
         )
+    return 0
+
+
+def _bgbb(args: argparse.Namespace) -> int:
+    """BG/BB on discrete opportunities: the fit, and per row P(alive), expected purchases over
+    the next --prediction-horizon opportunities (default 1) and DERT at --discount-rate."""
+    from engine.clv.bgbb import fit_bgbb, read_opportunities
+    from engine.io import write_table
+
+    if args.opportunities is None or args.transactions is not None:
+        raise InvalidInputError.single(
+            "opportunities", "--model bgbb fits discrete purchase opportunities: give "
+            "--opportunities (not --transactions; the log's models are "
+            f"{', '.join(LOG_MODELS)})",
+        )
+    extra = [name for name in (args.model or []) if name != "bgbb"]
+    if extra or args.compare or args.holdout_end:
+        raise InvalidInputError.single(
+            "model", "--opportunities fits bgbb alone (no --compare, --holdout-end or "
+            f"transaction-log models{': ' + ', '.join(extra) if extra else ''})",
+        )
+    horizon, source = 1.0, "one opportunity"
+    if args.prediction_horizon is not None:
+        value, unit = args.prediction_horizon
+        if unit:
+            raise InvalidInputError.single(
+                "prediction_horizon", "counts opportunities for bgbb: a number such as 5"
+            )
+        horizon, source = value, "given"
+    rate = 0.10 if args.discount_rate is None else args.discount_rate
+    table = read_opportunities(args.opportunities)
+    cols = tuple(table[c].to_numpy() for c in ("frequency", "recency", "n"))
+    weight = table["weight"].to_numpy()
+    try:
+        fit = fit_bgbb(cols[0], cols[1], cols[2], weight)
+    except ModelFitError as exc:
+        if args.json:
+            print(json.dumps({"converged": False, "model": exc.model, "message": str(exc)}))
+        raise
+    p_alive = fit.p_alive(*cols)
+    expected = fit.conditional_expected_purchases(horizon, *cols)
+    dert = fit.dert(rate, *cols)
+    summary = {"bgbb": fit.as_dict() | {
+        "prediction_horizon": {"opportunities": horizon, "source": source,
+                               "expected_purchases": float(weight @ expected)},
+        "p_alive_mean": float(weight @ p_alive / weight.sum()),
+        "discount_rate": rate,
+        "dert_total": float(weight @ dert),
+    }}
+    if args.output:
+        counts = [pl.col(c).cast(pl.Int64) for c in ("frequency", "recency", "n")]
+        write_table(table.with_columns(*counts, pl.Series("p_alive", p_alive),
+                                       pl.Series("expected_purchases", expected),
+                                       pl.Series("dert", dert)), args.output)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    b = summary["bgbb"]
+    se = b["standard_errors"]
+    print("BG/BB            " + "  ".join(f"{k} {b[k]:.4f} ({se[k]:.4f})" for k in
+                                          ("alpha", "beta", "gamma", "delta"))
+          + f"  LL {b['log_likelihood']:.2f}  on {plural(b['customers'], 'customer')}")
+    print(f"expected         {number(b['prediction_horizon']['expected_purchases'])} purchases "
+          f"in the next {horizon:g} opportunities ({source})")
     return 0
 
 
