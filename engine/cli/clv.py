@@ -131,6 +131,12 @@ def add_parser(subparsers: Any) -> None:
                    help="coverage of the intervals (default 0.9: 5%% and 95%% quantiles)")
     p.add_argument("--output", type=Path,
                    help="per-customer values (.parquet or .csv) (default: not written)")
+    p.add_argument(
+        "--diagnostics", action="store_true",
+        help="add BG/NBD diagnostics: period-transactions histogram (model vs actual repeat "
+        "purchases in calibration), P(alive) matrix by frequency and recency, P(X(t) = n) "
+        "at the prediction horizon",
+    )
     p.add_argument("--json", action="store_true", help="print the fit as one JSON object")
     p.set_defaults(func=cmd_clv)
 
@@ -197,6 +203,13 @@ def cmd_clv(args: argparse.Namespace) -> int:
             summary[json_key(name)]["holdout"] = holdouts[name].as_dict()
     if len(names) > 1:
         summary["comparison"] = comparison(fits, holdouts)
+    if args.diagnostics:
+        from engine.clv.diagnostics import diagnostics
+
+        summary["diagnostics"] = diagnostics(
+            result.bgnbd.params, result.rfm["frequency"].to_numpy(),
+            result.rfm["T"].to_numpy(), result.prediction_horizon,
+        )
     if args.output:
         table = result.customers
         if args.intervals:
