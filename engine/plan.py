@@ -26,6 +26,9 @@ MAX_AMOUNT = 1e15  # budgets and levels beyond this are typos and overflow equit
 KIND_NAMES = {0: None, 1: "retention", 2: "acquisition"}
 
 
+MAX_UNCERTAINTY_DRAWS = 10_000  # re-valuations of one plan in one request
+
+
 @dataclass(frozen=True)
 class StrategyChoice:
     name: str
@@ -134,6 +137,9 @@ class Plan:
     allocation: StrategyChoice = StrategyChoice("lp")
     response_curves: tuple[ResponseCurve, ...] = ()
     resource_limits: tuple[ResourceLimit, ...] = ()
+    # the solved plan re-valued under this many draws of the estimates (docs/response.md)
+    uncertainty_draws: int = 0
+    uncertainty_seed: int = 0
 
     @property
     def valuation(self) -> Valuation:
@@ -215,6 +221,9 @@ class Plan:
                     f"plan.response_curves[{i}]",
                     f"a second {curve.kind} curve for segment {curve.segment!r}"))
             seen.add((curve.segment, curve.kind))
+        if not 0 <= self.uncertainty_draws <= MAX_UNCERTAINTY_DRAWS:
+            problems.append(FieldViolation(
+                "plan.uncertainty_draws", f"must be between 0 and {MAX_UNCERTAINTY_DRAWS:,}"))
         if problems:
             raise InvalidInputError(problems)
 
@@ -292,6 +301,8 @@ class Plan:
                 )
                 for rl in msg.resource_limits
             ),
+            uncertainty_draws=msg.uncertainty_draws,
+            uncertainty_seed=msg.uncertainty_seed,
         )
         if msg.HasField("horizon") and msg.horizon == 0:
             raise InvalidInputError.single("plan.horizon", "must be >= 1 (omit for infinite)")
@@ -328,6 +339,8 @@ class Plan:
                 )
                 for c in self.response_curves
             ],
+            uncertainty_draws=self.uncertainty_draws,
+            uncertainty_seed=self.uncertainty_seed,
         )
         for name, value in (
             ("total", self.total_budget),

@@ -82,13 +82,15 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     if args.cluster:
         return _allocate_on_cluster(args)
     portfolio, plan = load_inputs(args)
-    if args.current_plan is not None and not args.uncertainty:
+    if args.current_plan is not None and not (args.uncertainty or plan.uncertainty_draws):
         from engine.errors import InvalidInputError
 
         raise InvalidInputError.single("--current-plan", "needs --uncertainty N (the plans "
                                        "are compared over the same draws)")
-    if args.uncertainty or args.stability:
-        result = _allocate_with_uncertainty(portfolio, plan, args.uncertainty, args.seed,
+    draws = args.uncertainty or plan.uncertainty_draws  # the flag, else the --plan file's
+    seed = args.seed if args.uncertainty else plan.uncertainty_seed
+    if draws or args.stability:
+        result = _allocate_with_uncertainty(portfolio, plan, draws, seed,
                                             args.current_plan, args.stability)
     else:
         result = allocate(portfolio, plan)

@@ -260,15 +260,15 @@ def _pool_gains(prospects: pl.DataFrame, pools: pl.DataFrame, plan: Plan,
 # --------------------------------------------------------------------------------------------
 
 
-def check_uncertainty(plan: Plan, draws: int) -> None:
+def check_uncertainty(plan: Plan, draws: int, field: str = "--uncertainty") -> None:
     """Refuse, before anything is solved, draws the plan cannot be re-valued under."""
     from engine.assumptions import RESPONSE_COSTS
 
     if draws < 1:
-        raise InvalidInputError.single("--uncertainty", f"must be at least 1, got {draws}")
+        raise InvalidInputError.single(field, f"must be at least 1, got {draws}")
     if plan.cost.name not in RESPONSE_COSTS:
         raise InvalidInputError.single(
-            "--uncertainty", f"needs a response-curve cost strategy ({', '.join(RESPONSE_COSTS)})"
+            field, f"needs a response-curve cost strategy ({', '.join(RESPONSE_COSTS)})"
             f", not {plan.cost.name!r}")
 
 
@@ -358,3 +358,20 @@ def uncertainty_at_budgets(portfolio: Portfolio, plan: Plan, budgets: list[float
                      **s.equity_gain_interval,
                      "probability_beats_nothing": s.probability_beats_nothing})
     return pl.DataFrame(rows)
+
+
+def allocate_with_uncertainty(portfolio: Portfolio, plan: Plan, registry: Any = None,
+                              should_stop: Any = None, limits: Any = None) -> PlanResult:
+    """``engine.pipeline.allocate``, then, when the plan asks for ``uncertainty_draws``, its
+    gain re-valued under them (``add_uncertainty`` with ``uncertainty_seed``): the service's
+    Allocate, in the server and in its solve workers."""
+    from engine.pipeline import allocate, build_model
+
+    stop = should_stop or (lambda: False)
+    if not plan.uncertainty_draws:
+        return allocate(portfolio, plan, registry, stop, limits)
+    check_uncertainty(plan, plan.uncertainty_draws, "plan.uncertainty_draws")
+    model = build_model(portfolio, plan, registry, limits, stop)
+    result = allocate(portfolio, plan, registry, stop, limits, model=model)
+    add_uncertainty(portfolio, plan, model, result, plan.uncertainty_draws, plan.uncertainty_seed)
+    return result

@@ -23,8 +23,9 @@ import polars as pl
 
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
-from engine.pipeline import allocate, apply_metric
+from engine.pipeline import apply_metric
 from engine.plan import Plan, StrategyChoice
+from engine.planning.uncertainty import allocate_with_uncertainty
 from engine.plugins import Registry
 from engine.portfolio import CUSTOMERS, Column, Portfolio, validate_table
 from engine.result import PlanResult
@@ -198,7 +199,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             limits = budget.limits(self.config.limits)
             where = "worker" if self.pool is not None and large else "server"
             cluster = self.cluster
-            if cluster is not None and large and cluster.accepts(portfolio, plan):
+            if (cluster is not None and large and not plan.uncertainty_draws
+                    and cluster.accepts(portfolio, plan)):
                 where = "cluster"
             try:
                 with budget.enforced():
@@ -210,7 +212,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                         call = call_of(context)
                         return self.pool.solve(portfolio, plan, limits, budget.should_stop,
                                                call.request_id if call is not None else "")
-                    return allocate(portfolio, plan, self.registry, budget.should_stop, limits)
+                    return allocate_with_uncertainty(portfolio, plan, self.registry,
+                                                     budget.should_stop, limits)
             finally:
                 if self.metrics is not None:
                     self.metrics.solve(where, time.monotonic() - budget.started)

@@ -120,7 +120,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
     if spec.nice:
         with contextlib.suppress(OSError):
             os.nice(spec.nice)  # the server's own process (health, small calls) goes first
-    from engine.pipeline import allocate
+    from engine.planning.uncertainty import allocate_with_uncertainty
 
     limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
@@ -140,7 +140,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         portfolio, plan, limits, request_id = task
         request_id_var.set(request_id)  # the worker's log lines name the call too
         try:
-            result = allocate(portfolio, plan, registry, stop.is_set, limits)
+            result = allocate_with_uncertainty(portfolio, plan, registry, stop.is_set, limits)
             reply: tuple[Any, ...] = ("ok", result)
         except Exception as exc:
             if not isinstance(exc, EquityError):

@@ -62,7 +62,7 @@ class StrategySpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation", "response_curves", "resource_limits")
+    __slots__ = ("budget", "segment_limits", "discount_rate", "horizon", "margin_growth", "retention_levels", "acquisition_levels", "metric", "cost", "allocation", "response_curves", "resource_limits", "uncertainty_draws", "uncertainty_seed")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_LIMITS_FIELD_NUMBER: _ClassVar[int]
     DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class Plan(_message.Message):
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CURVES_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_DRAWS_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_SEED_FIELD_NUMBER: _ClassVar[int]
     budget: Budget
     segment_limits: _containers.RepeatedCompositeFieldContainer[SegmentLimit]
     discount_rate: float
@@ -87,7 +89,9 @@ class Plan(_message.Message):
     allocation: StrategySpec
     response_curves: _containers.RepeatedCompositeFieldContainer[ResponseCurve]
     resource_limits: _containers.RepeatedCompositeFieldContainer[ResourceLimit]
-    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ..., response_curves: _Optional[_Iterable[_Union[ResponseCurve, _Mapping]]] = ..., resource_limits: _Optional[_Iterable[_Union[ResourceLimit, _Mapping]]] = ...) -> None: ...
+    uncertainty_draws: int
+    uncertainty_seed: int
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., segment_limits: _Optional[_Iterable[_Union[SegmentLimit, _Mapping]]] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., margin_growth: _Optional[float] = ..., retention_levels: _Optional[_Iterable[float]] = ..., acquisition_levels: _Optional[_Iterable[float]] = ..., metric: _Optional[_Union[StrategySpec, _Mapping]] = ..., cost: _Optional[_Union[StrategySpec, _Mapping]] = ..., allocation: _Optional[_Union[StrategySpec, _Mapping]] = ..., response_curves: _Optional[_Iterable[_Union[ResponseCurve, _Mapping]]] = ..., resource_limits: _Optional[_Iterable[_Union[ResourceLimit, _Mapping]]] = ..., uncertainty_draws: _Optional[int] = ..., uncertainty_seed: _Optional[int] = ...) -> None: ...
 
 class ResponseCurve(_message.Message):
     __slots__ = ("segment", "kind", "model", "base", "ceiling", "k", "shape", "parameters", "covariance")
