@@ -133,7 +133,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         return 0
     s = front.summary()
     print(f"frontier         exact LP ({s['method']}), {plural(s['breakpoints'], 'breakpoint')}, "
-          f"{s['seconds']:.2f} s")
+          f"{s['seconds']:.2f} s ({s['model_seconds']:.2f} s of it building the model)")
     print(f"equity before    {_money(s['equity_before'])}")
     print(f"least budget     {_money(s['min_budget'])}")
     print(f"optimal budget   {_money(s['optimal_budget'])}  equity {_money(s['optimal_equity'])}"

@@ -97,7 +97,10 @@ def frontier(
     """The exact LP frontier of ``plan`` on ``portfolio`` as its total budget varies."""
     started = time.perf_counter()
     options, rows = build_model(portfolio, plan, registry)
-    return frontier_of(options, rows, plan.total_budget, progress, should_stop, started)
+    model_seconds = time.perf_counter() - started
+    result = frontier_of(options, rows, plan.total_budget, progress, should_stop, started)
+    result.model_seconds = model_seconds
+    return result
 
 
 def frontier_of(
@@ -132,9 +135,10 @@ def frontier_of(
     root = [g for g in groups if np.array_equal(g.cells, all_cells)]
     inner = [g for g in groups if not np.array_equal(g.cells, all_cells)]
     notes: list[str] = []
+    by_ratio = np.argsort(-ratio)  # one sort of every increment, shared below
     if laminar(inner):
         method = "merge"
-        pieces = merge_pieces(inc_cell, dc, dv, ratio)
+        pieces = merge_pieces(inc_cell, dc, dv, by_ratio)
         for g in inner:
             apply_limit(pieces, g.cells, g.minimum, g.cap, ",".join(g.names), tol)
     else:
@@ -143,13 +147,14 @@ def frontier_of(
         net_mask = np.zeros(n_cells, dtype=bool)
         for g in multi:
             net_mask |= g.cells
-        free = np.flatnonzero(~net_mask[inc_cell])
-        pieces = merge_pieces(inc_cell[free], dc[free], dv[free], ratio[free])
+        in_net = net_mask[inc_cell[by_ratio]]
+        free = by_ratio[~in_net]  # in ratio order
+        pieces = merge_pieces(inc_cell[free], dc[free], dv[free], np.arange(free.size))
         for g in inner:
             if g.size == 1 and not (g.cells & net_mask).any():
                 apply_limit(pieces, g.cells, g.minimum, g.cap, ",".join(g.names), tol)
-        net = build_network(np.flatnonzero(net_mask), inc_cell, dc, ratio, inner, len(
-            options.segments))
+        net = build_network(np.flatnonzero(net_mask), inc_cell, dc, ratio, inner,
+                            by_ratio[in_net])
         traced = trace_regimes(net, tol, progress, should_stop)
         if traced is None:  # the minimums themselves cross the kind budgets: step the network
             traced = trace_network(net, tol, progress, should_stop)

@@ -336,12 +336,13 @@ def build_network(
     dc: FloatArray,
     ratio: FloatArray,
     groups: list[Group],
-    n_segments: int,
+    members: IntArray,
 ) -> Network:
-    """Curves of the network cells and the capacities of its arcs."""
-    members = np.flatnonzero(np.isin(inc_cell, cells))
-    local = np.searchsorted(cells, inc_cell[members])
-    order = members[np.lexsort((-ratio[members], local))]
+    """Curves of the network cells and the capacities of its arcs; ``members``: the
+    increments of those cells by decreasing ratio (a stable sort by cell keeps that order)."""
+    narrow = np.int16 if cells.size < (1 << 15) else np.int32  # 16 bits: a radix sort
+    local = np.searchsorted(cells, inc_cell[members]).astype(narrow)
+    order = members[np.argsort(local, kind="stable")]
     local_sorted = np.searchsorted(cells, inc_cell[order])
     counts = np.bincount(local_sorted, minlength=cells.size)
     cum = np.cumsum(dc[order])
@@ -381,6 +382,5 @@ def build_network(
             seg_min[s] = g.minimum
         else:
             raise SolverError(f"{g.names}: rows over such cells are not supported by the frontier")
-    del n_segments
     return Network(cells, bp, bp_off, slope, lo, hi, kind, seg.astype(np.int64), kind_cap,
                     seg_cap, seg_min)

@@ -180,10 +180,11 @@ def laminar(groups: list[Group]) -> bool:
     return True
 
 
-def merge_pieces(cell: IntArray, dc: FloatArray, dv: FloatArray, ratio: FloatArray) -> Pieces:
-    order = np.argsort(-ratio, kind="stable").astype(np.int64)
+def merge_pieces(cell: IntArray, dc: FloatArray, dv: FloatArray, order: IntArray) -> Pieces:
+    """Increments as pieces; ``order`` lists them by decreasing ratio (one sort, by the
+    caller, of every increment)."""
     return Pieces(dc.copy(), dv.copy(), np.zeros(dc.size, dtype=bool), cell.astype(np.int64),
-                   order)
+                   np.asarray(order, dtype=np.int64))
 
 
 def combine(a: Pieces, b: Pieces) -> Pieces:
@@ -192,11 +193,10 @@ def combine(a: Pieces, b: Pieces) -> Pieces:
     ea, eb = a.effective(), b.effective()
     key_a = np.minimum.accumulate(np.where(a.forced[ea], np.inf, a.dv[ea] / a.dc[ea]))
     key_b = np.minimum.accumulate(np.where(b.forced[eb], np.inf, b.dv[eb] / b.dc[eb]))
-    ids = np.concatenate([ea, eb + shift])
-    keys = np.concatenate([key_a, key_b])
-    source = np.concatenate([np.zeros(ea.size, dtype=np.int64), np.ones(eb.size, dtype=np.int64)])
-    rank = np.concatenate([np.arange(ea.size), np.arange(eb.size)])
-    merged = ids[np.lexsort((rank, source, -keys))]
+    # Two sorted lists merged by binary search (a's piece first on equal keys).
+    merged = np.empty(ea.size + eb.size, dtype=np.int64)
+    merged[np.arange(ea.size) + np.searchsorted(-key_b, -key_a, side="left")] = ea
+    merged[np.arange(eb.size) + np.searchsorted(-key_a, -key_b, side="right")] = eb + shift
     return Pieces(
         dc=np.concatenate([a.dc, b.dc]),
         dv=np.concatenate([a.dv, b.dv]),

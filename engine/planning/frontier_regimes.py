@@ -180,8 +180,15 @@ class _Out:
             return
         used = cell >= 0
         piece = np.broadcast_to(np.arange(length.size)[:, None], cell.shape)[used]
+        moved, delta = cell[used], (sign * length[:, None])[used]
+        if any(((cell[:, a] == cell[:, b]) & (cell[:, a] >= 0)).any()
+               for a in range(cell.shape[1]) for b in range(a)):
+            # a cell moved both ways by one piece (see ``_regime``): its net move only
+            key, inverse = np.unique(piece * self.net.cells.size + moved, return_inverse=True)
+            piece, moved = key // self.net.cells.size, key % self.net.cells.size
+            delta = np.bincount(inverse, weights=delta, minlength=key.size).astype(np.float64)
         self.parts.append((length, length * slope, forced, self.n + piece,
-                           self.net.cells[cell[used]], (sign * length[:, None])[used]))
+                           self.net.cells[moved], delta))
         self.n += length.size
 
     def single(self, j: int, dc: float, dv: float, forced: bool) -> None:
@@ -253,7 +260,11 @@ def _moved(c: Chain, count: int, head: float, m: int) -> FloatArray:
 def _regime(net: Network, x: FloatArray, tight_kind: IntArray, capped: BoolArray,
             bound: BoolArray, tol: float) -> tuple[Chain, list[tuple[int, int]]]:
     """The regime's curve, and (segment, its ``o`` cell) for each segment held at its minimum
-    whose ``o`` cell only moves by shifting the kind budget's spend out of it."""
+    whose ``o`` cell only moves by shifting the kind budget's spend out of it.
+
+    A ``k`` cell of such a segment is in ``K`` (forward) and in ``H`` (backward): a piece may
+    move it both ways, which by concavity is worth no more than its net move, so the curve
+    is still the regime's optimum (never above it)."""
     m = x.size
     grow = ~capped[net.seg]
     if tight_kind.size == 0:

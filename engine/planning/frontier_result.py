@@ -45,6 +45,7 @@ class Frontier:
     method: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    model_seconds: float = 0.0  # of ``seconds``: building the options and rows (as allocate)
 
     @property
     def n_breakpoints(self) -> int:
@@ -171,6 +172,7 @@ class Frontier:
             "chosen_equity": float(self.equity_at([chosen])[0]),
             "chosen_slope": float(self.slope_at([chosen])[0]),
             "seconds": self.seconds,
+            "model_seconds": self.model_seconds,
             "notes": list(self.notes),
         }
 
@@ -219,25 +221,19 @@ def assemble(
     kind_start = [float(start_cell[k::len(KINDS)].sum()) for k in range(len(KINDS))]
     spend_kind = np.array(kind_start)[:, None] + np.cumsum(kind_delta, axis=1)
 
-    order = np.lexsort((lp, lc))
-    lp, lc, ld = lp[order], lc[order], ld[order]
-    cum = np.cumsum(ld)
-    first_of_cell = np.r_[True, lc[1:] != lc[:-1]] if lc.size else np.zeros(0, dtype=bool)
-    starts = np.maximum.accumulate(np.where(first_of_cell, np.arange(lc.size), 0))
-    within = cum - np.concatenate(([0.0], cum))[starts]
-    spend_after = start_cell[lc] + within
     nonempty = np.flatnonzero(np.bincount(options.cell, minlength=n_cells) > 0)
-    # Every cell at point 0, then each change; pieces touch a cell once, so (cell, point) is
-    # unique and one stable sort by cell keeps the points in order.
+    # Every cell at point 0, then each change, ordered by (cell, point): one sort of an integer
+    # key (a piece moves a cell once, so the key is unique).
     all_point = np.concatenate([np.zeros(nonempty.size, dtype=np.int64), lp])
     all_cell = np.concatenate([nonempty, lc]).astype(np.int64)
-    all_spend = np.concatenate([start_cell[nonempty], spend_after])
-    by_cell = np.argsort(all_cell, kind="stable")
-    moves = pl.DataFrame({
-        "point": all_point[by_cell],
-        "cell": all_cell[by_cell],
-        "spend": all_spend[by_cell],
-    })
+    all_delta = np.concatenate([start_cell[nonempty], ld])
+    by_cell = np.argsort(all_cell * (rest.size + 2) + all_point)
+    all_point, all_cell = all_point[by_cell], all_cell[by_cell]
+    all_spend = np.cumsum(all_delta[by_cell])
+    first_of_cell = np.r_[True, all_cell[1:] != all_cell[:-1]]
+    starts = np.maximum.accumulate(np.where(first_of_cell, np.arange(all_cell.size), 0))
+    all_spend -= np.concatenate(([0.0], all_spend))[starts]  # start spend + moves so far
+    moves = pl.DataFrame({"point": all_point, "cell": all_cell, "spend": all_spend})
     segment_names = pl.Enum(options.segments)
     kind_names = pl.Enum(list(KINDS))
     cells = moves["cell"].to_numpy()
