@@ -3,6 +3,7 @@ histograms, gauges of calls in flight and queued solves, scraped over real HTTP.
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -46,7 +47,11 @@ def test_calls_and_solves_are_counted_and_timed(server: EquityServer) -> None:
         with pytest.raises(InvalidInputError):
             client.allocate(make_customers(40, seed=1), Plan(total_budget=-1.0))
         client.list_plugins()
-    metrics = _scrape(server)
+    # a call is counted once gRPC has finished it, just after the client has its answer
+    key = 'equity_request_seconds_count{method="ListPlugins"}'
+    deadline = time.monotonic() + 10
+    while (metrics := _scrape(server)).get(key) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert metrics['equity_requests_total{code="OK",method="Allocate"}'] == 2
     assert metrics['equity_requests_total{code="INVALID_ARGUMENT",method="Allocate"}'] == 1
     assert metrics['equity_requests_total{code="OK",method="ListPlugins"}'] == 1

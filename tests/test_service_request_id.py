@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,6 +95,10 @@ def test_a_callers_id_is_kept_and_names_every_log_line(
         _, call = stub.Allocate.with_call(_request(), timeout=20,
                                           metadata=(("x-request-id", "trace-42.a:b"),))
         stub.Allocate(_request(), timeout=20, metadata=(("x-request-id", "no spaces allowed"),))
+        # the access line is written once gRPC has finished the call, after the answer
+        deadline = time.monotonic() + 10
+        while lines.getvalue().count('.access"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
