@@ -109,3 +109,19 @@ def test_a_callers_id_is_kept_and_names_every_log_line(
     assert len(engine_lines[1]["request_id"]) == 16  # a fresh id for an unusable one
     access = [r for r in records if r["logger"].endswith(".access")]
     assert {r["request_id"] for r in access} == {r["request_id"] for r in engine_lines}
+
+
+def test_a_refused_call_has_a_request_id_too() -> None:
+    srv = EquityServer(ServerConfig(port=0, isolate_solves=False,
+                                    tokens=("a-token-of-16-chars",)))
+    srv.start()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = service_pb2_grpc.EquityServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListPlugins(service_pb2.ListPluginsRequest(), timeout=10,
+                                 metadata=(("x-request-id", "refused-1"),))
+    finally:
+        srv.stop(grace=0.2)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _id(err.value.initial_metadata()) == "refused-1"

@@ -296,8 +296,11 @@ def _refusal(method: str, handler: Handler) -> grpc.RpcMethodHandler:
         "missing or invalid bearer token (metadata 'authorization: Bearer <token>')")
 
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
+        request_id = _request_id(context.invocation_metadata())
+        context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
         access_log.warning("%s UNAUTHENTICATED", method, extra={"fields": {
-            "method": method, "peer": context.peer(), "status": "UNAUTHENTICATED"}})
+            "request_id": request_id, "method": method, "peer": context.peer(),
+            "status": "UNAUTHENTICATED"}})
         context.abort_with_status(rpc_status.to_status(status))
 
     if handler is not None and handler.request_streaming and handler.response_streaming:
