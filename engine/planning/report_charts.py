@@ -49,9 +49,15 @@ def _percent(x: float, _pos: object = None) -> str:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100)  # laid out once, drawn once (constrained layout)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _subplots(*args: Any, **kwargs: Any) -> Any:
+    """``plt.subplots`` laid out by constrained layout: titles, labels and legends outside the
+    axes get their room in the one draw that renders the PNG."""
+    return plt.subplots(*args, layout="constrained", **kwargs)
 
 
 def _legend_below(ax: Axes, ncol: int = 3) -> None:
@@ -107,7 +113,7 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
         slope = np.append(slope, 0.0)
         ret, acq = np.append(ret, ret[-1]), np.append(acq, acq[-1])
     idx = _thin(budget.size, [0, budget.size - 1])
-    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True,
+    fig, axes = _subplots(3, 1, figsize=(9, 9), sharex=True,
                              gridspec_kw={"height_ratios": [3, 1.5, 1.5]})
     ax = axes[0]
     ax.plot(budget[idx], gain[idx], color="#2ca02c", lw=2, label="LP frontier (exact)")
@@ -161,7 +167,6 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     ax.xaxis.set_major_formatter(FuncFormatter(_money))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -172,7 +177,7 @@ def chart_response(data: ReportData) -> bytes:
     n = max(len(curves), 1)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.5 * rows + 1.0),
+    fig, axes = _subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.5 * rows + 1.0),
                              squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -194,10 +199,9 @@ def chart_response(data: ReportData) -> bytes:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.supxlabel(f"Spend in the segment ({MONEY})", fontsize=9)
     fig.supylabel(f"Equity added before spend ({MONEY})", fontsize=9)
-    fig.suptitle("Response curves by segment", fontsize=11, y=1.0)
-    fig.tight_layout(rect=(0.01, 0.01, 1, 0.93 if rows > 1 else 0.86))
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.97), ncol=4,
-               fontsize=8, frameon=False)
+    # the title heads the legend: constrained layout stacks neither above the other
+    fig.legend(handles, labels, loc="outside upper center", ncol=4, fontsize=8, frameon=False,
+               title="Response curves by segment", title_fontsize=11)
     return _png(fig)
 
 
@@ -214,7 +218,7 @@ def chart_shares(data: ReportData) -> bytes:
     lookup = {r["group"]: r for r in agg.iter_rows(named=True)}
     n = len(labels)
     y = np.arange(n)
-    fig, axes = plt.subplots(1, len(plans), figsize=(5.2 * len(plans) + 1, _height(n)),
+    fig, axes = _subplots(1, len(plans), figsize=(5.2 * len(plans) + 1, _height(n)),
                              squeeze=False, sharey=True)
     for ax, p in zip(axes.flat, plans, strict=True):
         spend = np.array([lookup.get(g, {}).get(f"share_spend_{p}", 0.0) or 0.0 for g in labels])
@@ -230,7 +234,6 @@ def chart_shares(data: ReportData) -> bytes:
         ax.set_title(f"{p}: share of spend vs share of effect", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         _legend_below(ax, 2)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -241,7 +244,7 @@ def chart_spend(data: ReportData) -> bytes:
     plans = [e for e in comparison.evaluations if e.name in shown]
     style = {"optimum": (1.0, None), "current": (0.45, "//"), "optimum, same money": (0.75, "..")}
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(9, _height(n) * (1.0 + 0.3 * (len(plans) - 1))))
+    fig, ax = _subplots(figsize=(9, _height(n) * (1.0 + 0.3 * (len(plans) - 1))))
     height = 0.8 / len(plans)
     y = np.arange(n)
     for j, ev in enumerate(plans):
@@ -264,7 +267,6 @@ def chart_spend(data: ReportData) -> bytes:
     ax.set_title("Spend by segment and kind")
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, 2 if len(plans) < 3 else 3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -277,7 +279,7 @@ def chart_equity(data: ReportData) -> bytes:
     after = np.array([lookup[g]["equity_after"] for g in labels])
     n = len(labels)
     y = np.arange(n)
-    fig, ax = plt.subplots(figsize=(9, _height(n)))
+    fig, ax = _subplots(figsize=(9, _height(n)))
     ax.barh(y - 0.2, before, 0.38, color="#7f7f7f", label="before (doing nothing)")
     ax.barh(y + 0.2, after, 0.38, color="#2ca02c", label="after (optimum, net of spend)")
     for yi, b, a in zip(y, before, after, strict=True):
@@ -295,7 +297,6 @@ def chart_equity(data: ReportData) -> bytes:
     ax.set_title("Equity before and after by segment")
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, 2)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -306,7 +307,7 @@ def chart_roc(data: ReportData) -> bytes:
     plans = [e.name for e in comparison.evaluations]
     total = roc.filter(pl.col("scope") == "total")
     n = len(labels)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, max(4.0, 0.36 * n + 2.4)),
+    fig, (ax0, ax1) = _subplots(1, 2, figsize=(11, max(4.0, 0.36 * n + 2.4)),
                                    gridspec_kw={"width_ratios": [1, 2]})
     values = [float(total.filter(pl.col("plan") == p)["roc"].fill_null(np.nan)[0]) for p in plans]
     finite = [v for v in values if math.isfinite(v)] or [0.0]
@@ -346,7 +347,6 @@ def chart_roc(data: ReportData) -> bytes:
     ax1.set_title("ROC by segment (customers and their segment's pool)", fontsize=10)
     ax1.grid(alpha=0.3)
     _legend_below(ax1, 3)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -354,7 +354,7 @@ def chart_uplift(data: ReportData) -> bytes:
     """Where the gain comes from: customers sorted by uplift, the cumulative share of the
     gain and of the spend against the share of customers."""
     c: dict[str, Any] = data.concentration
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = _subplots(figsize=(8, 4.2))
     if c["share_customers"]:
         x = np.concatenate([[0.0], c["share_customers"]])
         ax.plot(x, np.concatenate([[0.0], c["share_gain"]]), color="#2ca02c", lw=2,
@@ -377,7 +377,6 @@ def chart_uplift(data: ReportData) -> bytes:
     ax.set_ylabel("Cumulative share (%)")
     ax.grid(alpha=0.3)
     _legend_below(ax, 3)
-    fig.tight_layout()
     return _png(fig)
 
 
