@@ -193,3 +193,12 @@ def test_equity_clv_model_bgbb(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "opportunities" in capsys.readouterr().err
     assert main(["clv", "--opportunities", str(DONATIONS), "--prediction-horizon", "2w"]) == 2
     assert "prediction_horizon" in capsys.readouterr().err
+
+
+def test_per_customer_figures_computed_once_per_pattern() -> None:
+    x, tx, n, _ = simulate(5_000, 7, (1.2, 0.75, 0.66, 2.8), seed=8)
+    fit = model((1.2, 0.75, 0.66, 2.8))
+    assert fit.p_alive(x, tx, n) == pytest.approx(fit._p_alive(x, tx, n), rel=1e-14)
+    assert fit.dert(0.1, x, tx, n) == pytest.approx(fit._dert(0.1, x, tx, n), rel=1e-14)
+    got = fit.conditional_expected_purchases(4, x, tx, n)
+    assert got == pytest.approx(fit._conditional(np.array(4.0), x, tx, n), rel=1e-14)

@@ -30,6 +30,7 @@ exactly (``_survival_sum``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import factorial
 from pathlib import Path
@@ -91,8 +92,10 @@ class BGBBFit:
 
     def p_alive(self, frequency: ArrayLike, recency: ArrayLike, n: ArrayLike) -> Array:
         """P(alive at opportunity n + 1 | x, t_x, n)."""
+        return _per_pattern(self._p_alive, frequency, recency, n)
+
+    def _p_alive(self, x: Array, tx: Array, nn: Array) -> Array:
         alpha, beta, gamma, delta = self.theta
-        x, tx, nn = _arrays(frequency, recency, n)
         log_alive = (betaln(alpha + x, beta + nn - x) - betaln(alpha, beta)
                      + betaln(gamma, delta + nn + 1.0) - betaln(gamma, delta))
         return np.asarray(np.exp(log_alive - _row_log_likelihood(self.theta, x, tx, nn)))
@@ -101,9 +104,13 @@ class BGBBFit:
         self, n_star: ArrayLike, frequency: ArrayLike, recency: ArrayLike, n: ArrayLike
     ) -> Array:
         """E[X(n, n + n*) | x, t_x, n]: purchases expected in the next n* opportunities."""
-        alpha, beta, gamma, delta = self.theta
-        x, tx, nn = _arrays(frequency, recency, n)
         ns = np.asarray(n_star, dtype=np.float64)
+        if ns.ndim == 0:
+            return _per_pattern(lambda *c: self._conditional(ns, *c), frequency, recency, n)
+        return self._conditional(ns, *_arrays(frequency, recency, n))
+
+    def _conditional(self, ns: Array, x: Array, tx: Array, nn: Array) -> Array:
+        alpha, beta, gamma, delta = self.theta
         head = (betaln(alpha + x + 1.0, beta + nn - x) - betaln(alpha, beta)
                 - _row_log_likelihood(self.theta, x, tx, nn))
         return np.asarray(np.exp(head) * _survival_sum(gamma, delta, nn, ns))
@@ -120,8 +127,10 @@ class BGBBFit:
         """Discounted expected residual purchases, opportunity n + k discounted (1+d)^-k."""
         if not (np.isfinite(discount_rate) and discount_rate > 0):
             raise InvalidInputError.single("discount_rate", "must be a finite number > 0")
+        return _per_pattern(lambda *c: self._dert(discount_rate, *c), frequency, recency, n)
+
+    def _dert(self, discount_rate: float, x: Array, tx: Array, nn: Array) -> Array:
         alpha, beta, gamma, delta = self.theta
-        x, tx, nn = _arrays(frequency, recency, n)
         d = 1.0 / (1.0 + discount_rate)
         log_head = (betaln(alpha + x + 1.0, beta + nn - x) - betaln(alpha, beta)
                     + betaln(gamma, delta + nn + 1.0) - betaln(gamma, delta)
@@ -153,6 +162,24 @@ def _lgamma_shift(z: ArrayLike, h: float) -> Array:
         return np.asarray(gammaln(z + h) - gammaln(z))
     terms = [digamma(z), polygamma(1, z), polygamma(2, z), polygamma(3, z), polygamma(4, z)]
     return np.asarray(sum(t * h ** (k + 1) / factorial(k + 1) for k, t in enumerate(terms)))
+
+
+def _per_pattern(
+    f: Callable[[Array, Array, Array], Array], *columns: ArrayLike
+) -> Array:
+    """``f`` evaluated once per distinct (x, t_x, n) and given back to every customer."""
+    x, tx, n = np.broadcast_arrays(*_arrays(*columns))
+    shape = x.shape
+    rows = np.stack([x.reshape(-1), tx.reshape(-1), n.reshape(-1)], axis=1)
+    top = float(rows.max(initial=0.0)) + 1.0
+    whole = bool(np.all((rows >= 0) & (rows == np.round(rows)))) and top**3 < 2.0**52
+    if rows.shape[0] <= 64 or not whole:
+        return np.asarray(f(x, tx, n))
+    code = (rows[:, 0] * top + rows[:, 1]) * top + rows[:, 2]  # one number per pattern
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    distinct = rows[first]
+    values = np.asarray(f(distinct[:, 0], distinct[:, 1], distinct[:, 2]))
+    return np.asarray(values[inverse.reshape(-1)].reshape(shape))
 
 
 def _arrays(*columns: ArrayLike) -> tuple[Array, ...]:
