@@ -151,14 +151,20 @@ def _largest_feasible(
     ok, choice = fits(hi)
     if ok:
         return Allocation.single(choice, "feasible", name)
-    lo = 0.0
-    for _ in range(64):
-        mid = 0.5 * (lo + hi)
-        ok, choice = fits(mid)
+    # A unit's choice changes only where t * weight reaches one of its options' costs: the
+    # bisection runs over those multipliers (about 20 steps), and its answer is the choice
+    # at the largest one that fits, as a bisection on t itself would find.
+    w = weight[choose_within.unit]
+    live = (w > 0) & (options.cost > 0)
+    steps = np.unique(options.cost[live] / w[live])
+    lo, top = -1, steps.size  # steps[lo] fits (t = 0 when lo = -1), steps[top] does not
+    while top - lo > 1:
+        mid = (lo + top) // 2
+        ok, choice = fits(float(steps[mid]))
         if ok:
             lo, best = mid, choice
         else:
-            hi = mid
+            top = mid
     return Allocation.single(best, "feasible", name)
 
 
