@@ -67,7 +67,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--model", action="append", choices=MODEL_CHOICES,
-        help="purchase model(s) to fit beside BG/NBD (repeatable; BG/NBD values the CLV)",
+        help="purchase model(s) to fit beside BG/NBD (repeatable; BG/NBD values the CLV); "
+        "bgbb fits discrete opportunities from --opportunities instead of a log",
     )
     p.add_argument(
         "--compare", action="store_true",
