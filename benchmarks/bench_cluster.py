@@ -9,7 +9,7 @@ acquisition budget, a cap, a per-kind cap and a minimum) is written untimed as a
 Parquet dataset (``--partitions`` files) plus the pools. Then, in fresh subprocesses:
 
 * one machine: read the dataset, ``engine.pipeline.allocate``, write the plan (one Parquet
-  file); wall time and peak RSS (``ru_maxrss``);
+  file); wall time and peak RSS (``VmHWM``: see ``peak_rss``);
 * the cluster: start ``local:W`` (timed apart), ``engine.optimize.distributed.allocate``
   (the workers read the dataset and write the plan), then the cluster's shutdown; wall time,
   the driver's peak RSS, each worker's peak RSS, rounds, and the bytes sent to and gathered
@@ -57,6 +57,21 @@ def prepare(n: int, partitions: int, workdir: Path) -> Path:
     return root
 
 
+def peak_rss() -> int:
+    """This process's peak resident set, bytes: ``VmHWM`` (Linux), which starts afresh at
+    exec. Not ``ru_maxrss``: that survives fork and exec, so a process started by a larger
+    one (the benchmark's parent after writing a 10M portfolio, the driver for its workers)
+    would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def single(root: Path, out: Path) -> dict[str, Any]:
     import polars as pl
 
@@ -73,7 +88,7 @@ def single(root: Path, out: Path) -> dict[str, Any]:
     s = result.summary
     return {
         "seconds": time.perf_counter() - started,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss(),
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
         "notes": list(s["notes"]), "stages": dict(s["seconds"]),
     }
@@ -94,9 +109,6 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
                             "gathered": sum(len(pickle.dumps(r)) for r in results)})
             return results
 
-    def rss() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
     started = time.perf_counter()
     with connect(f"local:{workers}", memory_limit=memory) as client:
         up = time.perf_counter() - started
@@ -107,14 +119,14 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
             distributed.sources(root / "customers", root / "prospects.parquet"), plan, w,
             output=out / "plan")
         seconds = time.perf_counter() - mark
-        worker_rss = list(client.run(rss).values())
+        worker_rss = list(client.run(peak_rss).values())
         w.close()
     s = result.summary
     return {
         "startup_seconds": up,
         "seconds": seconds,
         "with_startup_and_shutdown": time.perf_counter() - started,
-        "driver_peak_rss_bytes": rss(),
+        "driver_peak_rss_bytes": peak_rss(),
         "worker_peak_rss_bytes": worker_rss,
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
         "integer_bound": s["integer_bound"], "rounds": s["iterations"],

@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks import generate, reference
 from engine.errors import InvalidInputError
-from engine.optimize import distributed
+from engine.optimize import collect, distributed
 from engine.optimize.cluster import ClusterError, InProcess, Workers, check_spec, connect
 from engine.optimize.partition import load as partition_load
 from engine.pipeline import allocate as single_allocate
@@ -333,15 +333,15 @@ def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path, monkeypatch
     and distinct ids pass."""
     table, plan = _options_case(3000, 11)
     directory = _write_parts(table, tmp_path / "o", 3)
-    monkeypatch.setattr(distributed, "ID_BATCH", 97)
+    monkeypatch.setattr(collect, "ID_BATCH", 97)
     workers = InProcess()
     workers.start(partition_load, distributed.sources(options=directory), plan)
-    distributed.check_unique_ids(workers)  # 3000 distinct ids over 31 ranges: no error
+    collect.check_unique_ids(workers)  # 3000 distinct ids over 31 ranges: no error
     extra = table.filter(pl.col("customer_id") == table["customer_id"][-1])
     extra.write_parquet(directory / "part-9.parquet")
     workers.start(partition_load, distributed.sources(options=directory), plan)
     with pytest.raises(InvalidInputError, match="is in two partitions"):
-        distributed.check_unique_ids(workers)
+        collect.check_unique_ids(workers)
 
 
 # --- tcp:// against a real external scheduler ---------------------------------------------------
