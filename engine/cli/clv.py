@@ -58,17 +58,22 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--transactions",
         type=Path,
-        help="customer_id,date,amount[,transaction_id] (.csv/.parquet) or raw CDNOW text",
+        help="customer_id,date,amount[,transaction_id] (.csv/.parquet) or raw CDNOW text "
+        "(default: none; needed unless --survival or --opportunities)",
     )
-    p.add_argument("--calibration-end", help="last calibration date, YYYY-MM-DD")
+    p.add_argument("--calibration-end",
+                   help="last calibration date, YYYY-MM-DD (default: none; needed with "
+                   "--transactions)")
     p.add_argument(
         "--holdout-end",
-        help="check the fit on the purchases after the calibration end up to this date",
+        help="check the fit on the purchases after the calibration end up to this date "
+        "(default: no holdout check)",
     )
     p.add_argument(
         "--model", action="append", choices=MODEL_CHOICES,
         help="purchase model(s) to fit beside BG/NBD (repeatable; BG/NBD values the CLV); "
-        "bgbb fits discrete opportunities from --opportunities instead of a log",
+        "bgbb fits discrete opportunities from --opportunities instead of a log (default: "
+        "BG/NBD only)",
     )
     p.add_argument(
         "--compare", action="store_true",
@@ -76,12 +81,14 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--survival", type=Path,
-        help="cohort,period,alive survival counts: fit the sBG churn model per cohort instead",
+        help="cohort,period,alive survival counts: fit the sBG churn model per cohort instead "
+        "(default: none)",
     )
     p.add_argument(
         "--opportunities", type=Path,
         help="discrete purchase opportunities for --model bgbb: frequency,recency,n[,weight] "
-        "per customer or pattern, or customer_id,opportunity,purchased per opportunity",
+        "per customer or pattern, or customer_id,opportunity,purchased per opportunity "
+        "(default: none)",
     )
     p.add_argument("--time-unit", choices=("day", "week"), default="week",
                    help="time unit of recency and age")
