@@ -193,16 +193,20 @@ def assemble(
     forced = eff[p.forced[eff]]
     rest = eff[~p.forced[eff]]
     rest = rest[p.dv[rest] > 0]
-    # Per-piece moves in long form: single-cell pieces move their cell by dc.
-    single = p.cell >= 0
-    mv_piece = np.concatenate([np.flatnonzero(single), p.m_piece])
-    mv_cell = np.concatenate([p.cell[single], p.m_cell])
-    mv_delta = np.concatenate([p.dc[single], p.m_delta])
     rank = np.full(p.dc.size, -1, dtype=np.int64)  # point index of each live piece's end
     rank[forced] = 0
     rank[rest] = np.arange(1, rest.size + 1)
-    keep = rank[mv_piece] >= 0
-    mv_point, mv_cell, mv_delta = rank[mv_piece][keep], mv_cell[keep], mv_delta[keep]
+    # Per-piece moves in long form, in point order: single-cell pieces move their cell by dc
+    # (live ones taken in frontier order), the others by their listed moves.
+    live = np.concatenate([forced, rest])
+    single = live[p.cell[live] >= 0]
+    m_point = rank[p.m_piece]
+    m_keep = np.flatnonzero(m_point >= 0)
+    if m_keep.size > 1 and bool((np.diff(m_point[m_keep]) < 0).any()):
+        m_keep = m_keep[np.argsort(m_point[m_keep], kind="stable")]
+    mv_point = np.concatenate([rank[single], m_point[m_keep]])
+    mv_cell = np.concatenate([p.cell[single], p.m_cell[m_keep]])
+    mv_delta = np.concatenate([p.dc[single], p.m_delta[m_keep]])
 
     start_cell = base_cell + np.bincount(mv_cell[mv_point == 0], weights=mv_delta[mv_point == 0],
                                          minlength=n_cells)
@@ -222,12 +226,18 @@ def assemble(
     spend_kind = np.array(kind_start)[:, None] + np.cumsum(kind_delta, axis=1)
 
     nonempty = np.flatnonzero(np.bincount(options.cell, minlength=n_cells) > 0)
-    # Every cell at point 0, then each change, ordered by (cell, point): one sort of an integer
-    # key (a piece moves a cell once, so the key is unique).
+    # Every cell at point 0, then each change, ordered by (cell, point): the moves are in point
+    # order within each of the two lists, and a cell is moved by one list only (free cells by
+    # single-cell pieces, network cells by the network's), so a stable radix sort by cell
+    # suffices; checked, else a sort on both keys.
     all_point = np.concatenate([np.zeros(nonempty.size, dtype=np.int64), lp])
     all_cell = np.concatenate([nonempty, lc]).astype(np.int64)
     all_delta = np.concatenate([start_cell[nonempty], ld])
-    by_cell = np.argsort(all_cell * (rest.size + 2) + all_point)
+    narrow = np.int16 if n_cells < (1 << 15) else np.int32
+    by_cell = np.argsort(all_cell.astype(narrow), kind="stable")
+    sorted_cell, sorted_point = all_cell[by_cell], all_point[by_cell]
+    if bool(((np.diff(sorted_point) < 0) & (np.diff(sorted_cell) == 0)).any()):
+        by_cell = np.lexsort((all_point, all_cell))
     all_point, all_cell = all_point[by_cell], all_cell[by_cell]
     all_spend = np.cumsum(all_delta[by_cell])
     first_of_cell = np.r_[True, all_cell[1:] != all_cell[:-1]]
