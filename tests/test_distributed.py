@@ -226,6 +226,24 @@ def test_a_task_that_keeps_killing_workers_is_a_clear_error(client) -> None:
     client.wait_for_workers(2, timeout=30)
 
 
+def test_should_stop_cancels_a_running_stage(client) -> None:
+    """A stage running on the workers stops when ``should_stop`` turns true: its tasks are
+    cancelled and the call raises CancelledError, long before the tasks would end."""
+    from engine.errors import CancelledError
+
+    started = time.monotonic()
+    workers = Workers(client, should_stop=lambda: time.monotonic() - started > 0.5)
+    try:
+        workers.start(lambda source: source, [1, 2])  # done before the stop: no error
+        with pytest.raises(CancelledError):
+            workers.map(lambda part: time.sleep(6))
+        assert time.monotonic() - started < 4  # the tasks alone take 6 s
+    finally:
+        workers.close()
+    time.sleep(max(0.0, started + 7 - time.monotonic()))  # the workers idle again
+    client.wait_for_workers(2, timeout=30)
+
+
 def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     with pytest.raises(ClusterError, match=r"cannot reach the dask scheduler at tcp://"), \
             connect("tcp://127.0.0.1:9", timeout=0.5):

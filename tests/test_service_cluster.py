@@ -135,7 +135,9 @@ def test_a_cancelled_call_stops_the_distributed_run(servers) -> None:
         assert _until(lambda: cluster.running == 1, 60) is not None
         assert future.cancel()
         stopped = _until(lambda: cluster.running == 0 and on.active_solves == 0, 60)
-        assert stopped is not None
+        # within the stage running (reading and valuing 150k customers: about 9 s here
+        # when only the checks between stages stop it), its tasks cancelled on the workers
+        assert stopped is not None and stopped < 5.0, stopped
         with pytest.raises(grpc.FutureCancelledError):
             future.result()
         assert cluster.runs["cancelled"] == before["cancelled"] + 1

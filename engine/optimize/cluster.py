@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from engine.errors import EquityError, InvalidInputError
+from engine.errors import CancelledError, EquityError, InvalidInputError
 
 _LOCAL = re.compile(r"^local:(\d+)$")
 _TCP = re.compile(r"^(tcp|tls)://[^\s:/]+:\d+$")
@@ -111,10 +111,17 @@ class InProcess:
 
 
 class Workers:
-    """One state per partition, kept on the workers of ``client`` between calls."""
+    """One state per partition, kept on the workers of ``client`` between calls.
 
-    def __init__(self, client: Any) -> None:
+    ``should_stop``: polled while the workers run a call; once true, the call's tasks are
+    cancelled on the cluster and :class:`~engine.errors.CancelledError` is raised (a long
+    stage, reading and valuing the partitions, stops within a fraction of a second)."""
+
+    POLL = 0.1  # seconds between two looks at ``should_stop``
+
+    def __init__(self, client: Any, should_stop: Callable[[], bool] | None = None) -> None:
         self.client = client
+        self.should_stop = should_stop
         self.parts: list[Any] = []  # futures
 
     @property
@@ -148,9 +155,23 @@ class Workers:
     def _wait(self, futures: list[Any]) -> None:
         self._gather(futures, results=False)
 
+    def _await(self, distributed: Any, futures: list[Any]) -> None:
+        """Wait for ``futures``, cancelling them when ``should_stop`` says so."""
+        if self.should_stop is None:
+            return
+        while True:
+            try:
+                distributed.wait(futures, timeout=self.POLL)
+                return
+            except TimeoutError:
+                if self.should_stop():
+                    self.client.cancel(futures)
+                    raise CancelledError("allocation cancelled") from None
+
     def _gather(self, futures: list[Any], results: bool = True) -> list[Any]:
         distributed = _distributed()
         try:
+            self._await(distributed, futures)
             if not results:
                 distributed.wait(futures)
                 bad = [f for f in futures if f.status == "error"]

@@ -11,8 +11,9 @@ write back is read into the response. The summary is the single machine's
 (``engine.summary.PlanSummary``) and so is the plan's table, rows in the same order.
 
 The call's ``should_stop`` (client gone, deadline passed, ``max_solve_seconds`` spent) is
-checked between the run's stages and rounds; a run stopped there releases its partitions on
-the workers and the cluster takes the next request. A cluster that loses its workers beyond
+checked between the run's stages and rounds and polled while the workers run a stage; a
+stopped run cancels its tasks, releases its partitions on the workers and the cluster takes
+the next request. A cluster that loses its workers beyond
 retry fails the call (INTERNAL, naming the cluster), never with a partial plan.
 
 Plans the cluster does not run (an allocator other than ``lp``, a transaction log to value,
@@ -102,7 +103,7 @@ class ClusterSolver:
         portfolio.validated()
         with self._scratch() as scratch, self._counted():
             sources = write_dataset(portfolio, scratch, self._parts(portfolio))
-            workers = Workers(self.client)
+            workers = Workers(self.client, should_stop)
             try:
                 result = distributed.allocate(sources, plan, workers, output=scratch / "plan",
                                               should_stop=should_stop)
