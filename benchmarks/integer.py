@@ -1,0 +1,104 @@
+"""The proven integer optimum and limits on any resource, beside highspy on the full model.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/integer.py --spend 50k,1M --resources 50k --mip-max 50k
+
+- ``spend``: the seeded portfolio of benchmarks/generate.py (5 levels, a total budget and 20
+  segment caps): the LP with its certificate (``lp.solve`` without the integer step), then the
+  whole solve with the integer proof; status and proven gap. Up to ``--mip-max`` customers,
+  highspy's MIP on the full per-customer model (gap 1e-9) beside it.
+- ``resources``: the same portfolio with two more resource columns (contacts: 1 per non-zero
+  level, 2 at the top two; call minutes growing with spend) and 50 limits (budget, 20 caps,
+  a contacts limit over all and per segment, call-minute limits per segment); the LP
+  (Lagrangian method) beside highspy's LP on the full model, and the integer proof.
+
+Every figure is measured in this process, one after another; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.generate import Spec, portfolio, segment_names  # noqa: E402
+from benchmarks.run import label, parse_size  # noqa: E402
+from engine.constraints import build_constraints  # noqa: E402
+from engine.optimize import lp  # noqa: E402
+from engine.options import from_table  # noqa: E402
+from engine.plan import ResourceLimit  # noqa: E402
+from tests.reference import reference_mip  # noqa: E402
+
+
+def _with_resources(table: pl.DataFrame, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    level = table["level"].to_numpy()
+    n = table["customer_id"].n_unique()
+    per = np.repeat(rng.uniform(0.5, 2.0, n), table.height // n)
+    contacts = np.select([level == 0, level >= 20], [0.0, 2.0], 1.0)
+    return table.with_columns(contacts=pl.Series(contacts), calls=pl.Series(level / 10 * per))
+
+
+def run(n: int, resources: bool, mip_max: int) -> None:
+    spec = Spec(n=n)
+    _, table, plan = portfolio(spec)
+    if resources:
+        table = _with_resources(table, spec.seed)
+        names = segment_names(spec.segments)
+        limits = [ResourceLimit("contacts", max=0.15 * n)]
+        limits += [ResourceLimit("contacts", segment=s, max=0.006 * n) for s in names[:14]]
+        limits += [ResourceLimit("calls", segment=s, max=0.003 * n) for s in names[:15]]
+        plan = plan.with_overrides(resource_limits=tuple(limits))
+    options = from_table(table)
+    rows = build_constraints(plan, options)
+    t = time.perf_counter()
+    relaxed = lp.solve(options, rows, lp.LpSettings(repair=False))
+    lp_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    whole = lp.solve(options, rows)
+    seconds = time.perf_counter() - t
+    value = float(whole.equity(options).sum())
+    assert whole.integer_bound is not None
+    gap = (whole.integer_bound - value) / abs(whole.integer_bound)
+    kind = "resources" if resources else "spend"
+    print(f"{kind:9} {label(n):>5} rows {len(rows):3}  LP {lp_seconds:7.2f} s "
+          f"(bound {relaxed.bound:.10g})  integral {seconds:7.2f} s  {whole.status} "
+          f"gap {gap:.1e}  value {value:.10g}", flush=True)
+    if n <= mip_max:
+        t = time.perf_counter()
+        ref_lp = reference_mip(options, rows, relax=True)
+        ref_lp_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = reference_mip(options, rows, time_limit=600.0)
+        ref_seconds = time.perf_counter() - t
+        assert ref is not None and ref_lp is not None
+        print(f"{'':9} {'':>5} highspy full model: LP {ref_lp_seconds:7.2f} s "
+              f"(|diff| {abs(ref_lp[0] - (relaxed.bound or 0)) / abs(ref_lp[0]):.1e}), "
+              f"MIP {ref_seconds:7.2f} s {ref[2]} optimum {ref[0]:.10g} "
+              f"(plan short by {(ref[0] - value) / abs(ref[0]):.1e})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spend", default="50k")
+    parser.add_argument("--resources", default="50k")
+    parser.add_argument("--mip-max", type=parse_size, default=50_000)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for text in filter(None, args.spend.split(",")):
+        run(parse_size(text), False, args.mip_max)
+    for text in filter(None, args.resources.split(",")):
+        run(parse_size(text), True, args.mip_max)
+    print(f"load average after: {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
