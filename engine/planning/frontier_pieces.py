@@ -43,6 +43,8 @@ class Pieces:
     def effective(self) -> IntArray:
         """Frontier order: forced pieces first, then by decreasing ratio."""
         f = self.forced[self.order]
+        if not f.any():
+            return self.order
         return np.concatenate([self.order[f], self.order[~f]])
 
     def split(self, i: int, head: float) -> int:
@@ -113,7 +115,9 @@ def apply_limit(
                 drop = np.append(idx[k + 1:], tail)
             else:
                 drop = idx[k:]
-            p.order = p.order[~np.isin(p.order, drop)]
+            dropped = np.zeros(p.dc.size, dtype=bool)
+            dropped[drop] = True
+            p.order = p.order[~dropped[p.order]]
 
 
 # --------------------------------------------------------------------------------------------
