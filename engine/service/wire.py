@@ -304,6 +304,9 @@ def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
         probability_beats_current=_finite(summary.probability_beats_current),
         choice_stability={k: v for k, v in summary.choice_stability.items()
                           if math.isfinite(v)},
+        integer_bound=_finite(summary.integer_bound),
+        partitions=summary.partitions,
+        lp_columns=summary.lp_columns,
     )
     return msg
 
@@ -368,6 +371,9 @@ def summary_from_proto(msg: result_pb2.PlanSummary) -> PlanSummary:
         probability_beats_current=msg.probability_beats_current
         if msg.HasField("probability_beats_current") else None,
         choice_stability=dict(msg.choice_stability),
+        integer_bound=msg.integer_bound if msg.HasField("integer_bound") else None,
+        partitions=msg.partitions or 1,
+        lp_columns=list(msg.lp_columns),
     )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65quity_engine/v1/result.proto\x12\x10\x65quity_engine.v1\"\x8c\x01\n\x11\x43onstraintSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x05sense\x18\x02 \x01(\x0e\x32!.equity_engine.v1.ConstraintSense\x12\x0b\n\x03rhs\x18\x03 \x01(\x01\x12\x19\n\x0cshadow_price\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x0f\n\r_shadow_price\".\n\rSegmentEquity\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x01\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x01\"\x8a\r\n\x0bPlanSummary\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tallocator\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06solver\x18\x04 \x01(\t\x12\x11\n\tcustomers\x18\x05 \x01(\r\x12\r\n\x05pools\x18\x06 \x01(\r\x12\x15\n\requity_before\x18\x07 \x01(\x01\x12\x14\n\x0c\x65quity_after\x18\x08 \x01(\x01\x12\x13\n\x0b\x65quity_gain\x18\t \x01(\x01\x12\x13\n\x0btotal_spend\x18\n \x01(\x01\x12\x45\n\rspend_by_kind\x18\x0b \x03(\x0b\x32..equity_engine.v1.PlanSummary.SpendByKindEntry\x12K\n\x10spend_by_segment\x18\x0c \x03(\x0b\x32\x31.equity_engine.v1.PlanSummary.SpendBySegmentEntry\x12M\n\x11\x65quity_by_segment\x18\r \x03(\x0b\x32\x32.equity_engine.v1.PlanSummary.EquityBySegmentEntry\x12\x10\n\x03roc\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0eroc_do_nothing\x18\x0f \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0clp_objective\x18\x10 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05\x62ound\x18\x11 \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03gap\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x38\n\x0b\x63onstraints\x18\x13 \x03(\x0b\x32#.equity_engine.v1.ConstraintSummary\x12\x18\n\x10\x66ractional_pools\x18\x14 \x01(\r\x12\x12\n\niterations\x18\x15 \x01(\r\x12\r\n\x05notes\x18\x16 \x03(\t\x12;\n\x07seconds\x18\x17 \x03(\x0b\x32*.equity_engine.v1.PlanSummary.SecondsEntry\x12\x36\n\x0b\x61ssumptions\x18\x18 \x01(\x0b\x32!.equity_engine.v1.PlanAssumptions\x12S\n\x14\x65quity_gain_interval\x18\x19 \x03(\x0b\x32\x35.equity_engine.v1.PlanSummary.EquityGainIntervalEntry\x12&\n\x19probability_beats_nothing\x18\x1a \x01(\x01H\x05\x88\x01\x01\x12\x19\n\x11uncertainty_draws\x18\x1b \x01(\r\x12U\n\x15\x63urrent_gain_interval\x18\x1c \x03(\x0b\x32\x36.equity_engine.v1.PlanSummary.CurrentGainIntervalEntry\x12&\n\x19probability_beats_current\x18\x1d \x01(\x01H\x06\x88\x01\x01\x12L\n\x10\x63hoice_stability\x18\x1e \x03(\x0b\x32\x32.equity_engine.v1.PlanSummary.ChoiceStabilityEntry\x1a\x32\n\x10SpendByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13SpendBySegmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aW\n\x14\x45quityBySegmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.equity_engine.v1.SegmentEquity:\x02\x38\x01\x1a.\n\x0cSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17\x45quityGainIntervalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a:\n\x18\x43urrentGainIntervalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x43hoiceStabilityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x06\n\x04_rocB\x11\n\x0f_roc_do_nothingB\x0f\n\r_lp_objectiveB\x08\n\x06_boundB\x06\n\x04_gapB\x1c\n\x1a_probability_beats_nothingB\x1c\n\x1a_probability_beats_current\"{\n\x0fPlanAssumptions\x12\x33\n\tvaluation\x18\x01 \x01(\x0b\x32 .equity_engine.v1.ValuationBasis\x12\x33\n\tresponses\x18\x02 \x03(\x0b\x32 .equity_engine.v1.ResponseSource\"\xc0\x01\n\x0eValuationBasis\x12\x18\n\x0bperiod_days\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06period\x18\x02 \x01(\t\x12 \n\x18\x64iscount_rate_per_period\x18\x03 \x01(\x01\x12\x1c\n\x0fhorizon_periods\x18\x04 \x01(\rH\x01\x88\x01\x01\x12 \n\x18margin_growth_per_period\x18\x05 \x01(\x01\x42\x0e\n\x0c_period_daysB\x12\n\x10_horizon_periods\"`\n\x0eResponseSource\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x66\x61ults\x18\x05 \x03(\t*p\n\x0f\x43onstraintSense\x12 \n\x1c\x43ONSTRAINT_SENSE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONSTRAINT_SENSE_AT_MOST\x10\x01\x12\x1d\n\x19\x43ONSTRAINT_SENSE_AT_LEAST\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65quity_engine/v1/result.proto\x12\x10\x65quity_engine.v1\"\x8c\x01\n\x11\x43onstraintSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x05sense\x18\x02 \x01(\x0e\x32!.equity_engine.v1.ConstraintSense\x12\x0b\n\x03rhs\x18\x03 \x01(\x01\x12\x19\n\x0cshadow_price\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x0f\n\r_shadow_price\".\n\rSegmentEquity\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x01\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x01\"\xe0\r\n\x0bPlanSummary\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tallocator\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06solver\x18\x04 \x01(\t\x12\x11\n\tcustomers\x18\x05 \x01(\r\x12\r\n\x05pools\x18\x06 \x01(\r\x12\x15\n\requity_before\x18\x07 \x01(\x01\x12\x14\n\x0c\x65quity_after\x18\x08 \x01(\x01\x12\x13\n\x0b\x65quity_gain\x18\t \x01(\x01\x12\x13\n\x0btotal_spend\x18\n \x01(\x01\x12\x45\n\rspend_by_kind\x18\x0b \x03(\x0b\x32..equity_engine.v1.PlanSummary.SpendByKindEntry\x12K\n\x10spend_by_segment\x18\x0c \x03(\x0b\x32\x31.equity_engine.v1.PlanSummary.SpendBySegmentEntry\x12M\n\x11\x65quity_by_segment\x18\r \x03(\x0b\x32\x32.equity_engine.v1.PlanSummary.EquityBySegmentEntry\x12\x10\n\x03roc\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0eroc_do_nothing\x18\x0f \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0clp_objective\x18\x10 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05\x62ound\x18\x11 \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03gap\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x38\n\x0b\x63onstraints\x18\x13 \x03(\x0b\x32#.equity_engine.v1.ConstraintSummary\x12\x18\n\x10\x66ractional_pools\x18\x14 \x01(\r\x12\x12\n\niterations\x18\x15 \x01(\r\x12\r\n\x05notes\x18\x16 \x03(\t\x12;\n\x07seconds\x18\x17 \x03(\x0b\x32*.equity_engine.v1.PlanSummary.SecondsEntry\x12\x36\n\x0b\x61ssumptions\x18\x18 \x01(\x0b\x32!.equity_engine.v1.PlanAssumptions\x12S\n\x14\x65quity_gain_interval\x18\x19 \x03(\x0b\x32\x35.equity_engine.v1.PlanSummary.EquityGainIntervalEntry\x12&\n\x19probability_beats_nothing\x18\x1a \x01(\x01H\x05\x88\x01\x01\x12\x19\n\x11uncertainty_draws\x18\x1b \x01(\r\x12U\n\x15\x63urrent_gain_interval\x18\x1c \x03(\x0b\x32\x36.equity_engine.v1.PlanSummary.CurrentGainIntervalEntry\x12&\n\x19probability_beats_current\x18\x1d \x01(\x01H\x06\x88\x01\x01\x12L\n\x10\x63hoice_stability\x18\x1e \x03(\x0b\x32\x32.equity_engine.v1.PlanSummary.ChoiceStabilityEntry\x12\x1a\n\rinteger_bound\x18\x1f \x01(\x01H\x07\x88\x01\x01\x12\x12\n\npartitions\x18  \x01(\r\x12\x12\n\nlp_columns\x18! \x03(\r\x1a\x32\n\x10SpendByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13SpendBySegmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aW\n\x14\x45quityBySegmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.equity_engine.v1.SegmentEquity:\x02\x38\x01\x1a.\n\x0cSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17\x45quityGainIntervalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a:\n\x18\x43urrentGainIntervalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x43hoiceStabilityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x06\n\x04_rocB\x11\n\x0f_roc_do_nothingB\x0f\n\r_lp_objectiveB\x08\n\x06_boundB\x06\n\x04_gapB\x1c\n\x1a_probability_beats_nothingB\x1c\n\x1a_probability_beats_currentB\x10\n\x0e_integer_bound\"{\n\x0fPlanAssumptions\x12\x33\n\tvaluation\x18\x01 \x01(\x0b\x32 .equity_engine.v1.ValuationBasis\x12\x33\n\tresponses\x18\x02 \x03(\x0b\x32 .equity_engine.v1.ResponseSource\"\xc0\x01\n\x0eValuationBasis\x12\x18\n\x0bperiod_days\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06period\x18\x02 \x01(\t\x12 \n\x18\x64iscount_rate_per_period\x18\x03 \x01(\x01\x12\x1c\n\x0fhorizon_periods\x18\x04 \x01(\rH\x01\x88\x01\x01\x12 \n\x18margin_growth_per_period\x18\x05 \x01(\x01\x42\x0e\n\x0c_period_daysB\x12\n\x10_horizon_periods\"`\n\x0eResponseSource\x12\x0f\n\x07segment\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x66\x61ults\x18\x05 \x03(\t*p\n\x0f\x43onstraintSense\x12 \n\x1c\x43ONSTRAINT_SENSE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONSTRAINT_SENSE_AT_MOST\x10\x01\x12\x1d\n\x19\x43ONSTRAINT_SENSE_AT_LEAST\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,32 +45,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANSUMMARY_CURRENTGAININTERVALENTRY']._serialized_options = b'8\001'
   _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._loaded_options = None
   _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._serialized_options = b'8\001'
-  _globals['_CONSTRAINTSENSE']._serialized_start=2337
-  _globals['_CONSTRAINTSENSE']._serialized_end=2449
+  _globals['_CONSTRAINTSENSE']._serialized_start=2423
+  _globals['_CONSTRAINTSENSE']._serialized_end=2535
   _globals['_CONSTRAINTSUMMARY']._serialized_start=52
   _globals['_CONSTRAINTSUMMARY']._serialized_end=192
   _globals['_SEGMENTEQUITY']._serialized_start=194
   _globals['_SEGMENTEQUITY']._serialized_end=240
   _globals['_PLANSUMMARY']._serialized_start=243
-  _globals['_PLANSUMMARY']._serialized_end=1917
-  _globals['_PLANSUMMARY_SPENDBYKINDENTRY']._serialized_start=1378
-  _globals['_PLANSUMMARY_SPENDBYKINDENTRY']._serialized_end=1428
-  _globals['_PLANSUMMARY_SPENDBYSEGMENTENTRY']._serialized_start=1430
-  _globals['_PLANSUMMARY_SPENDBYSEGMENTENTRY']._serialized_end=1483
-  _globals['_PLANSUMMARY_EQUITYBYSEGMENTENTRY']._serialized_start=1485
-  _globals['_PLANSUMMARY_EQUITYBYSEGMENTENTRY']._serialized_end=1572
-  _globals['_PLANSUMMARY_SECONDSENTRY']._serialized_start=1574
-  _globals['_PLANSUMMARY_SECONDSENTRY']._serialized_end=1620
-  _globals['_PLANSUMMARY_EQUITYGAININTERVALENTRY']._serialized_start=1622
-  _globals['_PLANSUMMARY_EQUITYGAININTERVALENTRY']._serialized_end=1679
-  _globals['_PLANSUMMARY_CURRENTGAININTERVALENTRY']._serialized_start=1681
-  _globals['_PLANSUMMARY_CURRENTGAININTERVALENTRY']._serialized_end=1739
-  _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._serialized_start=1741
-  _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._serialized_end=1795
-  _globals['_PLANASSUMPTIONS']._serialized_start=1919
-  _globals['_PLANASSUMPTIONS']._serialized_end=2042
-  _globals['_VALUATIONBASIS']._serialized_start=2045
-  _globals['_VALUATIONBASIS']._serialized_end=2237
-  _globals['_RESPONSESOURCE']._serialized_start=2239
-  _globals['_RESPONSESOURCE']._serialized_end=2335
+  _globals['_PLANSUMMARY']._serialized_end=2003
+  _globals['_PLANSUMMARY_SPENDBYKINDENTRY']._serialized_start=1446
+  _globals['_PLANSUMMARY_SPENDBYKINDENTRY']._serialized_end=1496
+  _globals['_PLANSUMMARY_SPENDBYSEGMENTENTRY']._serialized_start=1498
+  _globals['_PLANSUMMARY_SPENDBYSEGMENTENTRY']._serialized_end=1551
+  _globals['_PLANSUMMARY_EQUITYBYSEGMENTENTRY']._serialized_start=1553
+  _globals['_PLANSUMMARY_EQUITYBYSEGMENTENTRY']._serialized_end=1640
+  _globals['_PLANSUMMARY_SECONDSENTRY']._serialized_start=1642
+  _globals['_PLANSUMMARY_SECONDSENTRY']._serialized_end=1688
+  _globals['_PLANSUMMARY_EQUITYGAININTERVALENTRY']._serialized_start=1690
+  _globals['_PLANSUMMARY_EQUITYGAININTERVALENTRY']._serialized_end=1747
+  _globals['_PLANSUMMARY_CURRENTGAININTERVALENTRY']._serialized_start=1749
+  _globals['_PLANSUMMARY_CURRENTGAININTERVALENTRY']._serialized_end=1807
+  _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._serialized_start=1809
+  _globals['_PLANSUMMARY_CHOICESTABILITYENTRY']._serialized_end=1863
+  _globals['_PLANASSUMPTIONS']._serialized_start=2005
+  _globals['_PLANASSUMPTIONS']._serialized_end=2128
+  _globals['_VALUATIONBASIS']._serialized_start=2131
+  _globals['_VALUATIONBASIS']._serialized_end=2323
+  _globals['_RESPONSESOURCE']._serialized_start=2325
+  _globals['_RESPONSESOURCE']._serialized_end=2421
 # @@protoc_insertion_point(module_scope)

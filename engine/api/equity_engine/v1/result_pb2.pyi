@@ -37,7 +37,7 @@ class SegmentEquity(_message.Message):
     def __init__(self, before: _Optional[float] = ..., after: _Optional[float] = ...) -> None: ...
 
 class PlanSummary(_message.Message):
-    __slots__ = ("status", "allocator", "method", "solver", "customers", "pools", "equity_before", "equity_after", "equity_gain", "total_spend", "spend_by_kind", "spend_by_segment", "equity_by_segment", "roc", "roc_do_nothing", "lp_objective", "bound", "gap", "constraints", "fractional_pools", "iterations", "notes", "seconds", "assumptions", "equity_gain_interval", "probability_beats_nothing", "uncertainty_draws", "current_gain_interval", "probability_beats_current", "choice_stability")
+    __slots__ = ("status", "allocator", "method", "solver", "customers", "pools", "equity_before", "equity_after", "equity_gain", "total_spend", "spend_by_kind", "spend_by_segment", "equity_by_segment", "roc", "roc_do_nothing", "lp_objective", "bound", "gap", "constraints", "fractional_pools", "iterations", "notes", "seconds", "assumptions", "equity_gain_interval", "probability_beats_nothing", "uncertainty_draws", "current_gain_interval", "probability_beats_current", "choice_stability", "integer_bound", "partitions", "lp_columns")
     class SpendByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,9 @@ class PlanSummary(_message.Message):
     CURRENT_GAIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_BEATS_CURRENT_FIELD_NUMBER: _ClassVar[int]
     CHOICE_STABILITY_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    LP_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     status: str
     allocator: str
     method: str
@@ -147,7 +150,10 @@ class PlanSummary(_message.Message):
     current_gain_interval: _containers.ScalarMap[str, float]
     probability_beats_current: float
     choice_stability: _containers.ScalarMap[str, float]
-    def __init__(self, status: _Optional[str] = ..., allocator: _Optional[str] = ..., method: _Optional[str] = ..., solver: _Optional[str] = ..., customers: _Optional[int] = ..., pools: _Optional[int] = ..., equity_before: _Optional[float] = ..., equity_after: _Optional[float] = ..., equity_gain: _Optional[float] = ..., total_spend: _Optional[float] = ..., spend_by_kind: _Optional[_Mapping[str, float]] = ..., spend_by_segment: _Optional[_Mapping[str, float]] = ..., equity_by_segment: _Optional[_Mapping[str, SegmentEquity]] = ..., roc: _Optional[float] = ..., roc_do_nothing: _Optional[float] = ..., lp_objective: _Optional[float] = ..., bound: _Optional[float] = ..., gap: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[ConstraintSummary, _Mapping]]] = ..., fractional_pools: _Optional[int] = ..., iterations: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., seconds: _Optional[_Mapping[str, float]] = ..., assumptions: _Optional[_Union[PlanAssumptions, _Mapping]] = ..., equity_gain_interval: _Optional[_Mapping[str, float]] = ..., probability_beats_nothing: _Optional[float] = ..., uncertainty_draws: _Optional[int] = ..., current_gain_interval: _Optional[_Mapping[str, float]] = ..., probability_beats_current: _Optional[float] = ..., choice_stability: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    integer_bound: float
+    partitions: int
+    lp_columns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, status: _Optional[str] = ..., allocator: _Optional[str] = ..., method: _Optional[str] = ..., solver: _Optional[str] = ..., customers: _Optional[int] = ..., pools: _Optional[int] = ..., equity_before: _Optional[float] = ..., equity_after: _Optional[float] = ..., equity_gain: _Optional[float] = ..., total_spend: _Optional[float] = ..., spend_by_kind: _Optional[_Mapping[str, float]] = ..., spend_by_segment: _Optional[_Mapping[str, float]] = ..., equity_by_segment: _Optional[_Mapping[str, SegmentEquity]] = ..., roc: _Optional[float] = ..., roc_do_nothing: _Optional[float] = ..., lp_objective: _Optional[float] = ..., bound: _Optional[float] = ..., gap: _Optional[float] = ..., constraints: _Optional[_Iterable[_Union[ConstraintSummary, _Mapping]]] = ..., fractional_pools: _Optional[int] = ..., iterations: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., seconds: _Optional[_Mapping[str, float]] = ..., assumptions: _Optional[_Union[PlanAssumptions, _Mapping]] = ..., equity_gain_interval: _Optional[_Mapping[str, float]] = ..., probability_beats_nothing: _Optional[float] = ..., uncertainty_draws: _Optional[int] = ..., current_gain_interval: _Optional[_Mapping[str, float]] = ..., probability_beats_current: _Optional[float] = ..., choice_stability: _Optional[_Mapping[str, float]] = ..., integer_bound: _Optional[float] = ..., partitions: _Optional[int] = ..., lp_columns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PlanAssumptions(_message.Message):
     __slots__ = ("valuation", "responses")
