@@ -63,6 +63,8 @@ def test_allocate_on_the_cluster_answers_as_one_machine(servers) -> None:
         got = c1.allocate(Portfolio(customers, prospects), plan)
         want = c2.allocate(Portfolio(customers, prospects), plan)
     assert on.cluster.runs["ok"] == before["ok"] + 1  # it did run on the cluster
+    assert (got.summary["partitions"], want.summary["partitions"]) == (6, 1)  # 5 + the pools
+    assert got.summary["lp_columns"] and got.summary["integer_bound"] is not None
     _compare(got.summary, want.summary)
     _same_plan(got.units, want.units)
 
