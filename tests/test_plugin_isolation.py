@@ -26,7 +26,7 @@ from equity_plugins.costs import ExponentialResponse
 
 from engine import plugins
 from engine.allocation import Allocation
-from engine.errors import InvalidInputError, PluginError
+from engine.errors import InvalidInputError, LimitExceededError, PluginError
 from engine.hookspecs import hookimpl
 from engine.options import OptionSet
 from engine.pipeline import allocate
@@ -169,7 +169,6 @@ def run(registry: Registry, inputs: tuple[Portfolio, Plan], **choice: str) -> An
     ({"metric": "raising"}, "raising: raised ZeroDivisionError"),
     ({"allocation": "wrong-shape"}, "lo has shape (104,), expected (105,)"),
     ({"allocation": "foreign"}, "points at another unit's options"),
-    ({"allocation": "crashing"}, "raised MemoryError('out of memory')"),
 ])
 def test_a_broken_strategy_gets_a_plugin_error_and_the_engine_keeps_working(
     registry: Registry, inputs: tuple[Portfolio, Plan], choice: dict[str, str], problem: str
@@ -181,6 +180,15 @@ def test_a_broken_strategy_gets_a_plugin_error_and_the_engine_keeps_working(
     assert str(err.value).startswith("plugin 'acme-bad': ")
     result = run(registry, inputs)  # the same registry, healthy strategies: still fine
     assert result.summary["status"] == "optimal"
+
+
+def test_a_strategy_out_of_memory_is_a_resource_error_not_a_plugin_error(
+    registry: Registry, inputs: tuple[Portfolio, Plan]
+) -> None:
+    with pytest.raises(LimitExceededError, match="ran out of memory") as err:
+        run(registry, inputs, allocation="crashing")
+    assert err.value.limit == "memory"
+    assert run(registry, inputs).summary["status"] == "optimal"  # the engine keeps working
 
 
 def test_a_plugins_input_errors_reach_the_caller_as_input_errors(
