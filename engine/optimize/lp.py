@@ -167,8 +167,9 @@ def _integral(
         return
     have = True
     if split.any():
+        # the incumbent's MIP is small and any answer needs it: only the LP's limit applies
         have = repair(options, rows, allocation, inc, constrained, blocks, prices,
-                      settings.solver, _tighter(settings.time_limit, limit), required=False)
+                      settings.solver, settings.time_limit, required=False)
     assert allocation.bound is not None
     value = float(allocation.equity(options).sum())
     if have and allocation.bound - value <= GAP * max(1.0, abs(allocation.bound)):
