@@ -136,6 +136,13 @@ class OptionSet:
             offsets.append(p.offsets[1:] + base)
             base += int(p.offsets[-1])
         ids = pl.concat([p.unit_id.cast(pl.String) for p in parts])
+        # Resource columns survive: a part without one uses none of it (0 at every option).
+        extra = {
+            name: np.concatenate(
+                [p.extra.get(name, np.zeros(p.cost.size)) for p in parts]
+            )
+            for name in sorted({k for p in parts for k in p.extra})
+        }
         return cls(
             unit_id=ids,
             kind=np.concatenate([p.kind for p in parts]),
@@ -147,6 +154,7 @@ class OptionSet:
             level=np.concatenate([p.level for p in parts]),
             cost=np.concatenate([p.cost for p in parts]),
             value=np.concatenate([p.value for p in parts]),
+            extra=extra,
         )
 
     def validate(self) -> None:

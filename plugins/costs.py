@@ -186,6 +186,15 @@ def response_options(
     return OptionSet.concat(parts)
 
 
+def with_contacts(options: OptionSet, per_head: float) -> OptionSet:
+    """Add the resource column ``contacts``: ``per_head`` per customer (per prospect of a
+    pool) at every non-zero spend level, 0 at zero spend; unchanged when ``per_head`` is 0."""
+    if per_head > 0:
+        size = options.size[options.unit_of_option]
+        options.extra["contacts"] = np.where(options.level > 0, per_head * size, 0.0)
+    return options
+
+
 class ExponentialResponse(CostModel):
     """Retention and acquisition respond to spend with diminishing returns (Blattberg-Deighton)."""
 
@@ -206,18 +215,27 @@ class ExponentialResponse(CostModel):
             "Default k (per currency unit) for customers without retention_response.",
             minimum=0.0,
         ),
+        "contacts_per_head": Param(
+            0.0,
+            "Contacts each customer (each prospect of a pool) uses at every non-zero spend "
+            "level, emitted as the resource column `contacts` that limits such as "
+            "--limit 'contacts<=1500' bound; 0 emits no column.",
+            minimum=0.0,
+        ),
     }
     ceiling_share: float
     response: float
+    contacts_per_head: float
 
     def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
         if portfolio.customers is None and portfolio.prospects is None:
             raise InvalidInputError.single(
                 "portfolio", "exponential-response needs customers and/or prospects"
             )
-        return response_options(
+        options = response_options(
             portfolio.customers, portfolio.prospects, plan, self.ceiling_share, self.response
         )
+        return with_contacts(options, self.contacts_per_head)
 
 
 class SpendTable(CostModel):
@@ -229,12 +247,19 @@ class SpendTable(CostModel):
         "per-segment table (segment, level, retention) applied to every customer of the segment."
     )
     uses: ClassVar[tuple[str, ...]] = ("options", "customers")
+    params: ClassVar = {"contacts_per_head": ExponentialResponse.params["contacts_per_head"]}
+    contacts_per_head: float
 
     def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
         table = portfolio.options
         if table is None:
             raise InvalidInputError.single("options", "spend-table needs an options table")
-        return from_table(table)
+        if self.contacts_per_head > 0 and "contacts" in table.columns:
+            raise InvalidInputError.single(
+                "plan.cost.params.contacts_per_head",
+                "the options table has its own contacts column; set one or the other",
+            )
+        return with_contacts(from_table(table), self.contacts_per_head)
 
 
 class SegmentSpendTable(CostModel):
@@ -306,10 +331,12 @@ class ActivityBased(CostModel):
         "unit_costs": Param({}, 'Cost per unit of each activity, e.g. {"calls": 4.5}.', dict),
         "ceiling_share": ExponentialResponse.params["ceiling_share"],
         "response": ExponentialResponse.params["response"],
+        "contacts_per_head": ExponentialResponse.params["contacts_per_head"],
     }
     unit_costs: dict[str, float]
     ceiling_share: float
     response: float
+    contacts_per_head: float
 
     def build(self, portfolio: Portfolio, plan: Plan) -> OptionSet:
         customers = portfolio.customers
@@ -352,9 +379,10 @@ class ActivityBased(CostModel):
         if problems:
             raise InvalidInputError(problems)
         served = customers.with_columns(pl.Series("service_cost", cost))
-        return response_options(
+        options = response_options(
             served, portfolio.prospects, plan, self.ceiling_share, self.response
         )
+        return with_contacts(options, self.contacts_per_head)
 
 
 @hookimpl
