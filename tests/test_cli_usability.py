@@ -182,7 +182,8 @@ def test_levels_and_params_from_flags(capsys: pytest.CaptureFixture[str], tmp_pa
     "args, message",
     [
         (["--param", "cost.nope=1"], "--param cost.nope: cost strategy 'exponential-response' "
-                                     "has no parameter 'nope'; known: ceiling_share, response"),
+                                     "has no parameter 'nope'; known: ceiling_share, "
+                                     "contacts_per_head, response"),
         (["--param", "cost.response=abc"], "--param cost.response: must be of type float"),
         (["--param", "cost.response=-1"], "--param cost.response: must be >= 0"),
         (["--param", "allocation.solver=xx"], "--param allocation.solver: must be one of"),
