@@ -175,3 +175,28 @@ def test_segment_minimum_plan_without_baselines_note() -> None:
     comp = compare(PORTFOLIO, plan)
     assert not any("minimums dropped" in n for n in comp.notes)
     assert math.isfinite(comp.evaluation("proportional").roc)  # type: ignore[union-attr]
+
+
+def test_supplied_plan_values_the_same_whatever_order_the_levels_are_listed_in() -> None:
+    """Levels in increasing cost skip the sort; listed out of order, or two levels at one cost
+    (the better one counts), the sort gives the same valuation."""
+    rng = np.random.default_rng(12)
+    n, costs = 40, np.array([0.0, 5.0, 10.0, 20.0])
+    value = 100.0 + np.sort(rng.uniform(0.0, 30.0, (n, costs.size)), axis=1)
+    ids = [f"U{i}" for i in range(n)]
+    ordered = pl.DataFrame({
+        "customer_id": np.repeat(ids, costs.size), "level": np.tile(costs, n),
+        "cost": np.tile(costs, n), "value": value.ravel(),
+        "segment": np.repeat([f"s{i % 3}" for i in range(n)], costs.size)})
+    shuffled = ordered.sample(fraction=1.0, shuffle=True, seed=3)
+    worse_twin = ordered.filter(pl.col("level") == 10.0).with_columns(
+        pl.col("value") - 1.0, pl.col("level") + 0.5)  # same cost, less value
+    plan = Plan(total_budget=200.0, discount_rate=0.1, cost=StrategyChoice("spend-table"))
+    table = pl.DataFrame({"customer_id": ids, "spend": rng.uniform(0.0, 25.0, n)})
+    after = []
+    for options_table in (ordered, shuffled, pl.concat([worse_twin, shuffled])):
+        options, rows = build_model(Portfolio(options=options_table), plan)
+        ev = evaluate_spend(options, rows, table, "current", 0.1)
+        after.append(ev.units.sort("customer_id")["equity_after"].to_numpy())
+    assert np.allclose(after[0], after[1], rtol=1e-12) and np.allclose(after[0], after[2],
+                                                                       rtol=1e-12)

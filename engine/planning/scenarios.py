@@ -120,6 +120,16 @@ def _units_frame(options: OptionSet, spend: FloatArray, after: FloatArray) -> pl
     })
 
 
+def _by_unit_and_cost(options: OptionSet, unit: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Options by unit, cost, then best value first; without a sort when every unit lists its
+    levels in strictly increasing cost (the usual layout)."""
+    rising = np.diff(options.cost) > 0
+    same_unit = unit[1:] == unit[:-1]
+    if bool((rising | ~same_unit).all()):
+        return np.arange(options.cost.size, dtype=np.int64)
+    return np.lexsort((-options.value, options.cost, unit))
+
+
 def spend_allocation(
     options: OptionSet, table: pl.DataFrame, name: str = "plan"
 ) -> tuple[Allocation, FloatArray, list[str]]:
@@ -166,7 +176,7 @@ def spend_allocation(
         notes.append(f"{options.n_units - given.size} units not in the table do nothing")
 
     unit = options.unit_of_option
-    order = np.lexsort((-options.value, options.cost, unit))
+    order = _by_unit_and_cost(options, unit)
     cost = options.cost[order]
     starts = options.offsets[:-1]
     counts = np.diff(options.offsets)
