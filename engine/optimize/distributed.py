@@ -139,6 +139,10 @@ def allocate(
         raise InvalidInputError.single(
             "plan.allocation.name",
             f"a cluster runs the exact 'lp' allocator, not {plan.allocation.name!r}")
+    if plan.resource_limits:
+        raise InvalidInputError.single(
+            "plan.resource_limits", "limits on other resources are not supported on a "
+            "cluster yet; run on one machine")
     plan.validate()
     params = dict(plan.allocation.params)
     solver, tolerance = str(params.get("solver", "auto")), float(params.get("tolerance", 1e-12))
