@@ -128,8 +128,14 @@ def check_plan(summary: Any, units_msg: portfolio_pb2.Table, plan_msg: plan_pb2.
     assert units is not None and units.height > 0
     for key in ("equity_before", "equity_after", "equity_gain", "total_spend"):
         assert math.isfinite(getattr(summary, key)), key
-    for column in ("spend", "equity_before", "equity_after", "level", "uplift"):
+    for column in ("spend", "equity_before", "equity_after", "uplift"):
         assert np.isfinite(units[column].to_numpy()).all(), column
+    # a level is null only on a pool that mixes two levels, which its columns then name
+    mixed = units.filter(pl.col("level").is_null())
+    assert mixed["pool"].is_not_null().all()
+    assert mixed["level_lower"].is_not_null().all() and mixed["level_upper"].is_not_null().all()
+    assert ((mixed["share_upper"] > 0) & (mixed["share_upper"] < 1)).all()
+    assert np.isfinite(units["level"].drop_nulls().cast(pl.Float64).to_numpy()).all()
     spend = units["spend"].to_numpy()
     assert (spend >= -1e-9).all()
     assert summary.total_spend == pytest.approx(spend.sum(), rel=1e-9, abs=1e-6)
