@@ -20,6 +20,7 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 
 from engine.clv.bgnbd import (
+    MIN_CUSTOMERS,
     WARM_START_SAMPLE,
     MLEResult,
     ModelFitError,
@@ -27,6 +28,8 @@ from engine.clv.bgnbd import (
     sufficient_statistics,
     warm_start_sample,
 )
+from engine.clv.transactions import validate_rfm
+from engine.errors import InvalidInputError
 
 Array = NDArray[np.float64]
 _FD_STEP = 1e-6  # relative step of the central differences (in log-parameters)
@@ -188,3 +191,43 @@ def distinct_pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
     else:
         present, inv = np.unique(code, return_inverse=True)
     return ua[present // ub.size], ub[present % ub.size], inv.reshape(-1)
+
+
+@dataclass(frozen=True)
+class RfmData:
+    """Validated (frequency, recency, T) arrays of a purchase model's fit, with the
+    purchase rate that seeds its starting point."""
+
+    frequency: Array
+    recency: Array
+    T: Array
+
+    @property
+    def customers(self) -> float:
+        return float(self.frequency.size)
+
+    @property
+    def rate(self) -> float:
+        """Repeat purchases per unit of time over the whole base (> 0)."""
+        return max(float(self.frequency.sum()) / max(float(self.T.sum()), 1e-12), 1e-12)
+
+
+def checked_rfm(model: str, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> RfmData:
+    """The inputs of a purchase model's fit, validated (rows named), with enough customers
+    and at least one repeat purchase to identify the model."""
+    rfm = pl.DataFrame(
+        {
+            "frequency": np.asarray(frequency, dtype=np.float64),
+            "recency": np.asarray(recency, dtype=np.float64),
+            "T": np.asarray(T, dtype=np.float64),
+        }
+    )
+    validate_rfm(rfm)
+    data = RfmData(rfm["frequency"].to_numpy(), rfm["recency"].to_numpy(), rfm["T"].to_numpy())
+    if data.customers < MIN_CUSTOMERS or not np.any(data.frequency > 0):
+        raise InvalidInputError.single(
+            "transactions",
+            f"{model} needs at least {MIN_CUSTOMERS} customers and one repeat purchase",
+        )
+    return data
+

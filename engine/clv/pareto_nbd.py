@@ -39,10 +39,8 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import digamma, gammaln, hyp2f1
 
-from engine.clv.bgnbd import MIN_CUSTOMERS, inner
-from engine.clv.models import ModelFit, codes, distinct_pairs, fit_rows, model_fit
-from engine.clv.transactions import validate_rfm
-from engine.errors import InvalidInputError
+from engine.clv.bgnbd import inner
+from engine.clv.models import ModelFit, checked_rfm, codes, distinct_pairs, fit_rows, model_fit
 
 Array = NDArray[np.float64]
 PARAM_NAMES = ("r", "alpha", "s", "beta")
@@ -213,25 +211,12 @@ class ParetoNBDFit:
 
 def fit_pareto_nbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> ParetoNBDFit:
     """Maximum-likelihood Pareto/NBD on (frequency, recency, T); distinct rows weighted."""
-    rfm = pl.DataFrame(
-        {
-            "frequency": np.asarray(frequency, dtype=np.float64),
-            "recency": np.asarray(recency, dtype=np.float64),
-            "T": np.asarray(T, dtype=np.float64),
-        }
+    data = checked_rfm("Pareto/NBD", frequency, recency, T)
+    start = (1.0, 1.0 / data.rate, 1.0, float(data.T.sum()) / data.customers)
+    res, _ = fit_rows(
+        "Pareto/NBD", _Data, data.frequency, data.recency, data.T, start, PARAM_NAMES
     )
-    validate_rfm(rfm)
-    x, t_age = rfm["frequency"].to_numpy(), rfm["T"].to_numpy()
-    n = float(x.size)
-    if n < MIN_CUSTOMERS or not np.any(x > 0):
-        raise InvalidInputError.single(
-            "transactions",
-            f"Pareto/NBD needs at least {MIN_CUSTOMERS} customers and one repeat purchase",
-        )
-    rate = float(x.sum()) / max(float(t_age.sum()), 1e-12)
-    start = (1.0, 1.0 / max(rate, 1e-12), 1.0, float(t_age.sum()) / n)
-    res, _ = fit_rows("Pareto/NBD", _Data, x, rfm["recency"].to_numpy(), t_age, start, PARAM_NAMES)
-    return ParetoNBDFit(model_fit("Pareto/NBD", res, PARAM_NAMES, n))
+    return ParetoNBDFit(model_fit("Pareto/NBD", res, PARAM_NAMES, data.customers))
 
 
 def fit_pareto_nbd_rfm(rfm: pl.DataFrame) -> ParetoNBDFit:
