@@ -16,6 +16,7 @@ import threading
 import time
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -114,10 +115,15 @@ class Stubborn(Allocator):
     name = "stubborn"
     params: ClassVar[dict[str, Param]] = {
         "seconds": Param(30.0, "How long to keep busy, seconds.", float, minimum=0.0),
+        "started_file": Param("", "A file created once the busy loop starts (for tests that "
+                              "must cancel it inside the loop, not before).", str),
     }
     seconds: float
+    started_file: str
 
     def allocate(self, problem: Problem) -> Any:
+        if self.started_file:
+            Path(self.started_file).touch()
         until = time.monotonic() + self.seconds
         x = 0
         while time.monotonic() < until:

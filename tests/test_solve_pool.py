@@ -119,13 +119,17 @@ def test_cancel_and_deadline_reach_the_worker(client: Client, server: EquityServ
     assert client.allocate(CUSTOMERS, PLAN).summary["status"] == "optimal"
 
 
-def test_a_worker_deaf_to_the_stop_signal_is_killed(client: Client, server: EquityServer
-                                                    ) -> None:
+def test_a_worker_deaf_to_the_stop_signal_is_killed(client: Client, server: EquityServer,
+                                                    tmp_path: Path) -> None:
     assert server.pool is not None
     server.pool.kill_after = 0.5
     before = server.pool.pids()
-    pending = client.submit(CUSTOMERS, _with("stubborn", seconds=60.0))
+    started = tmp_path / "stubborn-started"
+    pending = client.submit(CUSTOMERS, _with("stubborn", seconds=60.0,
+                                             started_file=str(started)))
     assert _wait_until(lambda: server.active_solves == 1)
+    # cancelled inside the deaf loop: before it, the worker stops cooperatively (and stays)
+    assert _wait_until(started.exists, timeout=60)
     t0 = time.monotonic()
     assert client.health(timeout=1) == "SERVING"  # its busy loop holds another GIL
     assert client.allocate(CUSTOMERS.head(100), PLAN, timeout=5).units.height == 100
