@@ -19,7 +19,6 @@ import engine.cli as cli
 from engine import plugins
 from engine.clv.transactions import normalize_transactions
 from engine.errors import PluginError
-from engine.hookspecs import hookimpl
 from engine.options import OptionSet
 from engine.pipeline import allocate
 from engine.plan import Plan, StrategyChoice
@@ -28,26 +27,9 @@ from engine.portfolio import Portfolio
 from engine.strategies import Metric
 from engine.testing import sample_portfolio
 from engine.valuation import Valuation
+from tests.test_plugin_isolation import Plugin
 
 N = 100
-
-
-class Plugin:
-    """A plugin object registering the given cost and metric classes."""
-
-    def __init__(self, name: str, costs: tuple[Any, ...], metrics: tuple[Any, ...]) -> None:
-        self.__name__ = name
-        self.costs, self.metrics = costs, metrics
-
-    @hookimpl
-    def register_costs(self, register: Callable[[Any], None]) -> None:
-        for cls in self.costs:
-            register(cls)
-
-    @hookimpl
-    def register_metrics(self, register: Callable[[Any], None]) -> None:
-        for cls in self.metrics:
-            register(cls)
 
 
 # --- metrics --------------------------------------------------------------------------------
