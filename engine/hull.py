@@ -83,18 +83,26 @@ def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     others (prospect pools, options tables' odd units): the grid path on the former, the
     sort on the latter, the two stitched back in unit order."""
     counts = np.diff(offsets)
-    values, freq = np.unique(counts, return_counts=True)
-    width = int(values[np.argmax(freq)])
+    width = int(np.argmax(np.bincount(counts)))  # the most common number of levels
     on_grid = counts == width
     if width < 2 or int(on_grid.sum()) < counts.size // 2:
         return _general_hull(offsets, cost, value)
     units = np.flatnonzero(on_grid)
-    flat = (offsets[units][:, None] + np.arange(width)).ravel()
-    grid = cost[flat].reshape(units.size, width)
-    rising = (grid[:, 1:] > grid[:, :-1]).all(axis=1)
-    if not rising.all():
-        units, flat = units[rising], flat.reshape(-1, width)[rising].ravel()
-    parts = [(units, flat, _grid_hull(units.size, width, cost[flat], value[flat]))]
+    parts: list[tuple[IntArray, IntArray | int, Hull]] = []
+    a = int(offsets[units[0]])
+    if int(units[-1]) - int(units[0]) + 1 == units.size:  # one run of units (customers
+        # before pools): views of the flat arrays, no copy and no index array
+        b = a + units.size * width
+        grid = cost[a:b].reshape(units.size, width)
+        if bool((grid[:, 1:] > grid[:, :-1]).all()):
+            parts.append((units, a, _grid_hull(units.size, width, cost[a:b], value[a:b])))
+    if not parts:
+        flat = (offsets[units][:, None] + np.arange(width)).ravel()
+        grid = cost[flat].reshape(units.size, width)
+        rising = (grid[:, 1:] > grid[:, :-1]).all(axis=1)
+        if not rising.all():
+            units, flat = units[rising], flat.reshape(-1, width)[rising].ravel()
+        parts.append((units, flat, _grid_hull(units.size, width, cost[flat], value[flat])))
     rest = np.ones(counts.size, dtype=bool)
     rest[units] = False
     others = np.flatnonzero(rest)
@@ -113,8 +121,13 @@ def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     np.cumsum(hull_counts, out=hull_offsets[1:])
     points = np.empty(int(hull_offsets[-1]), dtype=np.int64)
     for members, flat_of, h in parts:
+        at = h.points + flat_of if isinstance(flat_of, int) else flat_of[h.points]
+        if int(members[-1]) - int(members[0]) + 1 == members.size:
+            start = int(hull_offsets[members[0]])  # one run: its points in one slice
+            points[start:start + at.size] = at
+            continue
         shift = np.repeat(hull_offsets[members] - h.offsets[:-1], np.diff(h.offsets))
-        points[shift + np.arange(h.points.size)] = flat_of[h.points]
+        points[shift + np.arange(h.points.size)] = at
     return Hull(points=points, offsets=hull_offsets)
 
 

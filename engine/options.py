@@ -53,10 +53,8 @@ class OptionSet:
         the first listed on full ties). Segment minima, not a sort of all options."""
         starts = self.offsets[:-1]
         counts = np.diff(self.offsets)
-        if self.n_units and counts[0] > 1 and bool((counts == counts[0]).all()):
-            grid = self.cost.reshape(self.n_units, -1)  # the common layout: levels by cost
-            if bool((grid[:, 1:] > grid[:, :-1]).all()):
-                return starts.copy()
+        if self.n_units and bool((counts > 0).all()) and _rising(self.cost, starts):
+            return starts.copy()  # the common layout: each unit's levels by cost
         if self.n_units == 0 or (counts == 0).any():  # empty units: the sort
             order = np.lexsort((-self.value, self.cost, self.unit_of_option))
             return order[starts]
@@ -136,6 +134,7 @@ class OptionSet:
             offsets.append(p.offsets[1:] + base)
             base += int(p.offsets[-1])
         ids = pl.concat([p.unit_id.cast(pl.String) for p in parts])
+        cost = np.concatenate([p.cost for p in parts])
         # Resource columns survive: a part without one uses none of it (0 at every option).
         extra = {
             name: np.concatenate(
@@ -151,8 +150,10 @@ class OptionSet:
             fractional=np.concatenate([p.fractional for p in parts]),
             size=np.concatenate([p.size for p in parts]),
             offsets=np.concatenate(offsets),
-            level=np.concatenate([p.level for p in parts]),
-            cost=np.concatenate([p.cost for p in parts]),
+            # one array serves both when every part shares it (levels that are the spend)
+            level=cost if all(p.level is p.cost for p in parts) else np.concatenate(
+                [p.level for p in parts]),
+            cost=cost,
             value=np.concatenate([p.value for p in parts]),
             extra=extra,
         )
@@ -176,6 +177,21 @@ class OptionSet:
             problems.append(FieldViolation("options.cost", "must be >= 0", first))
         if problems:
             raise InvalidInputError(problems)
+
+
+def _rising(cost: NDArray[np.float64], starts: NDArray[np.int64]) -> bool:
+    """Whether every unit lists its options in strictly increasing cost (one linear pass,
+    in blocks so that no full-size temporary is made)."""
+    block = 1 << 20
+    for lo in range(0, max(cost.size - 1, 0), block):
+        hi = min(lo + block, cost.size - 1)
+        up = cost[lo + 1:hi + 1] > cost[lo:hi]
+        # pairs across two units don't count: pair j spans j, j + 1 with j + 1 a start
+        first = starts[np.searchsorted(starts, lo, "right"):np.searchsorted(starts, hi, "right")]
+        up[first - lo - 1] = True
+        if not up.all():
+            return False
+    return True
 
 
 def _encode(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:

@@ -152,10 +152,17 @@ def _first(field: str, problem: str, mask: np.ndarray | pl.Series) -> FieldViola
 
 
 def _sorted_and_distinct(table: pl.DataFrame, keys: list[str]) -> bool:
-    """Linear check for the common case of numeric keys already sorted: hashing 50M rows
-    costs seconds and gigabytes that a comparison of neighbours does not."""
+    """Linear check for the common case of keys already sorted (numeric keys, or one text
+    key): hashing 50M rows costs seconds and gigabytes that a comparison of neighbours does
+    not."""
     columns = [table[k] for k in keys]
-    if table.height < 2 or not all(c.dtype.is_numeric() for c in columns):
+    if table.height < 2 or any(c.null_count() for c in columns):
+        return False
+    if len(columns) == 1 and not columns[0].dtype.is_numeric():  # text ids, e.g. 'C0000017'
+        ids = columns[0]
+        return ids.is_sorted() and not bool(
+            (ids.slice(1) == ids.slice(0, table.height - 1)).any())
+    if not all(c.dtype.is_numeric() for c in columns):
         return False
     arrays = [c.to_numpy() for c in columns]
     later = np.zeros(table.height - 1, dtype=bool)  # row i+1 sorts strictly after row i
