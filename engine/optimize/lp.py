@@ -45,7 +45,7 @@ from scipy import sparse
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix, spend_only
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
-from engine.optimize import solvers
+from engine.optimize import small, solvers
 from engine.optimize.blocks import Blocks, expand, fill
 from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments
 from engine.optimize.lagrange import solve_lagrange
@@ -79,6 +79,13 @@ def solve(
     """The LP optimum of ``options`` under ``rows``, with its certificate, then (unless
     ``settings.repair`` is off) one level for every integral unit."""
     started = time.perf_counter()
+    if settings.method == "auto" and settings.repair and small.eligible(options, rows) and (
+            solvers.resolve(settings.solver) == "highs"):
+        direct = small.solve(options, rows, _tighter(settings.time_limit, settings.mip_time_limit),
+                             should_stop)
+        if direct is not None:  # the proven optimum; anything else takes the general path
+            direct.seconds = time.perf_counter() - started
+            return direct
     if rows and not spend_only(rows):  # a limit on contacts, calls...: no ratio blocks
         allocation = _solve_resources(options, rows, settings, should_stop)
         allocation.seconds = time.perf_counter() - started

@@ -1,0 +1,256 @@
+"""Small plans: the full per-customer model solved directly in HiGHS, LP and MIP.
+
+For a portfolio of a few thousand options, building the block LP, the repair MIP and the
+proof through PuLP costs far more than the problem itself. Here the whole model goes to
+HiGHS as arrays (one column per option, CSR rows, no PuLP):
+
+* columns: ``x[o]`` for every option, binary for integral units (customers), in [0, 1] for
+  fractional ones (prospect pools);
+* one row per unit: its options' weights sum to 1;
+* one row per constraint, in ``<=`` form (a minimum is negated): the row's resource used by
+  the options of the row's cells.
+
+The LP relaxation of that model is the hull LP the block method solves (each unit's options
+mixed is its concave hull), so its optimum and row duals are the plan's LP certificate:
+``bound`` is the Lagrangian at those duals, recomputed here over every option (a valid
+upper bound for any non-negative duals, equal to the LP optimum at optimal ones), and the
+shadow prices are the duals. The MIP on the same model, at a relative and absolute gap of
+1e-9, gives the plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound
+as ``integer_bound``.
+
+Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
+its options) returns ``None``: the caller then takes the general path, which explains
+infeasibility by row and handles time limits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import highspy
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.allocation import Allocation
+from engine.constraints import Constraint, normalized_rhs, spend_only
+from engine.options import OptionSet
+from engine.stdio import native_stdout_silenced
+
+MAX_OPTIONS = 5_000  # options at most for the direct model (100 customers x 5 levels: 500)
+MAX_ROWS = 200  # constraint rows at most
+GAP = 1e-9  # relative and absolute MIP gap; the proof's GAP (engine.optimize.proof)
+_INF = highspy.kHighsInf
+
+
+def eligible(options: OptionSet, rows: list[Constraint]) -> bool:
+    """Small enough for the direct model, and a model whose pools stay exact: with limits on
+    resources besides spend, a pool's LP mix is left to the general path."""
+    if options.cost.size == 0 or options.cost.size > MAX_OPTIONS or len(rows) > MAX_ROWS:
+        return False
+    return spend_only(rows) or not bool(options.fractional.any())
+
+
+def solve(
+    options: OptionSet,
+    rows: list[Constraint],
+    time_limit: float | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Allocation | None:
+    """The proven integer optimum with its LP certificate, or ``None`` (see the module)."""
+    started = time.perf_counter()
+    n = options.cost.size
+    units = options.n_units
+    integral = ~options.fractional[options.unit_of_option]
+    coupling = _coupling(options, rows)
+    rhs = normalized_rhs(rows)
+    k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
+    start = np.concatenate([np.searchsorted(k_rows, np.arange(len(rows) + 1)),
+                            k_rows.size + options.offsets[1:]])
+    index = np.concatenate([cols, np.arange(n)])
+    data = np.concatenate([coupling[k_rows, cols], np.ones(n)])
+    lower = np.concatenate([np.full(len(rows), -_INF), np.ones(units)])
+    upper = np.concatenate([rhs, np.ones(units)])
+
+    with native_stdout_silenced():  # HiGHS prints a banner when a solver object is made
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_rel_gap", GAP)
+    h.setOptionValue("mip_abs_gap", GAP)
+    # absolute by default (1e-6): tightened so that a small minimum is met, not left short
+    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, len(rows) + units
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = options.value.astype(np.float64)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.ones(n)
+    lp.row_lower_, lp.row_upper_ = lower, upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = index.astype(np.int32)
+    lp.a_matrix_.value_ = data
+    if h.passModel(lp) != highspy.HighsStatus.kOk:
+        return None
+
+    # the LP relaxation: its duals price the rows
+    if h.run() != highspy.HighsStatus.kOk:
+        return None
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    solution = h.getSolution()
+    lp_x = np.asarray(solution.col_value)
+    # HiGHS' duals of a maximization: d objective / d bound, >= 0 on a binding upper bound
+    duals = np.maximum(np.asarray(solution.row_dual)[: len(rows)], 0.0)
+    lp_objective = float(options.value @ lp_x)
+    bound = _lagrangian(options, coupling, rhs, duals)
+    if bound < lp_objective - 1e-7 * max(1.0, abs(lp_objective)):
+        return None  # duals that do not certify the LP: let the general path decide
+    if should_stop():
+        return None
+
+    # the MIP on the same model, over the options that can be in a better plan than an
+    # incumbent (reduced-cost fixing): every plan is worth at most bound - the sum of its
+    # options' gaps, so an option whose gap exceeds bound - incumbent is in none of them
+    net = options.value - duals @ coupling
+    gaps = np.maximum.reduceat(net, options.offsets[:-1])[options.unit_of_option] - net
+    if integral.any():
+        kinds = np.where(integral, int(highspy.HighsVarType.kInteger),
+                         int(highspy.HighsVarType.kContinuous)).astype(np.uint8)
+        h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
+        found = _core_mip(h, options, coupling, rhs, integral, lp_x, gaps, bound)
+        if found is None:
+            return None
+        x, integer_bound = found
+    else:
+        x, integer_bound = lp_x, lp_objective
+    allocation = _allocation(options, x, integral)
+    if allocation is None:
+        return None
+    value = float(allocation.equity(options).sum())
+    integer_bound = min(integer_bound, bound)
+    if integer_bound - value > GAP * max(1.0, abs(integer_bound)):
+        return None
+    allocation.lp_objective = lp_objective
+    allocation.bound = max(bound, lp_objective)
+    allocation.integer_bound = max(integer_bound, value)
+    allocation.shadow_prices = {
+        row.name: float(duals[k] * row.sense) + 0.0 for k, row in enumerate(rows)
+    }
+    allocation.iterations = 1
+    allocation.notes.append(
+        f"integer plan proven optimal: the full model ({n} options of {units} units) solved "
+        f"directly by HiGHS, LP relaxation then MIP, proven bound {allocation.integer_bound:.10g}"
+    )
+    allocation.seconds = time.perf_counter() - started
+    return allocation
+
+
+def _core_mip(
+    h: highspy.Highs,
+    options: OptionSet,
+    coupling: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    integral: NDArray[np.bool_],
+    lp_x: NDArray[np.float64],
+    gaps: NDArray[np.float64],
+    bound: float,
+) -> tuple[NDArray[np.float64], float] | None:
+    """The MIP over a core of options (gap <= delta), widened until its optimum is within
+    delta of the bound: then no option left out can be in a better plan. The first delta
+    comes from the LP plan rounded (each customer at its heaviest option) when that keeps
+    every row, else from the smallest gaps."""
+    n = gaps.size
+    slack = 1e-9 * max(1.0, abs(bound))
+    rounded = _rounded(options, lp_x, integral)
+    if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
+        delta = bound - float(options.value @ rounded) + slack
+    else:
+        positive = np.sort(gaps[gaps > slack])
+        delta = float(positive[min(positive.size - 1, max(8, (gaps <= slack).sum()))]) \
+            if positive.size else slack
+    everything = np.arange(n, dtype=np.int32)
+    while True:
+        core = gaps <= delta
+        upper = core.astype(np.float64)
+        h.changeColsBounds(n, everything, np.zeros(n), upper)
+        if h.run() != highspy.HighsStatus.kOk:
+            return None
+        status = h.getModelStatus()
+        complete = bool(core.all())
+        if status == highspy.HighsModelStatus.kOptimal:
+            x = np.asarray(h.getSolution().col_value)
+            value = float(options.value @ x)
+            if complete or bound - value <= delta:
+                return x, float(h.getInfo().mip_dual_bound)
+            delta = max(2 * delta, bound - value + slack)
+        elif status == highspy.HighsModelStatus.kInfeasible and not complete:
+            delta = 2 * delta + float(np.median(gaps[~core]))
+        else:
+            return None
+
+
+def _rounded(
+    options: OptionSet, x: NDArray[np.float64], integral: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """The LP's weights with every customer at its heaviest option."""
+    unit = options.unit_of_option
+    heaviest = np.lexsort((-x, unit))[options.offsets[:-1]]
+    rounded = np.where(integral, 0.0, x)
+    chosen = heaviest[integral[heaviest]]
+    rounded[chosen] = 1.0
+    return rounded
+
+
+def _coupling(options: OptionSet, rows: list[Constraint]) -> NDArray[np.float64]:
+    """Rows (dense, rows x options) in ``<=`` form: the row's sense times the option's use
+    of the row's resource where the option's cell is in the row."""
+    cell = options.cell[options.unit_of_option]
+    out = np.empty((len(rows), options.cost.size))
+    for k, row in enumerate(rows):  # rows, not customers: at most MAX_ROWS
+        use = options.resource(row.resource)
+        assert use is not None
+        np.multiply(use, row.cells[cell] * float(row.sense), out=out[k])
+    return out
+
+
+def _lagrangian(
+    options: OptionSet,
+    coupling: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    duals: NDArray[np.float64],
+) -> float:
+    """duals . rhs + per unit the best option's value net of its use at those prices: an
+    upper bound on the LP (and on every plan) for any duals >= 0."""
+    net = options.value - duals @ coupling
+    best = np.maximum.reduceat(net, options.offsets[:-1])
+    return float(duals @ rhs) + float(best.sum())
+
+
+def _allocation(
+    options: OptionSet, x: NDArray[np.float64], integral: NDArray[np.bool_]
+) -> Allocation | None:
+    """Per unit its option(s): the chosen option of a customer, the (at most two) options a
+    pool mixes, ``theta`` the share at ``hi``; None when a pool mixes more than two."""
+    unit = options.unit_of_option
+    starts = options.offsets[:-1]
+    w = np.where(integral, np.round(x), np.clip(x, 0.0, 1.0))
+    w[w < 1e-9] = 0.0
+    if (np.add.reduceat(w > 0, starts) > 2).any() or (np.add.reduceat(
+            (w > 0) & integral, starts) > 1).any():
+        return None
+    order = np.lexsort((-w, unit))
+    lo = order[starts]
+    counts = np.diff(options.offsets)
+    second = np.where(counts > 1, order[np.minimum(starts + 1, order.size - 1)], lo)
+    share = np.where(counts > 1, w[second], 0.0)
+    hi = np.where(share > 0, second, lo)
+    total = w[lo] + share
+    if (np.abs(total - 1.0) > 1e-6).any():
+        return None
+    theta = np.where(share > 0, share / total, 0.0)
+    return Allocation(lo.astype(np.int64), hi.astype(np.int64), theta, "optimal", "highs",
+                      "direct")

@@ -1,0 +1,158 @@
+"""Small plans solved directly in HiGHS (engine.optimize.small) against the general path
+(block LP, repair, proof through PuLP) and against highspy's full per-customer MIP.
+
+Both paths must give the same plan value, LP objective, bounds and shadow prices within
+1e-9 (relative), and both the MIP's optimum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.allocation import Allocation, violations
+from engine.constraints import Constraint, build_constraints
+from engine.errors import InfeasiblePlanError
+from engine.optimize import lp, small
+from engine.options import OptionSet, from_table
+from engine.pipeline import allocate
+from engine.plan import Plan, SegmentLimit, StrategyChoice
+from engine.portfolio import Portfolio
+from engine.synthetic import example
+from tests.conftest import random_options
+from tests.reference import reference_lp, reference_mip
+from tests.test_integer_optimum import random_plan, responses
+
+TOL = 1e-9
+
+
+def _close(a: float | None, b: float | None, tol: float = TOL) -> bool:
+    assert a is not None and b is not None
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def _both(options: OptionSet, rows: list[Constraint]) -> tuple[Allocation, Allocation]:
+    direct = lp.solve(options, rows, lp.LpSettings())
+    general = lp.solve(options, rows, lp.LpSettings(method="blocks"))
+    assert direct.method == "direct" and general.method == "blocks"
+    return direct, general
+
+
+def _agree(options: OptionSet, rows: list[Constraint]) -> None:
+    direct, general = _both(options, rows)
+    reference = reference_mip(options, rows)
+    assert reference is not None and reference[2] == "Optimal"
+    optimum = reference[0]
+    relaxed = reference_lp(options, rows)
+    for allocation in (direct, general):
+        assert allocation.status == "optimal"
+        # the direct MIP keeps every row within 1e-9; the general path's pools within the
+        # LP's tolerance (the engine's own check, 1e-7)
+        tolerance = 1e-9 if allocation is direct else 1e-7
+        assert not violations(options, rows, allocation, tolerance=tolerance)
+        value = float(allocation.equity(options).sum())
+        assert _close(value, optimum), (allocation.method, value, optimum)
+        assert _close(allocation.integer_bound, optimum)
+        assert _close(allocation.lp_objective, relaxed)
+        assert _close(allocation.bound, relaxed)
+    assert _close(float(direct.equity(options).sum()), float(general.equity(options).sum()))
+    assert _close(direct.integer_bound, general.integer_bound)
+    # the same spend per unit (a random portfolio has no ties)
+    np.testing.assert_allclose(direct.spend(options), general.spend(options), rtol=1e-6,
+                               atol=1e-6)
+    assert direct.shadow_prices.keys() == general.shadow_prices.keys()
+    for name, price in direct.shadow_prices.items():
+        assert abs(price - general.shadow_prices[name]) <= 1e-6 * max(1.0, abs(price)), name
+    assert any("solved directly by HiGHS" in note for note in direct.notes)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_customers_agree_with_the_general_path_and_the_mip(seed: int) -> None:
+    options = responses(60 + 40 * seed, 3 + seed % 5, segments=1 + seed % 4, seed=200 + seed)
+    rows = build_constraints(random_plan(options, 200 + seed), options)
+    _agree(options, rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pools_caps_minimums_and_kind_budgets_agree(seed: int) -> None:
+    options = random_options(n=150, levels=5, segments=3, seed=30 + seed, pools=4)
+    plan = Plan(
+        total_budget=2500.0 + 500 * seed,
+        acquisition_budget=900.0 if seed % 2 else None,
+        retention_budget=1500.0 if seed == 2 else None,
+        segment_limits=(
+            SegmentLimit("s1", cap=300.0),
+            SegmentLimit("s0", kind="retention", cap=400.0 + 50 * seed),
+            SegmentLimit("s2", minimum=200.0),
+        ),
+    )
+    rows = build_constraints(plan, options)
+    assert options.fractional.any() and any(r.sense < 0 for r in rows)
+    _agree(options, rows)
+
+
+def test_limits_on_a_resource_besides_spend_match_the_mip() -> None:
+    """Contacts limited, no pools: the direct model prices the contacts row."""
+    rng = np.random.default_rng(5)
+    n, levels = 120, 4
+    spend = np.tile([0.0, 2.0, 5.0, 10.0], n)
+    table = pl.DataFrame({
+        "customer_id": np.repeat(np.arange(n), levels),
+        "level": spend,
+        "cost": spend,
+        "value": np.repeat(rng.uniform(50, 150, n), levels) * (1 + 0.1 * np.sqrt(spend))
+        - spend,
+        "contacts": np.tile([0.0, 1.0, 1.0, 2.0], n),
+        "segment": np.repeat(np.where(rng.random(n) < 0.5, "a", "b"), levels),
+    })
+    options = from_table(table)
+    rows = build_constraints(Plan(total_budget=400.0), options)
+    rows.append(Constraint("max:contacts", np.ones(options.n_cells, dtype=bool), 60.0, 1,
+                           "contacts"))
+    direct = lp.solve(options, rows, lp.LpSettings())
+    assert direct.method == "direct" and direct.status == "optimal"
+    reference = reference_mip(options, rows)
+    assert reference is not None
+    assert _close(float(direct.equity(options).sum()), reference[0])
+    assert not violations(options, rows, direct, tolerance=1e-9)
+    assert direct.shadow_prices["max:contacts"] > 0  # the contacts row binds
+
+
+def test_an_infeasible_plan_is_explained_by_the_general_path() -> None:
+    options = random_options(n=40, levels=4, segments=2, seed=1)
+    plan = Plan(total_budget=10.0, segment_limits=(SegmentLimit("s0", minimum=500.0),))
+    assert small.solve(options, build_constraints(plan, options)) is None
+    with pytest.raises(InfeasiblePlanError, match="minimum:s0"):
+        lp.solve(options, build_constraints(plan, options), lp.LpSettings())
+
+
+def test_only_small_plans_take_the_direct_path() -> None:
+    big = responses(small.MAX_OPTIONS // 4 + 10, 5, segments=3, seed=9)
+    assert big.cost.size > small.MAX_OPTIONS
+    rows = build_constraints(random_plan(big, 9), big)
+    assert not small.eligible(big, rows)
+    assert lp.solve(big, rows, lp.LpSettings(repair=True)).method == "blocks"
+    tiny = responses(30, 4, segments=2, seed=9)
+    assert small.eligible(tiny, build_constraints(random_plan(tiny, 9), tiny))
+    cbc = lp.solve(tiny, build_constraints(random_plan(tiny, 9), tiny),
+                   lp.LpSettings(solver="cbc"))
+    assert cbc.method == "blocks"  # a plan that names another solver keeps it
+
+
+def test_the_example_plan_through_the_pipeline() -> None:
+    """100 example customers with pools, caps and a minimum: the summary of the direct path
+    is the general path's, figure by figure."""
+    customers, pools, plan = example(100, seed=1)
+    portfolio = Portfolio(customers, pools)
+    fast = allocate(portfolio, plan)
+    blocks = dataclasses.replace(plan, allocation=StrategyChoice("lp", {"method": "blocks"}))
+    slow = allocate(portfolio, blocks)
+    assert fast.summary.method == "direct" and slow.summary.method == "blocks"
+    assert fast.summary.status == slow.summary.status == "optimal"
+    for name in ("equity_after", "spend", "uplift"):
+        assert _close(float(fast.units[name].sum()), float(slow.units[name].sum())), name
+    assert _close(fast.summary.integer_bound, slow.summary.integer_bound)
+    assert _close(fast.summary.bound, slow.summary.bound)
