@@ -27,6 +27,9 @@ problem rather than by re-solving at a grid of budgets:
   successive longest augmenting paths, one breakpoint of one cell at a time (exact; its cost
   grows with the number of hull increments in those cells). The cells under no such row are
   merged as above and the two concave curves are combined by merging their slopes.
+* Limits on resources besides spend (contacts, calls...): no spend-only structure; the
+  frontier is traced by exact LP solves at budgets, each with its certificate
+  (``engine.planning.frontier_solves``).
 
 The pieces and limits live in ``engine.planning.frontier_pieces``, the flow network in
 ``engine.planning.frontier_network``, the result type in ``engine.planning.frontier_result``;
@@ -46,7 +49,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from engine.constraints import Constraint
+from engine.constraints import Constraint, spend_only
 from engine.options import OptionSet
 from engine.plan import Plan
 from engine.planning.frontier_network import build_network, trace_network
@@ -59,6 +62,7 @@ from engine.planning.frontier_pieces import (
 )
 from engine.planning.frontier_regimes import trace_regimes
 from engine.planning.frontier_result import Frontier, assemble
+from engine.planning.frontier_solves import trace_by_solves
 from engine.planning.progress import Progress, no_progress
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
@@ -114,6 +118,8 @@ def frontier_of(
     """The frontier from options and rows (the total budget row, if any, is the parameter)."""
     started = time.perf_counter() if started is None else started
     progress = progress or no_progress
+    if not spend_only(rows):  # limits on contacts, calls...: exact solves at budgets
+        return trace_by_solves(options, rows, plan_budget, progress, should_stop, started)
     hull = options.hull
     unit, dc, dv = hull.increments(options.cost, options.value)
     first = hull.points[hull.offsets[:-1]]

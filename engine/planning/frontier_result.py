@@ -46,6 +46,11 @@ class Frontier:
     seconds: float
     notes: list[str] = field(default_factory=list)
     model_seconds: float = 0.0  # of ``seconds``: building the options and rows (as allocate)
+    # method "solves" (limits on resources besides spend): every row's shadow price at every
+    # solved budget (point, budget, limit, shadow_price), and how far above the drawn line
+    # equity can be between two solved budgets (0 for the exact methods)
+    prices: pl.DataFrame | None = None
+    max_gap: float = 0.0
 
     @property
     def n_breakpoints(self) -> int:
@@ -73,12 +78,18 @@ class Frontier:
         return np.where(b < self.min_budget * (1 - 1e-12) - 1e-9, np.nan, out)
 
     def slope_at(self, budgets: Sequence[float] | FloatArray) -> FloatArray:
-        """Net equity of the next unit of budget at each budget (0 past the optimal budget)."""
+        """Net equity of the next unit of budget at each budget (0 past the optimal budget);
+        at a budget solved by the "solves" method, that solve's shadow price of the budget."""
         b = np.asarray(budgets, dtype=np.float64)
         budget, _, slope = self._arrays()
         k = np.searchsorted(budget, b, side="right")
         padded = np.append(slope, 0.0)
-        return np.where(b < self.min_budget, np.nan, padded[np.minimum(k, padded.size - 1)])
+        out = padded[np.minimum(k, padded.size - 1)]
+        if "shadow_price" in self.points.columns:  # solved budgets: the solve's own price
+            at = np.clip(np.searchsorted(budget, b), 0, budget.size - 1)
+            hit = budget[at] == b
+            out = np.where(hit, self.points["shadow_price"].to_numpy()[at], out)
+        return np.where(b < self.min_budget, np.nan, out)
 
     def split_at(self, budgets: Sequence[float] | FloatArray) -> pl.DataFrame:
         """Spend of every (segment, kind) cell at each budget: columns budget, segment, kind,
@@ -160,8 +171,9 @@ class Frontier:
         chosen = self.chosen_budget
         return {
             "method": self.method,
-            "exact": True,
+            "exact": self.method != "solves",
             "breakpoints": self.n_breakpoints,
+            "max_gap": self.max_gap,
             "equity_before": self.equity_before,
             "min_budget": self.min_budget,
             "optimal_budget": self.optimal_budget,

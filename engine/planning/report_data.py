@@ -27,13 +27,19 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine import __version__
-from engine.allocation import row_usage
 from engine.constraints import GE, build_constraints
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan
 from engine.planning.frontier import Frontier, frontier_of
 from engine.planning.progress import Progress, no_progress
-from engine.planning.scenarios import Comparison, compare, kind_split, robustness, spend_table
+from engine.planning.scenarios import (
+    Comparison,
+    compare,
+    kind_split,
+    plan_usage,
+    robustness,
+    spend_table,
+)
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
@@ -199,19 +205,20 @@ def limit_table(comparison: Comparison, rows: Sequence[Any]) -> pl.DataFrame:
     optimum = comparison.optimum
     options = optimum.options
     prices = optimum.summary.get("shadow_prices") or {}
-    spend = comparison.evaluations[0].units["spend"].to_numpy()
-    used = row_usage(options, list(rows), spend)
+    best = comparison.evaluations[0]
+    used = plan_usage(options, list(rows), best.units["spend"].to_numpy(), best.resources)
     top = max([abs(float(v)) for v in prices.values()] + [1.0])
     out = []
     for row, u in zip(rows, used, strict=True):
         price = float(prices.get(row.name, 0.0))
         price = 0.0 if abs(price) < 1e-9 * top else price
-        tight = abs(u - row.rhs) <= 1e-6 * max(1.0, abs(row.rhs))
         out.append({
             "limit": row.name, "label": limit_label(row.name),
             "sense": ">=" if row.sense == GE else "<=", "amount": float(row.rhs),
             "used": float(u), "shadow_price": price,
-            "binding": bool(tight and price != 0.0),
+            # a non-zero LP price means the LP's row is tight (complementary slackness); the
+            # integral plan may leave a few units' use of it free
+            "binding": price != 0.0,
         })
     frame = pl.DataFrame(out, schema={"limit": pl.String, "label": pl.String, "sense": pl.String,
                                       "amount": pl.Float64, "used": pl.Float64,
@@ -520,7 +527,8 @@ def report_json(data: ReportData) -> dict[str, Any]:
                      "points": front.points.select(
                          "budget", "equity_gain", "slope",
                          *[k for k in KINDS if k in front.points.columns]).gather(
-                         _thin(front.points.height)).to_dicts()},
+                         _thin(front.points.height)).to_dicts(),
+                     "shadow_prices": _frame(front.prices)},
         "acquisition_vs_retention": kind_view(data.kinds, data.limits),
         "plans": plans_table(comp).to_dicts(),
         "roc": roc_wide(comp).to_dicts(),

@@ -62,6 +62,8 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)  # plan rows it breaks
     bound: float | None = None  # LP bound of the optimum it is compared with
+    # per unit, its use of each resource besides spend the plan limits (contacts, calls...)
+    resources: dict[str, FloatArray] = field(default_factory=dict)
 
     @property
     def equity_before(self) -> float:
@@ -103,7 +105,8 @@ def evaluation_of(result: PlanResult, name: str, discount_rate: float) -> Evalua
     notes = [] if result.summary.get("gap") in (None, 0.0) else [
         f"gap to the LP bound {result.summary['gap']:.2e}"
     ]
-    return Evaluation(name, units, discount_rate, notes, bound=result.summary.get("bound"))
+    return Evaluation(name, units, discount_rate, notes, bound=result.summary.get("bound"),
+                      resources=resource_use(result.options, result.allocation))
 
 
 def _units_frame(options: OptionSet, spend: FloatArray, after: FloatArray) -> pl.DataFrame:
@@ -226,13 +229,53 @@ def evaluate_spend(
     allocation, excess, notes = spend_allocation(options, table, name)
     spend = allocation.spend(options) + excess
     after = allocation.equity(options) - excess
+    resources = resource_use(options, allocation)
     return Evaluation(name, _units_frame(options, spend, after), discount_rate, notes,
-                      broken_rows(options, rows, spend))
+                      broken_rows(options, rows, spend, resources), resources=resources)
 
 
-def broken_rows(options: OptionSet, rows: list[Constraint], spend: FloatArray) -> list[str]:
-    """Names of the rows a per-unit spend breaks (relative tolerance 1e-9)."""
-    usage = row_usage(options, rows, spend)
+def resource_use(options: OptionSet, allocation: Allocation) -> dict[str, FloatArray]:
+    """Per unit, its use of every resource column besides spend (contacts, calls...)."""
+    return {name: allocation.mix(use) for name, use in options.extra.items()}
+
+
+def plan_usage(
+    options: OptionSet,
+    rows: list[Constraint],
+    spend: FloatArray,
+    resources: dict[str, FloatArray] | None = None,
+) -> FloatArray:
+    """What a plan uses of each row (spend for budgets and caps, the row's own resource for a
+    limit on contacts, calls...), from per-unit spend and resource use."""
+    if all(r.resource == "cost" for r in rows):
+        return row_usage(options, rows, spend)
+    per_cell: dict[str, FloatArray] = {}
+    out = np.zeros(len(rows))
+    for k, row in enumerate(rows):
+        name = row.resource
+        if name not in per_cell:
+            if name == "cost":
+                use = spend
+            elif resources is not None and name in resources:
+                use = resources[name]
+            else:
+                raise InvalidInputError.single(
+                    f"plan.resource_limits.{name}", "the plan's use of it is not known")
+            per_cell[name] = np.bincount(options.cell, weights=use,
+                                         minlength=options.n_cells).astype(np.float64)
+        out[k] = float(per_cell[name][row.cells].sum())
+    return out
+
+
+def broken_rows(
+    options: OptionSet,
+    rows: list[Constraint],
+    spend: FloatArray,
+    resources: dict[str, FloatArray] | None = None,
+) -> list[str]:
+    """Names of the rows a plan breaks (relative tolerance 1e-9), from its per-unit spend and
+    (for limits on other resources) its per-unit use of them."""
+    usage = plan_usage(options, rows, spend, resources)
     return [
         r.name for r, u in zip(rows, usage, strict=True)
         if (r.sense == LE and u > r.rhs + 1e-9 * max(1.0, abs(r.rhs)))
@@ -346,9 +389,9 @@ def compare(
     notes: list[str] = []
     evaluations = [evaluation_of(optimum, "optimum", d)]
     before = options.value[options.baseline]
-    evaluations.append(Evaluation("do nothing",
-                                  _units_frame(options, options.cost[options.baseline], before),
-                                  d))
+    evaluations.append(Evaluation(
+        "do nothing", _units_frame(options, options.cost[options.baseline], before), d,
+        resources={n: u[options.baseline] for n, u in options.extra.items()}))
     for i, name in enumerate(baselines):
         progress(f"baseline {name}", (i + 1) / (len(baselines) + 3))
         base_plan = plan.with_overrides(allocation=StrategyChoice(name))
@@ -356,9 +399,16 @@ def compare(
             if any(lim.minimum for lim in plan.segment_limits):
                 base_plan = _without_minimums(base_plan)
                 notes.append(f"{name}: segment minimums dropped (the baseline cannot honour them)")
+            if base_plan.resource_limits:
+                base_plan = base_plan.with_overrides(resource_limits=())
+                used = ", ".join(sorted({r.resource for r in plan.resource_limits}))
+                notes.append(f"{name}: limits on {used} dropped (the baseline spends alike "
+                             "whatever they use); the rows it breaks are listed")
             base_model = replace(model, rows=build_constraints(base_plan, options),
                                  timings=dict(model.timings))
             ev = evaluation_of(allocate(portfolio, base_plan, registry, model=base_model), name, d)
+            if plan.resource_limits:
+                ev.broken = broken_rows(options, rows, ev.units["spend"].to_numpy(), ev.resources)
             if ev.spend == 0:
                 notes.append(f"{name}: spends nothing (no common level fits the budgets)")
             evaluations.append(ev)
@@ -377,7 +427,8 @@ def compare(
                 "optimum, same money", _units_frame(options, solution.spend(options),
                                                     solution.equity(options)), d,
                 ["the LP plan for the current plan's spend and rows (customers may be split "
-                 "between two levels)"], bound=found["lp_bound"])
+                 "between two levels)"], bound=found["lp_bound"],
+                resources=resource_use(options, solution))
     if current is not None:
         evaluations.append(lp_plan)
         moved = money_moved(evaluations[-2], evaluations[0], lp_plan)
@@ -399,7 +450,7 @@ def _same_money(
     from engine.optimize import lp
 
     spend = ev.units["spend"].to_numpy()
-    usage = row_usage(options, rows, spend)
+    usage = plan_usage(options, rows, spend, ev.resources)
     relaxed = []
     for row, used in zip(rows, usage, strict=True):
         if row.name == "budget":

@@ -1,0 +1,160 @@
+"""The frontier, the comparison and the report when the plan limits resources besides spend
+(contacts, calls): exact LP solves at budgets, each checked against highspy's LP on the full
+per-customer model (tests.reference), which shares no code with the engine."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.constraints import LE, Constraint, build_constraints
+from engine.options import from_table
+from engine.plan import Plan, ResourceLimit, SegmentLimit
+from engine.planning.frontier import frontier_of
+from engine.planning.report import build_report, report_json
+from engine.planning.scenarios import compare, plan_usage
+from engine.portfolio import Portfolio
+from tests.reference import reference_mip
+from tests.test_resources import table
+
+
+def plan_for(n: int, seed: int) -> Plan:
+    rng = np.random.default_rng(seed)
+    limits = [ResourceLimit("contacts", max=float(n) * rng.uniform(0.3, 0.6)),
+              ResourceLimit("calls", segment="s1", max=float(n) * rng.uniform(0.05, 0.2))]
+    if seed % 2:
+        limits.append(ResourceLimit("contacts", segment="s2", min=float(n) * 0.05))
+    caps = (SegmentLimit("s0", cap=float(n) * 2.0),) if seed % 3 == 0 else ()
+    return Plan(total_budget=float(n) * 6.0, segment_limits=caps, resource_limits=tuple(limits))
+
+
+def with_budget(rows: list[Constraint], n_cells: int, budget: float | None) -> list[Constraint]:
+    out = [r for r in rows if r.name != "budget"]
+    if budget is not None:
+        out.append(Constraint("budget", np.ones(n_cells, dtype=bool), LE, float(budget)))
+    return out
+
+
+def highspy_lp(options, rows, budget):  # type: ignore[no-untyped-def]
+    found = reference_mip(options, with_budget(rows, options.n_cells, budget), relax=True)
+    return None if found is None else found[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_frontier_with_resource_limits_matches_highspy(seed: int) -> None:
+    n = 150
+    options = from_table(table(n, seed))
+    plan = plan_for(n, seed)
+    rows = build_constraints(plan, options)
+    front = frontier_of(options, rows, plan.total_budget)
+    assert front.method == "solves" and not front.summary()["exact"]
+    pts = front.points
+    budget, equity = pts["budget"].to_numpy(), pts["equity"].to_numpy()
+    bound, price = pts["bound"].to_numpy(), pts["shadow_price"].to_numpy()
+    assert pts.height >= 7 and bool((np.diff(budget) > 0).all())
+    scale = max(1.0, float(np.abs(equity).max()))
+    # every solved point is highspy's LP optimum at that budget, with a bound that meets it
+    for b, e in zip(budget, equity, strict=True):
+        assert highspy_lp(options, rows, b) == pytest.approx(e, rel=1e-9, abs=1e-9 * scale)
+    assert np.allclose(bound, equity, rtol=1e-9, atol=1e-9 * scale)
+    # the least budget: feasible there, infeasible just below; the optimal one: no gain past it
+    assert highspy_lp(options, rows, budget[0] * (1 - 1e-6) - 1e-6) is None
+    unlimited = highspy_lp(options, rows, None)
+    assert unlimited == pytest.approx(equity[-1], rel=1e-9)
+    assert front.optimal_budget == budget[-1] and price[-1] == 0.0
+    # concave, and each point's certificate is a line above every other point
+    slope = np.diff(equity) / np.diff(budget)
+    assert bool((np.diff(slope) <= 1e-9 * max(1.0, float(np.abs(slope).max()))).all())
+    for i in range(budget.size):
+        above = bound[i] + price[i] * (budget - budget[i])
+        assert bool((equity <= above + 1e-9 * scale).all())
+    # between solved budgets highspy's optimum lies between the line drawn and max_gap above it
+    rng = np.random.default_rng(seed)
+    for b in rng.uniform(budget[0], budget[-1], 4):
+        exact = highspy_lp(options, rows, b)
+        drawn = float(front.equity_at([b])[0])
+        assert drawn - 1e-9 * scale <= exact <= drawn + front.max_gap + 1e-9 * scale
+    # the budget's price at a solved budget is the solve's; every row priced at every point
+    assert front.slope_at(budget[1:2])[0] == price[1]
+    assert front.prices is not None
+    names = {r.name for r in rows}
+    assert set(front.prices["limit"].unique()) == names | {"budget"}
+    assert front.prices.group_by("point").len()["len"].to_list() == [len(names)] * pts.height
+    # the split adds up to the spend at every solved budget
+    split = front.split_at(budget)
+    total = split.group_by("budget").agg(pl.col("spend").sum()).sort("budget")
+    assert np.allclose(total["spend"].to_numpy(),
+                       pts["retention"].to_numpy() + pts["acquisition"].to_numpy())
+
+
+def test_frontier_refines_where_the_sandwich_is_widest() -> None:
+    n = 150
+    options = from_table(table(n, 4))
+    plan = plan_for(n, 4)
+    rows = build_constraints(plan, options)
+    few = frontier_of(options, rows, plan.total_budget)
+    from engine.planning import frontier_solves
+
+    coarse = frontier_solves.trace_by_solves(options, rows, plan.total_budget,
+                                             lambda *_: None, lambda: False, 0.0,
+                                             first=3, most=3)
+    assert coarse.points.height <= 4 < few.points.height  # 3 evenly spaced and the plan's
+    assert coarse.max_gap > few.max_gap  # more solves, tighter sandwich
+
+
+def contacts_portfolio(n: int) -> tuple[Portfolio, Plan]:
+    from engine.plan import StrategyChoice
+    from engine.synthetic import example
+
+    cust, pros, plan = example(n)
+    plan = plan.with_overrides(
+        cost=StrategyChoice(plan.cost.name, {"contacts_per_head": 1.0}),
+        resource_limits=(ResourceLimit("contacts", max=0.3 * n),))
+    return Portfolio(cust, pros, None), plan
+
+
+def test_compare_and_report_with_a_contacts_limit() -> None:
+    n = 400
+    portfolio, plan = contacts_portfolio(n)
+    comp = compare(portfolio, plan)
+    options = comp.optimum.options
+    rows = build_constraints(plan, options)
+    contacts = options.extra["contacts"]
+    # the optimum's use of contacts is its levels' contacts, not its spend
+    best = comp.evaluations[0]
+    used = plan_usage(options, rows, best.units["spend"].to_numpy(), best.resources)
+    k = [r.name for r in rows].index("max:contacts")
+    mine = float(comp.optimum.allocation.mix(contacts).sum())
+    assert used[k] == pytest.approx(mine) and mine <= 0.3 * n + 1e-9
+    assert used[k] != pytest.approx(best.spend)
+    # the baselines run without the contacts limit and say which rows they break
+    for ev in comp.evaluations:
+        if ev.name in ("uniform", "proportional"):
+            ev_used = plan_usage(options, rows, ev.units["spend"].to_numpy(), ev.resources)
+            assert ("max:contacts" in ev.broken) == (ev_used[k] > 0.3 * n * (1 + 1e-9))
+    assert any("limits on contacts dropped" in note for note in comp.notes)
+    # every plan's same-money bound is highspy's LP with the rows relaxed to admit it
+    for ev in comp.evaluations[1:]:
+        usage = plan_usage(options, rows, ev.units["spend"].to_numpy(), ev.resources)
+        relaxed = [replace(r, rhs=max(r.rhs, u) if r.sense == LE else min(r.rhs, u))
+                   for r, u in zip(rows, usage, strict=True) if r.name != "budget"]
+        expected = highspy_lp(options, relaxed, ev.spend)
+        assert ev.bound == pytest.approx(expected, rel=1e-9)
+        assert ev.equity_after <= ev.bound + 1e-9 * abs(ev.bound)
+
+    data = build_report(portfolio, plan, response_factors=(1.5,))
+    limits = {r["limit"]: r for r in data.limits.to_dicts()}
+    row = limits["max:contacts"]
+    assert row["used"] == pytest.approx(mine, rel=1e-9)
+    assert row["shadow_price"] == pytest.approx(comp.optimum.summary["shadow_prices"]
+                                                ["max:contacts"], rel=1e-9)
+    assert row["binding"] and row["shadow_price"] > 0
+    assert data.frontier.method == "solves"
+    assert "contacts" in data.decision["recommendation"]
+    doc = report_json(data)
+    assert doc["frontier"]["shadow_prices"]
+    assert {r["limit"] for r in doc["frontier"]["shadow_prices"]} >= {"max:contacts", "budget"}
+    assert doc["scenarios"]
