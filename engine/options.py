@@ -134,7 +134,7 @@ class OptionSet:
             offsets.append(p.offsets[1:] + base)
             base += int(p.offsets[-1])
         ids = pl.concat([p.unit_id.cast(pl.String) for p in parts])
-        cost = np.concatenate([p.cost for p in parts])
+        cost = _joined([p.cost for p in parts])
         # Resource columns survive: a part without one uses none of it (0 at every option).
         extra = {
             name: np.concatenate(
@@ -151,10 +151,10 @@ class OptionSet:
             size=np.concatenate([p.size for p in parts]),
             offsets=np.concatenate(offsets),
             # one array serves both when every part shares it (levels that are the spend)
-            level=cost if all(p.level is p.cost for p in parts) else np.concatenate(
+            level=cost if all(p.level is p.cost for p in parts) else _joined(
                 [p.level for p in parts]),
             cost=cost,
-            value=np.concatenate([p.value for p in parts]),
+            value=_joined([p.value for p in parts]),
             extra=extra,
         )
 
@@ -177,6 +177,27 @@ class OptionSet:
             problems.append(FieldViolation("options.cost", "must be >= 0", first))
         if problems:
             raise InvalidInputError(problems)
+
+
+def _joined(arrays: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+    """The arrays one after the other: a view when they are consecutive slices of one
+    buffer (a cost model that filled one array for all its parts), else a copy."""
+    base = arrays[0].base
+    if isinstance(base, np.ndarray) and base.flags.c_contiguous and all(
+        a.base is base and a.ndim == 1 and a.flags.c_contiguous and a.dtype == base.dtype
+        for a in arrays
+    ):
+        start = arrays[0].ctypes.data
+        at = start
+        for a in arrays:
+            if a.ctypes.data != at:
+                break
+            at += a.nbytes
+        else:
+            first, size = (start - base.ctypes.data) // base.itemsize, (at - start) // base.itemsize
+            view: NDArray[np.float64] = base.reshape(-1)[first:first + size]
+            return view
+    return np.concatenate(arrays)
 
 
 def _rising(cost: NDArray[np.float64], starts: NDArray[np.int64]) -> bool:

@@ -86,3 +86,24 @@ def test_metric_columns_side_by_side_equal_the_join() -> None:
     shuffled = metric.sample(fraction=1.0, shuffle=True, seed=1)  # not in the plan's order
     assert _with_metric_columns(base, shuffled).equals(joined)
     assert units["clv"].tail(5).null_count() == 5  # pools get no customer metrics
+
+
+def test_response_options_share_one_buffer_per_array() -> None:
+    """Customers and pools fill one buffer per array; concat joins them without a copy, and
+    the options are the ones built part by part."""
+    from equity_plugins.costs import response_options
+
+    from engine.options import _joined
+
+    customers, prospects, plan = example(3_000)
+    together = response_options(customers, prospects, plan, 0.3, 0.05)
+    apart = OptionSet.concat([response_options(customers, None, plan, 0.3, 0.05),
+                              response_options(None, prospects, plan, 0.3, 0.05)])
+    for name in ("level", "cost", "value"):
+        assert np.array_equal(getattr(together, name), getattr(apart, name))
+        assert getattr(together, name).base is not None  # a view of the one buffer
+    assert np.array_equal(together.offsets, apart.offsets)
+    buffer = np.arange(10.0)
+    assert np.shares_memory(_joined([buffer[:4], buffer[4:]]), buffer)
+    gapped = _joined([buffer[:4], buffer[5:]])  # not adjacent: a copy, in order
+    assert not np.shares_memory(gapped, buffer) and gapped.tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9]
