@@ -64,39 +64,12 @@ def solve(
     integral = ~options.fractional[options.unit_of_option]
     coupling = _coupling(options, rows)
     rhs = normalized_rhs(rows)
-    k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
-    start = np.concatenate([np.searchsorted(k_rows, np.arange(len(rows) + 1)),
-                            k_rows.size + options.offsets[1:]])
-    index = np.concatenate([cols, np.arange(n)])
-    data = np.concatenate([coupling[k_rows, cols], np.ones(n)])
-    lower = np.concatenate([np.full(len(rows), -_INF), np.ones(units)])
-    upper = np.concatenate([rhs, np.ones(units)])
-
-    with native_stdout_silenced():  # HiGHS prints a banner when a solver object is made
-        h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("mip_rel_gap", GAP)
-    h.setOptionValue("mip_abs_gap", GAP)
-    # absolute by default (1e-6): tightened so that a small minimum is met, not left short
-    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
-    if time_limit is not None:
-        h.setOptionValue("time_limit", float(time_limit))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n, len(rows) + units
-    lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = options.value.astype(np.float64)
-    lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.ones(n)
-    lp.row_lower_, lp.row_upper_ = lower, upper
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.start_ = start.astype(np.int32)
-    lp.a_matrix_.index_ = index.astype(np.int32)
-    lp.a_matrix_.value_ = data
-    if h.passModel(lp) != highspy.HighsStatus.kOk:
+    h = _highs(time_limit)
+    if not _pass(h, options.value, coupling, rhs, options.offsets, None):
         return None
 
-    # the LP relaxation: its duals price the rows
+    # the LP relaxation: its duals price the rows (no presolve: faster on these models)
+    h.setOptionValue("presolve", "off")
     if h.run() != highspy.HighsStatus.kOk:
         return None
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
@@ -118,9 +91,7 @@ def solve(
     net = options.value - duals @ coupling
     gaps = np.maximum.reduceat(net, options.offsets[:-1])[options.unit_of_option] - net
     if integral.any():
-        kinds = np.where(integral, int(highspy.HighsVarType.kInteger),
-                         int(highspy.HighsVarType.kContinuous)).astype(np.uint8)
-        h.changeColsIntegrality(n, np.arange(n, dtype=np.int32), kinds)
+        h.setOptionValue("presolve", "choose")
         found = _core_mip(h, options, coupling, rhs, integral, lp_x, gaps, bound)
         if found is None:
             return None
@@ -162,35 +133,109 @@ def _core_mip(
     """The MIP over a core of options (gap <= delta), widened until its optimum is within
     delta of the bound: then no option left out can be in a better plan. The first delta
     comes from the LP plan rounded (each customer at its heaviest option) when that keeps
-    every row, else from the smallest gaps."""
-    n = gaps.size
+    every row, else from the smallest gaps. A plan with weights w is worth at most
+    bound - sum(w * gap), so a customer's option with gap > delta is in no plan better than
+    one within delta of the bound."""
     slack = 1e-9 * max(1.0, abs(bound))
     rounded = _rounded(options, lp_x, integral)
     if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
-        delta = bound - float(options.value @ rounded) + slack
+        # a quarter of the rounded plan's gap: a smaller core, widened when it falls short
+        delta = (bound - float(options.value @ rounded)) / 4 + slack
     else:
         positive = np.sort(gaps[gaps > slack])
         delta = float(positive[min(positive.size - 1, max(8, (gaps <= slack).sum()))]) \
             if positive.size else slack
-    everything = np.arange(n, dtype=np.int32)
+    unit = options.unit_of_option
+    starts = options.offsets[:-1]
     while True:
-        core = gaps <= delta
-        upper = core.astype(np.float64)
-        h.changeColsBounds(n, everything, np.zeros(n), upper)
-        if h.run() != highspy.HighsStatus.kOk:
-            return None
-        status = h.getModelStatus()
+        # a pool's weights are continuous: a small weight on an option costs only that share
+        # of its gap, so every pool option stays in the core
+        core = (gaps <= delta) | ~integral
+        # customers with one option in the core take it; the MIP is over the others
+        free = (np.add.reduceat(core, starts) > 1)[unit]
+        fixed = (core & ~free).astype(np.float64)
+        cols = np.flatnonzero(core & free)
+        x = fixed
+        sub_bound = 0.0
         complete = bool(core.all())
-        if status == highspy.HighsModelStatus.kOptimal:
-            x = np.asarray(h.getSolution().col_value)
-            value = float(options.value @ x)
-            if complete or bound - value <= delta:
-                return x, float(h.getInfo().mip_dual_bound)
-            delta = max(2 * delta, bound - value + slack)
-        elif status == highspy.HighsModelStatus.kInfeasible and not complete:
+        if cols.size:
+            counts = np.bincount(unit[cols], minlength=options.n_units)
+            offsets = np.concatenate([[0], np.cumsum(counts[counts > 0])])
+            if not _pass(h, options.value[cols], coupling[:, cols], rhs - coupling @ fixed,
+                         offsets, integral[cols]):
+                return None
+            if h.run() != highspy.HighsStatus.kOk:
+                return None
+            status = h.getModelStatus()
+            if status == highspy.HighsModelStatus.kOptimal:
+                x = fixed.copy()
+                x[cols] = h.getSolution().col_value
+                if integral[cols].any():  # HiGHS' proven bound, as a gap to its plan
+                    found = float(options.value[cols] @ x[cols])
+                    sub_bound = float(h.getInfo().mip_dual_bound) - found
+            elif status == highspy.HighsModelStatus.kInfeasible and not complete:
+                delta = 2 * delta + float(np.median(gaps[~core]))
+                continue
+            else:
+                return None
+        elif (coupling @ x > rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).any():
+            if complete:
+                return None
             delta = 2 * delta + float(np.median(gaps[~core]))
-        else:
-            return None
+            continue
+        value = float(options.value @ x)
+        if complete or bound - value <= delta:
+            return x, value + max(sub_bound, 0.0)
+        delta = max(2 * delta, bound - value + slack)
+
+
+def _highs(time_limit: float | None) -> highspy.Highs:
+    with native_stdout_silenced():  # HiGHS prints a banner when a solver object is made
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    # the feasibility-jump heuristic costs ~8 ms per MIP however small (HiGHS 1.16); these
+    # MIPs start from a core that the LP's prices leave, where it finds nothing the
+    # branch-and-bound does not find at once
+    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
+    h.setOptionValue("mip_rel_gap", GAP)
+    h.setOptionValue("mip_abs_gap", GAP)
+    # absolute by default (1e-6): tightened so that a small minimum is met, not left short
+    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    return h
+
+
+def _pass(
+    h: highspy.Highs,
+    value: NDArray[np.float64],
+    coupling: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    integral: NDArray[np.bool_] | None,
+) -> bool:
+    """max value.x s.t. coupling x <= rhs, each unit's weights (columns offsets[u] to
+    offsets[u+1]) summing to 1, 0 <= x <= 1, binary where ``integral``."""
+    n, m, units = value.size, rhs.size, offsets.size - 1
+    k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
+    start = np.concatenate([np.searchsorted(k_rows, np.arange(m + 1)), k_rows.size + offsets[1:]])
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, m + units
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = np.ascontiguousarray(value, dtype=np.float64)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.ones(n)
+    lp.row_lower_ = np.concatenate([np.full(m, -_INF), np.ones(units)])
+    lp.row_upper_ = np.concatenate([rhs, np.ones(units)])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([cols, np.arange(n)]).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([coupling[k_rows, cols], np.ones(n)])
+    if integral is not None and integral.any():
+        kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+        lp.integrality_ = [kinds[b] for b in integral.tolist()]  # the core's columns only
+    return bool(h.passModel(lp) == highspy.HighsStatus.kOk)
 
 
 def _rounded(
