@@ -47,6 +47,9 @@ PARAM_NAMES = ("r", "alpha", "a", "b")
 _LOG_BOUND = 25.0  # parameters live in [e^-25, e^25]; reaching it means a degenerate fit
 MIN_CUSTOMERS = 10  # four parameters: fewer customers than this cannot identify them
 WARM_START_SAMPLE = 50_000  # larger fits start from a fit on this many random customers
+# A rise of the per-customer objective this small (relative) is rounding in a sum over
+# hundreds of thousands of rows, not a worse point: a Newton step is not refused for it.
+_F_NOISE = 1e-13
 
 
 class ModelFitError(SolverError):
@@ -142,7 +145,9 @@ def maximize_log_likelihood(
             break
         trial = np.clip(phi - np.linalg.solve(hess, g), -_LOG_BOUND, _LOG_BOUND)
         f_trial, g_trial = objective(trial)
-        if f_trial > f + 1e-15:
+        if f_trial > f + _F_NOISE * (1.0 + abs(f)) or np.max(np.abs(g_trial)) >= np.max(
+            np.abs(g)
+        ):  # worse, or the gradient is down to its rounding noise
             break
         phi, f, g = trial, f_trial, g_trial
     if np.max(np.abs(phi - phi_lbfgs)) > 1e-4:
@@ -185,6 +190,20 @@ def warm_start_sample(n: int, size: int = WARM_START_SAMPLE, seed: int = 0) -> p
     return pl.Series(rng.random(n) < size / n)
 
 
+def warm_start(
+    model: str, sub: Any, start: Array, names: Sequence[str]
+) -> tuple[Array, Array | None]:
+    """The optimum of a fit on a sample (``sub``: ``n`` and ``loglik``) and its Hessian per
+    unit of weight in log-parameters, for chord Newton steps on the full data; ``start`` and
+    no Hessian when the sample's fit fails."""
+    with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
+        warm = maximize_log_likelihood(model, sub.loglik, start, names, sub.n, central=False)
+        return warm.params, np.linalg.inv(warm.covariance) * np.outer(
+            warm.params, warm.params
+        ) / sub.n
+    return start, None
+
+
 def _hessian_log(
     objective: Callable[[Array], tuple[float, Array]],
     phi: Array,
@@ -224,7 +243,7 @@ def _chord_newton(
         for _ in range(30):
             trial = np.clip(phi - step, -_LOG_BOUND, _LOG_BOUND)
             f_trial, g_trial = objective(trial)
-            if f_trial <= f + 1e-15:
+            if f_trial <= f + _F_NOISE * (1.0 + abs(f)):
                 break
             step = step / 2.0
         else:
@@ -304,20 +323,26 @@ def sufficient_statistics(
     frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
 ) -> tuple[Array, Array, Array, Array]:
     """Distinct (x, t_x, T) rows and how many customers share each one."""
-    df = pl.DataFrame(
-        {
-            "x": np.asarray(frequency, dtype=np.float64),
-            "tx": np.asarray(recency, dtype=np.float64),
-            "T": np.asarray(T, dtype=np.float64),
-        }
+    (ux, ix), (utx, itx), (ut, it) = (
+        codes(np.asarray(v, dtype=np.float64)) for v in (frequency, recency, T)
     )
-    g = df.group_by(["x", "tx", "T"]).len()
-    return (
-        g["x"].to_numpy(),
-        g["tx"].to_numpy(),
-        g["T"].to_numpy(),
-        g["len"].cast(pl.Float64).to_numpy(),
-    )
+    if ux.size * utx.size * ut.size >= 2**62:  # too many distinct values to pack a key
+        g = pl.DataFrame({"x": ux[ix], "tx": utx[itx], "T": ut[it]})
+        g = g.group_by(["x", "tx", "T"], maintain_order=True).len()
+        return tuple(g[c].cast(pl.Float64).to_numpy() for c in ("x", "tx", "T", "len"))  # type: ignore[return-value]
+    # One integer per row, distinct keys sorted: the rows come out in (x, t_x, T) order,
+    # so every fit sums in the same order and gives the same bits on every run.
+    key, counts = np.unique((ix * utx.size + itx) * ut.size + it, return_counts=True)
+    rest, k_t = np.divmod(key, ut.size)
+    k_x, k_tx = np.divmod(rest, utx.size)
+    return ux[k_x], utx[k_tx], ut[k_t], counts.astype(np.float64)
+
+
+def codes(values: Array) -> tuple[Array, NDArray[np.int64]]:
+    """Sorted distinct values and the index of each value among them: a hashed distinct
+    (polars) and a binary search, O(n log k) for k distinct values instead of a sort of n."""
+    uniq = np.sort(pl.Series(values, dtype=pl.Float64).unique().to_numpy())
+    return uniq, np.searchsorted(uniq, values).astype(np.int64, copy=False)
 
 
 class _Data:
@@ -427,10 +452,11 @@ def fit_bgnbd(
             f"too few customers to fit BG/NBD: {n:.0f}, at least {MIN_CUSTOMERS} needed "
             "(customers with a purchase on or before the calibration end)",
         )
+    hessian = None
     if start is None:
         rate = float(inner(w, x)) / max(float(inner(w, t_age)), 1e-12)
         start = (1.0, 1.0 / max(rate, 1e-12), 1.0, 1.0)
-        if n > 4 * WARM_START_SAMPLE:  # a sample's optimum is a few iterations from the full one
+        if n > 4 * WARM_START_SAMPLE:  # Newton steps from a sample's optimum, with its Hessian
             sample = warm_start_sample(rfm.height)
             sub = _Data(
                 *sufficient_statistics(
@@ -439,12 +465,8 @@ def fit_bgnbd(
                     rfm["T"].filter(sample),
                 )
             )
-            with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
-                start = tuple(
-                    maximize_log_likelihood(
-                        "BG/NBD", sub.loglik, np.asarray(start), PARAM_NAMES, sub.n, polish=False
-                    ).params
-                )
+            warm, hessian = warm_start("BG/NBD", sub, np.asarray(start), PARAM_NAMES)
+            start = tuple(float(v) for v in warm)
     data = _Data(x, tx, t_age, w)
     res = maximize_log_likelihood(
         "BG/NBD",
@@ -452,6 +474,8 @@ def fit_bgnbd(
         np.asarray(start, dtype=np.float64),
         PARAM_NAMES,
         n,
+        hessian=hessian,
+        central=hessian is None,
     )
     r, alpha, a, b = (float(v) for v in res.params)
     return BGNBDFit(

@@ -14,7 +14,6 @@ so they are summed once per distinct x with weights.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from engine.clv.bgnbd import (
     ModelFitError,
     inner,
     maximize_log_likelihood,
+    warm_start,
     warm_start_sample,
 )
 from engine.errors import FieldViolation, InvalidInputError
@@ -163,14 +163,15 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaFit:
     # Start near the moments: q = 3 keeps the population mean finite, gamma matches it.
     p0 = max(mean**2 / max(var, 1e-12 * mean**2), 0.5)
     start = np.array([p0, 3.0, 2.0 * mean / p0])
-    if x.size > 4 * WARM_START_SAMPLE:  # start from the optimum of a random sample
+    hessian = None
+    if x.size > 4 * WARM_START_SAMPLE:  # Newton steps from the optimum of a random sample
         sample = warm_start_sample(x.size).to_numpy()
         sub = _SpendData(x[sample], m[sample])
-        with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
-            start = maximize_log_likelihood(
-                "Gamma-Gamma", sub.loglik, start, PARAM_NAMES, sub.n, polish=False
-            ).params
-    res = maximize_log_likelihood("Gamma-Gamma", data.loglik, start, PARAM_NAMES, data.n)
+        start, hessian = warm_start("Gamma-Gamma", sub, start, PARAM_NAMES)
+    res = maximize_log_likelihood(
+        "Gamma-Gamma", data.loglik, start, PARAM_NAMES, data.n, hessian=hessian,
+        central=hessian is None,
+    )
     p, q, g = (float(v) for v in res.params)
     return GammaGammaFit(
         p=p,

@@ -10,7 +10,6 @@ central-difference gradient in log-parameters (:func:`fit_model`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,9 +22,10 @@ from engine.clv.bgnbd import (
     MIN_CUSTOMERS,
     WARM_START_SAMPLE,
     MLEResult,
-    ModelFitError,
+    codes,
     maximize_log_likelihood,
     sufficient_statistics,
+    warm_start,
     warm_start_sample,
 )
 from engine.clv.transactions import validate_rfm
@@ -148,11 +148,7 @@ def fit_rows(
     if data.n > 4 * sample:
         mask = warm_start_sample(x_all.size, sample).to_numpy()
         sub = make(*sufficient_statistics(x_all[mask], tx_all[mask], t_all[mask]))
-        with contextlib.suppress(ModelFitError, ValueError, np.linalg.LinAlgError):
-            warm = maximize_log_likelihood(model, sub.loglik, theta0, names, sub.n, central=False)
-            # per-customer Hessian of -ln L in log-parameters at the sample's optimum
-            hessian = np.linalg.inv(warm.covariance) * np.outer(warm.params, warm.params) / sub.n
-            theta0 = warm.params
+        theta0, hessian = warm_start(model, sub, theta0, names)
     res = maximize_log_likelihood(
         model, data.loglik, theta0, names, data.n, hessian=hessian, central=hessian is None
     )
@@ -169,13 +165,6 @@ def model_fit(model: str, res: MLEResult, names: Sequence[str], n_customers: flo
         iterations=res.iterations,
         covariance=res.covariance.tolist(),
     )
-
-
-def codes(values: Array) -> tuple[Array, NDArray[np.intp]]:
-    """Sorted distinct values and the index of each value among them: a hashed distinct
-    (polars) and a binary search, O(n log k) for k distinct values instead of a sort of n."""
-    uniq = np.sort(pl.Series(values, dtype=pl.Float64).unique().to_numpy())
-    return uniq, np.searchsorted(uniq, values)
 
 
 def distinct_pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
