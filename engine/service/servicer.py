@@ -115,7 +115,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             raise LimitExceededError("max_rows", table.height, self.config.max_rows)
         if len(request.metrics) > self.config.max_metrics:
             raise LimitExceededError("max_metrics", len(request.metrics), self.config.max_metrics)
-        metrics = self._metrics(list(request.metrics) or [plan.metric.name])
+        metrics = self._metrics(list(request.metrics) or [plan.metric.name], plan.metric)
         table = _score_inputs(table, metrics)
         scored = table
         for metric in metrics:
@@ -251,7 +251,9 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         if size > self.config.max_message_bytes:
             raise LimitExceededError("max_message_bytes", size, self.config.max_message_bytes)
 
-    def _metrics(self, names: list[str]) -> list[Metric]:
+    def _metrics(self, names: list[str], chosen: StrategyChoice) -> list[Metric]:
+        """The metrics named, the plan's own with the plan's parameters (checked and named
+        ``plan.metric.params.NAME`` when wrong), any other with its defaults."""
         problems = []
         metrics = []
         known = self.registry.names("metric")
@@ -261,7 +263,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                     f"metrics[{i}]", f"unknown metric {name!r}; available: {', '.join(known)}"
                 ))
                 continue
-            metric = self.registry.create("metric", StrategyChoice(name))
+            params = chosen.params if name == chosen.name else {}
+            metric = self.registry.create("metric", StrategyChoice(name, params))
             assert isinstance(metric, Metric)
             metrics.append(metric)
         if problems:
@@ -277,7 +280,9 @@ def _note_rows(context: grpc.ServicerContext, rows: int) -> None:
 
 
 def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
-    """Validate the columns the metrics read (and known customer columns that are present)."""
+    """Validate the columns the metrics read (and known customer columns that are present).
+    A column only a metric knows is checked as numbers unless it is Boolean (a flag such as
+    sbg's ``active``): the metric reads flags itself."""
     required = {c for m in metrics for c in m.requires}
     known = {c.name for c in CUSTOMERS}
     units = "pool" in table.columns  # plan units: pool rows have no customer_id
@@ -286,7 +291,8 @@ def _score_inputs(table: pl.DataFrame, metrics: list[Metric]) -> pl.DataFrame:
                 nullable=c.nullable or (units and c.name == "customer_id"))
         for c in CUSTOMERS
         if c.name in table.columns or c.name in required
-    ) + tuple(Column(name) for name in sorted(required - known))
+    ) + tuple(Column(name, numeric=table.schema.get(name) != pl.Boolean)
+              for name in sorted(required - known))
     return validate_table(table, "customers", contract)
 
 
