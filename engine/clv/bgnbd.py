@@ -355,13 +355,13 @@ class _Data:
 
     def __init__(self, x: Array, tx: Array, T: Array, w: Array) -> None:
         self.n = float(w.sum())
-        self.xs, xi = np.unique(x, return_inverse=True)
+        self.xs, xi = codes(x)  # hashed distinct values: no sort of the rows
         self.w_x = np.bincount(xi, weights=w, minlength=self.xs.size)
-        self.ts, ti = np.unique(T, return_inverse=True)
+        self.ts, ti = codes(T)
         self.w_t = np.bincount(ti, weights=w, minlength=self.ts.size)
         self.wx_t = np.bincount(ti, weights=w * x, minlength=self.ts.size)
         rep = x > 0
-        self.txs, txi = np.unique(tx[rep], return_inverse=True)
+        self.txs, txi = codes(tx[rep])
         self.rep_x = x[rep]
         self.rep_w = w[rep]
         self.rep_xi = xi[rep]

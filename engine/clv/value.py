@@ -48,6 +48,7 @@ from engine.clv.bgnbd import (
     purchase_rate_alive,
 )
 from engine.clv.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
+from engine.clv.models import distinct_pairs
 from engine.clv.transactions import (
     UNIT_DAYS,
     CleaningReport,
@@ -94,11 +95,7 @@ def default_discount_rate(
 
 def _distinct(frequency: Array, T: Array) -> tuple[Array, Array, NDArray[np.intp]]:
     """Distinct (x, T) pairs and each customer's index into them, via integer codes."""
-    xu, xi = np.unique(frequency, return_inverse=True)
-    tu, ti = np.unique(T, return_inverse=True)
-    code = xi.astype(np.int64) * tu.size + ti
-    cu, inv = np.unique(code, return_inverse=True)
-    return xu[cu // tu.size], tu[cu % tu.size], inv.reshape(-1)
+    return distinct_pairs(frequency, T)
 
 
 def stream_alive(
