@@ -37,9 +37,12 @@ def _current(cust: pl.DataFrame, pros: pl.DataFrame) -> pl.DataFrame:
     ])
 
 
-def _check_report(paths: dict[str, Path]) -> str:
+def _check_report(paths: dict[str, Path], scenarios: bool = False) -> str:
+    """Every chart written and inline; the scenarios chart exactly when there are scenarios."""
     page = paths["html"].read_text()
-    for name in CHARTS:
+    assert ("scenarios" in paths) == scenarios
+    assert ('id="chart-scenarios"' in page) == scenarios
+    for name in [n for n in CHARTS if n != "scenarios" or scenarios]:
         png = paths[name].read_bytes()
         assert png.startswith(PNG) and len(png) > 10_000, name
         tag = re.search(f'<img id="chart-{name}"[^>]*src="data:image/png;base64,([^"]+)"', page)
@@ -71,7 +74,8 @@ def example_report() -> tuple[object, pl.DataFrame]:
 def test_report_with_current_plan_and_scenarios(tmp_path: Path, example_report) -> None:
     data, _ = example_report
     paths = write_report(data, tmp_path / "out")
-    page = _check_report(paths)
+    page = _check_report(paths, scenarios=True)
+    assert "<img id=\"chart-scenarios\"" in _section(page, "scenarios")
     for text in ("Frontier and optimal budget", "Acquisition vs retention", "Return on Customer",
                  "optimum, same money", "Scenarios", "largest uplift", "Response curves",
                  "Share of spend vs share of effect"):
@@ -198,6 +202,36 @@ def test_report_with_twenty_segments(tmp_path: Path) -> None:
     assert {r["segment"] for r in report_json(data)["segments"]} == set(segs)
 
 
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png.startswith(PNG)
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _segment_report(n_segments: int, out: Path) -> dict[str, Path]:
+    segs = tuple(f"segment-{i:03d}" for i in range(n_segments))
+    cust, pros = customers(3000, segments=segs), prospects(segments=segs, scale=0.05)
+    plan = Plan(total_budget=18_000.0, retention_levels=(0.0, 2.0, 5.0, 10.0, 20.0),
+                segment_limits=(SegmentLimit(segs[3], cap=500.0),))
+    data = build_report(Portfolio(cust, pros), plan, response_factors=[1.5],
+                        discount_rates=[0.05])
+    assert len(data.groups) == 12
+    return write_report(data, out)
+
+
+def test_charts_at_200_segments_are_the_size_of_those_at_20(tmp_path: Path) -> None:
+    """Top 12 plus "other": every chart, the scenarios' among them, keeps its size (and
+    so its font sizes) whether the portfolio has 20 or 200 segments."""
+    small = _segment_report(20, tmp_path / "s20")
+    large = _segment_report(200, tmp_path / "s200")
+    _check_report(large, scenarios=True)
+    for name in CHARTS:
+        width, height = _png_size(large[name].read_bytes())
+        assert (width, height) == _png_size(small[name].read_bytes()), name
+        assert width <= 1400 and height <= 1400, name
+    page = large["html"].read_text()
+    assert "other (188 segments)" in page or "188 smaller segments" in page
+
+
 def test_cli_frontier_json(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["frontier", "--example", "--example-size", "600", "--json", "--quiet",
                  "--rows", "5"])
@@ -227,7 +261,8 @@ def test_cli_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[st
     _current(cust, pros).write_csv(current)
     assert main(["report", "--example", "--example-size", "600", "--out", str(tmp_path / "r"),
                  "--current-plan", str(current), "--no-scenarios", "--quiet"]) == 0
-    _check_report({**{n: tmp_path / "r" / f"{n}.png" for n in CHARTS},
+    assert not (tmp_path / "r" / "scenarios.png").exists()
+    _check_report({**{n: tmp_path / "r" / f"{n}.png" for n in CHARTS if n != "scenarios"},
                    "html": tmp_path / "r" / "report.html", "json": tmp_path / "r" / "report.json"})
     capsys.readouterr()
     assert main(["compare", "--example", "--example-size", "600", "--current-plan",

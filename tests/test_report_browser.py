@@ -145,7 +145,10 @@ def report_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 PROBE = """JSON.stringify({
   images: Array.from(document.images).map(i => ({id: i.id, complete: i.complete,
-                                                  width: i.naturalWidth, height: i.naturalHeight})),
+                                                  width: i.naturalWidth, height: i.naturalHeight,
+                                                  shown: i.getBoundingClientRect().width,
+                                                  section: (i.closest('section') || {}).id})),
+  pageWidth: document.documentElement.scrollWidth,
   sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
   first: document.querySelector('section').id,
   decisionTop: document.getElementById('decision').getBoundingClientRect().top,
@@ -194,7 +197,8 @@ def test_the_probe_sees_a_broken_image_and_a_console_error(browser: DevTools,
                    "<script>console.error('boom')</script></body></html>")
     target, _, page = _load(browser, bad)
     assert any("boom" in e for e in _errors(browser.events))
-    assert page["images"] == [{"id": "chart-x", "complete": True, "width": 0, "height": 0}]
+    assert [{k: i[k] for k in ("id", "complete", "width", "height")} for i in page["images"]] \
+        == [{"id": "chart-x", "complete": True, "width": 0, "height": 0}]
     browser.send("Target.closeTarget", {"targetId": target})
 
 
@@ -207,6 +211,10 @@ def test_report_loads_in_chromium_without_errors(browser: DevTools, report_page:
     assert set(images) == {f"chart-{n}" for n in CHARTS}
     for name, image in images.items():
         assert image["complete"] and image["width"] > 200 and image["height"] > 100, name
+        # drawn at three quarters of its size or more: the axis labels stay legible
+        assert image["shown"] >= 0.75 * image["width"], name
+    assert images["chart-scenarios"]["section"] == "scenarios"  # the chart, not only a table
+    assert page["pageWidth"] <= 1280  # nothing wider than the window
     assert set(SECTIONS) <= set(page["sections"])
     assert page["first"] == "decision" and page["decisionTop"] < 200  # on the first screen
     assert page["recommendation"].startswith("Spend ")

@@ -24,14 +24,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from engine.planning.frontier import Frontier
-from engine.planning.report_data import ReportData
+from engine.planning.report_data import ReportData, scenarios_table
 from engine.planning.scenarios import Comparison
 
 KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}
 PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467bd",
                 "proportional": "#8c564b", "current": "#d62728",
                 "optimum, same money": "#17becf"}
-CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "uplift")
+CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
+SCENARIO_COLOURS = {"re-optimized": "#98df8a", "optimum": "#2ca02c", "current": "#d62728"}
 MONEY = "currency units"
 
 
@@ -116,7 +117,19 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     fig, axes = _subplots(3, 1, figsize=(9, 9), sharex=True,
                              gridspec_kw={"height_ratios": [3, 1.5, 1.5]})
     ax = axes[0]
-    ax.plot(budget[idx], gain[idx], color="#2ca02c", lw=2, label="LP frontier (exact)")
+    if front.method == "solves":  # solved budgets; V lies between the chord and the bounds
+        n_pts = front.points.height
+        ax.plot(budget[:n_pts], gain[:n_pts], "o-", color="#2ca02c", lw=2, ms=4,
+                label=f"LP optimum at {n_pts} solved budgets (line: chord)")
+        x = np.linspace(budget[0], budget[n_pts - 1], 400)
+        b0, bound = pts["budget"].to_numpy(), pts["bound"].to_numpy()
+        price = pts["shadow_price"].to_numpy()
+        upper = np.min(bound[:, None] + price[:, None] * (x[None, :] - b0[:, None]), axis=0)
+        ax.fill_between(x, np.interp(x, b0, gain[:n_pts]), upper - front.equity_before,
+                        color="#2ca02c", alpha=0.18, lw=0,
+                        label="where the exact frontier can lie (solves' bounds)")
+    else:
+        ax.plot(budget[idx], gain[idx], color="#2ca02c", lw=2, label="LP frontier (exact)")
     g_chosen = float(front.equity_at([chosen])[0] - front.equity_before)
     g_best = front.optimal_equity - front.equity_before
     ax.axvline(best, color="#555", ls="--", lw=1)
@@ -350,6 +363,62 @@ def chart_roc(data: ReportData) -> bytes:
     return _png(fig)
 
 
+def _get(lookup: dict[tuple[str, str], dict[str, Any]], assumption: str, plan: str,
+         column: str) -> float:
+    value = lookup.get((assumption, plan), {}).get(column)
+    return float(value) if value is not None else math.nan
+
+
+def chart_scenarios(data: ReportData) -> bytes:
+    """Each fixed plan under each changed assumption next to the plan re-optimized under it:
+    the equity gain over doing nothing, and how far each falls below the best its money could
+    do there (both in currency units)."""
+    frame = scenarios_table(data.robustness)
+    if frame is None or frame.height == 0:
+        fig, ax = _subplots(figsize=(8, 2.5))
+        ax.text(0.5, 0.5, "No scenarios in this report", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return _png(fig)
+    assumptions = list(dict.fromkeys(frame["assumption"].to_list()))
+    plans = list(dict.fromkeys(frame["plan"].to_list()))
+    n, k = len(assumptions), len(plans)
+    fig, (ax0, ax1) = _subplots(1, 2, figsize=(11, max(3.4, 0.5 * n * max(k, 2) * 0.45 + 2.0)),
+                                gridspec_kw={"width_ratios": [3, 2]})
+    y = np.arange(n)
+    height = 0.8 / k
+    lookup = {(r["assumption"], r["plan"]): r for r in frame.iter_rows(named=True)}
+    for j, plan in enumerate(plans):
+        gain = np.array([_get(lookup, a, plan, "equity_gain") for a in assumptions])
+        short = np.nan_to_num([_get(lookup, a, plan, "below_optimum_bound")
+                               for a in assumptions])
+        at = y + (j - (k - 1) / 2) * height
+        colour = SCENARIO_COLOURS.get(plan, PLAN_COLOURS.get(plan, "#17becf"))
+        label = "re-optimized under the assumption" if plan == "re-optimized" else f"{plan} plan"
+        ax0.barh(at, np.nan_to_num(gain), height=height * 0.92, color=colour, label=label)
+        ax1.barh(at, short, height=height * 0.92, color=colour)
+        for yy, v in zip(at, gain, strict=True):
+            if math.isfinite(v):
+                ax0.text(v, yy, f" {_money(v)}", va="center", fontsize=7)
+    for ax in (ax0, ax1):
+        ax.set_yticks(y)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(_money))
+        ax.grid(axis="x", alpha=0.3)
+    ax0.set_yticklabels(assumptions, fontsize=8)
+    ax1.set_yticklabels([])
+    left, right = ax0.get_xlim()
+    ax0.set_xlim(min(left, 0.0), right + 0.15 * (right - min(left, 0.0)))  # room for labels
+    ax0.axvline(0.0, color="#555", lw=1)
+    ax0.set_xlabel(f"Equity gain over doing nothing ({MONEY}, net of spend)")
+    ax0.set_title("Each plan under changed assumptions", fontsize=10)
+    ax1.set_xlabel(f"Below the best its money could do ({MONEY})")
+    ax1.set_title("What sticking to the plan costs", fontsize=10)
+    ax1.set_xlim(left=0.0)
+    _legend_below(ax0, 3)
+    return _png(fig)
+
+
 def chart_uplift(data: ReportData) -> bytes:
     """Where the gain comes from: customers sorted by uplift, the cumulative share of the
     gain and of the spend against the share of customers."""
@@ -390,5 +459,6 @@ def render_charts(data: ReportData) -> dict[str, Any]:
         "spend": lambda: chart_spend(data),
         "equity": lambda: chart_equity(data),
         "roc": lambda: chart_roc(data),
+        **({"scenarios": lambda: chart_scenarios(data)} if data.robustness is not None else {}),
         "uplift": lambda: chart_uplift(data),
     }

@@ -80,12 +80,21 @@ def denoise(values: FloatArray, scale: float | None = None) -> FloatArray:
 
 
 def limit_label(name: str) -> str:
-    """``cap:at-risk/retention`` -> ``at-risk retention cap``; ``budget`` -> ``total budget``."""
+    """``cap:at-risk/retention`` -> ``at-risk retention cap``; ``budget`` -> ``total budget``;
+    ``max:contacts:s1`` -> ``contacts limit in s1``."""
     if name == "budget":
         return "total budget"
     what, _, rest = name.partition(":")
     if what == "budget":
         return f"{rest} budget"
+    if what in ("max", "min"):  # max:contacts:s1/retention -> contacts limit in s1 retention
+        resource, _, where = rest.partition(":")
+        resource, _, kind = resource.partition("/") if not where else (resource, "", "")
+        segment, _, seg_kind = where.partition("/")
+        kind = kind or seg_kind
+        scope = " ".join(x for x in (segment, kind) if x)
+        return (f"{resource} {'limit' if what == 'max' else 'minimum'}"
+                + (f" in {scope}" if scope else ""))
     segment, _, kind = rest.partition("/")
     return f"{segment}{' ' + kind if kind else ''} {what}"
 

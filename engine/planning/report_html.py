@@ -212,6 +212,34 @@ def _frontier_table(front: Any) -> str:
                                *[k for k in ("retention", "acquisition") if k in table.columns]))
 
 
+def _frontier_text(front: Any) -> str:
+    head = ("as the total budget varies with every other limit kept. The middle panel is the net "
+            "equity one more unit of budget buys (the budget's shadow price); the optimal budget "
+            "is where it falls to 0.")
+    if front.method == "solves":
+        return (f"Equity gain (the LP optimum at {front.n_breakpoints} budgets solved exactly, "
+                f"each with its bound) {head} With limits on resources besides spend the "
+                "frontier is traced by solves: between two solved budgets the exact frontier "
+                "lies in the shaded band, at most "
+                f"{html.escape(_money(front.max_gap))} above the line. {front.seconds:.2f} s.")
+    return (f"Equity gain (the LP optimum, exact at every breakpoint) {head} Method: "
+            f"{html.escape(front.method)}, {front.n_breakpoints:,} breakpoints, "
+            f"{front.seconds:.2f} s.")
+
+
+def _frontier_prices(front: Any) -> str:
+    """With the solves method: every limit's shadow price at each solved budget."""
+    if front.prices is None or front.prices.height == 0:
+        return ""
+    from engine.planning.report_data import limit_label
+
+    wide = front.prices.with_columns(
+        pl.col("limit").map_elements(limit_label, return_dtype=pl.String)
+    ).pivot(on="limit", index="budget", values="shadow_price").sort("budget")
+    return (_p("Shadow price of every limit at each solved budget (net equity per unit of "
+               "the limit; a minimum: per unit less):") + _table(wide))
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;
 max-width:1100px;color:#222;line-height:1.45;padding:0 1em}
@@ -264,13 +292,10 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         _assumptions(data),
         _section(
             "frontier", "Frontier and optimal budget",
-            _p("Equity gain (the LP optimum, exact at every breakpoint) as the total budget "
-               "varies with every other limit kept. The middle panel is the net equity one more "
-               "unit of budget buys (the budget's shadow price); the optimal budget is where it "
-               f"falls to 0. Method: {html.escape(front.method)}, {front.n_breakpoints:,} "
-               f"breakpoints, {front.seconds:.2f} s."),
+            _p(_frontier_text(front)),
             img("frontier", "equity gain against the total budget"),
             _frontier_table(front),
+            _frontier_prices(front),
             _p("Spend by segment and kind along the frontier, largest at the plan's budget "
                "first:"),
             _table(frontier_split(front))),
@@ -316,8 +341,10 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
     if scen is not None:
         parts.append(_section(
             "scenarios", "Scenarios: the same plans under changed assumptions",
-            _p("<i>below_optimum_bound</i>: how far each plan falls below the best its money "
-               "could do under that assumption."),
+            _p("Each plan kept as it is while an assumption changes, next to the plan "
+               "re-optimized under that assumption. <i>below_optimum_bound</i>: how far each "
+               "plan falls below the best its money could do under that assumption."),
+            img("scenarios", "equity gain of each plan under each assumption"),
             _table(scen, percent=("roc",))))
     parts.append(_section(
         "uplift", "Where the gain comes from",
