@@ -74,6 +74,9 @@ def add_parser(subparsers: Any) -> None:
                    default=_DEFAULTS.max_receiving_streams, help="streams uploading at once")
     p.add_argument("--max-error-details", type=int, default=_DEFAULTS.max_error_details,
                    help="field violations listed in one error (the rest are counted)")
+    p.add_argument("--worker-memory-mib", type=int, default=None,
+                   help="memory (address space, MiB) a solve worker may add once started; a "
+                   "solve needing more is refused with RESOURCE_EXHAUSTED (default: no cap)")
     p.add_argument("--in-process-solves", action="store_true",
                    help="solve large requests in the server's own process instead of worker "
                    "processes (which keep them from holding up health checks and small calls)")
@@ -204,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_receiving_streams=args.max_receiving_streams,
             max_error_details=args.max_error_details,
             isolate_solves=not args.in_process_solves,
+            worker_memory_mib=args.worker_memory_mib,
             grace=args.grace,
             drain=args.drain,
             limits=replace(

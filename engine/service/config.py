@@ -102,6 +102,9 @@ class ServerConfig:
     max_concurrent_rpcs: int | None = 1024  # calls in flight; more: gRPC's RESOURCE_EXHAUSTED
     max_metrics: int = 16  # metrics per Score call
     isolate_solves: bool = True  # large solves in worker processes (engine.service.solve_pool)
+    # address space a solve worker may add to what it has once started (RLIMIT_AS); a solve
+    # needing more is RESOURCE_EXHAUSTED naming worker_memory_mib; None: no cap
+    worker_memory_mib: int | None = None
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
     limits: Limits = SERVER_LIMITS  # per allocation: units, levels, segment limits, solver time
@@ -150,6 +153,8 @@ class ServerConfig:
         if self.cluster_partition_rows < 1:
             problems.append(f"cluster_partition_rows must be >= 1, got "
                             f"{self.cluster_partition_rows}")
+        if self.worker_memory_mib is not None and self.worker_memory_mib < 64:
+            problems.append(f"worker_memory_mib must be >= 64, got {self.worker_memory_mib}")
         if self.max_metrics < 1:
             problems.append(f"max_metrics must be >= 1, got {self.max_metrics}")
         for name in ("max_concurrent_solves", "max_message_bytes", "max_rows",

@@ -127,7 +127,8 @@ class EquityServer:
         if self._isolate:
             self.pool = SolvePool(self.config.max_concurrent_solves, WorkerSpec(
                 self.config.plugins_allow, self._factory, logging.getLogger().level,
-                json_lines_configured(), nice=15))
+                json_lines_configured(), nice=15,
+                memory_mib=self.config.worker_memory_mib))
             self.servicer.pool = self.pool
         if self.config.cluster is not None:
             self.cluster = ClusterSolver(self.config)

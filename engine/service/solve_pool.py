@@ -13,6 +13,11 @@ fields and rows) comes back. The caller's ``should_stop`` is relayed through a s
 event that the worker's solve polls; a worker that does not stop within ``kill_after``
 seconds of being told, or that dies, is killed and replaced, and the call fails with a
 clear status. Workers are replaced after ``max_tasks`` tasks, which keeps memory flat.
+
+With ``memory_mib`` each worker caps its address space (``RLIMIT_AS``) at its size once
+started plus that much: a solve that needs more fails inside the worker (``MemoryError``)
+or takes it down (native code aborts when an allocation fails); either way the call gets
+RESOURCE_EXHAUSTED naming ``worker_memory_mib`` and the worker is replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import queue
+import resource
 import signal
 import threading
 import time
@@ -34,7 +40,13 @@ from typing import Any
 
 from google.rpc import status_pb2
 
-from engine.errors import CancelledError, EquityError, SolverError
+from engine.errors import (
+    CancelledError,
+    EquityError,
+    LimitExceededError,
+    MemoryLimitError,
+    SolverError,
+)
 from engine.limits import Limits
 from engine.plan import Plan
 from engine.plugins import Registry
@@ -78,6 +90,30 @@ class WorkerSpec:
     log_level: int
     json_logs: bool
     nice: int
+    memory_mib: int | None = None  # address space a worker may add once started
+
+
+class WorkerMemoryError(LimitExceededError):
+    """A solve needed more memory than a worker's cap (``worker_memory_mib``)."""
+
+    def __init__(self, mib: int, how: str) -> None:
+        EquityError.__init__(
+            self, f"worker_memory_mib: the solve needed more than the {mib} MiB a solve worker "
+            f"may use ({how}); use a smaller portfolio or raise --worker-memory-mib")
+        self.limit, self.value, self.maximum = "worker_memory_mib", float("nan"), float(mib)
+
+
+def cap_address_space(mib: int) -> int:
+    """Limit this process's address space to its current size plus ``mib`` MiB (soft
+    RLIMIT_AS, within the hard limit); returns the limit in bytes."""
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = size + mib * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
 
 
 def interruptible_highs(stop: Any) -> bool:
@@ -129,6 +165,8 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         registry = spec.registry_factory()
     else:
         registry = server_registry(ServerConfig(plugins_allow=spec.plugins_allow))
+    if spec.memory_mib is not None:
+        cap_address_space(spec.memory_mib)
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -140,7 +178,13 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         portfolio, plan, limits, request_id = task
         request_id_var.set(request_id)  # the worker's log lines name the call too
         try:
-            result = allocate_with_uncertainty(portfolio, plan, registry, stop.is_set, limits)
+            try:
+                result = allocate_with_uncertainty(portfolio, plan, registry, stop.is_set,
+                                                   limits)
+            except (MemoryError, MemoryLimitError) as exc:
+                if spec.memory_mib is None:
+                    raise
+                raise WorkerMemoryError(spec.memory_mib, "out of memory") from exc
             reply: tuple[Any, ...] = ("ok", result)
         except Exception as exc:
             if not isinstance(exc, EquityError):
@@ -231,7 +275,9 @@ class SolvePool:
             healthy = True
             return result
         except EquityError as exc:
-            healthy = not isinstance(exc, _WorkerLost)
+            # a worker that ran out of memory may keep a fragmented heap: replaced
+            healthy = not isinstance(exc, _WorkerLost) and not (
+                isinstance(exc, LimitExceededError) and exc.limit == "worker_memory_mib")
             if isinstance(exc, _WorkerLost):
                 raise exc.error from None
             raise
@@ -253,16 +299,14 @@ class SolvePool:
                 try:
                     reply = worker.conn.recv()
                 except (EOFError, OSError):
-                    raise _WorkerLost(SolverError("the solve worker died during the solve",
-                                                  "worker died")) from None
+                    worker.process.join(1.0)
+                    raise _WorkerLost(self._death(worker)) from None
                 if reply[0] == "ready":
                     worker.ready = True
                     continue
                 break
             if not worker.process.is_alive():
-                raise _WorkerLost(SolverError(
-                    f"the solve worker died during the solve (exit code "
-                    f"{worker.process.exitcode})", "worker died"))
+                raise _WorkerLost(self._death(worker))
             if told is None and should_stop():
                 worker.stop.set()
                 told = time.monotonic()
@@ -276,6 +320,17 @@ class SolvePool:
             return result
         status = status_pb2.Status.FromString(reply[1])
         raise error_from_status(grpc_code(status.code), status.message, status.details)
+
+    def _death(self, worker: _Worker) -> EquityError:
+        """What the caller of a solve whose worker died gets: with a memory cap, an abort
+        (native code failing an allocation) or a kill by signal is the cap."""
+        code = worker.process.exitcode
+        mib = self.spec.memory_mib
+        if mib is not None and code is not None and code < 0 and -code in (
+                signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS):
+            return WorkerMemoryError(mib, f"the worker stopped with signal {-code}")
+        return SolverError(f"the solve worker died during the solve (exit code {code})",
+                           "worker died")
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker: idle ones are told to exit, busy ones are killed."""
