@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks import generate, reference
 from engine.errors import InvalidInputError
-from engine.optimize import collect, distributed
+from engine.optimize import collect, distributed, partition
 from engine.optimize.cluster import ClusterError, InProcess, Workers, check_spec, connect
 from engine.optimize.partition import load as partition_load
 from engine.pipeline import allocate as single_allocate
@@ -356,20 +356,65 @@ def test_a_customer_in_two_partitions_is_an_error_naming_it(tmp_path: Path, kind
     assert info.value.violations[0].field.startswith(f"{kind}.customer_id")
 
 
-def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path, monkeypatch) -> None:
-    """Ranges of hashes one at a time (a small batch here): a duplicate in any range is found,
-    and distinct ids pass."""
+def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path) -> None:
+    """Each partition's hashes cut into ranges of the hash space, each range merged apart:
+    every hash lands in exactly one range, a repeat in any range is found, distinct ids
+    pass."""
     table, plan = _options_case(3000, 11)
     directory = _write_parts(table, tmp_path / "o", 3)
-    monkeypatch.setattr(collect, "ID_BATCH", 97)
     workers = InProcess()
     workers.start(partition_load, distributed.sources(options=directory), plan)
-    collect.check_unique_ids(workers)  # 3000 distinct ids over 31 ranges: no error
+    for n in (1, 2, 31):
+        pieces = [partition.id_ranges(part, n) for part in workers.parts]
+        assert all(len(p) == n for p in pieces)
+        for part, cut in zip(workers.parts, pieces, strict=True):
+            assert np.array_equal(np.concatenate(cut), part.id_hash)  # all, once, in order
+        edges = [(k << 64) // n for k in range(n + 1)]
+        for j in range(n):
+            got = np.concatenate([p[j] for p in pieces])
+            assert ((got >= np.uint64(edges[j])) if j else got >= 0).all()
+            if j + 1 < n:
+                assert (got < np.uint64(edges[j + 1])).all()
+            assert not partition.repeated(*(p[j] for p in pieces)).size
+    collect.check_unique_ids(workers)  # 3000 distinct ids: no error
     extra = table.filter(pl.col("customer_id") == table["customer_id"][-1])
     extra.write_parquet(directory / "part-9.parquet")
     workers.start(partition_load, distributed.sources(options=directory), plan)
     with pytest.raises(InvalidInputError, match="is in two partitions"):
         collect.check_unique_ids(workers)
+
+
+def test_the_id_check_runs_among_the_workers(client, tmp_path: Path) -> None:
+    """On a real cluster: the hashes are merged on the workers (the driver gathers one small
+    array per range, not 8 bytes per customer), and a customer in two partitions is still
+    named with both files."""
+    customers, _, plan = example(4000)
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for i in range(4):
+        customers.slice(1000 * i, 1000).write_parquet(directory / f"part-{i}.parquet")
+    workers = Workers(client)
+    gathered: list[int] = []
+    gather = client.gather
+
+    def counted(futures, *args, **kwargs):
+        out = gather(futures, *args, **kwargs)
+        gathered.extend(getattr(o, "nbytes", 0) for o in (out if isinstance(out, list) else []))
+        return out
+
+    try:
+        workers.start(partition_load, distributed.sources(directory), plan)
+        client.gather = counted
+        collect.check_unique_ids(workers)
+        assert len(gathered) == 4 and sum(gathered) == 0  # four ranges, nothing repeated
+        customers.slice(2500, 1).write_parquet(directory / "part-9.parquet")
+        workers.start(partition_load, distributed.sources(directory), plan)
+        with pytest.raises(InvalidInputError, match=r"'C0002500' is in two partitions: row 500 "
+                           r"of .*part-2\.parquet and row 0 of .*part-9\.parquet"):
+            collect.check_unique_ids(workers)
+    finally:
+        client.gather = gather
+        workers.close()
 
 
 # --- tcp:// against a real external scheduler ---------------------------------------------------

@@ -106,6 +106,12 @@ class InProcess:
         extra = each if each is not None else [()] * len(self.parts)
         return [fn(part, *e, *args) for part, e in zip(self.parts, extra, strict=True)]
 
+    def exchange(self, split: Callable[..., Sequence[Any]], n: int,
+                 reduce: Callable[..., Any], *args: Any) -> list[Any]:
+        """:meth:`Workers.exchange` in this process."""
+        pieces = [split(part, n, *args) for part in self.parts]
+        return [reduce(*(p[j] for p in pieces)) for j in range(n)]
+
     def close(self) -> None:
         self.parts = []
 
@@ -146,6 +152,23 @@ class Workers:
         futures = [self.client.submit(fn, p, *e, *args, pure=False)
                    for p, e in zip(self.parts, extra, strict=True)]
         return self._gather(futures)
+
+    def exchange(self, split: Callable[..., Sequence[Any]], n: int,
+                 reduce: Callable[..., Any], *args: Any) -> list[Any]:
+        """A shuffle among the workers: ``split(state, n, *args)`` cuts each partition's
+        state into ``n`` pieces on its worker, then ``reduce(*pieces_j)`` combines the j-th
+        piece of every partition on some worker; the pieces move from worker to worker,
+        never through this process, which gathers only the ``n`` results."""
+        getitem = _getitem
+        splits = [self.client.submit(split, p, n, *args, pure=False) for p in self.parts]
+        pieces = [[self.client.submit(getitem, s, j, pure=False) for s in splits]
+                  for j in range(n)]
+        out = [self.client.submit(reduce, *row, pure=False) for row in pieces]
+        try:
+            return self._gather(out)
+        finally:
+            for future in [*splits, *(f for row in pieces for f in row), *out]:
+                future.release()
 
     def close(self) -> None:
         for future in self.parts:
@@ -191,3 +214,7 @@ class Workers:
             raise ClusterError(
                 f"the cluster stopped answering ({type(exc).__name__}: {exc}); no plan was made"
             ) from None
+
+
+def _getitem(pieces: Sequence[Any], j: int) -> Any:
+    return pieces[j]

@@ -4,7 +4,6 @@ plan's summary (the single machine's ``PlanSummary``) and its assumptions."""
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,26 +24,19 @@ if TYPE_CHECKING:
     from engine.optimize.distributed import BlockLp as Lp
 
 
-ID_BATCH = 1_000_000  # customer id hashes on the driver at once, about (8 MB)
-
-
 def check_unique_ids(workers: Workers | InProcess) -> None:
-    """Every customer id in one partition only, exactly: the partitions' sorted 64-bit id
-    hashes are merged on the driver one hash range at a time (about ``ID_BATCH`` hashes per
-    range, so the driver's memory stays bounded); a hash found in two partitions is looked
-    up as ids in those partitions (a collision of two different ids is no duplicate), and
-    the first id found twice is an input error naming it and both files."""
-    total = sum(int(n) for n in workers.map(partition.id_count))
-    steps = max(1, -(-total // ID_BATCH))
-    edges = [(k << 64) // steps for k in range(steps)] + [None]
-    for lo, hi in itertools.pairwise(edges):
-        assert lo is not None
-        found = workers.map(partition.id_hashes, lo, hi)
-        both = np.concatenate(found) if found else np.zeros(0, dtype=np.uint64)
-        uniq, count = np.unique(both, return_counts=True)
-        twice = uniq[count > 1]
-        if not twice.size:
-            continue
+    """Every customer id in one partition only, exactly, checked among the workers: each
+    partition cuts its sorted 64-bit id hashes into one range of the hash space per
+    partition, and each range is merged on a worker (``Workers.exchange``: the hashes move
+    from worker to worker, 8 bytes per customer in all, none through the driver, and a
+    worker holds one range of every partition, about ``1 / partitions`` of the ids, at
+    once). Only hashes found twice come back; those are looked up as ids in their
+    partitions (a collision of two different ids is no duplicate), and the first id found
+    twice is an input error naming it and both files."""
+    n = max(1, workers.n)
+    found = workers.exchange(partition.id_ranges, n, partition.repeated)
+    twice = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.uint64)
+    if twice.size:
         seen: dict[str, tuple[str, str, int]] = {}
         for source, field, hits in workers.map(partition.ids_of, twice[:1000]):
             for value, row in hits:

@@ -97,17 +97,19 @@ def table_shape(part: Part) -> dict[str, tuple[list[str], list[str]]]:
 # --- customer ids unique across partitions -----------------------------------------------------
 
 
-def id_count(part: Part) -> int:
-    return int(part.id_hash.size)
+def id_ranges(part: Part, n: int) -> list[NDArray[np.uint64]]:
+    """The partition's sorted customer id hashes cut into ``n`` equal ranges of the 64-bit
+    hash space (each id once: the partition's own validation refused duplicates in it)."""
+    edges = np.array([(k << 64) // n for k in range(1, n)], dtype=np.uint64)
+    return np.split(part.id_hash, np.searchsorted(part.id_hash, edges, side="left"))
 
 
-def id_hashes(part: Part, lo: int, hi: int | None) -> NDArray[np.uint64]:
-    """The partition's customer id hashes in ``[lo, hi)`` (``hi`` None: to the top), sorted
-    (each id once: the partition's own validation refused duplicates within it)."""
-    h = part.id_hash
-    start = np.searchsorted(h, np.uint64(lo), side="left")
-    end = h.size if hi is None else np.searchsorted(h, np.uint64(hi), side="left")
-    return h[start:end]
+def repeated(*pieces: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """The hashes found in more than one of ``pieces`` (each sorted and without repeats),
+    at most 1,000 of them: one range of every partition's hashes, merged on a worker."""
+    both = np.sort(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.uint64)
+    twice = both[1:][both[1:] == both[:-1]]
+    return np.unique(twice)[:1000]
 
 
 def ids_of(part: Part, hashes: NDArray[np.uint64]) -> tuple[str, str, list[tuple[str, int]]]:
