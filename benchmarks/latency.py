@@ -5,7 +5,8 @@ another over one loopback connection to an ``equity serve`` process.
 
 Reports p50 / p90 / p99 of each (after ``--warmup`` calls), and, for Allocate, how the
 median splits into the engine's own time (``summary.seconds.total``, measured in the
-server) and the rest (transport, (de)serialisation, the service's checks). The target
+server, with the median of each of its stages) and the rest (transport,
+(de)serialisation, the service's checks). The target
 (issue 16) is a 100-customer Allocate at p50 <= 5 ms; ``--json`` writes the figures.
 """
 
@@ -59,6 +60,7 @@ def main() -> int:
             check = health_pb2.HealthCheckRequest(service="")
             timings: dict[str, list[float]] = {"health": [], "allocate": []}
             engine: list[float] = []
+            stages: dict[str, list[float]] = {}
             for i in range(args.warmup + args.calls):
                 started = time.perf_counter()
                 health.Check(check, timeout=10)
@@ -69,12 +71,18 @@ def main() -> int:
                     timings["health"].append(middle - started)
                     timings["allocate"].append(ended - middle)
                     engine.append(reply.summary.seconds["total"])
+                    for stage, seconds in reply.summary.seconds.items():
+                        stages.setdefault(stage, []).append(seconds)
         figures = {
             "customers": args.customers,
             "calls": args.calls,
             "health_ms": _quantiles(timings["health"]),
             "allocate_ms": _quantiles(timings["allocate"]),
             "allocate_engine_ms_p50": round(float(np.median(engine)) * 1000, 3),
+            # the engine's stages (validate, metric, options, allocate = the solver, report)
+            "engine_stages_ms_p50": {stage: round(float(np.median(v)) * 1000, 3)
+                                     for stage, v in stages.items()},
+            "method": reply.summary.method,
             "load_average": os.getloadavg(),
         }
     finally:

@@ -18,6 +18,9 @@ increments whose ratio falls in one interval) instead of one column per customer
    until bound and plan meet.
 
 The result is the per-customer LP optimum with a certificate (bound, gap, shadow prices).
+Small plans (up to ``engine.optimize.small.MAX_OPTIONS`` options, ``method="auto"``, HiGHS)
+skip all of this: the full per-customer LP and MIP go to HiGHS directly, the same answer
+in milliseconds; whatever that path cannot settle comes back here.
 Integral units left between two levels (at most one or two per cell) are settled by a
 small MIP over all of their levels and those of a few neighbours per cell (a size that
 does not grow with the portfolio). ``method="full"`` hands PuLP one column per hull
