@@ -447,12 +447,27 @@ def _identical(new_day: NDArray[np.bool_], amount: NDArray[np.float64]) -> NDArr
     alone[:-1] &= new_day[1:]
     idx = np.flatnonzero(~alone)
     identical = np.zeros(new_day.size, dtype=bool)
-    if idx.size:
-        day = np.cumsum(new_day[idx], dtype=np.int64)  # days are contiguous runs within idx
-        sub = pl.DataFrame({"day": day, "amount": amount[idx]})
-        first = sub.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
-        identical[idx] = ~first
+    if idx.size == 0:
+        return identical
+    day = np.cumsum(new_day[idx], dtype=np.int64)  # days are contiguous runs within idx
+    sub_amount = amount[idx]
+    starts = np.flatnonzero(new_day[idx])
+    longest = int(_run_lengths(starts, idx.size).max()) if starts.size else idx.size
+    if longest <= _SHORT_DAY:
+        # Compare each row with the up to longest - 1 rows before it: a loop over offsets,
+        # not rows, and no hashing of a million (day, amount) pairs.
+        repeat = np.zeros(idx.size, dtype=bool)
+        for k in range(1, longest):
+            repeat[k:] |= (day[k:] == day[:-k]) & (sub_amount[k:] == sub_amount[:-k])
+        identical[idx] = repeat
+        return identical
+    sub = pl.DataFrame({"day": day, "amount": sub_amount})
+    first = sub.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+    identical[idx] = ~first
     return identical
+
+
+_SHORT_DAY = 16  # up to this many rows in a customer's day, _identical compares offsets
 
 
 def drop_repeated_ids(tx: pl.DataFrame) -> tuple[pl.DataFrame, int]:
