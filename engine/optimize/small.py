@@ -14,9 +14,13 @@ The LP relaxation of that model is the hull LP the block method solves (each uni
 mixed is its concave hull), so its optimum and row duals are the plan's LP certificate:
 ``bound`` is the Lagrangian at those duals, recomputed here over every option (a valid
 upper bound for any non-negative duals, equal to the LP optimum at optimal ones), and the
-shadow prices are the duals. The MIP on the same model, at a relative and absolute gap of
-1e-9, gives the plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound
-as ``integer_bound``.
+shadow prices are the duals. The MIP, at a relative and absolute gap of 1e-9, gives the
+plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound as
+``integer_bound``. It runs over a core: at the LP's prices each option has a gap (its unit's
+best net value minus its own), every plan is worth at most ``bound`` minus its options'
+gaps, so a customer's option whose gap exceeds ``bound`` minus a plan found is in no better
+plan; customers left with one option take it and the MIP sees the few others (a core too
+small for the optimum is widened and solved again).
 
 Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
 its options) returns ``None``: the caller then takes the general path, which explains
