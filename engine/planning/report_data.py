@@ -34,11 +34,11 @@ from engine.planning.frontier import Frontier, frontier_of
 from engine.planning.progress import Progress, no_progress
 from engine.planning.scenarios import (
     Comparison,
+    FixedLevels,
     compare,
     kind_split,
     plan_usage,
     robustness,
-    spend_table,
 )
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
@@ -142,16 +142,17 @@ def build_report(
     options = optimum.options
     rows = build_constraints(plan, options)
     progress("frontier", 0.0)
-    front = frontier_of(options, rows, plan.total_budget, progress)
+    front = comparison.frontier or frontier_of(options, rows, plan.total_budget, progress)
     progress("acquisition vs retention", 0.0)
     kinds = kind_split(optimum, rows)
     scen = None
     if discount_rates or response_factors:
-        plans = {"optimum": spend_table(comparison.evaluations[0])}
+        plans: dict[str, pl.DataFrame | FixedLevels] = {
+            "optimum": FixedLevels.of(optimum, comparison.evaluations[0])}
         if current is not None:
             plans["current"] = current
         scen = robustness(portfolio, plan, plans, discount_rates, response_factors, registry,
-                          progress, planned=optimum)
+                          progress, planned=optimum, planned_frontier=front)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,11 +32,12 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.allocation import Allocation, row_usage
-from engine.constraints import GE, LE, Constraint, build_constraints
+from engine.constraints import GE, LE, Constraint, build_constraints, spend_only
 from engine.errors import EquityError, InvalidInputError, SolverError
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan, StrategyChoice
 from engine.planning.acquisition_retention import kind_split as kind_split  # re-exported
+from engine.planning.frontier import Frontier, frontier_of
 from engine.planning.progress import Progress, no_progress
 from engine.plugins import Registry, default_registry
 from engine.portfolio import Portfolio
@@ -331,6 +332,7 @@ class Comparison:
     moved: pl.DataFrame | None  # money by segment and kind: current plan vs optimum
     same_money: dict[str, Any] | None  # the optimum for the current plan's money and rows
     notes: list[str] = field(default_factory=list)
+    frontier: Frontier | None = None  # the optimum's frontier (spend-only rows), when traced
 
     def summary(self) -> pl.DataFrame:
         """One row per plan; ``optimum_same_money`` is the LP bound for that plan's spend and
@@ -418,8 +420,12 @@ def compare(
     if current is not None:
         progress("current plan", 0.8)
         evaluations.append(evaluate_spend(options, rows, current, "current", d))
+    progress("frontier", 0.85)
+    front = frontier_of(options, rows, plan.total_budget) if spend_only(rows) else None
     progress("bounds", 0.9)
     for ev in evaluations[1:]:
+        if ev.name != "current" and known_bound(options, rows, ev, front) is not None:
+            continue  # the frontier at its spend: no LP to solve
         found, solution = _same_money(options, rows, ev)
         if ev.name == "current":
             same_money = found
@@ -433,7 +439,46 @@ def compare(
         evaluations.append(lp_plan)
         moved = money_moved(evaluations[-2], evaluations[0], lp_plan)
     progress("done", 1.0)
-    return Comparison(plan, optimum, evaluations, moved, same_money, notes)
+    return Comparison(plan, optimum, evaluations, moved, same_money, notes, front)
+
+
+def known_bound(
+    options: OptionSet,
+    rows: list[Constraint],
+    ev: Evaluation,
+    front: Frontier | None = None,
+    solved: tuple[float, float] | None = None,
+) -> float | None:
+    """The same-money bound of a plan (what ``same_money_bound`` solves) when it is known
+    without an LP, else None. Rows on spend only and a plan breaking no row but the total
+    budget: nothing is relaxed, so it is the LP optimum at the plan's spend with every other
+    row kept: the frontier ``front`` there, or ``solved = (budget, bound)`` of an LP already
+    solved on these rows when the plan spends that budget. A plan at every unit's cheapest
+    level: the LP has no money to move, the bound is the cheapest levels' best value.
+    Checked as ``same_money_bound`` is; stored in ``ev.bound``."""
+    if not spend_only(rows):
+        return None
+    spend = ev.units["spend"].to_numpy()
+    total = float(spend.sum())
+    first = options.hull.points[options.hull.offsets[:-1]]
+    tol = 1e-12 * max(1.0, abs(total))
+    if np.array_equal(spend, options.cost[first]):
+        bound = float(options.value[first].sum())
+    elif set(broken_rows(options, rows, spend, ev.resources)) - {"budget"}:
+        return None
+    elif solved is not None and abs(solved[0] - total) <= tol:
+        bound = float(solved[1])
+    elif front is not None and total >= front.min_budget * (1 + 1e-12) + 1e-9:
+        bound = float(front.equity_at([total])[0])
+    else:
+        return None
+    if ev.equity_after > bound + 1e-9 * max(1.0, abs(bound)):
+        raise SolverError(
+            f"plan {ev.name!r} ({ev.equity_after:.9g}) came out above the LP frontier at its "
+            f"spend ({bound:.9g}): the model is inconsistent"
+        )
+    ev.bound = bound
+    return bound
 
 
 def same_money_bound(
@@ -525,16 +570,19 @@ def with_response(portfolio: Portfolio, plan: Plan, factor: float) -> tuple[Port
 def robustness(
     portfolio: Portfolio,
     plan: Plan,
-    plans: dict[str, pl.DataFrame],
+    plans: Mapping[str, pl.DataFrame | FixedLevels],
     discount_rates: Sequence[float] = (),
     response_factors: Sequence[float] = (),
     registry: Registry | None = None,
     progress: Progress | None = None,
     planned: PlanResult | None = None,
+    planned_frontier: Frontier | None = None,
 ) -> pl.DataFrame:
-    """Each fixed plan (``customer_id, spend``) under each changed assumption, next to the
+    """Each fixed plan (``customer_id, spend``, or ``FixedLevels``: the levels themselves)
+    under each changed assumption, next to the
     plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs.
-    ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again)."""
+    ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again);
+    ``planned_frontier``: its frontier (the plans' bounds as planned read off it)."""
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
@@ -558,9 +606,18 @@ def robustness(
         d = variant.discount_rate
         evs = [evaluation_of(best, "re-optimized", d)]
         for name, table in plans.items():
-            evs.append(evaluate_spend(options, constraints, table, name, d))
+            if isinstance(table, FixedLevels) and table.fits(options):
+                evs.append(evaluate_levels(options, constraints, table.allocation, name, d))
+            else:
+                spend = table.spend_table if isinstance(table, FixedLevels) else table
+                evs.append(evaluate_spend(options, constraints, spend, name, d))
+        front = planned_frontier if (i == 0 and planned is not None) else None
+        solved = None
+        if variant.total_budget is not None and best.summary.get("bound") is not None:
+            solved = (float(variant.total_budget), float(best.summary["bound"]))
         for ev in evs[1:]:
-            same_money_bound(options, constraints, ev)
+            if known_bound(options, constraints, ev, front, solved) is None:
+                same_money_bound(options, constraints, ev)
         for ev in evs:
             bound = ev.bound if ev.bound is not None else ev.equity_after
             rows.append({
@@ -574,6 +631,43 @@ def robustness(
             })
     progress("scenarios", 1.0)
     return pl.DataFrame(rows).with_columns(pl.col("roc").fill_nan(None))
+
+
+@dataclass(frozen=True)
+class FixedLevels:
+    """A plan kept level by level (an ``Allocation`` over one layout of options): under a
+    changed assumption with the same units, levels and costs it keeps its very levels, so its
+    use of contacts, calls... is kept too, which its spend alone does not say; otherwise its
+    ``spend_table`` is valued."""
+
+    allocation: Allocation
+    offsets: NDArray[np.int64]
+    cost: FloatArray
+    spend_table: pl.DataFrame
+
+    @classmethod
+    def of(cls, result: PlanResult, evaluation: Evaluation) -> FixedLevels:
+        return cls(result.allocation, result.options.offsets, result.options.cost,
+                   spend_table(evaluation))
+
+    def fits(self, options: OptionSet) -> bool:
+        return (np.array_equal(self.offsets, options.offsets)
+                and np.array_equal(self.cost, options.cost))
+
+
+def evaluate_levels(
+    options: OptionSet,
+    rows: list[Constraint],
+    allocation: Allocation,
+    name: str,
+    discount_rate: float,
+) -> Evaluation:
+    """A plan given by its levels (on these options' layout) under the model."""
+    spend = allocation.spend(options)
+    resources = resource_use(options, allocation)
+    return Evaluation(name, _units_frame(options, spend, allocation.equity(options)),
+                      discount_rate, [], broken_rows(options, rows, spend, resources),
+                      resources=resources)
 
 
 def spend_table(evaluation: Evaluation) -> pl.DataFrame:
