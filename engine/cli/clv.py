@@ -23,12 +23,10 @@ import polars as pl
 from engine.cli.arguments import discount_rate
 from engine.cli.textfmt import number, plural
 from engine.clv.bgnbd import ModelFitError
+from engine.clv.run import LOG_MODELS  # fitted on a transaction log
 from engine.clv.transactions import UNIT_DAYS
-from engine.clv.value import clv_from_transactions, default_discount_rate
 from engine.errors import InvalidInputError
-from engine.valuation import Valuation
 
-LOG_MODELS = ("bgnbd", "pareto-nbd", "mbg-nbd")  # fitted on a transaction log
 MODEL_CHOICES = (*LOG_MODELS, "bgbb")  # bgbb: discrete opportunities (--opportunities)
 _HORIZON_UNITS = {"d": 1.0, "w": 7.0, "m": 365.25 / 12, "y": 365.25}  # days
 
@@ -161,78 +159,42 @@ def cmd_clv(args: argparse.Namespace) -> int:
             missing[0].lstrip("-").replace("-", "_"), f"{' and '.join(missing)} required "
             "(or --survival for cohort survival counts)",
         )
-    from engine.clv.compare import comparison, fit_models, json_key, model_columns
-    from engine.clv.holdout import holdout_check
+    from engine.clv.run import ClvOptions, run_clv
     from engine.clv.transactions import read_transactions
     from engine.io import write_table
 
-    rate = args.discount_rate
-    if rate is None:
-        rate = default_discount_rate(args.time_unit, args.period_length)
-    valuation = Valuation(discount_rate=rate, horizon=args.horizon)
     horizon = None
     if args.prediction_horizon is not None:
         value, unit = args.prediction_horizon
         horizon = value * (_HORIZON_UNITS[unit] / UNIT_DAYS[args.time_unit] if unit else 1.0)
-    names = list(LOG_MODELS) if args.compare else ["bgnbd", *(args.model or [])]
-    names = list(dict.fromkeys(names))
+    options = ClvOptions(
+        calibration_end=args.calibration_end,
+        holdout_end=args.holdout_end,
+        models=tuple(args.model or ()),
+        compare=args.compare,
+        time_unit=args.time_unit,
+        horizon=args.horizon,
+        discount_rate=args.discount_rate,
+        period_length=args.period_length,
+        margin_ratio=args.margin_ratio,
+        refunds=args.refunds,
+        dedupe=args.dedupe,
+        prediction_horizon=horizon,
+        interval_draws=args.intervals,
+        interval_level=args.interval_level,
+        diagnostics=args.diagnostics,
+        names={"models": "model", "interval_draws": "intervals"},
+    )
     try:
         tx = read_transactions(args.transactions, args.fmt)
-        result = clv_from_transactions(
-            tx,
-            args.calibration_end,
-            time_unit=args.time_unit,
-            valuation=valuation,
-            period_length=args.period_length,
-            margin_ratio=args.margin_ratio,
-            refunds=args.refunds,
-            prediction_horizon=horizon,
-            dedupe=args.dedupe,
-        )
-        fits = {"bgnbd": result.bgnbd, **fit_models(result.rfm, names[1:])}
+        run = run_clv(tx, options, customers=args.output is not None)
     except ModelFitError as exc:
         if args.json:
             print(json.dumps({"converged": False, "model": exc.model, "message": str(exc)}))
         raise
-    summary = result.summary()
-    for name in names[1:]:
-        summary[json_key(name)] = fits[name].as_dict()
-    holdouts = {}
-    if args.holdout_end is not None:
-        holdouts = {
-            name: holdout_check(
-                fit, result.rfm, tx, result.calibration_end, args.holdout_end,
-                args.time_unit, args.refunds, args.dedupe,  # type: ignore[arg-type]
-            )
-            for name, fit in fits.items()
-        }
-        summary["holdout"] = holdouts["bgnbd"].as_dict()
-        for name in names[1:]:
-            summary[json_key(name)]["holdout"] = holdouts[name].as_dict()
-    if len(names) > 1:
-        summary["comparison"] = comparison(fits, holdouts)
-    if args.diagnostics:
-        from engine.clv.diagnostics import diagnostics
-
-        summary["diagnostics"] = diagnostics(
-            result.bgnbd.params, result.rfm["frequency"].to_numpy(),
-            result.rfm["T"].to_numpy(), result.prediction_horizon,
-        )
-    if args.output:
-        table = result.customers
-        if args.intervals:
-            from engine.clv.intervals import customer_intervals
-
-            table = table.hstack(
-                customer_intervals(
-                    result.rfm, result.bgnbd, result.gamma_gamma, valuation,
-                    args.period_length, args.margin_ratio, result.prediction_horizon,
-                    draws=args.intervals, level=args.interval_level,
-                )
-            )
-        if len(names) > 1:
-            table = table.hstack(model_columns(fits, result.rfm, result.prediction_horizon))
-        write_table(table, args.output)
+    summary = run.summary
+    if args.output and run.customers is not None:
+        write_table(run.customers, args.output)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
