@@ -175,6 +175,68 @@ class LevelFit(_message.Message):
     p_value: float
     def __init__(self, spend: _Optional[float] = ..., units: _Optional[int] = ..., successes: _Optional[int] = ..., observed: _Optional[float] = ..., predicted: _Optional[float] = ..., pearson_residual: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
 
+class FitClvRequest(_message.Message):
+    __slots__ = ("transactions", "calibration_end", "holdout_end", "models", "time_unit", "prediction_horizon", "interval_draws", "interval_level", "discount_rate", "horizon", "period_length", "margin_ratio", "refunds", "dedupe", "response_format")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_END_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_END_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_DRAWS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    REFUNDS_FIELD_NUMBER: _ClassVar[int]
+    DEDUPE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    transactions: _portfolio_pb2.Table
+    calibration_end: str
+    holdout_end: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    time_unit: str
+    prediction_horizon: float
+    interval_draws: int
+    interval_level: float
+    discount_rate: float
+    horizon: int
+    period_length: float
+    margin_ratio: float
+    refunds: str
+    dedupe: bool
+    response_format: _portfolio_pb2.TableFormat
+    def __init__(self, transactions: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., calibration_end: _Optional[str] = ..., holdout_end: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., time_unit: _Optional[str] = ..., prediction_horizon: _Optional[float] = ..., interval_draws: _Optional[int] = ..., interval_level: _Optional[float] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., period_length: _Optional[float] = ..., margin_ratio: _Optional[float] = ..., refunds: _Optional[str] = ..., dedupe: _Optional[bool] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ...) -> None: ...
+
+class FitClvResponse(_message.Message):
+    __slots__ = ("fits", "customers", "summary")
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    fits: _containers.RepeatedCompositeFieldContainer[ClvModelFit]
+    customers: _portfolio_pb2.Table
+    summary: _struct_pb2.Struct
+    def __init__(self, fits: _Optional[_Iterable[_Union[ClvModelFit, _Mapping]]] = ..., customers: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., summary: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ClvModelFit(_message.Message):
+    __slots__ = ("model", "parameters", "estimates", "standard_errors", "log_likelihood", "customers", "converged")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    STANDARD_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    parameters: _containers.RepeatedScalarFieldContainer[str]
+    estimates: _containers.RepeatedScalarFieldContainer[float]
+    standard_errors: _containers.RepeatedScalarFieldContainer[float]
+    log_likelihood: float
+    customers: int
+    converged: bool
+    def __init__(self, model: _Optional[str] = ..., parameters: _Optional[_Iterable[str]] = ..., estimates: _Optional[_Iterable[float]] = ..., standard_errors: _Optional[_Iterable[float]] = ..., log_likelihood: _Optional[float] = ..., customers: _Optional[int] = ..., converged: _Optional[bool] = ...) -> None: ...
+
 class ListPluginsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -65,6 +65,11 @@ class EquityServiceStub:
                 request_serializer=equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.SerializeToString,
                 response_deserializer=equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.FromString,
                 _registered_method=True)
+        self.FitClv = channel.unary_unary(
+                '/equity_engine.v1.EquityService/FitClv',
+                request_serializer=equity__engine_dot_v1_dot_service__pb2.FitClvRequest.SerializeToString,
+                response_deserializer=equity__engine_dot_v1_dot_service__pb2.FitClvResponse.FromString,
+                _registered_method=True)
 
 
 class EquityServiceServicer:
@@ -120,6 +125,16 @@ class EquityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FitClv(self, request, context):
+        """Customer lifetime value from a transaction log (`equity clv` over gRPC): BG/NBD and
+        Gamma-Gamma (and the other purchase models asked for) fitted on the calibration period,
+        with standard errors; per customer P(alive), expected purchases and CLV, with intervals
+        from the estimates' uncertainty on request; the calibration/holdout check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EquityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +167,11 @@ def add_EquityServiceServicer_to_server(servicer, server):
                     servicer.FitResponse,
                     request_deserializer=equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.FromString,
                     response_serializer=equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.SerializeToString,
+            ),
+            'FitClv': grpc.unary_unary_rpc_method_handler(
+                    servicer.FitClv,
+                    request_deserializer=equity__engine_dot_v1_dot_service__pb2.FitClvRequest.FromString,
+                    response_serializer=equity__engine_dot_v1_dot_service__pb2.FitClvResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +337,33 @@ class EquityService:
             '/equity_engine.v1.EquityService/FitResponse',
             equity__engine_dot_v1_dot_service__pb2.FitResponseRequest.SerializeToString,
             equity__engine_dot_v1_dot_service__pb2.FitResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FitClv(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/equity_engine.v1.EquityService/FitClv',
+            equity__engine_dot_v1_dot_service__pb2.FitClvRequest.SerializeToString,
+            equity__engine_dot_v1_dot_service__pb2.FitClvResponse.FromString,
             options,
             channel_credentials,
             insecure,
