@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import polars as pl
@@ -40,6 +40,9 @@ from engine.service import wire
 from engine.service.config import MiB
 from engine.service.status import DeadlineExceededError, ServiceError, error_from_status
 from engine.summary import PlanSummary
+
+if TYPE_CHECKING:
+    from engine.service.clv import ClvResult
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 T = TypeVar("T")
@@ -406,6 +409,21 @@ class Client:
         response = self._call(
             lambda: self.stub.FitResponse(request, timeout=self._timeout(timeout)))
         return document_from_proto(response)
+
+    def fit_clv(
+        self, transactions: pl.DataFrame, calibration_end: str, *,
+        timeout: float | None = None, **options: Any,
+    ) -> ClvResult:
+        """CLV from a transaction log (``equity clv`` over gRPC): the ``--json`` summary, the
+        fits and the per-customer table. ``options`` are ``FitClvRequest`` fields
+        (``holdout_end``, ``models``, ``prediction_horizon``, ``interval_draws``, ...)."""
+        from engine.service.clv import request_to_proto, result_from_proto
+
+        request = request_to_proto(
+            wire.encode_table(transactions, self.table_format), calibration_end,
+            self.table_format, **options)
+        response = self._call(lambda: self.stub.FitClv(request, timeout=self._timeout(timeout)))
+        return result_from_proto(response)
 
     def list_plugins(self, *, timeout: float | None = None) -> dict[str, list[dict[str, Any]]]:
         """``{"strategies": [...], "failures": [...]}``, as ``equity plugins --json`` prints."""

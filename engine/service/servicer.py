@@ -1,9 +1,10 @@
-"""``equity_engine.v1.EquityService``: six RPCs, each one converting its messages
+"""``equity_engine.v1.EquityService``: seven RPCs, each one converting its messages
 (``engine.service.wire``, ``Plan.from_proto``) and delegating the work to the engine:
 ``Allocate`` and ``AllocateStream`` to ``engine.pipeline.allocate`` (large solves in a
 worker process, ``engine.service.solve_pool``), ``Score`` to the metric strategies,
 ``ListPlugins`` to the registry, ``Frontier`` to ``engine.planning.frontier``,
-``FitResponse`` to ``engine.response`` (``engine.service.curves``).
+``FitResponse`` to ``engine.response`` (``engine.service.curves``), ``FitClv`` to
+``engine.clv.run`` (``engine.service.clv``).
 
 Errors are raised, never set here: the service interceptor maps them to statuses.
 Admission (``engine.service.admission``) comes first: a large solve and every frontier take
@@ -178,6 +179,28 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         with self.gate.solve(stopper(context), large=rows > self.config.small_solve_rows):
             return curves.fits_to_proto(curves.fit_response(table))
 
+    def FitClv(
+        self, request: service_pb2.FitClvRequest, context: grpc.ServicerContext
+    ) -> service_pb2.FitClvResponse:
+        from engine.service import clv
+
+        wire.check_format(request.response_format, "response_format")
+        table = wire.decode_table(request.transactions, "transactions",
+                                  max_rows=self.config.max_rows,
+                                  max_bytes=self.config.max_decoded_bytes)
+        rows = table.height if table is not None else 0
+        _note_rows(context, rows)
+        if rows > self.config.max_rows:
+            raise LimitExceededError("max_rows", rows, self.config.max_rows)
+        # the fits read every row: many rows take a solve slot, as a fit of curves does
+        with self.gate.solve(stopper(context), large=rows > self.config.small_solve_rows):
+            run = clv.fit_clv(request, table)
+        assert run.customers is not None
+        fmt = request.response_format or wire.first_format(request.transactions)
+        response = clv.response_from_run(run, wire.encode_table(run.customers, fmt))
+        self._check_size(response)
+        return response
+
     # the work behind the RPCs ----------------------------------------------------------------
 
     def _decode(self, msg: portfolio_pb2.Portfolio) -> Portfolio:
@@ -245,7 +268,10 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                 raise LimitExceededError("max_levels_per_unit", most, limit)
 
     def _check_size(
-        self, response: service_pb2.AllocateResponse | service_pb2.FrontierResponse
+        self,
+        response: service_pb2.AllocateResponse
+        | service_pb2.FrontierResponse
+        | service_pb2.FitClvResponse,
     ) -> None:
         size = response.ByteSize()
         if size > self.config.max_message_bytes:
