@@ -48,7 +48,8 @@ def stub() -> Iterator[service_pb2_grpc.EquityServiceStub]:
 def test_every_rpc_has_an_example() -> None:
     methods = service_pb2.DESCRIPTOR.services_by_name["EquityService"].methods_by_name
     assert {m for m, _ in EXAMPLES} == set(methods) == {
-        "Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier", "FitResponse"}
+        "Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier", "FitResponse",
+        "FitClv"}
 
 
 @pytest.mark.parametrize(("method", "body"), EXAMPLES, ids=[m for m, _ in EXAMPLES])
@@ -71,6 +72,12 @@ def test_example_runs(stub: service_pb2_grpc.EquityServiceStub, method: str, bod
     elif method == "ListPlugins":
         response = stub.ListPlugins(requests[0], timeout=30)
         assert {s.name for s in response.strategies} >= {"clv", "roc"}
+    elif method == "FitClv":
+        response = stub.FitClv(requests[0], timeout=60)
+        assert [f.model for f in response.fits] == ["bgnbd", "gamma_gamma"]
+        assert response.fits[0].estimates[0] == pytest.approx(0.267, rel=1e-2)
+        assert response.summary["prediction_horizon"]["length"] == 39
+        assert response.customers.WhichOneof("data") == "columns"
     elif method == "FitResponse":
         response = stub.FitResponse(requests[0], timeout=30)
         fitted = {(c.curve.segment, c.curve.kind): c for c in response.curves}
