@@ -181,7 +181,7 @@ def test_reflection_lists_the_service(server: EquityServer) -> None:
         pool = descriptor_pool.DescriptorPool(db)
         methods = {m.name for m in pool.FindServiceByName(SERVICE_NAME).methods}
     assert methods == {"Allocate", "AllocateStream", "Score", "ListPlugins", "Frontier",
-                       "FitResponse"}
+                       "FitResponse", "FitClv"}
 
 
 def test_health_serving(client: Client) -> None:
