@@ -57,6 +57,13 @@ class Part:
     source: str = ""  # the partition's file, for errors
     id_field: str = "customers.customer_id"  # where its customer ids come from
     id_hash: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    # the constrained increments sorted by (cell, key): ``by_cell[cell_start[c]:
+    # cell_start[c + 1]]`` are cell c's, with their keys in ``sorted_key`` (increasing), so a
+    # round finds the members of its ranges by binary search, not by a pass over all
+    by_cell: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    cell_start: NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    sorted_key: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    totals: dict[str, Any] = field(default_factory=dict)  # the same every round
     # per input table: its columns and segments (the summary's assumptions, on the driver)
     shape: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
@@ -138,7 +145,26 @@ def attach(part: Part, names: list[str], constrained_cells: NDArray[np.bool_]) -
     hull = HullIncrements(options)
     inc = hull.apply()
     key = float_key(inc.dv / inc.dc + 0.0)
-    return replace(part, hull=hull, inc=inc, key=key, constrained=constrained_cells[inc.cell])
+    constrained = constrained_cells[inc.cell]
+    counts = np.bincount(inc.cell, minlength=options.n_cells) * constrained_cells
+    cell_start = np.zeros(options.n_cells + 1, dtype=np.int64)
+    np.cumsum(counts, out=cell_start[1:])
+    order = np.empty(int(cell_start[-1]), dtype=np.int64)
+    for c in np.flatnonzero(counts):  # per cell, its increments by key (then by index)
+        idx = np.flatnonzero(inc.cell == c)
+        order[cell_start[c]:cell_start[c + 1]] = idx[np.argsort(key[idx], kind="stable")]
+    free = inc.dv[~constrained]
+    totals = {
+        "base_cost": np.bincount(options.cell, weights=options.cost[inc.first],
+                                 minlength=options.n_cells),
+        "base_value": float(options.value[inc.first].sum()),
+        "free_value": float(free[free > 0].sum()),
+        "units": options.n_units,
+    }
+    dtype = np.int32 if inc.dc.size < np.iinfo(np.int32).max else np.int64
+    return replace(part, hull=hull, inc=inc, key=key, constrained=constrained,
+                   by_cell=order.astype(dtype), cell_start=cell_start,
+                   sorted_key=key[order], totals=totals)
 
 
 def _inc(part: Part) -> Increments:
@@ -147,18 +173,26 @@ def _inc(part: Part) -> Increments:
 
 
 def members(part: Part, ranges: Ranges) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range)."""
-    inc = _inc(part)
+    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range), in
+    order of cell, then key, then index. Binary searches in the cell's sorted keys: the
+    work is the ranges and their members, not a pass over the partition."""
+    _inc(part)
     found, which = [], []
     for c in np.unique(ranges[:, 0]):
         own = np.flatnonzero(ranges[:, 0] == c)
         own = own[np.argsort(ranges[own, 1])]
-        idx = np.flatnonzero((inc.cell == c) & part.constrained)
-        k = part.key[idx]
-        r = np.searchsorted(ranges[own, 1], k, side="right") - 1
-        ok = (r >= 0) & (k < ranges[own[np.maximum(r, 0)], 2])
-        found.append(idx[ok])
-        which.append(own[r[ok]])
+        a, b = int(part.cell_start[c]), int(part.cell_start[c + 1])
+        keys = part.sorted_key[a:b]
+        start = np.searchsorted(keys, ranges[own, 1], side="left")
+        stop = np.maximum(np.searchsorted(keys, ranges[own, 2], side="left"), start)
+        count = stop - start
+        total = int(count.sum())
+        if not total:
+            continue
+        before = np.cumsum(count) - count
+        pos = np.repeat(start - before, count) + np.arange(total)
+        found.append(part.by_cell[a + pos].astype(np.int64))
+        which.append(np.repeat(own, count))
     if not found:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(found), np.concatenate(which)
@@ -168,23 +202,18 @@ def summary(part: Part, ranges: Ranges, lag: Ranges, lag_price: NDArray[np.float
             ) -> dict[str, Any]:
     """Sums of the increments in ``ranges`` per (range, key >> the range's shift), the
     Lagrangian terms of those in ``lag`` at ``lag_price``, and the partition's totals."""
-    inc, options = _inc(part), part.options
+    inc = _inc(part)
     idx, rid = members(part, ranges)
     uniq, inverse = _groups(part.key[idx], rid, ranges)
     lag_idx, lag_rid = members(part, lag)
     reduced = inc.dv[lag_idx] - lag_price[lag_rid] * inc.dc[lag_idx]
-    free = inc.dv[~part.constrained]
     return {
         "groups": uniq,
         "cost": np.bincount(inverse, weights=inc.dc[idx], minlength=len(uniq)),
         "value": np.bincount(inverse, weights=inc.dv[idx], minlength=len(uniq)),
         "count": np.bincount(inverse, minlength=len(uniq)),
         "lagrangian": np.bincount(lag_rid, weights=np.maximum(reduced, 0.0), minlength=len(lag)),
-        "base_cost": np.bincount(options.cell, weights=options.cost[inc.first],
-                                 minlength=options.n_cells),
-        "base_value": float(options.value[inc.first].sum()),
-        "free_value": float(free[free > 0].sum()),
-        "units": options.n_units,
+        **part.totals,
     }
 
 
