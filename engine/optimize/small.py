@@ -193,9 +193,17 @@ def _core_mip(
         delta = max(2 * delta, bound - value + slack)
 
 
+_quiet = False  # HiGHS (1.16) prints its banner on the first solver object of a process
+
+
 def _highs(time_limit: float | None) -> highspy.Highs:
-    with native_stdout_silenced():  # HiGHS prints a banner when a solver object is made
+    global _quiet
+    if _quiet:
         h = highspy.Highs()
+    else:
+        with native_stdout_silenced():
+            h = highspy.Highs()
+        _quiet = True
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     # the feasibility-jump heuristic costs ~8 ms per MIP however small (HiGHS 1.16); these
