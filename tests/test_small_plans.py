@@ -156,3 +156,22 @@ def test_the_example_plan_through_the_pipeline() -> None:
         assert _close(float(fast.units[name].sum()), float(slow.units[name].sum())), name
     assert _close(fast.summary.integer_bound, slow.summary.integer_bound)
     assert _close(fast.summary.bound, slow.summary.bound)
+
+
+def test_small_plans_solved_in_threads_at_once_give_the_same_answers() -> None:
+    """The server solves small plans in its RPC threads, several at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [example(100, seed=s) for s in range(4)]
+    alone = [allocate(Portfolio(c, p), plan).summary.equity_after for c, p, plan in cases]
+
+    def run(i: int) -> tuple[int, float, str, str]:
+        c, p, plan = cases[i % 4]
+        s = allocate(Portfolio(c, p), plan).summary
+        return i % 4, s.equity_after, s.method, s.status
+
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(run, range(48)))
+    for case, equity, method, status in together:
+        assert (method, status) == ("direct", "optimal")
+        assert equity == alone[case]
