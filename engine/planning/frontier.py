@@ -135,6 +135,18 @@ def frontier_of(
     scale = max(1.0, float(dc.sum()) + float(base_cell.sum()))
     tol = 1e-12 * scale
     groups = groups_of(rows, nonempty, base_cell, tol)
+    # An increment adding no net equity in a cell under no minimum is never taken (dropping it
+    # from a plan frees every limit and loses nothing; within a unit such increments are the
+    # last ones, so each cell keeps a prefix): only the rest are sorted, merged and assembled.
+    under_minimum = np.zeros(n_cells, dtype=bool)
+    for g in groups:
+        if g.minimum > tol:
+            under_minimum |= g.cells
+    keep = dv > 0
+    if under_minimum.any():
+        keep |= under_minimum[inc_cell]
+    if not keep.all():
+        dc, dv, inc_cell, ratio = dc[keep], dv[keep], inc_cell[keep], ratio[keep]
     progress("increments", 0.0)
 
     all_cells = nonempty.copy()
