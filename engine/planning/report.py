@@ -9,18 +9,50 @@ and the assumptions; then the frontier, response curves per segment, share of sp
 share of effect, acquisition vs retention, the plans compared, spend, equity, Return on
 Customer, scenarios and where the gain comes from.
 
-Charts: ``engine.planning.report_charts``; the page: ``engine.planning.report_html``.
+Charts: ``engine.planning.report_charts``; the page: ``engine.planning.report_html``; the
+purchase model's holdout check when customers are valued from a transaction log:
+``engine.planning.report_clv``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec
 
+from engine.plan import Plan
+from engine.planning import report_data
 from engine.planning.progress import Progress, no_progress
 from engine.planning.report_charts import CHARTS, render_charts
-from engine.planning.report_data import ReportData, build_report, report_json
+from engine.planning.report_clv import clv_charts, clv_html, clv_json, clv_of, splice, with_clv
+from engine.planning.report_data import ReportData
 from engine.planning.report_html import SECTIONS, render_html
+from engine.portfolio import Portfolio
+
+P = ParamSpec("P")
+
+
+def _with_clv(
+    build: Callable[Concatenate[Portfolio, Plan, P], ReportData],
+) -> Callable[Concatenate[Portfolio, Plan, P], ReportData]:
+    def built(portfolio: Portfolio, plan: Plan, *args: P.args, **kwargs: P.kwargs) -> ReportData:
+        return with_clv(build(portfolio, plan, *args, **kwargs), portfolio, plan)
+
+    built.__doc__ = build.__doc__
+    return built
+
+
+# the CLV section (engine.planning.report_clv) rides along when the plan has a holdout
+build_report = _with_clv(report_data.build_report)
+
+
+def report_json(data: ReportData) -> dict[str, Any]:
+    doc = report_data.report_json(data)
+    clv = clv_of(data)
+    if clv is not None:
+        doc["clv"] = json.loads(json.dumps(clv_json(clv)))
+    return doc
 
 __all__ = ["CHARTS", "SECTIONS", "ReportData", "build_report", "render_html", "report_json",
            "write_report"]
@@ -32,6 +64,9 @@ def write_report(data: ReportData, out: Path, progress: Progress | None = None) 
     progress = progress or no_progress
     out.mkdir(parents=True, exist_ok=True)
     makers = render_charts(data)
+    clv = clv_of(data)
+    if clv is not None:
+        makers |= clv_charts(clv)
     images: dict[str, bytes] = {}
     paths: dict[str, Path] = {}
     for i, (name, make) in enumerate(makers.items()):
@@ -40,7 +75,8 @@ def write_report(data: ReportData, out: Path, progress: Progress | None = None) 
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(images[name])
     paths["html"] = out / "report.html"
-    paths["html"].write_text(render_html(data, images))
+    page = render_html(data, images)
+    paths["html"].write_text(page if clv is None else splice(page, clv_html(clv, images)))
     paths["json"] = out / "report.json"
     paths["json"].write_text(json.dumps(report_json(data), indent=1, allow_nan=False))
     progress("report", 1.0)
