@@ -225,3 +225,28 @@ def test_report_loads_in_chromium_without_errors(browser: DevTools, report_page:
     assert data.startswith(b"%PDF")
     assert len(data) > 50_000  # the charts are in it
     browser.send("Target.closeTarget", {"targetId": target})
+
+
+def test_clv_section_loads_in_chromium(browser: DevTools,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Customers valued from the CDNOW log with a holdout: the purchase model's section."""
+    from engine.clv.transactions import read_transactions
+    from engine.plan import Plan, StrategyChoice
+
+    tx = read_transactions(Path(__file__).parent / "data" / "CDNOW_sample.txt")
+    plan = Plan(total_budget=2000.0,
+                metric=StrategyChoice("bgnbd", {"calibration_end": "1997-09-30"}))
+    page_path = write_report(build_report(Portfolio(transactions=tx), plan),
+                             tmp_path_factory.mktemp("clv-report"))["html"]
+    target, _, page = _load(browser, page_path)
+    assert _errors(browser.events) == []
+    images = {i["id"]: i for i in page["images"]}
+    for name in ("clv_holdout", "clv_tracking", "clv_calibration"):
+        image = images[f"chart-{name}"]
+        assert image["section"] == "clv"
+        assert image["complete"] and image["width"] > 200 and image["height"] > 100, name
+        assert image["shown"] >= 0.75 * image["width"], name
+    assert page["pageWidth"] <= 1280
+    assert set(SECTIONS) | {"clv"} <= set(page["sections"])
+    assert page["first"] == "decision"
+    browser.send("Target.closeTarget", {"targetId": target})
