@@ -383,8 +383,11 @@ def chart_scenarios(data: ReportData) -> bytes:
     assumptions = list(dict.fromkeys(frame["assumption"].to_list()))
     plans = list(dict.fromkeys(frame["plan"].to_list()))
     n, k = len(assumptions), len(plans)
-    fig, (ax0, ax1) = _subplots(1, 2, figsize=(11, max(3.4, 0.5 * n * max(k, 2) * 0.45 + 2.0)),
-                                gridspec_kw={"width_ratios": [3, 2]})
+    # a fixed layout (margins in inches) instead of constrained layout: one draw, not two
+    tall = max(3.4, 0.225 * n * max(k, 2) + 2.0)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, tall), gridspec_kw={"width_ratios": [3, 2]})
+    fig.subplots_adjust(left=1.45 / 11, right=1 - 0.25 / 11, top=1 - 0.4 / tall,
+                        bottom=0.95 / tall, wspace=0.06)
     y = np.arange(n)
     height = 0.8 / k
     lookup = {(r["assumption"], r["plan"]): r for r in frame.iter_rows(named=True)}
@@ -415,7 +418,9 @@ def chart_scenarios(data: ReportData) -> bytes:
     ax1.set_xlabel(f"Below the best its money could do ({MONEY})")
     ax1.set_title("What sticking to the plan costs", fontsize=10)
     ax1.set_xlim(left=0.0)
-    _legend_below(ax0, 3)
+    handles, names = ax0.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+               fontsize=8, frameon=False)
     return _png(fig)
 
 
