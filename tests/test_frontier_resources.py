@@ -158,3 +158,44 @@ def test_compare_and_report_with_a_contacts_limit() -> None:
     assert doc["frontier"]["shadow_prices"]
     assert {r["limit"] for r in doc["frontier"]["shadow_prices"]} >= {"max:contacts", "budget"}
     assert doc["scenarios"]
+
+
+def test_frontier_with_a_contacts_limit_over_grpc_and_the_cli(
+    tmp_path, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    """The Frontier RPC over a real loopback channel and `equity frontier --limit` trace the
+    same solved points, priced per limit; an unknown resource is INVALID_ARGUMENT naming it."""
+    import json
+
+    from engine.cli import main
+    from engine.errors import InvalidInputError
+    from engine.planning.frontier import frontier
+    from engine.service.client import Client
+    from engine.service.server import EquityServer, ServerConfig
+
+    portfolio, plan = contacts_portfolio(300)
+    local = frontier(portfolio, plan)
+    server = EquityServer(ServerConfig(port=0))
+    server.start()
+    try:
+        with Client(server.address, timeout=120.0) as client:
+            points, _, summary = client.frontier(portfolio, plan)
+            assert summary["method"] == "solves" and summary["exact"] is False
+            assert summary["max_gap"] == pytest.approx(local.max_gap, rel=1e-6, abs=1e-9)
+            assert np.allclose(points["equity"].to_numpy(), local.points["equity"].to_numpy(),
+                               rtol=1e-9)
+            assert {"shadow_price", "bound"} <= set(points.columns)
+            bad = plan.with_overrides(resource_limits=(ResourceLimit("calls", max=1.0),))
+            with pytest.raises(InvalidInputError) as err:
+                client.frontier(portfolio, bad)
+            assert err.value.violations[0].field == "plan.resource_limits[0].resource"
+    finally:
+        server.stop(grace=1.0)
+    args = ["frontier", "--example", "--example-size", "300", "--param",
+            "cost.contacts_per_head=1", "--limit", "contacts<=90", "--quiet"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["frontier"]["method"] == "solves" and not out["frontier"]["exact"]
+    assert out["frontier"]["optimal_budget"] == pytest.approx(local.optimal_budget, rel=1e-9)
+    assert main(args) == 0
+    assert "exact LP solves at budgets" in capsys.readouterr().out

@@ -132,8 +132,13 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         })
         return 0
     s = front.summary()
-    print(f"frontier         exact LP ({s['method']}), {plural(s['breakpoints'], 'breakpoint')}, "
-          f"{s['seconds']:.2f} s ({s['model_seconds']:.2f} s of it building the model)")
+    if s["method"] == "solves":  # limits on other resources: exact LPs at budgets, a band between
+        print(f"frontier         {plural(s['breakpoints'], 'exact LP solve')} at budgets, within "
+              f"{_money(s['max_gap'])} between them, {s['seconds']:.2f} s")
+    else:
+        print(f"frontier         exact LP ({s['method']}), "
+              f"{plural(s['breakpoints'], 'breakpoint')}, {s['seconds']:.2f} s "
+              f"({s['model_seconds']:.2f} s of it building the model)")
     print(f"equity before    {_money(s['equity_before'])}")
     print(f"least budget     {_money(s['min_budget'])}")
     print(f"optimal budget   {_money(s['optimal_budget'])}  equity {_money(s['optimal_equity'])}"
