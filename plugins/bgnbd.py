@@ -16,7 +16,7 @@ from typing import ClassVar
 import polars as pl
 
 from engine.clv.transactions import UNIT_DAYS, normalize_transactions
-from engine.clv.value import CLVResult, clv_from_transactions
+from engine.clv.value import VALUE_MODELS, CLVResult, clv_from_transactions
 from engine.errors import InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.strategies import Metric, Param
@@ -28,7 +28,8 @@ class TransactionCLV(Metric):
 
     name = "bgnbd"
     summary = (
-        "Transactions -> customers: BG/NBD (purchases, P(alive)) x Gamma-Gamma (spend) CLV, "
+        "Transactions -> customers: BG/NBD (or Pareto/NBD, MBG/NBD: purchases, P(alive)) x "
+        "Gamma-Gamma (spend) CLV, "
         "with margin and retention that reproduce it in the engine's CLV formula."
     )
     input_table: ClassVar[str] = "transactions"
@@ -60,12 +61,17 @@ class TransactionCLV(Metric):
             "drop", "Negative amounts: drop them, net them within the day, or reject the log.",
             str, choices=("drop", "net_same_day", "error"),
         ),
+        "model": Param(
+            "bgnbd", "Purchase model that values the customers with Gamma-Gamma: BG/NBD, "
+            "Pareto/NBD or MBG/NBD.", str, choices=VALUE_MODELS,
+        ),
     }  # fmt: skip
     calibration_end: str
     time_unit: str
     period_days: float
     margin_ratio: float
     refunds: str
+    model: str
 
     def fit(self, transactions: pl.DataFrame, valuation: Valuation) -> CLVResult:
         """Both fits and the per-customer table, with the cleaning report and fit summary."""
@@ -81,6 +87,7 @@ class TransactionCLV(Metric):
             period_length=self.period_days / UNIT_DAYS[self.time_unit],
             margin_ratio=self.margin_ratio,
             refunds=self.refunds,  # type: ignore[arg-type]
+            model=self.model,
         )
 
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:

@@ -74,6 +74,12 @@ def add_parser(subparsers: Any) -> None:
         "BG/NBD only)",
     )
     p.add_argument(
+        "--value-model", choices=LOG_MODELS, default="bgnbd",
+        help="purchase model that values the customers with Gamma-Gamma (margin, retention, "
+        "clv, p_alive, expected_purchases); its fit is reported beside BG/NBD's "
+        "(default: bgnbd)",
+    )
+    p.add_argument(
         "--compare", action="store_true",
         help="fit every purchase model; log-likelihood, AIC and holdout error side by side",
     )
@@ -172,6 +178,7 @@ def cmd_clv(args: argparse.Namespace) -> int:
         holdout_end=args.holdout_end,
         models=tuple(args.model or ()),
         compare=args.compare,
+        value_model=args.value_model,
         time_unit=args.time_unit,
         horizon=args.horizon,
         discount_rate=args.discount_rate,

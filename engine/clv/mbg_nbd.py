@@ -28,8 +28,9 @@ import polars as pl
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
-from engine.clv.bgnbd import inner
+from engine.clv.bgnbd import BGNBDParams, inner
 from engine.clv.models import ModelFit, checked_rfm, codes, fit_rows, model_fit
+from engine.clv.value import BGNBDStream
 
 Array = NDArray[np.float64]
 PARAM_NAMES = ("r", "alpha", "a", "b")
@@ -143,6 +144,12 @@ class MBGNBDFit:
         a, b = self.fit.params["a"], self.fit.params["b"]
         zero = np.zeros_like(t)
         return b / (a + b) * expected_purchases_alive(self.theta, t, zero, zero)
+
+    def alive_stream(self) -> BGNBDStream:
+        """Expected purchases of a customer alive now, for CLV (engine.clv.value): given
+        alive, p ~ Beta(a, b+x+1), which is BG/NBD's posterior with b + 1."""
+        r, alpha, a, b = self.theta
+        return BGNBDStream(BGNBDParams(r, alpha, a, b + 1.0))
 
 
 def expected_purchases_alive(

@@ -208,6 +208,28 @@ class ParetoNBDFit:
         zero = np.zeros_like(t)
         return expected_purchases_alive(tuple(self.fit.params.values()), t, zero, zero)
 
+    def alive_stream(self) -> ParetoNBDStream:
+        """Expected purchases of a customer alive now, for CLV (engine.clv.value)."""
+        return ParetoNBDStream(tuple(self.fit.params.values()))
+
+
+@dataclass(frozen=True)
+class ParetoNBDStream:
+    """E[Y(t) | alive at T] and its rate (r+x)/(alpha+T) ((beta+T)/(beta+T+s))^s."""
+
+    theta: tuple[float, ...]
+
+    def expected(self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+        return expected_purchases_alive(self.theta, t, frequency, T)
+
+    def rate(self, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+        r, alpha, shape, beta = self.theta
+        t_age = np.asarray(T, dtype=np.float64)
+        bt = beta + t_age
+        ahead = np.log1p(np.asarray(s, dtype=np.float64) / bt)
+        x = np.asarray(frequency, dtype=np.float64)
+        return np.asarray((r + x) / (alpha + t_age) * np.exp(-shape * ahead), dtype=np.float64)
+
 
 def fit_pareto_nbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> ParetoNBDFit:
     """Maximum-likelihood Pareto/NBD on (frequency, recency, T); distinct rows weighted."""

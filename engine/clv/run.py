@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -42,6 +42,7 @@ class ClvOptions:
     holdout_end: str | None = None
     models: tuple[str, ...] = ()  # beside BG/NBD, which values the CLV
     compare: bool = False  # every log model
+    value_model: str = "bgnbd"  # the purchase model that values the customers
     time_unit: str = "week"
     horizon: int | None = None  # periods valued; None = infinite
     discount_rate: float | None = None  # per period; None = 10% a year
@@ -76,6 +77,11 @@ class ClvOptions:
                     f"{name('models', 'models')}[{i}]",
                     f"unknown purchase model {model!r}; one of {', '.join(LOG_MODELS)}",
                 ))
+        if self.value_model not in LOG_MODELS:
+            problems.append(FieldViolation(
+                name("value_model", "value_model"),
+                f"must be one of {', '.join(LOG_MODELS)}, got {self.value_model!r}",
+            ))
         if self.time_unit not in UNIT_DAYS:
             problems.append(FieldViolation(
                 name("time_unit", "time_unit"), f"must be day or week, got {self.time_unit!r}"
@@ -136,10 +142,17 @@ def run_clv(tx: pl.DataFrame, options: ClvOptions, customers: bool = True) -> Cl
         refunds=refunds,
         prediction_horizon=options.prediction_horizon,
         dedupe=options.dedupe,
+        model=options.value_model,
     )
-    fits: dict[str, FittedPurchaseModel] = {
-        "bgnbd": result.bgnbd, **fit_models(result.rfm, names[1:])
-    }
+    if options.value_model not in names:
+        names.append(options.value_model)
+    fits: dict[str, FittedPurchaseModel] = {"bgnbd": result.bgnbd}
+    for name in names[1:]:  # the valuing model's fit is not repeated
+        valued = result.valued if name == options.value_model else None
+        fits[name] = (
+            cast(FittedPurchaseModel, valued) if valued is not None
+            else fit_models(result.rfm, [name])[name]
+        )
     summary = result.summary()
     for name in names[1:]:
         summary[json_key(name)] = fits[name].as_dict()

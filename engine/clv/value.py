@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -62,6 +62,7 @@ from engine.errors import FieldViolation, InvalidInputError
 from engine.valuation import Valuation
 
 Array = NDArray[np.float64]
+VALUE_MODELS = ("bgnbd", "pareto-nbd", "mbg-nbd")  # purchase models that value customers
 TAIL_START = 20  # periods summed exactly before the tail integral (infinite horizon)
 _TAIL_NODES = 32
 _CHUNK = 2_000_000  # elements of one (rows x periods) block
@@ -98,8 +99,42 @@ def _distinct(frequency: Array, T: Array) -> tuple[Array, Array, NDArray[np.intp
     return distinct_pairs(frequency, T)
 
 
+class AliveStream(Protocol):
+    """A purchase model's expected purchases of a customer alive now: ``expected(t, x, T)``
+    over the next t time units and its derivative ``rate(s, x, T)``, s time units ahead."""
+
+    def expected(self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array: ...
+
+    def rate(self, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array: ...
+
+
+class ValuedModel(Protocol):
+    """A fitted purchase model that can value customers (Pareto/NBD, MBG/NBD)."""
+
+    def p_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array: ...
+
+    def alive_stream(self) -> AliveStream: ...
+
+
+@dataclass(frozen=True)
+class BGNBDStream:
+    """BG/NBD's stream (``engine.clv.bgnbd``); MBG/NBD's is BG/NBD's with b + 1."""
+
+    params: BGNBDParams
+
+    def expected(self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+        return expected_purchases_alive(self.params, t, frequency, T)
+
+    def rate(self, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
+        return purchase_rate_alive(self.params, s, frequency, T)
+
+
+def _stream(params: BGNBDParams | AliveStream) -> AliveStream:
+    return BGNBDStream(params) if isinstance(params, BGNBDParams) else params
+
+
 def stream_alive(
-    params: BGNBDParams,
+    params: BGNBDParams | AliveStream,
     frequency: ArrayLike,
     T: ArrayLike,
     valuation: Valuation,
@@ -111,26 +146,27 @@ def stream_alive(
     period in the model's time unit.
     """
     check_valuation(valuation, period_length)
+    stream = _stream(params)
     x = np.asarray(frequency, dtype=np.float64)
     t_age = np.asarray(T, dtype=np.float64)
     L = period_length
     delta = 1.0 / (1.0 + valuation.discount_rate)
     periods = valuation.horizon if valuation.horizon is not None else TAIL_START
-    first = expected_purchases_alive(params, np.full_like(x, L), x, t_age)
+    first = stream.expected(np.full_like(x, L), x, t_age)
     dert = np.zeros_like(x)
     step = max(1, _CHUNK // max(periods, 1))
     k = np.arange(periods + 1, dtype=np.float64)
     disc = delta ** k[1:]
     for lo in range(0, x.size, step):  # chunks of rows bound memory, not a loop per customer
         sl = slice(lo, lo + step)
-        e = expected_purchases_alive(params, k[None, :] * L, x[sl, None], t_age[sl, None])
+        e = stream.expected(k[None, :] * L, x[sl, None], t_age[sl, None])
         dert[sl] = np.einsum("ij,j->i", np.diff(e, axis=1), disc)  # no threaded BLAS
     if valuation.horizon is None:
-        dert += _tail(params, x, t_age, valuation.discount_rate, L)
+        dert += _tail(stream, x, t_age, valuation.discount_rate, L)
     return first, dert
 
 
-def _tail(params: BGNBDParams, x: Array, t_age: Array, discount_rate: float, L: float) -> Array:
+def _tail(stream: AliveStream, x: Array, t_age: Array, discount_rate: float, L: float) -> Array:
     """sum_{k > K} delta^k (E_alive(kL) - E_alive((k-1)L)), K = TAIL_START, via an integral.
 
     In period units, with f(s) = L rate(sL) and I = int_K^inf e^(-rho s) f(s) ds
@@ -157,7 +193,7 @@ def _tail(params: BGNBDParams, x: Array, t_age: Array, discount_rate: float, L: 
     step = max(1, _CHUNK // (_TAIL_NODES + 1))
     for lo in range(0, x.size, step):
         sl = slice(lo, lo + step)
-        rate = purchase_rate_alive(params, s_all[None, :], x[sl, None], t_age[sl, None])
+        rate = stream.rate(s_all[None, :], x[sl, None], t_age[sl, None])
         integral[sl] = np.einsum("ij,j->i", rate[:, :-1], kernel)
         start_rate[sl] = rate[:, -1] * L
     kappa = rho / np.expm1(rho)
@@ -231,8 +267,12 @@ def customer_values(
     period_length: float = 1.0,
     margin_ratio: float = 1.0,
     prediction_horizon: float | None = None,
+    model: ValuedModel | None = None,
 ) -> pl.DataFrame:
     """Per-customer CLV and the engine's ``margin`` and ``retention`` (see module docstring).
+
+    ``model`` (a fitted Pareto/NBD or MBG/NBD) values the purchases instead of ``bgnbd``:
+    its P(alive) and its expected purchases of a customer alive now.
 
     ``valuation`` is the plan's (discount rate and horizon per period, margin growth);
     ``period_length`` is one of its periods in the model's time unit (52.18 for years of
@@ -252,18 +292,22 @@ def customer_values(
     spend_x = rfm["spend_frequency"] if "spend_frequency" in rfm.columns else rfm["frequency"]
     spend_x_np = spend_x.cast(pl.Float64).to_numpy()
 
-    alive = p_alive(params, x, tx, t_age)
+    stream: BGNBDParams | AliveStream = params
+    if model is None:
+        alive = p_alive(params, x, tx, t_age)
+    else:
+        alive, stream = model.p_alive(x, tx, t_age), model.alive_stream()
     spend = conditional_expected_spend(gamma_gamma.params, spend_x_np, monetary)
     xu, tu, inv = _distinct(x, t_age)
-    first_u, dert_u = stream_alive(params, xu, tu, valuation, period_length)
+    first_u, dert_u = stream_alive(stream, xu, tu, valuation, period_length)
     if valuation.horizon == 1:  # any r reproduces one period: use the stream's long-run decay
         forever = Valuation(valuation.discount_rate or 0.10, None, 0.0)
-        f_inf, d_inf = stream_alive(params, xu, tu, forever, period_length)
+        f_inf, d_inf = stream_alive(stream, xu, tu, forever, period_length)
         retention_u = effective_retention(d_inf / f_inf, forever)
     else:
         retention_u = effective_retention(dert_u / first_u, valuation)
     prediction_horizon, _ = resolve_prediction_horizon(valuation, period_length, prediction_horizon)
-    purchases_u = expected_purchases_alive(params, np.full_like(xu, prediction_horizon), xu, tu)
+    purchases_u = _stream(stream).expected(np.full_like(xu, prediction_horizon), xu, tu)
 
     value_per_alive = margin_ratio * spend * alive
     clv = value_per_alive * dert_u[inv]
@@ -300,6 +344,8 @@ class CLVResult:
     calibration_end: dt.date
     prediction_horizon: float = 1.0
     prediction_horizon_source: str = "one period"
+    value_model: str = "bgnbd"  # the purchase model the customers are valued with
+    valued: ValuedModel | None = None  # its fit, when not BG/NBD
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints: fits, cleaning counts, valuation, totals."""
@@ -324,6 +370,7 @@ class CLVResult:
                 "expected_purchases": float(self.customers["expected_purchases"].sum()),
             },
             "clv": {
+                "model": self.value_model,
                 "total": float(clv.sum()),
                 "mean": float(clv.mean()),
                 "median": float(np.median(clv)),
@@ -342,14 +389,21 @@ def clv_from_transactions(
     fmt: FileFormat = "auto",
     prediction_horizon: float | None = None,
     dedupe: bool = False,
+    model: str = "bgnbd",
 ) -> CLVResult:
     """Transaction log (table or file) to fitted models and the per-customer table.
 
     Without ``valuation``: infinite horizon at the per-period equivalent of 10% a year.
+    ``model`` is the purchase model that values the customers (with Gamma-Gamma):
+    ``bgnbd`` (default), ``pareto-nbd`` or ``mbg-nbd``; BG/NBD is fitted in any case.
     """
     from engine.clv.transactions import parse_calibration_end
 
     end = parse_calibration_end(calibration_end)
+    if model not in VALUE_MODELS:
+        raise InvalidInputError.single(
+            "model", f"must be one of {', '.join(VALUE_MODELS)}, got {model!r}"
+        )
     if valuation is None:
         valuation = Valuation(discount_rate=default_discount_rate(time_unit, period_length))
     check_valuation(valuation, period_length)
@@ -361,10 +415,20 @@ def clv_from_transactions(
     rfm, report = rfm_statistics(tx, end, time_unit, refunds, dedupe)
     bg = fit_bgnbd_rfm(rfm)
     gg = fit_gamma_gamma_rfm(rfm)
+    valued: ValuedModel | None = None
+    if model == "pareto-nbd":
+        from engine.clv.pareto_nbd import fit_pareto_nbd_rfm
+
+        valued = fit_pareto_nbd_rfm(rfm)
+    elif model == "mbg-nbd":
+        from engine.clv.mbg_nbd import fit_mbg_nbd_rfm
+
+        valued = fit_mbg_nbd_rfm(rfm)
     customers = customer_values(
-        rfm, bg, gg, valuation, period_length, margin_ratio, prediction_horizon
+        rfm, bg, gg, valuation, period_length, margin_ratio, prediction_horizon, valued
     )
     horizon, source = resolve_prediction_horizon(valuation, period_length, prediction_horizon)
     return CLVResult(
-        rfm, report, bg, gg, customers, valuation, period_length, time_unit, end, horizon, source
+        rfm, report, bg, gg, customers, valuation, period_length, time_unit, end, horizon, source,
+        model, valued,
     )
