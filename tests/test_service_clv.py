@@ -132,6 +132,7 @@ def test_errors_name_the_field_or_the_column_and_row(
         (_request(log, calibration_end=CAL, models=["bgnbd", "pareto"]), ["models[1]"]),
         (_request(log, calibration_end=CAL, interval_draws=5), ["interval_draws"]),
         (_request(log, calibration_end=CAL, time_unit="month"), ["time_unit"]),
+        (_request(log, calibration_end=CAL, value_model="pnbd"), ["value_model"]),
         (_request(log, calibration_end=CAL, response_format=7), ["response_format"]),
         (service_pb2.FitClvRequest(calibration_end=CAL), ["transactions"]),
     ]
@@ -149,3 +150,15 @@ def test_client_raises_invalid_input_naming_the_row(address: str, cdnow: pl.Data
     with Client(address, timeout=60.0) as client, pytest.raises(InvalidInputError) as err:
         client.fit_clv(log, CAL)
     assert [(v.field, v.row) for v in err.value.violations] == [("transactions.amount", 7)]
+
+
+def test_value_model_over_grpc(address: str, cdnow: pl.DataFrame) -> None:
+    with Client(address, timeout=120.0) as client:
+        got = client.fit_clv(cdnow, CAL, value_model="pareto-nbd")
+    local = run_clv(cdnow, ClvOptions(CAL, value_model="pareto-nbd"))
+    assert list(got.fits) == ["bgnbd", "gamma_gamma", "pareto_nbd"]
+    assert got.summary["clv"]["model"] == "pareto-nbd"
+    assert local.customers is not None
+    assert np.array_equal(got.customers["clv"].to_numpy(), local.customers["clv"].to_numpy())
+    assert np.array_equal(got.customers["p_alive"].to_numpy(),
+                          got.customers["pareto_nbd_p_alive"].to_numpy())

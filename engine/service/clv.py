@@ -46,6 +46,7 @@ def options_from_proto(request: service_pb2.FitClvRequest) -> ClvOptions:
         calibration_end=request.calibration_end,
         holdout_end=request.holdout_end or None,
         models=tuple(request.models),
+        value_model=request.value_model or "bgnbd",
         time_unit=request.time_unit or "week",
         horizon=request.horizon or None,
         discount_rate=optional("discount_rate"),

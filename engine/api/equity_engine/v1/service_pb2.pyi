@@ -176,7 +176,7 @@ class LevelFit(_message.Message):
     def __init__(self, spend: _Optional[float] = ..., units: _Optional[int] = ..., successes: _Optional[int] = ..., observed: _Optional[float] = ..., predicted: _Optional[float] = ..., pearson_residual: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
 
 class FitClvRequest(_message.Message):
-    __slots__ = ("transactions", "calibration_end", "holdout_end", "models", "time_unit", "prediction_horizon", "interval_draws", "interval_level", "discount_rate", "horizon", "period_length", "margin_ratio", "refunds", "dedupe", "response_format")
+    __slots__ = ("transactions", "calibration_end", "holdout_end", "models", "time_unit", "prediction_horizon", "interval_draws", "interval_level", "discount_rate", "horizon", "period_length", "margin_ratio", "refunds", "dedupe", "response_format", "value_model")
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_END_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_END_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class FitClvRequest(_message.Message):
     REFUNDS_FIELD_NUMBER: _ClassVar[int]
     DEDUPE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MODEL_FIELD_NUMBER: _ClassVar[int]
     transactions: _portfolio_pb2.Table
     calibration_end: str
     holdout_end: str
@@ -207,7 +208,8 @@ class FitClvRequest(_message.Message):
     refunds: str
     dedupe: bool
     response_format: _portfolio_pb2.TableFormat
-    def __init__(self, transactions: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., calibration_end: _Optional[str] = ..., holdout_end: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., time_unit: _Optional[str] = ..., prediction_horizon: _Optional[float] = ..., interval_draws: _Optional[int] = ..., interval_level: _Optional[float] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., period_length: _Optional[float] = ..., margin_ratio: _Optional[float] = ..., refunds: _Optional[str] = ..., dedupe: _Optional[bool] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ...) -> None: ...
+    value_model: str
+    def __init__(self, transactions: _Optional[_Union[_portfolio_pb2.Table, _Mapping]] = ..., calibration_end: _Optional[str] = ..., holdout_end: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., time_unit: _Optional[str] = ..., prediction_horizon: _Optional[float] = ..., interval_draws: _Optional[int] = ..., interval_level: _Optional[float] = ..., discount_rate: _Optional[float] = ..., horizon: _Optional[int] = ..., period_length: _Optional[float] = ..., margin_ratio: _Optional[float] = ..., refunds: _Optional[str] = ..., dedupe: _Optional[bool] = ..., response_format: _Optional[_Union[_portfolio_pb2.TableFormat, str]] = ..., value_model: _Optional[str] = ...) -> None: ...
 
 class FitClvResponse(_message.Message):
     __slots__ = ("fits", "customers", "summary")
