@@ -133,6 +133,8 @@ def test_errors_name_the_field_or_the_column_and_row(
         (_request(log, calibration_end=CAL, interval_draws=5), ["interval_draws"]),
         (_request(log, calibration_end=CAL, time_unit="month"), ["time_unit"]),
         (_request(log, calibration_end=CAL, value_model="pnbd"), ["value_model"]),
+        (_request(log, calibration_end=CAL, value_model="mbg-nbd", interval_draws=20),
+         ["interval_draws"]),
         (_request(log, calibration_end=CAL, response_format=7), ["response_format"]),
         (service_pb2.FitClvRequest(calibration_end=CAL), ["transactions"]),
     ]

@@ -102,6 +102,11 @@ class ClvOptions:
                 f"must be 0 (no intervals) or 10 to {MAX_INTERVAL_DRAWS}, "
                 f"got {self.interval_draws}",
             ))
+        if self.interval_draws and self.value_model != "bgnbd":
+            problems.append(FieldViolation(
+                name("interval_draws", "interval_draws"),
+                f"intervals are drawn for BG/NBD x Gamma-Gamma only, not {self.value_model}",
+            ))
         if not 0.0 < self.interval_level < 1.0:
             problems.append(FieldViolation(
                 name("interval_level", "interval_level"),
