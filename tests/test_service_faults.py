@@ -28,7 +28,7 @@ from service_plugins import PLUGIN_NAME, SpinState, test_registry
 from engine.api.equity_engine.v1 import service_pb2
 from engine.cli.service import _free_port
 from engine.errors import CancelledError, PluginError, SolverError
-from engine.optimize import solvers
+from engine.optimize import small, solvers
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
 from engine.service.client import Client, DeadlineExceededError, ServiceError
@@ -179,6 +179,9 @@ def test_solver_failure_is_a_clear_status(client: Client, monkeypatch: pytest.Mo
         raise SolverError("highs failed: simulated crash", "error")
 
     monkeypatch.setattr(solvers, "maximize", broken)
+    # a plan this small is solved directly in HiGHS, without solvers.maximize: that path
+    # hands back to the general one when HiGHS does not answer, so fail it that way too
+    monkeypatch.setattr(small, "solve", lambda *args, **kwargs: None)
     request = client.allocate_request(CUSTOMERS.head(300), PLAN)
     with pytest.raises(grpc.RpcError) as raw:
         client.stub.Allocate(request, timeout=20)

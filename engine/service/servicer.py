@@ -36,7 +36,7 @@ from engine.service.cluster import ClusterPlan, ClusterSolver
 from engine.service.config import MiB, ServerConfig
 from engine.service.logs import call_of
 from engine.service.metrics import Metrics
-from engine.service.solve_pool import SolvePool
+from engine.service.solve_pool import EncodedPlan, SolvePool
 from engine.service.streams import BoundedStream
 from engine.strategies import Metric
 
@@ -60,13 +60,14 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         plan = Plan.from_proto(request.plan)
         portfolio = self._decode(request.portfolio)
         self._check_rows(portfolio)
-        result = self._solve(portfolio, plan, context, admitted=False)
         fmt = request.response_format or wire.first_format(
             request.portfolio.customers, request.portfolio.prospects, request.portfolio.options
         )
+        encoding = wire.UnitsEncoding(fmt)
+        result = self._solve(portfolio, plan, context, admitted=False, encoding=encoding)
         response = service_pb2.AllocateResponse(
             summary=wire.summary_to_proto(result.summary),
-            units=wire.encode_table(result.units, fmt),
+            units=_units(result, encoding)[0],
         )
         self._check_size(response)
         return response
@@ -88,15 +89,13 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         wire.check_format(header.response_format, "header.response_format")
         plan = Plan.from_proto(header.plan)  # "plan.*" paths, as in Allocate
         self._check_rows(portfolio)
-        result = self._solve(portfolio, plan, context, admitted=False)
-        fmt = header.response_format or fmt
-        units = result.units
         limit = self.config.max_message_bytes
-        rows = header.response_batch_rows or wire.batch_rows(units, min(2 * MiB, limit // 2))
-        for start in range(0, units.height, rows):  # one message per batch of rows
-            message = service_pb2.AllocateStreamResponse(
-                units=wire.encode_table(units.slice(start, rows), fmt)
-            )
+        encoding = wire.UnitsEncoding(header.response_format or fmt, batched=True,
+                                      batch_rows=header.response_batch_rows,
+                                      target_bytes=min(2 * MiB, limit // 2))
+        result = self._solve(portfolio, plan, context, admitted=False, encoding=encoding)
+        for table in _units(result, encoding):  # one message per batch of rows
+            message = service_pb2.AllocateStreamResponse(units=table)
             if message.ByteSize() > limit:  # only with a response_batch_rows too large
                 raise LimitExceededError("max_message_bytes", message.ByteSize(), limit)
             yield message
@@ -208,12 +207,14 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                                      max_bytes=self.config.max_decoded_bytes)
 
     def _solve(
-        self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool
-    ) -> PlanResult | ClusterPlan:
+        self, portfolio: Portfolio, plan: Plan, context: grpc.ServicerContext, admitted: bool,
+        encoding: wire.UnitsEncoding | None = None,
+    ) -> PlanResult | ClusterPlan | EncodedPlan:
         """``allocate`` once admitted, within ``max_solve_seconds`` (each solver call is
         also bounded by ``limits.solver_seconds``, at most the same budget); a large solve
         on the cluster when there is one and it runs the plan, else in a worker process
-        when there is a pool."""
+        when there is a pool (which then encodes the plan's table as ``encoding`` says, so
+        that the server's process does not)."""
         _note_rows(context, portfolio.size)
         should_stop = stopper(context)
         large = self.gate.is_large(portfolio, plan)
@@ -234,7 +235,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                         assert self.pool is not None
                         call = call_of(context)
                         return self.pool.solve(portfolio, plan, limits, budget.should_stop,
-                                               call.request_id if call is not None else "")
+                                               call.request_id if call is not None else "",
+                                               encoding)
                     return allocate_with_uncertainty(portfolio, plan, self.registry,
                                                      budget.should_stop, limits)
             finally:
@@ -296,6 +298,15 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         if problems:
             raise InvalidInputError(problems)
         return metrics
+
+
+def _units(
+    result: PlanResult | ClusterPlan | EncodedPlan, encoding: wire.UnitsEncoding
+) -> list[portfolio_pb2.Table]:
+    """The plan's table as the response carries it (a solve worker encodes it already)."""
+    if isinstance(result, EncodedPlan):
+        return result.tables
+    return wire.encode_units(result.units, encoding)
 
 
 def _note_rows(context: grpc.ServicerContext, rows: int) -> None:

@@ -46,6 +46,7 @@ from typing import Any
 import polars as pl
 from google.rpc import status_pb2
 
+from engine.api.equity_engine.v1 import portfolio_pb2
 from engine.errors import (
     CancelledError,
     EquityError,
@@ -57,10 +58,12 @@ from engine.limits import Limits
 from engine.plan import Plan
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
+from engine.service import wire
 from engine.service.cluster import ClusterPlan
 from engine.service.config import ServerConfig, server_registry
 from engine.service.logs import configure_logging, log, request_id_var
 from engine.service.status import error_from_status, grpc_code, status_from_error
+from engine.summary import PlanSummary
 
 
 def _libc() -> Any:
@@ -120,6 +123,15 @@ def cap_address_space(mib: int) -> int:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     return limit
+
+
+@dataclass
+class EncodedPlan:
+    """A worker's answer when the caller said how to encode the plan's table: the summary
+    and the table as the response carries it (so the server's process does not encode)."""
+
+    summary: PlanSummary
+    tables: list[portfolio_pb2.Table]
 
 
 def _to_ipc(table: pl.DataFrame) -> bytes | pl.DataFrame:
@@ -205,13 +217,18 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
             return
         if task is None:
             return
-        tables, plan, limits, request_id = task
+        tables, plan, limits, request_id, encoding = task
         request_id_var.set(request_id)  # the worker's log lines name the call too
         try:
             try:
                 result = allocate_with_uncertainty(unpack_portfolio(tables), plan, registry,
                                                    stop.is_set, limits)
-                reply: tuple[Any, ...] = ("ok", _to_ipc(result.units), result.summary)
+                if encoding is None:
+                    reply: tuple[Any, ...] = ("ok", _to_ipc(result.units), result.summary)
+                else:
+                    encoded = [t.SerializeToString()
+                               for t in wire.encode_units(result.units, encoding)]
+                    reply = ("encoded", encoded, result.summary)
                 del result  # the options and allocation behind it stay here, then go
             except (MemoryError, MemoryLimitError) as exc:
                 if spec.memory_mib is None:
@@ -228,7 +245,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
-        del task, tables, plan, reply
+        del task, tables, plan, reply, encoding
         release_memory()
 
 
@@ -292,9 +309,10 @@ class SolvePool:
 
     def solve(
         self, portfolio: Portfolio, plan: Plan, limits: Limits, should_stop: Callable[[], bool],
-        request_id: str = "",
-    ) -> ClusterPlan:
-        """The plan's table and summary (what the service sends back) of one solve."""
+        request_id: str = "", encoding: wire.UnitsEncoding | None = None,
+    ) -> ClusterPlan | EncodedPlan:
+        """The plan's table and summary (what the service sends back) of one solve; with
+        ``encoding``, the table encoded by the worker as the response carries it."""
         if self._closed:
             raise CancelledError("the server is stopping")
         # The solve gate admits at most ``size`` at once, so a worker is idle or can start.
@@ -303,7 +321,8 @@ class SolvePool:
         worker = fresh or self._idle.get()
         healthy = False
         try:
-            result = self._run(worker, portfolio, plan, limits, should_stop, request_id)
+            result = self._run(worker, portfolio, plan, limits, should_stop, request_id,
+                               encoding)
             healthy = True
             return result
         except EquityError as exc:
@@ -317,11 +336,12 @@ class SolvePool:
             self._release(worker, healthy)
 
     def _run(self, worker: _Worker, portfolio: Portfolio, plan: Plan, limits: Limits,
-             should_stop: Callable[[], bool], request_id: str) -> ClusterPlan:
+             should_stop: Callable[[], bool], request_id: str,
+             encoding: wire.UnitsEncoding | None) -> ClusterPlan | EncodedPlan:
         worker.stop.clear()
         worker.tasks += 1
         try:
-            worker.conn.send((pack_portfolio(portfolio), plan, limits, request_id))
+            worker.conn.send((pack_portfolio(portfolio), plan, limits, request_id, encoding))
         except (BrokenPipeError, OSError):
             raise _WorkerLost(SolverError("the solve worker is gone; try again",
                                           "worker lost")) from None
@@ -349,6 +369,8 @@ class SolvePool:
                 raise _WorkerLost(CancelledError("the solve was stopped (worker killed)"))
         if reply[0] == "ok":
             return ClusterPlan(_from_ipc(reply[1]), reply[2])
+        if reply[0] == "encoded":
+            return EncodedPlan(reply[2], [portfolio_pb2.Table.FromString(b) for b in reply[1]])
         status = status_pb2.Status.FromString(reply[1])
         raise error_from_status(grpc_code(status.code), status.message, status.details)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -204,6 +205,26 @@ def batch_rows(table: pl.DataFrame, target_bytes: int = 2 << 20) -> int:
         return 1
     per_row = max(1.0, table.estimated_size() / table.height)
     return max(1, int(target_bytes / per_row))
+
+
+@dataclass(frozen=True)
+class UnitsEncoding:
+    """How the plan's table goes back: ``fmt``, and either one table (``batched`` off) or
+    messages of ``batch_rows`` rows (0: as many as fit in about ``target_bytes``)."""
+
+    fmt: int
+    batched: bool = False
+    batch_rows: int = 0
+    target_bytes: int = 2 << 20
+
+
+def encode_units(units: pl.DataFrame, encoding: UnitsEncoding) -> list[portfolio_pb2.Table]:
+    """The plan's table as the response carries it (in a solve worker or in the server)."""
+    if not encoding.batched:
+        return [encode_table(units, encoding.fmt)]
+    rows = encoding.batch_rows or batch_rows(units, encoding.target_bytes)
+    return [encode_table(units.slice(start, rows), encoding.fmt)
+            for start in range(0, units.height, rows)]
 
 
 # --- streams --------------------------------------------------------------------------------
