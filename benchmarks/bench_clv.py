@@ -6,12 +6,13 @@ Generates (seeded, untimed) a BG/NBD + Gamma-Gamma population with about 10 tran
 per customer over two years and writes it to Parquet, then times each stage of the path a
 user runs (``equity clv``): read the file, RFM statistics, both fits, per-customer CLV and
 bridge. Then each purchase model (``--models``: BG/NBD, Pareto/NBD, MBG/NBD) is fitted on
-the same RFM table and predicts per customer (P(alive), expected purchases over 39 weeks);
-its "file to per-customer" total is read + RFM + its fit and predictions + Gamma-Gamma +
-CLV. Where lifetimes is installed (it is not a dependency), its fitter for the same model
-runs on the same RFM table (fit and the same two predictions) in a subprocess with a time
-limit (``--lifetimes-timeout``), in the same run. Prints a table and writes JSON (stage
-times, machine load, fitted vs true values).
+the same RFM table, predicts per customer (P(alive), expected purchases over 39 weeks) and
+values every customer with Gamma-Gamma (``customer_values(..., model=)``: CLV, margin and
+retention with that model); its "file to per-customer CLV" total is read + RFM + Gamma-Gamma
++ its fit + its valuation. Where lifetimes is installed (it is not a dependency), its fitter
+for the same model runs on the same RFM table (fit and the same two predictions) in a
+subprocess with a time limit (``--lifetimes-timeout``), in the same run. Prints a table and
+writes JSON (stage times, machine load, fitted vs true values).
 """
 
 from __future__ import annotations
@@ -140,9 +141,12 @@ def run_lifetimes(model: str, rfm_path: Path, timeout: float) -> dict[str, Any]:
 
 
 def compare_models(
-    rfm: pl.DataFrame, shared: float, models: list[str], workdir: Path, timeout: float
+    rfm: pl.DataFrame, shared: float, models: list[str], workdir: Path, timeout: float,
+    fits: tuple[Any, Any, Valuation] | None = None,
 ) -> dict[str, Any]:
-    """Each model's fit and per-customer predictions, beside lifetimes' where it runs."""
+    """Each model's fit, per-customer predictions and CLV, beside lifetimes' where it runs.
+    ``fits``: BG/NBD, Gamma-Gamma and the valuation of the main run; ``shared``: the seconds
+    of read + RFM + Gamma-Gamma."""
     x = rfm["frequency"].cast(pl.Float64).to_numpy()
     tx = rfm["recency"].cast(pl.Float64).to_numpy()
     t_age = rfm["T"].cast(pl.Float64).to_numpy()
@@ -162,10 +166,17 @@ def compare_models(
         fit.p_alive(x, tx, t_age)
         fit.conditional_expected_purchases(np.full(x.size, HORIZON), x, tx, t_age)
         t2 = time.perf_counter()
+        value = 0.0
+        if fits is not None:
+            bg, gg, valuation = fits
+            customer_values(rfm, bg, gg, valuation,
+                            model=None if name == "bgnbd" else fit)  # type: ignore[arg-type]
+            value = time.perf_counter() - t2
         row: dict[str, Any] = {
             "fit": t1 - t0,
             "predict": t2 - t1,
-            "file_to_clv": shared + (t2 - t0),
+            "value": value,
+            "file_to_clv": shared + (t1 - t0) + value,
             "params": {
                 k: v for k, v in fit.as_dict().items() if isinstance(v, float) and k not in ("aic",)
             },
@@ -210,9 +221,8 @@ def run(
     lap("CLV + bridge")
     times["total"] = time.perf_counter() - start
     shared = sum(times[k] for k in ("read parquet", "RFM statistics", "Gamma-Gamma fit"))
-    shared += times["CLV + bridge"]
     load_models = os.getloadavg()
-    per_model = compare_models(rfm, shared, models or [], workdir, timeout)
+    per_model = compare_models(rfm, shared, models or [], workdir, timeout, (bg, gg, valuation))
     return {
         "models": per_model,
         "load_average_models": [load_models, os.getloadavg()],
@@ -274,14 +284,16 @@ def main() -> None:
             + f"  load {r['load_average_before'][0]:.2f}->{r['load_average_after'][0]:.2f}"
         )
     for r in results:
-        print(f"n={r['customers']:,}: model fit / predict / file-to-CLV s, lifetimes fit / predict")
+        print(f"n={r['customers']:,}: model fit / predict / value / file-to-CLV s, "
+              "lifetimes fit / predict")
         for name, m in r["models"].items():
             lt = m["lifetimes"]
             theirs = (
                 f"{lt['fit']:.2f} / {lt['predict']:.2f}" if lt["status"] == "ok" else lt["status"]
             )
             print(
-                f"  {name:<11}{m['fit']:>7.2f} /{m['predict']:>6.2f} /{m['file_to_clv']:>6.2f}"
+                f"  {name:<11}{m['fit']:>7.2f} /{m['predict']:>6.2f} /{m['value']:>6.2f} /"
+                f"{m['file_to_clv']:>6.2f}"
                 f"   {theirs}"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
