@@ -190,8 +190,11 @@ def chart_response(data: ReportData) -> bytes:
     n = max(len(curves), 1)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = _subplots(rows, cols, figsize=(3.0 * cols + 0.6, 2.5 * rows + 1.0),
-                             squeeze=False)
+    # fixed margins in inches (one draw; constrained layout draws twice for 13 axes)
+    wide, tall = 3.0 * cols + 0.6, 2.5 * rows + 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(wide, tall), squeeze=False)
+    fig.subplots_adjust(left=0.85 / wide, right=1 - 0.15 / wide, bottom=0.6 / tall,
+                        top=1 - 0.95 / tall, wspace=0.32 * 3.0 / 2.6, hspace=0.5)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, (label, c) in zip(axes.flat, curves.items(), strict=False):
@@ -210,11 +213,13 @@ def chart_response(data: ReportData) -> bytes:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.supxlabel(f"Spend in the segment ({MONEY})", fontsize=9)
-    fig.supylabel(f"Equity added before spend ({MONEY})", fontsize=9)
-    # the title heads the legend: constrained layout stacks neither above the other
-    fig.legend(handles, labels, loc="outside upper center", ncol=4, fontsize=8, frameon=False,
-               title="Response curves by segment", title_fontsize=11)
+    fig.supxlabel(f"Spend in the segment ({MONEY})", fontsize=9, y=0.12 / tall, va="bottom")
+    fig.supylabel(f"Equity added before spend ({MONEY})", fontsize=9, x=0.1 / wide,
+                  ha="left")
+    # the title heads the legend, both in the top margin
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / tall),
+               ncol=4, fontsize=8, frameon=False, title="Response curves by segment",
+               title_fontsize=11)
     return _png(fig)
 
 

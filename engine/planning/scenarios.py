@@ -333,6 +333,7 @@ class Comparison:
     same_money: dict[str, Any] | None  # the optimum for the current plan's money and rows
     notes: list[str] = field(default_factory=list)
     frontier: Frontier | None = None  # the optimum's frontier (spend-only rows), when traced
+    _roc: pl.DataFrame | None = field(default=None, init=False, repr=False)
 
     def summary(self) -> pl.DataFrame:
         """One row per plan; ``optimum_same_money`` is the LP bound for that plan's spend and
@@ -349,7 +350,10 @@ class Comparison:
         ).with_columns(pl.col("optimum_same_money", "gain_available").fill_nan(None))
 
     def roc(self) -> pl.DataFrame:
-        return roc_table(self.evaluations)
+        """``roc_table`` of the evaluations, computed once (the page and the JSON share it)."""
+        if self._roc is None or self._roc["plan"].n_unique() != len(self.evaluations):
+            self._roc = roc_table(self.evaluations)
+        return self._roc
 
     def evaluation(self, name: str) -> Evaluation | None:
         return next((e for e in self.evaluations if e.name == name), None)
