@@ -303,3 +303,15 @@ def test_cli_report_format_json_prints_everything_the_page_shows(
     assert len(doc["scenarios"]) == 2 * 3
     text = json.dumps(doc, allow_nan=False)  # strict JSON
     assert "NaN" not in text
+
+
+def test_report_without_any_budget(tmp_path: Path) -> None:
+    """No total and no kind budget: the split by kind names no budget (and still renders)."""
+    cust, pros, plan = example(400)
+    plan = plan.with_overrides(total_budget=None, acquisition_budget=None, segment_limits=())
+    data = build_report(Portfolio(cust, pros), plan)
+    page = _check_report(write_report(data, tmp_path))
+    view = kind_view(data.kinds, data.limits)
+    assert all(row["budgets"] == [] for row in view["kinds"])
+    assert "No total budget was set" in data.decision["recommendation"]
+    assert "<section id='acquisition-retention'" in page

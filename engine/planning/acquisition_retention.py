@@ -79,7 +79,12 @@ def kind_split(result: PlanResult, rows: list[Constraint], delta: float = 1.0) -
         for k in present:
             up = dict(pinned, **{f"budget:{k}": pinned[f"budget:{k}"] + delta,
                                  "budget": budget_total + delta})
-            nxt = (_solve_lp(options, _with_rhs(rows, up, n_cells, kind_of_cell)) - base) / delta
+            try:
+                nxt = (_solve_lp(options, _with_rhs(rows, up, n_cells, kind_of_cell))
+                       - base) / delta
+            except EquityError as exc:  # reported, not fatal: the rest of the answer stands
+                nxt = math.nan
+                out.setdefault("notes", []).append(f"{k}: next unit not priced ({exc})")
             last = math.nan
             if pinned[f"budget:{k}"] >= delta:
                 down = dict(pinned, **{f"budget:{k}": pinned[f"budget:{k}"] - delta,

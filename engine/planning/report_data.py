@@ -174,6 +174,7 @@ def build_report(
         assumptions=assumptions(portfolio, plan, optimum.summary, inputs),
         concentration=concentration(customers["uplift"].to_numpy(),
                                     customers["spend"].to_numpy()),
+        notes=list(kinds.get("notes", [])),
     )
     return data
 

@@ -177,8 +177,8 @@ def _assumptions(data: ReportData) -> str:
 
 def _kinds(data: ReportData) -> str:
     view = kind_view(data.kinds, data.limits)
-    frame = pl.DataFrame(view["kinds"]).with_columns(
-        pl.col("budgets").list.join(" + "))
+    frame = pl.DataFrame(view["kinds"], schema_overrides={"budgets": pl.List(pl.String)}) \
+        .with_columns(pl.col("budgets").list.join(" + "))
     parts = []
     if view["budgets"] == "separate":
         parts.append(_p(
