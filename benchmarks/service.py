@@ -37,6 +37,31 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> tuple[float, float]
     return statistics.median(times), statistics.median(engine)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (from /proc; 0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the server's solve workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ValueError, IndexError):
+                continue
+            if parent == pid:
+                found.append(int(entry))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=100_000)
@@ -78,9 +103,15 @@ def main() -> int:
                     t, e = median_seconds(unary, args.repeat)
                     rows.append((f"Allocate, {fmt}", t,
                                  f"(summary.seconds.total {e:.3f} s), request {size:.1f} MB"))
+                stream()  # the solve worker has started and imported the engine
+                pids = [server.pid, *children(server.pid)]
+                before = [cpu_seconds(p) for p in pids]
                 t, e = median_seconds(stream, args.repeat)
+                used = [(cpu_seconds(p) - b) / args.repeat
+                        for p, b in zip(pids, before, strict=True)]
                 rows.append((f"AllocateStream, {fmt}, {args.batch_rows:,}-row batches", t,
-                             f"(summary.seconds.total {e:.3f} s)"))
+                             f"(summary.seconds.total {e:.3f} s; CPU per call: server "
+                             f"process {used[0]:.2f} s, solve workers {sum(used[1:]):.2f} s)"))
                 if args.only_stream:
                     continue
                 t0 = time.perf_counter()
