@@ -8,7 +8,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -33,7 +33,7 @@ class Hog(Allocator):
     """Takes ``mib`` MiB (numpy, touched), then every unit's cheapest level."""
 
     name = "hog"
-    params = {"mib": Param(16, "MiB to take.", int, minimum=0)}
+    params: ClassVar = {"mib": Param(16, "MiB to take.", int, minimum=0)}
     mib: int
 
     def allocate(self, problem: Problem) -> Any:
@@ -46,7 +46,7 @@ class NativeHog(Allocator):
     """Takes ``mib`` MiB in polars (Rust aborts the process when the allocation fails)."""
 
     name = "native-hog"
-    params = {"mib": Param(16, "MiB to take.", int, minimum=0)}
+    params: ClassVar = {"mib": Param(16, "MiB to take.", int, minimum=0)}
     mib: int
 
     def allocate(self, problem: Problem) -> Any:
