@@ -175,3 +175,15 @@ def test_small_plans_solved_in_threads_at_once_give_the_same_answers() -> None:
     for case, equity, method, status in together:
         assert (method, status) == ("direct", "optimal")
         assert equity == alone[case]
+
+
+def test_a_plan_whose_lp_is_integral_needs_no_mip() -> None:
+    """Budgets that do not bind: every customer takes its best level, the LP's plan is
+    integral and is the proven optimum (the MIP is skipped)."""
+    options = responses(80, 4, segments=2, seed=41)
+    best = float(np.maximum.reduceat(options.value, options.offsets[:-1]).sum())
+    for plan in (Plan(), Plan(total_budget=1e9)):
+        allocation = lp.solve(options, build_constraints(plan, options), lp.LpSettings())
+        assert (allocation.method, allocation.status) == ("direct", "optimal")
+        assert _close(float(allocation.equity(options).sum()), best)
+        assert _close(allocation.integer_bound, best) and _close(allocation.bound, best)

@@ -143,8 +143,11 @@ def _core_mip(
     slack = 1e-9 * max(1.0, abs(bound))
     rounded = _rounded(options, lp_x, integral)
     if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
+        rounded_value = float(options.value @ rounded)
+        if bound - rounded_value <= slack:  # the LP's plan is integral already: proven
+            return rounded, rounded_value
         # a quarter of the rounded plan's gap: a smaller core, widened when it falls short
-        delta = (bound - float(options.value @ rounded)) / 4 + slack
+        delta = (bound - rounded_value) / 4 + slack
     else:
         positive = np.sort(gaps[gaps > slack])
         delta = float(positive[min(positive.size - 1, max(8, (gaps <= slack).sum()))]) \
