@@ -12,7 +12,8 @@ retention with that model); its "file to per-customer CLV" total is read + RFM +
 + its fit + its valuation. Where lifetimes is installed (it is not a dependency), its fitter
 for the same model runs on the same RFM table (fit and the same two predictions) in a
 subprocess with a time limit (``--lifetimes-timeout``), in the same run. Prints a table and
-writes JSON (stage times, machine load, fitted vs true values).
+writes JSON (stage times, wall clock and this process's CPU time, which a busy shared machine
+inflates less, machine load, fitted vs true values).
 """
 
 from __future__ import annotations
@@ -114,17 +115,17 @@ def lifetimes_worker(model: str, rfm_path: str) -> None:
 
     warnings.filterwarnings("ignore")
     df = pl.read_parquet(rfm_path).select("frequency", "recency", "T").to_pandas()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fitter = getattr(lifetimes, LIFETIMES[model])(penalizer_coef=0.0)
     fitter.fit(df["frequency"], df["recency"], df["T"])
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     fitter.conditional_probability_alive(df["frequency"], df["recency"], df["T"])
     fitter.conditional_expected_number_of_purchases_up_to_time(
         HORIZON, df["frequency"], df["recency"], df["T"]
     )
     t2 = time.perf_counter()
     params = {k: float(v) for k, v in fitter.params_.items()}
-    print(json.dumps({"fit": t1 - t0, "predict": t2 - t1, "params": params}))
+    print(json.dumps({"fit": t1 - t0, "predict": t2 - t1, "fit_cpu": c1 - c0, "params": params}))
 
 
 def run_lifetimes(model: str, rfm_path: Path, timeout: float) -> dict[str, Any]:
@@ -141,12 +142,13 @@ def run_lifetimes(model: str, rfm_path: Path, timeout: float) -> dict[str, Any]:
 
 
 def compare_models(
-    rfm: pl.DataFrame, shared: float, models: list[str], workdir: Path, timeout: float,
+    rfm: pl.DataFrame, shared: tuple[float, float], models: list[str], workdir: Path,
+    timeout: float,
     fits: tuple[Any, Any, Valuation] | None = None,
 ) -> dict[str, Any]:
     """Each model's fit, per-customer predictions and CLV, beside lifetimes' where it runs.
     ``fits``: BG/NBD, Gamma-Gamma and the valuation of the main run; ``shared``: the seconds
-    of read + RFM + Gamma-Gamma."""
+    of read + RFM + Gamma-Gamma, wall clock and CPU (this process, all threads)."""
     x = rfm["frequency"].cast(pl.Float64).to_numpy()
     tx = rfm["recency"].cast(pl.Float64).to_numpy()
     t_age = rfm["T"].cast(pl.Float64).to_numpy()
@@ -160,23 +162,25 @@ def compare_models(
         have_lifetimes = False
     out: dict[str, Any] = {}
     for name in models:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fit = MODELS[name](rfm)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         fit.p_alive(x, tx, t_age)
         fit.conditional_expected_purchases(np.full(x.size, HORIZON), x, tx, t_age)
-        t2 = time.perf_counter()
-        value = 0.0
+        t2, c2 = time.perf_counter(), time.process_time()
+        value = value_cpu = 0.0
         if fits is not None:
             bg, gg, valuation = fits
             customer_values(rfm, bg, gg, valuation,
                             model=None if name == "bgnbd" else fit)  # type: ignore[arg-type]
-            value = time.perf_counter() - t2
+            value, value_cpu = time.perf_counter() - t2, time.process_time() - c2
         row: dict[str, Any] = {
             "fit": t1 - t0,
             "predict": t2 - t1,
             "value": value,
-            "file_to_clv": shared + (t1 - t0) + value,
+            "file_to_clv": shared[0] + (t1 - t0) + value,
+            "cpu": {"fit": c1 - c0, "predict": c2 - c1, "value": value_cpu,
+                    "file_to_clv": shared[1] + (c1 - c0) + value_cpu},
             "params": {
                 k: v for k, v in fit.as_dict().items() if isinstance(v, float) and k not in ("aic",)
             },
@@ -200,13 +204,15 @@ def run(
     gen = time.perf_counter() - t0
     load_before = os.getloadavg()
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     start = mark = time.perf_counter()
+    cpu_start = cpu_mark = time.process_time()
 
     def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        times[name] = now - mark
-        mark = now
+        nonlocal mark, cpu_mark
+        now, now_cpu = time.perf_counter(), time.process_time()
+        times[name], cpu[name] = now - mark, now_cpu - cpu_mark
+        mark, cpu_mark = now, now_cpu
 
     tx = read_transactions(path)
     lap("read parquet")
@@ -220,7 +226,9 @@ def run(
     customers = customer_values(rfm, bg, gg, valuation)
     lap("CLV + bridge")
     times["total"] = time.perf_counter() - start
-    shared = sum(times[k] for k in ("read parquet", "RFM statistics", "Gamma-Gamma fit"))
+    cpu["total"] = time.process_time() - cpu_start
+    stages = ("read parquet", "RFM statistics", "Gamma-Gamma fit")
+    shared = (sum(times[k] for k in stages), sum(cpu[k] for k in stages))
     load_models = os.getloadavg()
     per_model = compare_models(rfm, shared, models or [], workdir, timeout, (bg, gg, valuation))
     return {
@@ -231,6 +239,7 @@ def run(
         "distinct_rfm_rows": bg.n_rows,
         "repeaters": gg.n_customers,
         "seconds": times,
+        "cpu_seconds": cpu,
         "generate_seconds": gen,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -271,7 +280,8 @@ def main() -> None:
     print(f"{'stage':<18}" + "".join(f"{r['customers']:>14,}" for r in results))
     print(f"{'transactions':<18}" + "".join(f"{r['transactions']:>14,}" for r in results))
     for stage in stages:
-        print(f"{stage:<18}" + "".join(f"{r['seconds'][stage]:>13.2f}s" for r in results))
+        print(f"{stage:<18}" + "".join(
+            f"{r['seconds'][stage]:>8.2f}s ({r['cpu_seconds'][stage]:.2f} CPU)" for r in results))
     for r in results:
         f = r["fitted"]
         print(
@@ -289,11 +299,12 @@ def main() -> None:
         for name, m in r["models"].items():
             lt = m["lifetimes"]
             theirs = (
-                f"{lt['fit']:.2f} / {lt['predict']:.2f}" if lt["status"] == "ok" else lt["status"]
+                f"{lt['fit']:.2f} / {lt['predict']:.2f} (fit CPU {lt['fit_cpu']:.2f})"
+                if lt["status"] == "ok" else lt["status"]
             )
             print(
                 f"  {name:<11}{m['fit']:>7.2f} /{m['predict']:>6.2f} /{m['value']:>6.2f} /"
-                f"{m['file_to_clv']:>6.2f}"
+                f"{m['file_to_clv']:>6.2f} (CPU {m['cpu']['file_to_clv']:.2f})"
                 f"   {theirs}"
             )
     args.json.parent.mkdir(parents=True, exist_ok=True)
