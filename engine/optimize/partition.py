@@ -306,9 +306,14 @@ def settle(part: Part, fill: Fill, prices: NDArray[np.float64], cells: NDArray[n
     picked = [split]
     present = np.bincount(options.cell, minlength=options.n_cells) > 0
     for c in np.flatnonzero(present & cells):
-        idx = np.flatnonzero(inc.cell == c)
-        if idx.size == 0:
+        # the per_cell ratios nearest the price lie within per_cell places of it on either
+        # side in the cell's sorted keys: a binary search, not a pass over the cell
+        a, b = int(part.cell_start[c]), int(part.cell_start[c + 1])
+        if b == a:
             continue
+        at = a + int(np.searchsorted(part.sorted_key[a:b], float_key(
+            np.array([prices[c] + 0.0]))[0]))
+        idx = part.by_cell[max(a, at - per_cell):min(b, at + per_cell)].astype(np.int64)
         near = np.abs(inc.dv[idx] / inc.dc[idx] - prices[c])
         if idx.size > per_cell:
             idx = idx[np.argpartition(near, per_cell - 1)[:per_cell]]
