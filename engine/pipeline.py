@@ -297,10 +297,10 @@ def _check_allocation(
                 registry,
                 f"{name} has shape {np.shape(getattr(allocation, name))}, expected ({n},)",
             )
-    unit = options.unit_of_option
+    start, stop = options.offsets[:-1], options.offsets[1:]  # no option-to-unit array
     for name in ("lo", "hi"):
         idx = getattr(allocation, name)
-        if (idx < 0).any() or (idx >= options.cost.size).any() or (unit[idx] != np.arange(n)).any():
+        if (idx < start).any() or (idx >= stop).any():
             raise plugin_failure(allocator, registry, f"{name} points at another unit's options")
     theta = allocation.theta
     if not np.isfinite(theta).all() or (theta < 0).any() or (theta > 1).any():
