@@ -14,6 +14,9 @@ Parquet dataset (``--partitions`` files) plus the pools. Then, in fresh subproce
   (the workers read the dataset and write the plan), then the cluster's shutdown; wall time,
   the driver's peak RSS, each worker's peak RSS, rounds, and the bytes sent to and gathered
   from the workers per call (pickled arguments and results).
+
+Each leg also reports its processes' CPU seconds (user, system): on a shared machine the
+wall times move with the load (``load_before``/``load_after``), the CPU seconds much less.
 """
 
 from __future__ import annotations
@@ -72,6 +75,13 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def cpu_seconds() -> list[float]:
+    """This process's CPU time so far, [user, system] seconds: on a shared machine the wall
+    time depends on what else runs, the CPU time much less."""
+    t = os.times()
+    return [t.user, t.system]
+
+
 def single(root: Path, out: Path) -> dict[str, Any]:
     import polars as pl
 
@@ -79,6 +89,7 @@ def single(root: Path, out: Path) -> dict[str, Any]:
     from engine.plan import Plan
     from engine.portfolio import Portfolio
 
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     plan = Plan.from_file(root / "plan.json")
     customers = pl.read_parquet(root / "customers")
@@ -89,6 +100,7 @@ def single(root: Path, out: Path) -> dict[str, Any]:
     return {
         "seconds": time.perf_counter() - started,
         "peak_rss_bytes": peak_rss(),
+        "cpu_seconds": [a - b for a, b in zip(cpu_seconds(), cpu_before, strict=True)],
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
         "notes": list(s["notes"]), "stages": dict(s["seconds"]),
     }
@@ -109,6 +121,13 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
                             "gathered": sum(len(pickle.dumps(r)) for r in results)})
             return results
 
+        def exchange(self, split: Any, n: int, reduce: Any, *args: Any) -> list[Any]:
+            results = super().exchange(split, n, reduce, *args)
+            traffic.append({"call": f"exchange {split.__name__}/{reduce.__name__}",
+                            "sent": len(pickle.dumps(args)) * self.n,
+                            "gathered": sum(len(pickle.dumps(r)) for r in results)})
+            return results
+
     started = time.perf_counter()
     with connect(f"local:{workers}", memory_limit=memory) as client:
         up = time.perf_counter() - started
@@ -120,6 +139,7 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
             output=out / "plan")
         seconds = time.perf_counter() - mark
         worker_rss = list(client.run(peak_rss).values())
+        worker_cpu = list(client.run(cpu_seconds).values())
         w.close()
     s = result.summary
     return {
@@ -128,6 +148,8 @@ def cluster(root: Path, out: Path, workers: int, memory: str | None) -> dict[str
         "with_startup_and_shutdown": time.perf_counter() - started,
         "driver_peak_rss_bytes": peak_rss(),
         "worker_peak_rss_bytes": worker_rss,
+        "driver_cpu_seconds": cpu_seconds(),
+        "worker_cpu_seconds": worker_cpu,
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
         "integer_bound": s["integer_bound"], "rounds": s["iterations"],
         "lp_columns": s.get("lp_columns"),
