@@ -16,7 +16,7 @@ from engine.plan import Plan, ResourceLimit, SegmentLimit
 from tests.reference import reference_mip
 
 
-def table(n: int, seed: int, barred: bool = False) -> pl.DataFrame:
+def table(n: int, seed: int, barred: bool = False, segments: int = 4) -> pl.DataFrame:
     """Customers x 5 levels with contacts (1 per non-zero level, 2 at the top two levels)
     and call minutes (grow with spend, differ by customer); concave and S-shaped value."""
     rng = np.random.default_rng(seed)
@@ -36,7 +36,7 @@ def table(n: int, seed: int, barred: bool = False) -> pl.DataFrame:
         "value": value.ravel(),
         "contacts": np.tile(contacts, n),
         "calls": calls.ravel(),
-        "segment": np.repeat(np.char.add("s", rng.integers(0, 4, n).astype(str)), 5),
+        "segment": np.repeat(np.char.add("s", rng.integers(0, segments, n).astype(str)), 5),
     })
     if barred:
         out = out.with_columns(

@@ -250,7 +250,10 @@ class PulpCore:
         eq = [(np.arange(s, e, dtype=np.int64), np.ones(e - s))
               for s, e in zip(bounds.tolist(), ends.tolist(), strict=True)]
         upper = np.ones(value.size)
-        upper[:k] = np.inf if self.elastic else 0.0
+        # PuLP wants finite bounds: an overrun is at most what the core can use, plus the
+        # right-hand side
+        most = np.asarray(abs(a[:, k:]).sum(axis=1)).ravel() + np.abs(self.residual) + 1.0
+        upper[:k] = most if self.elastic else 0.0
         result = solvers.maximize(value, a, self.residual, upper, a_eq=eq,
                                   b_eq=np.ones(len(eq)), solver=self.solver,
                                   time_limit=self.time_limit)
