@@ -356,10 +356,13 @@ def test_a_customer_in_two_partitions_is_an_error_naming_it(tmp_path: Path, kind
     assert info.value.violations[0].field.startswith(f"{kind}.customer_id")
 
 
-def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranges", [64, 2])
+def test_the_id_check_is_exact_over_many_hash_ranges(tmp_path: Path, monkeypatch,
+                                                      ranges: int) -> None:
     """Each partition's hashes cut into ranges of the hash space, each range merged apart:
     every hash lands in exactly one range, a repeat in any range is found, distinct ids
-    pass."""
+    pass (one range per partition, or fewer ranges than partitions)."""
+    monkeypatch.setattr(collect, "ID_RANGES", ranges)
     table, plan = _options_case(3000, 11)
     directory = _write_parts(table, tmp_path / "o", 3)
     workers = InProcess()

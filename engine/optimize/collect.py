@@ -24,16 +24,20 @@ if TYPE_CHECKING:
     from engine.optimize.distributed import BlockLp as Lp
 
 
+ID_RANGES = 64  # ranges of the hash space at most: partitions x ranges tasks in all
+
+
 def check_unique_ids(workers: Workers | InProcess) -> None:
     """Every customer id in one partition only, exactly, checked among the workers: each
     partition cuts its sorted 64-bit id hashes into one range of the hash space per
-    partition, and each range is merged on a worker (``Workers.exchange``: the hashes move
-    from worker to worker, 8 bytes per customer in all, none through the driver, and a
-    worker holds one range of every partition, about ``1 / partitions`` of the ids, at
-    once). Only hashes found twice come back; those are looked up as ids in their
-    partitions (a collision of two different ids is no duplicate), and the first id found
-    twice is an input error naming it and both files."""
-    n = max(1, workers.n)
+    partition (``ID_RANGES`` at most), and each range is merged on a worker
+    (``Workers.exchange``: the hashes move from worker to worker, 8 bytes per customer in
+    all, none through the driver, and a merge holds one range of every partition, about
+    ``1 / ranges`` of the ids, at once). Only hashes found twice come back; those are
+    looked up as ids in their partitions (a collision of two different ids is no
+    duplicate), and the first id found twice is an input error naming it and both
+    files."""
+    n = max(1, min(workers.n, ID_RANGES))
     found = workers.exchange(partition.id_ranges, n, partition.repeated)
     twice = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.uint64)
     if twice.size:
