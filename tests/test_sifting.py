@@ -50,6 +50,8 @@ def lp_matches(options: OptionSet, plan: Plan, solver: str = "auto") -> tuple[in
     allocation = lp.solve(options, rows, lp.LpSettings(repair=False, solver=solver))
     assert not violations(options, rows, allocation, tolerance=1e-9)
     assert allocation.lp_objective == pytest.approx(reference[0], rel=1e-9)
+    # the plan as handed on (each unit's two options of largest weight and the split)
+    assert float(allocation.equity(options).sum()) == pytest.approx(reference[0], rel=1e-9)
     binding = int((result.duals > 1e-9).sum())
     return binding, fractional_units(options, result.weights)
 

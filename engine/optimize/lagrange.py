@@ -109,6 +109,28 @@ def solve_lagrange(
                           out.rounds, name)
 
 
+def two_largest(options: OptionSet, weights: NDArray[np.float64]
+                ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Per unit its option of largest weight (``lo``), its option of second largest weight
+    (``hi``, ``lo`` when that weight is below 1e-12) and ``hi``'s share of the two: no sort,
+    the few split units only looked at twice."""
+    lo, _, second = best_two(whole(options), weights)
+    hi = lo.copy()
+    theta = np.zeros(lo.size)
+    split = np.flatnonzero(second >= 1e-12)
+    if split.size:
+        opt, local, begin = options_of(options.offsets, split)
+        rest = weights[opt]
+        rest[begin[:-1] + lo[split] - options.offsets[split]] = -np.inf
+        best = np.maximum.reduceat(rest, begin[:-1])
+        hits = np.flatnonzero(rest == best[local])
+        first = np.ones(hits.size, dtype=bool)
+        first[1:] = local[hits[1:]] != local[hits[:-1]]
+        hi[split] = opt[hits[first]]
+        theta[split] = second[split] / (weights[lo[split]] + second[split])
+    return lo, hi, theta
+
+
 def _penalties(options: OptionSet, pricer: RowPricer) -> NDArray[np.float64]:
     """Per row, the price of an elastic unit: ten times the widest spread of values per
     least positive use of the row's resource (above any price the LP needs, as a rule;

@@ -51,7 +51,7 @@ from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import small, solvers
 from engine.optimize.blocks import Blocks, expand, fill
 from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments
-from engine.optimize.lagrange import solve_lagrange
+from engine.optimize.lagrange import solve_lagrange, two_largest
 from engine.optimize.proof import GAP, prove
 from engine.optimize.repair import repair
 from engine.options import OptionSet
@@ -194,24 +194,14 @@ def _solve_resources(
     settings: LpSettings,
     should_stop: Callable[[], bool],
 ) -> Allocation:
-    """Limits on resources besides spend: the LP by its Lagrangian dual and a core LP
+    """Limits on resources besides spend: the LP by sifting over a core of customers
     (``engine.optimize.lagrange``), then the integer proof over the same prices."""
     result = solve_lagrange(options, rows, settings.solver, settings.tolerance,
                             should_stop=should_stop)
-    w = result.weights
-    unit = options.unit_of_option
     n = options.n_units
     # per unit its two options of largest weight: lo (the larger) and hi, theta = hi's share
-    order = np.lexsort((-w, unit))
-    starts = options.offsets[:-1]
-    lo = order[starts]
-    counts = np.diff(options.offsets)
-    second = np.where(counts > 1, order[np.minimum(starts + 1, order.size - 1)], lo)
-    theta = np.where(counts > 1, w[second], 0.0)
-    theta[theta < 1e-12] = 0.0
-    hi = np.where(theta > 0, second, lo)
-    allocation = Allocation(lo, hi, theta / np.maximum(w[lo] + theta, 1e-300) * (theta > 0),
-                            "optimal", result.solver, "lagrange")
+    lo, hi, theta = two_largest(options, result.weights)
+    allocation = Allocation(lo, hi, theta, "optimal", result.solver, "lagrange")
     allocation.iterations = result.rounds
     allocation.lp_objective, allocation.bound = result.objective, result.bound
     allocation.shadow_prices = {
