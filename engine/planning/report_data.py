@@ -90,9 +90,7 @@ def limit_label(name: str) -> str:
     if what in ("max", "min"):  # max:contacts:s1/retention -> contacts limit in s1 retention
         resource, _, where = rest.partition(":")
         resource, _, kind = resource.partition("/") if not where else (resource, "", "")
-        segment, _, seg_kind = where.partition("/")
-        kind = kind or seg_kind
-        scope = " ".join(x for x in (segment, kind) if x)
+        scope = " ".join(x for x in (*where.partition("/")[::2], kind) if x)
         return (f"{resource} {'limit' if what == 'max' else 'minimum'}"
                 + (f" in {scope}" if scope else ""))
     segment, _, kind = rest.partition("/")
