@@ -187,3 +187,34 @@ def test_a_plan_whose_lp_is_integral_needs_no_mip() -> None:
         assert (allocation.method, allocation.status) == ("direct", "optimal")
         assert _close(float(allocation.equity(options).sum()), best)
         assert _close(allocation.integer_bound, best) and _close(allocation.bound, best)
+
+
+def test_the_direct_path_runs_whatever_thread_pool_highs_made_first() -> None:
+    """HiGHS' thread pool is global to a process: made by another solver object first
+    (here one asking for two threads, in a fresh process), the direct path still runs."""
+    import subprocess
+    import sys
+
+    script = """
+import highspy, numpy as np
+first = highspy.Highs()
+first.setOptionValue("output_flag", False)
+first.setOptionValue("threads", 2)
+first.addVars(2, np.zeros(2), np.ones(2))
+first.changeColsCost(2, np.arange(2, dtype=np.int32), np.ones(2))
+assert first.run() == highspy.HighsStatus.kOk
+from engine.constraints import build_constraints
+from engine.optimize import small
+from engine.plan import Plan
+from tests.conftest import random_options
+options = random_options(n=60, levels=4, segments=2, seed=3, pools=2)
+found = small.solve(options, build_constraints(Plan(total_budget=400.0), options))
+print("direct" if found is not None else "none")
+"""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "direct"

@@ -208,7 +208,8 @@ def _highs(time_limit: float | None) -> highspy.Highs:
             h = highspy.Highs()
         _quiet = True
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    # no "threads" option: HiGHS' thread pool is global to the process and made by the
+    # first solve; a later solver object asking for another size fails to run at all
     # the feasibility-jump heuristic costs ~8 ms per MIP however small (HiGHS 1.16); these
     # MIPs start from a core that the LP's prices leave, where it finds nothing the
     # branch-and-bound does not find at once
