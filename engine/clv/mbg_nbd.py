@@ -30,7 +30,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from engine.clv.bgnbd import BGNBDParams, inner
 from engine.clv.models import ModelFit, checked_rfm, codes, fit_rows, model_fit
-from engine.clv.value import BGNBDStream
+from engine.clv.streams import BGNBDStream
 
 Array = NDArray[np.float64]
 PARAM_NAMES = ("r", "alpha", "a", "b")

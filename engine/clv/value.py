@@ -42,13 +42,12 @@ from numpy.typing import ArrayLike, NDArray
 from engine.clv.bgnbd import (
     BGNBDFit,
     BGNBDParams,
-    expected_purchases_alive,
     fit_bgnbd_rfm,
     p_alive,
-    purchase_rate_alive,
 )
 from engine.clv.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
 from engine.clv.models import distinct_pairs
+from engine.clv.streams import AliveStream, BGNBDStream
 from engine.clv.transactions import (
     UNIT_DAYS,
     CleaningReport,
@@ -99,34 +98,12 @@ def _distinct(frequency: Array, T: Array) -> tuple[Array, Array, NDArray[np.intp
     return distinct_pairs(frequency, T)
 
 
-class AliveStream(Protocol):
-    """A purchase model's expected purchases of a customer alive now: ``expected(t, x, T)``
-    over the next t time units and its derivative ``rate(s, x, T)``, s time units ahead."""
-
-    def expected(self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array: ...
-
-    def rate(self, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array: ...
-
-
 class ValuedModel(Protocol):
     """A fitted purchase model that can value customers (Pareto/NBD, MBG/NBD)."""
 
     def p_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array: ...
 
     def alive_stream(self) -> AliveStream: ...
-
-
-@dataclass(frozen=True)
-class BGNBDStream:
-    """BG/NBD's stream (``engine.clv.bgnbd``); MBG/NBD's is BG/NBD's with b + 1."""
-
-    params: BGNBDParams
-
-    def expected(self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
-        return expected_purchases_alive(self.params, t, frequency, T)
-
-    def rate(self, s: ArrayLike, frequency: ArrayLike, T: ArrayLike) -> Array:
-        return purchase_rate_alive(self.params, s, frequency, T)
 
 
 def _stream(params: BGNBDParams | AliveStream) -> AliveStream:
