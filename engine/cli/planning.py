@@ -186,7 +186,7 @@ def _scenario_values(args: argparse.Namespace, discount_rate: float) -> tuple[li
 def cmd_compare(args: argparse.Namespace) -> int:
 
     from engine.constraints import build_constraints
-    from engine.planning.scenarios import compare, kind_split, robustness, spend_table
+    from engine.planning.scenarios import FixedLevels, compare, kind_split, robustness
 
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
@@ -199,11 +199,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rates, factors = _scenario_values(args, plan.discount_rate)
         scen = None
         if rates or factors:
-            plans = {"optimum": spend_table(comp.evaluations[0])}
+            # the optimum keeps its very levels (and so its use of contacts, calls...)
+            plans: dict[str, Any] = {
+                "optimum": FixedLevels.of(comp.optimum, comp.evaluations[0])}
             if current is not None:
                 plans["current"] = current
             scen = robustness(portfolio, plan, plans, rates, factors, progress=progress,
-                              planned=comp.optimum)
+                              planned=comp.optimum, planned_frontier=comp.frontier)
     finally:
         progress.close()
     if args.json:
