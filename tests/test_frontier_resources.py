@@ -199,3 +199,36 @@ def test_frontier_with_a_contacts_limit_over_grpc_and_the_cli(
     assert out["frontier"]["optimal_budget"] == pytest.approx(local.optimal_budget, rel=1e-9)
     assert main(args) == 0
     assert "exact LP solves at budgets" in capsys.readouterr().out
+
+
+def test_a_budget_the_lp_cannot_solve_is_left_out_and_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A solve failing at one budget leaves that point out (the band spans it, said in the
+    notes) instead of failing the frontier; the points kept still match highspy."""
+    from engine.errors import SolverError
+    from engine.planning import frontier_solves
+
+    n = 150
+    options = from_table(table(n, 0))
+    plan = plan_for(n, 0)
+    rows = build_constraints(plan, options)
+    full = frontier_of(options, rows, plan.total_budget)
+    bad = float(full.points["budget"][3])
+    solve = frontier_solves._solve
+
+    def failing(o, r, b):  # type: ignore[no-untyped-def]
+        if b is not None and abs(b - bad) <= 1e-9 * bad:
+            raise SolverError("no answer at this budget")
+        return solve(o, r, b)
+
+    monkeypatch.setattr(frontier_solves, "_solve", failing)
+    front = frontier_of(options, rows, plan.total_budget)
+    budgets = front.points["budget"].to_numpy()
+    assert not np.isclose(budgets, bad, rtol=1e-9).any()
+    assert any("could not be solved" in note and "no answer" in note for note in front.notes)
+    for b, e in zip(budgets[::4], front.points["equity"].to_numpy()[::4], strict=True):
+        assert highspy_lp(options, rows, b) == pytest.approx(e, rel=1e-9)
+    exact = highspy_lp(options, rows, bad)
+    drawn = float(front.equity_at([bad])[0])
+    assert drawn - 1e-9 * abs(drawn) <= exact <= drawn + front.max_gap + 1e-9 * abs(drawn)

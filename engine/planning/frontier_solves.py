@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from engine.constraints import LE, Constraint
-from engine.errors import CancelledError, InfeasiblePlanError
+from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import ACQUISITION, KINDS, RETENTION, OptionSet
 from engine.planning.frontier_pieces import FloatArray
 from engine.planning.frontier_result import Frontier
@@ -70,13 +70,59 @@ def _solve(options: OptionSet, rows: list[Constraint], budget: float | None) -> 
 
 
 def _least_spend(options: OptionSet, rows: list[Constraint]) -> float:
-    """The least total spend meeting every row but the total budget (LP with value -cost)."""
+    """The least total spend meeting every row but the total budget: every unit at its
+    cheapest level when that meets them (no unit can spend less), else the LP with value
+    ``-cost``."""
     from engine.optimize import lp
 
     others = [r for r in rows if r.name != "budget"]
+    first = options.hull.points[options.hull.offsets[:-1]]
+    cheapest = float(options.cost[first].sum())
+    for row in others:
+        use = options.resource(row.resource)
+        assert use is not None  # build_constraints checked the resource exists
+        used = float(np.bincount(options.cell[row.cells[options.cell]],
+                                 weights=use[first][row.cells[options.cell]],
+                                 minlength=options.n_cells).sum())
+        slack = 1e-9 * max(1.0, abs(row.rhs))
+        if (used > row.rhs + slack) if row.sense == LE else (used < row.rhs - slack):
+            break
+    else:
+        return cheapest
     thrifty = replace(options, value=-options.cost)
     allocation = lp.solve(thrifty, others, lp.LpSettings(repair=False))
     return float(allocation.spend(thrifty).sum())
+
+
+def _least_by_bisection(
+    options: OptionSet, rows: list[Constraint], high: float, should_stop: Callable[[], bool],
+    steps: int = 12,
+) -> tuple[float, str | None]:
+    """The least feasible budget when its own LP could not be solved: the least spend the
+    spend rows alone allow (exact, ``frontier_of``) when the plan is feasible there, else
+    bisection between it and ``high`` by solves at budgets (within ``(high - low) / 2^steps``,
+    said in the note)."""
+    from engine.planning.frontier import frontier_of  # (frontier imports this module)
+
+    low = frontier_of(options, [r for r in rows if r.resource == "cost" and r.name != "budget"]
+                      ).min_budget
+
+    def feasible(b: float) -> bool:
+        if should_stop():
+            raise CancelledError("frontier cancelled")
+        try:
+            _solve(options, rows, b)
+        except InfeasiblePlanError:
+            return False
+        return True
+
+    if feasible(low):
+        return low, None
+    for _ in range(steps):
+        mid = 0.5 * (low + high)
+        low, high = (low, mid) if feasible(mid) else (mid, high)
+    return high, (f"the least budget was found by bisection, within {high - low:,.6g} (the LP "
+                  "for the least spend could not be solved)")
 
 
 def _gaps(points: list[Solved]) -> FloatArray:
@@ -118,7 +164,10 @@ def trace_by_solves(
     """The frontier of a plan with limits on resources besides spend (see the module)."""
     top = _solve(options, rows, None)
     progress("solves: optimal budget", 0.1)
-    b_min = _least_spend(options, rows)
+    try:
+        b_min, how = _least_spend(options, rows), None
+    except SolverError:
+        b_min, how = _least_by_bisection(options, rows, top.budget, should_stop)
     b_opt = max(top.budget, b_min)
     progress("solves: least budget", 0.2)
     budgets = set(np.linspace(b_min, b_opt, first).tolist()) if b_opt > b_min else {b_min}
@@ -126,14 +175,19 @@ def trace_by_solves(
         budgets.add(float(plan_budget))
     solved: dict[float, Solved] = {b_opt: replace(top, budget=b_opt)}
 
+    failed: dict[float, str] = {}
+
     def run(b: float) -> None:
         if should_stop():
             raise CancelledError("frontier cancelled")
         try:
-            solved[b] = _solve(options, rows, b)
-        except InfeasiblePlanError:  # at the least budget, within the solver's tolerance
-            solved[b] = _solve(options, rows, b * (1 + 1e-9) + 1e-9)
-            solved[b].budget = b
+            try:
+                solved[b] = _solve(options, rows, b)
+            except InfeasiblePlanError:  # at the least budget, within the solver's tolerance
+                solved[b] = _solve(options, rows, b * (1 + 1e-9) + 1e-9)
+                solved[b].budget = b
+        except SolverError as exc:  # a point the LP could not solve: left out, said
+            failed[b] = str(exc)
 
     for i, b in enumerate(sorted(budgets - set(solved))):
         run(b)
@@ -142,6 +196,8 @@ def trace_by_solves(
     while len(solved) < most:
         points = [solved[b] for b in sorted(solved)]
         gaps = _gaps(points)
+        for f in failed:  # an interval whose budget the LP failed on is not split again
+            gaps[max(int(np.searchsorted([p.budget for p in points], f)) - 1, 0)] = 0.0
         if not gaps.size or gaps.max() <= REL_GAP * equity_range:
             break
         i = int(np.argmax(gaps))
@@ -153,7 +209,14 @@ def trace_by_solves(
             break
         run(x)
         progress("solves: refining", 0.7 + 0.2 * len(solved) / most)
-    return _frontier(options, [solved[b] for b in sorted(solved)], plan_budget, started)
+    out = _frontier(options, [solved[b] for b in sorted(solved)], plan_budget, started)
+    if how is not None:
+        out.notes.append(how)
+    if failed:
+        out.notes.append(f"the LP could not be solved at {len(failed)} budget(s) "
+                         f"({', '.join(f'{b:,.6g}' for b in sorted(failed))}: "
+                         f"{next(iter(failed.values()))}); the band spans them")
+    return out
 
 
 def _frontier(options: OptionSet, points: list[Solved], plan_budget: float | None,
