@@ -118,3 +118,12 @@ def test_a_solve_over_the_cap_is_resource_exhausted(
 def test_the_cap_must_leave_room_to_work() -> None:
     with pytest.raises(ValueError, match="worker_memory_mib must be >= 64"):
         ServerConfig(port=0, worker_memory_mib=10)
+
+
+def test_the_cap_is_a_serve_flag() -> None:
+    from engine.cli import build_parser
+    from engine.cli.service import config_from_args
+
+    args = build_parser().parse_args(["serve", "--worker-memory-mib", "300"])
+    assert config_from_args(args).worker_memory_mib == 300
+    assert config_from_args(build_parser().parse_args(["serve"])).worker_memory_mib is None
