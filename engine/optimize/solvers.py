@@ -137,6 +137,9 @@ def maximize(
             prob.addConstraint(
                 pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"e{k}", float(b_eq[k]))
             )
+    if time_limit is not None:  # building the model counts against the limit (the solver
+        # keeps up to a second to find a first answer)
+        time_limit = max(time_limit - (time.perf_counter() - started), min(time_limit, 1.0))
     try:
         # HiGHS prints a banner on stdout whenever PuLP makes a solver object (highspy 1.16).
         with native_stdout_silenced():
