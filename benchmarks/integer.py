@@ -91,7 +91,7 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> None:
         print(f"{'':9} {'':>5} highspy full LP {ref_lp_seconds:7.2f} s {ref_lp[2]} "
               f"objective {ref_lp[0]:.12g} (|diff| {diff:.1e}, "
               f"{ref_lp_seconds / lp_seconds:.0f}x the LP's time)", flush=True)
-    if integral and n <= args.mip_max:
+    if integral and n <= min(args.mip_max, args.reference_max):
         t = time.perf_counter()
         ref = reference_mip(options, rows, time_limit=args.reference_limit)
         ref_seconds = time.perf_counter() - t
