@@ -100,6 +100,7 @@ def test_frontier_refines_where_the_sandwich_is_widest() -> None:
 
     coarse = frontier_solves.trace_by_solves(options, rows, plan.total_budget,
                                              lambda *_: None, lambda: False, 0.0,
+                                             lambda r: frontier_of(options, r).min_budget,
                                              first=3, most=3)
     assert coarse.points.height <= 4 < few.points.height  # 3 evenly spaced and the plan's
     assert coarse.max_gap > few.max_gap  # more solves, tighter sandwich
@@ -232,3 +233,30 @@ def test_a_budget_the_lp_cannot_solve_is_left_out_and_said(
     exact = highspy_lp(options, rows, bad)
     drawn = float(front.equity_at([bad])[0])
     assert drawn - 1e-9 * abs(drawn) <= exact <= drawn + front.max_gap + 1e-9 * abs(drawn)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_least_budget_without_its_lp(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the least-spend LP fails: the spend rows' least budget if the plan is feasible
+    there (exact), else a bisection by solves (feasible, and within its stated width)."""
+    from engine.errors import SolverError
+    from engine.planning import frontier_solves
+
+    n = 150
+    options = from_table(table(n, seed))
+    plan = plan_for(n, seed)
+    rows = build_constraints(plan, options)
+    exact = frontier_of(options, rows, plan.total_budget).min_budget
+
+    def failing(o, r):  # type: ignore[no-untyped-def]
+        raise SolverError("no answer")
+
+    monkeypatch.setattr(frontier_solves, "_least_spend", failing)
+    front = frontier_of(options, rows, plan.total_budget)
+    assert highspy_lp(options, rows, front.min_budget) is not None  # feasible there
+    bisected = [note for note in front.notes if "bisection" in note]
+    if bisected:
+        width = float(bisected[0].split("within ")[1].split(" ")[0].replace(",", ""))
+        assert exact - 1e-9 * exact <= front.min_budget <= exact + 2 * width + 1e-9 * exact
+    else:
+        assert front.min_budget == pytest.approx(exact, rel=1e-9)

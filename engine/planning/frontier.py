@@ -119,7 +119,8 @@ def frontier_of(
     started = time.perf_counter() if started is None else started
     progress = progress or no_progress
     if not spend_only(rows):  # limits on contacts, calls...: exact solves at budgets
-        return trace_by_solves(options, rows, plan_budget, progress, should_stop, started)
+        return trace_by_solves(options, rows, plan_budget, progress, should_stop, started,
+                               lambda spend_rows: frontier_of(options, spend_rows).min_budget)
     hull = options.hull
     unit, dc, dv = hull.increments(options.cost, options.value)
     first = hull.points[hull.offsets[:-1]]

@@ -96,16 +96,13 @@ def _least_spend(options: OptionSet, rows: list[Constraint]) -> float:
 
 def _least_by_bisection(
     options: OptionSet, rows: list[Constraint], high: float, should_stop: Callable[[], bool],
-    steps: int = 12,
+    spend_floor: Callable[[list[Constraint]], float], steps: int = 12,
 ) -> tuple[float, str | None]:
     """The least feasible budget when its own LP could not be solved: the least spend the
-    spend rows alone allow (exact, ``frontier_of``) when the plan is feasible there, else
-    bisection between it and ``high`` by solves at budgets (within ``(high - low) / 2^steps``,
-    said in the note)."""
-    from engine.planning.frontier import frontier_of  # (frontier imports this module)
-
-    low = frontier_of(options, [r for r in rows if r.resource == "cost" and r.name != "budget"]
-                      ).min_budget
+    spend rows alone allow (``spend_floor``: the spend-only frontier's least budget, exact)
+    when the plan is feasible there, else bisection between it and ``high`` by solves at
+    budgets (within ``(high - low) / 2^steps``, said in the note)."""
+    low = spend_floor([r for r in rows if r.resource == "cost" and r.name != "budget"])
 
     def feasible(b: float) -> bool:
         if should_stop():
@@ -158,16 +155,18 @@ def trace_by_solves(
     progress: Progress,
     should_stop: Callable[[], bool],
     started: float,
+    spend_floor: Callable[[list[Constraint]], float],
     first: int = 7,
     most: int = 17,
 ) -> Frontier:
-    """The frontier of a plan with limits on resources besides spend (see the module)."""
+    """The frontier of a plan with limits on resources besides spend (see the module);
+    ``spend_floor(rows)``: the least budget of spend-only rows (the parametric frontier's)."""
     top = _solve(options, rows, None)
     progress("solves: optimal budget", 0.1)
     try:
         b_min, how = _least_spend(options, rows), None
     except SolverError:
-        b_min, how = _least_by_bisection(options, rows, top.budget, should_stop)
+        b_min, how = _least_by_bisection(options, rows, top.budget, should_stop, spend_floor)
     b_opt = max(top.budget, b_min)
     progress("solves: least budget", 0.2)
     budgets = set(np.linspace(b_min, b_opt, first).tolist()) if b_opt > b_min else {b_min}
