@@ -13,9 +13,10 @@ price ``y_k = -row_dual_k`` is the value of one more unit of its right-hand side
 Every unit enters with one *basic* option (the caller's choice: its best at the current
 prices) and its convexity row nonbasic. The first solve starts from those options, a limit
 they overrun with its elastic column basic and any other with its slack: a primal feasible
-basis, for the primal simplex. Later units enter at their best option at the last solve's
-prices, which keeps the basis dual feasible: after new units and new right-hand sides the
-dual simplex goes on from the last optimum.
+basis, for the primal simplex (the dual simplex stops on it: its duals are huge). Later
+units enter at their best option at the last solve's prices, which keeps the basis dual
+feasible: after new units and new right-hand sides the dual simplex goes on from the last
+optimum.
 
 :class:`PulpCore` is the same model rebuilt through PuLP at each solve (the CBC path).
 """
@@ -62,7 +63,6 @@ class HighsCore:
         h.setOptionValue("primal_feasibility_tolerance", 1e-9)
         h.setOptionValue("dual_feasibility_tolerance", 1e-9)
         h.setOptionValue("presolve", "off")  # the basis given is the start
-        h.setOptionValue("simplex_strategy", 1)  # dual (also from the first basis)
         if time_limit is not None:
             h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
         k = residual.size
@@ -191,10 +191,23 @@ class HighsCore:
         if self._added:  # else HiGHS holds the last basis
             self._set_basis()
             self._added = False
-        h.run()
+        # the first basis is primal feasible but not dual feasible (the elastic columns'
+        # penalties make its duals huge: HiGHS' dual simplex then stops at once with
+        # "excessive dual values"), so the primal simplex starts; later bases are dual
+        # feasible, so the dual simplex goes on
+        h.setOptionValue("simplex_strategy", 1 if self._solved else 4)
+        run = h.run()
         self._solved = True
         hs = self._hs.HighsModelStatus
         status = h.getModelStatus()
+        if run == self._hs.HighsStatus.kError or status == hs.kNotset:
+            # HiGHS refused to go on from the basis given (after a penalty rose a
+            # thousandfold the duals can be too large for its ratio test): solve from no
+            # basis, slower but sure
+            h.clearSolver()
+            h.setOptionValue("simplex_strategy", 1)
+            h.run()
+            status = h.getModelStatus()
         iterations = int(h.getInfo().simplex_iteration_count)
         k = self.n_rows
         if status != hs.kOptimal:
