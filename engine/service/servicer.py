@@ -101,18 +101,26 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             yield message
         yield service_pb2.AllocateStreamResponse(summary=wire.summary_to_proto(result.summary))
 
+    def _table(self, message: portfolio_pb2.Table, name: str,
+               context: grpc.ServicerContext) -> pl.DataFrame | None:
+        """A request's table decoded within the server's limits, its rows noted for the
+        access log (``None`` when the request sent none)."""
+        table = wire.decode_table(message, name, max_rows=self.config.max_rows,
+                                  max_bytes=self.config.max_decoded_bytes)
+        rows = table.height if table is not None else 0
+        _note_rows(context, rows)
+        if rows > self.config.max_rows:
+            raise LimitExceededError("max_rows", rows, self.config.max_rows)
+        return table
+
     def Score(
         self, request: service_pb2.ScoreRequest, context: grpc.ServicerContext
     ) -> service_pb2.ScoreResponse:
         wire.check_format(request.response_format, "response_format")
         plan = Plan.from_proto(request.plan)
-        table = wire.decode_table(request.customers, "customers", max_rows=self.config.max_rows,
-                                  max_bytes=self.config.max_decoded_bytes)
+        table = self._table(request.customers, "customers", context)
         if table is None:
             raise InvalidInputError.single("customers", "a table of rows to score is required")
-        _note_rows(context, table.height)
-        if table.height > self.config.max_rows:
-            raise LimitExceededError("max_rows", table.height, self.config.max_rows)
         if len(request.metrics) > self.config.max_metrics:
             raise LimitExceededError("max_metrics", len(request.metrics), self.config.max_metrics)
         metrics = self._metrics(list(request.metrics) or [plan.metric.name], plan.metric)
@@ -167,13 +175,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     ) -> service_pb2.FitResponseResponse:
         from engine.service import curves
 
-        table = wire.decode_table(request.experiments, "experiments",
-                                  max_rows=self.config.max_rows,
-                                  max_bytes=self.config.max_decoded_bytes)
+        table = self._table(request.experiments, "experiments", context)
         rows = table.height if table is not None else 0
-        _note_rows(context, rows)
-        if rows > self.config.max_rows:
-            raise LimitExceededError("max_rows", rows, self.config.max_rows)
         # a fit is quick once the rows are aggregated; many rows take a slot as a solve would
         with self.gate.solve(stopper(context), large=rows > self.config.small_solve_rows):
             return curves.fits_to_proto(curves.fit_response(table))
@@ -184,13 +187,8 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         from engine.service import clv
 
         wire.check_format(request.response_format, "response_format")
-        table = wire.decode_table(request.transactions, "transactions",
-                                  max_rows=self.config.max_rows,
-                                  max_bytes=self.config.max_decoded_bytes)
+        table = self._table(request.transactions, "transactions", context)
         rows = table.height if table is not None else 0
-        _note_rows(context, rows)
-        if rows > self.config.max_rows:
-            raise LimitExceededError("max_rows", rows, self.config.max_rows)
         # the fits read every row: many rows take a solve slot, as a fit of curves does
         with self.gate.solve(stopper(context), large=rows > self.config.small_solve_rows):
             run = clv.fit_clv(request, table)
