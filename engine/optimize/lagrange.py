@@ -35,6 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +44,15 @@ from engine.constraints import Constraint
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.core_lp import HighsCore, PulpCore
-from engine.optimize.pricing import RowPricer, View, best_two, options_of, subset, whole
+from engine.optimize.pricing import (
+    Joined,
+    Priced,
+    RowPricer,
+    UnitPricer,
+    best_two,
+    options_of,
+    whole,
+)
 from engine.options import OptionSet
 
 MIN_CORE = 2_000  # units in the first core at least,
@@ -64,8 +73,8 @@ class LagrangeResult:
 
 
 @dataclass
-class _Sifted:
-    weights: NDArray[np.float64]  # per option of the view
+class Sifted:
+    x: NDArray[np.float64]  # per core column, in the order the units joined
     y: NDArray[np.float64]
     objective: float
     bound: float
@@ -73,12 +82,29 @@ class _Sifted:
     overrun: NDArray[np.bool_]  # rows the plan overruns (a sample's, never the answer's)
 
 
+class Pricer(Protocol):
+    """Where the units are priced: :class:`~engine.optimize.pricing.UnitPricer` over an
+    option set in this process, or the partitions of a cluster
+    (``engine.optimize.distributed``). The sifting loop sees only these small answers."""
+
+    @property
+    def n_units(self) -> int: ...
+    @property
+    def n_multi(self) -> int: ...
+    def stats(self) -> tuple[float, float, NDArray[np.float64]]: ...
+    def sample(self, size: int) -> Pricer | None: ...
+    def open(self, y: NDArray[np.float64], k: int) -> NDArray[np.int64]: ...
+    def join(self, ids: NDArray[np.int64]) -> Joined: ...
+    def price(self, y: NDArray[np.float64], k: int) -> Priced: ...
+    def everyone(self) -> NDArray[np.int64]: ...
+
+
 @dataclass
-class _Context:
-    options: OptionSet
-    pricer: RowPricer
+class Context:
+    """What the sifting loop needs besides its pricer."""
+
+    resource_of_row: NDArray[np.int64]
     solver: str
-    penalty: NDArray[np.float64]
     tolerance: float
     max_rounds: int
     should_stop: Callable[[], bool]
@@ -101,12 +127,13 @@ def solve_lagrange(
     """The LP over option weights (one set per unit summing to 1) under ``rows``."""
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     name = solvers.resolve(solver)
-    pricer = RowPricer(rows, options)
-    ctx = _Context(options, pricer, name, _penalties(options, pricer), tolerance, max_rounds,
-                   should_stop, deadline, [r.name for r in rows])
-    out = _sift(ctx, whole(options), pricer.b, final=True)
-    return LagrangeResult(out.weights, out.y, out.objective, max(out.bound, out.objective),
-                          out.rounds, name)
+    row_pricer = RowPricer(rows, options)
+    pricer = UnitPricer(row_pricer, whole(options))
+    ctx = Context(row_pricer.resource_of_row, name, tolerance, max_rounds, should_stop,
+                  deadline, [r.name for r in rows])
+    out = sift(ctx, pricer, row_pricer.b, final=True)
+    return LagrangeResult(pricer.weights(out.x), out.y, out.objective,
+                          max(out.bound, out.objective), out.rounds, name)
 
 
 def two_largest(options: OptionSet, weights: NDArray[np.float64]
@@ -131,51 +158,44 @@ def two_largest(options: OptionSet, weights: NDArray[np.float64]
     return lo, hi, theta
 
 
-def _penalties(options: OptionSet, pricer: RowPricer) -> NDArray[np.float64]:
+def _penalties(ctx: Context, pricer: Pricer) -> NDArray[np.float64]:
     """Per row, the price of an elastic unit: ten times the widest spread of values per
     least positive use of the row's resource (above any price the LP needs, as a rule;
     raised at the end when an overrun is left)."""
-    value = options.value
-    spread = float(value.max() - value.min()) if value.size else 0.0
-    least = []
-    for use in pricer.use:
-        positive = use[use > 0]
-        least.append(float(positive.min()) if positive.size else 1.0)
-    per_row = np.array(least)[pricer.resource_of_row] if least else np.zeros(0)
+    lo, hi, least = pricer.stats()
+    spread = hi - lo if np.isfinite(lo) and np.isfinite(hi) else 0.0
+    least = np.where(np.isfinite(least), least, 1.0)
+    per_row = least[ctx.resource_of_row] if least.size else np.zeros(0)
     return 10.0 * (spread + 1.0) / per_row
 
 
-def _sample_prices(ctx: _Context, view: View, b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Row prices from the LP of a random sample of ``view``'s units, limits scaled by its
-    share (a limit the sample cannot keep gets price 0)."""
-    size = max(MIN_SAMPLE, int(SAMPLE_SHARE * view.n))
-    rng = np.random.default_rng(0)
-    local = np.sort(rng.choice(view.n, size, replace=False))
-    units = local if view.units is None else view.units[local]
-    part = _sift(ctx, subset(ctx.options, units), b * (size / view.n), final=False)
+def _sample_prices(ctx: Context, pricer: Pricer, b: NDArray[np.float64]
+                   ) -> NDArray[np.float64]:
+    """Row prices from the LP of a random sample of the units, limits scaled by its share
+    (a limit the sample cannot keep gets price 0); zeros when the pricer has no sample."""
+    size = max(MIN_SAMPLE, int(SAMPLE_SHARE * pricer.n_units))
+    sample = pricer.sample(size)
+    if sample is None:
+        return np.zeros(b.size)
+    part = sift(ctx, sample, b * (size / pricer.n_units), final=False)
     return np.where(part.overrun, 0.0, part.y)
 
 
-def _sift(ctx: _Context, view: View, b: NDArray[np.float64], final: bool) -> _Sifted:
-    """The LP over ``view``'s units under right-hand sides ``b``. ``final``: the answer
-    (an overrun is resolved, or the limits are infeasible); else a sample's prices."""
-    options, pricer = ctx.options, ctx.pricer
-    value = options.value
-    n = view.n
-    multi = view.counts >= 2
+def sift(ctx: Context, pricer: Pricer, b: NDArray[np.float64], final: bool) -> Sifted:
+    """The LP over ``pricer``'s units under right-hand sides ``b``. ``final``: the answer
+    (an overrun is resolved, or the limits are infeasible); else a sample's prices. The
+    plan: every held unit at its held option, the core's columns at ``x``."""
+    n = pricer.n_units
     first = max(MIN_CORE, int(CORE_SHARE * n))
     y = np.zeros(b.size)
-    if first < int(multi.sum()) and n > 2 * MIN_SAMPLE:
-        y = _sample_prices(ctx, view, b)
-    reduced = pricer.reduced(y, view)
-    pick, top, second = best_two(view, reduced)
-    fixed = pick  # per unit, the (local) option it is held at outside the core
-    in_core = np.zeros(n, dtype=bool)
-    joining = _nearest(np.where(multi, top - second, np.inf), first)
-    penalty = ctx.penalty.copy()
+    if first < pricer.n_multi and n > 2 * MIN_SAMPLE:
+        y = _sample_prices(ctx, pricer, b)
+    joining = pricer.open(y, first)
+    penalty = _penalties(ctx, pricer)
     core = (HighsCore(b, penalty, ctx.left()) if ctx.solver == "highs"
             else PulpCore(b, penalty, ctx.solver, ctx.left()))
-    core_opt = np.zeros(0, dtype=np.int64)  # local options, in column order
+    core_value = np.zeros(0)  # per core column, its value
+    in_core = 0
     overrun_allowed = 1e-9 * np.maximum(1.0, np.abs(b))
     rounds = raised = 0
     exact = False  # everyone with a choice in the core, no overrun allowed
@@ -183,17 +203,14 @@ def _sift(ctx: _Context, view: View, b: NDArray[np.float64], final: bool) -> _Si
         rounds += 1
         if ctx.should_stop():
             raise CancelledError("allocation cancelled")
+        joined = pricer.join(joining)
         if joining.size:
-            fixed[joining] = pick[joining]  # at its best: the basis stays dual feasible
-            in_core[joining] = True
-            opt, unit, begin = options_of(view.offsets, joining)
-            glob = view.glob(opt)
-            starts, index, coef = pricer.columns(glob)
-            core.add_units(value[glob], unit, starts, index, coef,
-                           begin[:-1] + fixed[joining] - view.offsets[joining])
-            core_opt = np.concatenate([core_opt, opt])
-        held = np.flatnonzero(~in_core)
-        core.set_residual(b - pricer.usage(view.glob(fixed[held])))
+            core.add_units(joined.value, joined.unit, joined.starts, joined.index,
+                           joined.coef, joined.fixed)
+            core_value = np.concatenate([core_value, joined.value])
+            in_core += joining.size
+        joining = np.zeros(0, dtype=np.int64)
+        core.set_residual(b - joined.held_use)
         solution = core.solve()
         if solution.status == "infeasible" and exact:
             raise InfeasiblePlanError("the limits cannot all be met", ctx.names)
@@ -201,19 +218,17 @@ def _sift(ctx: _Context, view: View, b: NDArray[np.float64], final: bool) -> _Si
             raise SolverError(f"{ctx.solver} stopped on the core LP: {solution.status}",
                               solution.status)
         y = solution.prices
-        reduced = pricer.reduced(y, view)
-        pick, top, _ = best_two(view, reduced)
-        objective = float(value[view.glob(fixed[held])].sum()
-                          + value[view.glob(core_opt)] @ solution.x)
-        bound = float(y @ b + top.sum())
-        beaten = np.zeros(n)
-        beaten[held] = top[held] - reduced[fixed[held]]
-        loose = 1e-11 * max(1.0, float(np.abs(top).max()))
-        changed = np.flatnonzero(beaten > loose)
+        room = _room(first, in_core)
+        priced = pricer.price(y, room)
+        objective = float(joined.held_value + core_value @ solution.x)
+        bound = float(y @ b + priced.lagrangian)
+        loose = 1e-11 * max(1.0, priced.absmax)
+        keep = priced.beaten > loose
+        changed, beaten = priced.units[keep], priced.beaten[keep]
         over = solution.slack > overrun_allowed
         if over.any() and final:
             if changed.size:  # the units the overrun's price beats join, most beaten first
-                joining = _most(beaten, changed, _room(first, in_core))
+                joining = _most(beaten, changed, room)
                 continue
             if raised < 2:  # raise its price; at last, everyone and no overrun
                 raised += 1
@@ -222,33 +237,22 @@ def _sift(ctx: _Context, view: View, b: NDArray[np.float64], final: bool) -> _Si
             else:
                 core.forbid_elastic()
                 exact = True
-                joining = np.flatnonzero(multi & ~in_core)
+                joining = pricer.everyone()
             continue
         closed = not over.any() and bound - objective <= ctx.tolerance * max(1.0, abs(bound))
         if closed or changed.size == 0 or rounds >= ctx.max_rounds:
-            weights = np.zeros(view.offsets[-1])
-            weights[fixed[held]] = 1.0
-            weights[core_opt] = solution.x
-            return _Sifted(weights, y, objective, bound, rounds, over)
-        joining = _most(beaten, changed, _room(first, in_core))
+            return Sifted(solution.x, y, objective, bound, rounds, over)
+        joining = _most(beaten, changed, room)
 
 
-def _room(first: int, in_core: NDArray[np.bool_]) -> int:
+def _room(first: int, in_core: int) -> int:
     """Units to join in one round at most: small steps keep each re-solve short."""
-    return int(JOIN_SHARE * max(first, int(in_core.sum())))
+    return int(JOIN_SHARE * max(first, in_core))
 
 
 def _most(beaten: NDArray[np.float64], candidates: NDArray[np.int64], k: int
           ) -> NDArray[np.int64]:
     """The (at most) ``k`` candidates most beaten, sorted."""
     if candidates.size > k:
-        candidates = candidates[np.argpartition(-beaten[candidates], k - 1)[:k]]
+        candidates = candidates[np.argpartition(-beaten, k - 1)[:k]]
     return np.sort(candidates)
-
-
-def _nearest(closeness: NDArray[np.float64], k: int) -> NDArray[np.int64]:
-    """The (at most) ``k`` units of smallest finite closeness, sorted."""
-    finite = np.flatnonzero(np.isfinite(closeness))
-    if finite.size > k:
-        finite = finite[np.argpartition(closeness[finite], k - 1)[:k]]
-    return np.sort(finite)

@@ -164,3 +164,130 @@ def best_two(view: View, reduced: NDArray[np.float64]
     rest = reduced.copy()
     rest[pick] = -np.inf
     return pick, top, np.maximum.reduceat(rest, starts)
+
+
+@dataclass(frozen=True)
+class Priced:
+    """One pricing pass: ``lagrangian`` (the sum over units of their best reduced value),
+    ``absmax`` (the largest of those in absolute value), and the held units most beaten
+    (``units`` as ids, ``beaten`` by how much), at most the number asked for."""
+
+    lagrangian: float
+    absmax: float
+    units: NDArray[np.int64]
+    beaten: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The columns of the units that joined the core (value, position of the unit among
+    them, CSC limit-row entries, the column each unit is held at), and what every unit
+    still held outside the core uses per row and is worth."""
+
+    value: NDArray[np.float64]
+    unit: NDArray[np.int64]
+    starts: NDArray[np.int64]
+    index: NDArray[np.int64]
+    coef: NDArray[np.float64]
+    fixed: NDArray[np.int64]
+    held_use: NDArray[np.float64]
+    held_value: float
+
+
+class UnitPricer:
+    """The sifting state of one set of units (``view``, ids ``base + local unit``): each
+    unit's best option at the last prices, the option it is held at outside the core, and
+    whether it is in the core. Arrays are replaced, never written in place, so a shallow
+    copy is a snapshot (a cluster keeps each round's state as a new value)."""
+
+    def __init__(self, rows: RowPricer, view: View, base: int = 0) -> None:
+        self.rows, self.view, self.base = rows, view, base
+        n = view.n
+        self.pick = view.offsets[:-1].copy()
+        self.fixed = self.pick
+        self.in_core = np.zeros(n, dtype=bool)
+        self.core_opt = np.zeros(0, dtype=np.int64)  # local options, in column order
+
+    @property
+    def n_units(self) -> int:
+        return self.view.n
+
+    @property
+    def n_multi(self) -> int:
+        return int((self.view.counts >= 2).sum())
+
+    def stats(self) -> tuple[float, float, NDArray[np.float64]]:
+        """Least and greatest value, and per resource the least positive use (inf: none)."""
+        value = self.rows.options.value[self.view.glob(np.arange(int(self.view.offsets[-1])))]
+        least = []
+        for use in self.rows.use:
+            part = use if self.view.opt is None else use[self.view.opt]
+            positive = part[part > 0]
+            least.append(float(positive.min()) if positive.size else np.inf)
+        lo = float(value.min()) if value.size else np.inf
+        hi = float(value.max()) if value.size else -np.inf
+        return lo, hi, np.array(least)
+
+    def sample(self, size: int) -> UnitPricer:
+        """A new state over a random sample of ``size`` of the units."""
+        rng = np.random.default_rng(0)
+        local = np.sort(rng.choice(self.view.n, size, replace=False))
+        units = local if self.view.units is None else self.view.units[local]
+        return UnitPricer(self.rows, subset(self.rows.options, units))
+
+    def open(self, y: NDArray[np.float64], k: int) -> NDArray[np.int64]:
+        """Price at ``y``, hold every unit at its best option; the (at most) ``k`` units with
+        a choice whose two best options are nearest (ids, sorted)."""
+        reduced = self.rows.reduced(y, self.view)
+        self.pick, top, second = best_two(self.view, reduced)
+        self.fixed = self.pick
+        closeness = np.where(self.view.counts >= 2, top - second, np.inf)
+        finite = np.flatnonzero(np.isfinite(closeness))
+        if finite.size > k:
+            finite = finite[np.argpartition(closeness[finite], k - 1)[:k]]
+        return np.sort(finite) + self.base
+
+    def join(self, ids: NDArray[np.int64]) -> Joined:
+        """The units ``ids`` (sorted) join the core at their best option at the last
+        prices; their columns, and the use and value of the units still held."""
+        view = self.view
+        joining = ids - self.base
+        opt, unit, begin = options_of(view.offsets, joining)
+        if joining.size:
+            fixed = self.fixed.copy()
+            fixed[joining] = self.pick[joining]  # at its best: the basis stays dual feasible
+            in_core = self.in_core.copy()
+            in_core[joining] = True
+            self.fixed, self.in_core = fixed, in_core
+            self.core_opt = np.concatenate([self.core_opt, opt])
+        glob = view.glob(opt)
+        starts, index, coef = self.rows.columns(glob)
+        held = view.glob(self.fixed[~self.in_core])
+        return Joined(self.rows.options.value[glob], unit, starts, index, coef,
+                      begin[:-1] + self.fixed[joining] - view.offsets[joining],
+                      self.rows.usage(held), float(self.rows.options.value[held].sum()))
+
+    def price(self, y: NDArray[np.float64], k: int) -> Priced:
+        """Price at ``y``: the Lagrangian sum and the (at most) ``k`` held units most beaten
+        by their best option (a positive margin)."""
+        reduced = self.rows.reduced(y, self.view)
+        self.pick, top, _ = best_two(self.view, reduced)
+        held = np.flatnonzero(~self.in_core)
+        beaten = top[held] - reduced[self.fixed[held]]
+        loose = 1e-11 * max(1.0, float(np.abs(top).max()) if top.size else 0.0)
+        hit = np.flatnonzero(beaten > loose)
+        if hit.size > k:
+            hit = hit[np.argpartition(-beaten[hit], k - 1)[:k]]
+        absmax = float(np.abs(top).max()) if top.size else 0.0
+        return Priced(float(top.sum()), absmax, held[hit] + self.base, beaten[hit])
+
+    def everyone(self) -> NDArray[np.int64]:
+        """Every unit with a choice not in the core (ids)."""
+        return np.flatnonzero((self.view.counts >= 2) & ~self.in_core) + self.base
+
+    def weights(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Per option of the view, its weight: held units at 1, the core's ``x``."""
+        weights = np.zeros(int(self.view.offsets[-1]))
+        weights[self.fixed[~self.in_core]] = 1.0
+        weights[self.core_opt] = x
+        return weights
