@@ -37,7 +37,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.clv.bgnbd import fit_bgnbd_rfm
-from engine.clv.diagnostics import period_transactions
 from engine.clv.holdout import holdout_check
 from engine.clv.transactions import normalize_transactions, parse_calibration_end, rfm_statistics
 from engine.plan import Plan
@@ -73,6 +72,9 @@ def clv_report(portfolio: Portfolio, plan: Plan) -> ClvReport | None:
     refunds = str(params.get("refunds", "drop"))
     rfm, _ = rfm_statistics(tx, calibration_end, time_unit, refunds)  # type: ignore[arg-type]
     fit = fit_bgnbd_rfm(rfm)
+    # imported here: it brings scipy.stats, which a report without a holdout never needs
+    from engine.clv.diagnostics import period_transactions
+
     check = holdout_check(fit, rfm, tx, calibration_end, last, time_unit,  # type: ignore[arg-type]
                           refunds)  # type: ignore[arg-type]
     histogram = period_transactions(
