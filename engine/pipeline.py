@@ -96,6 +96,22 @@ def _customers_from_transactions(
     response parameters), joined on ``customer_id``."""
     transactions = portfolio.transactions
     assert transactions is not None
+    derived = derive_customers(metric, transactions, plan, registry)
+    customers = derived
+    if portfolio.customers is not None:
+        extra = portfolio.customers.drop(
+            [c for c in portfolio.customers.columns if c in derived.columns and c != "customer_id"]
+        )
+        customers = _join_on_ids(derived, extra)
+    metric_columns = derived.drop("margin", "retention")
+    return Portfolio(customers, portfolio.prospects, portfolio.options), metric_columns
+
+
+def derive_customers(
+    metric: Metric, transactions: pl.DataFrame, plan: Plan, registry: Registry
+) -> pl.DataFrame:
+    """A transactions metric's customers table (one row per customer, ``customer_id``,
+    ``margin``, ``retention`` and the metric's own columns), its contract checked."""
     if metric.input_table != "transactions":
         raise InvalidInputError.single(
             "plan.metric.name",
@@ -115,14 +131,7 @@ def _customers_from_transactions(
     ):
         raise plugin_failure(metric, registry, "must return customer_id, margin and retention")
     _check_derived(metric, registry, derived)
-    customers = derived
-    if portfolio.customers is not None:
-        extra = portfolio.customers.drop(
-            [c for c in portfolio.customers.columns if c in derived.columns and c != "customer_id"]
-        )
-        customers = _join_on_ids(derived, extra)
-    metric_columns = derived.drop("margin", "retention")
-    return Portfolio(customers, portfolio.prospects, portfolio.options), metric_columns
+    return derived
 
 
 def _derives_contract(metric: Metric) -> bool:

@@ -10,11 +10,13 @@ the BG/NBD/Gamma-Gamma CLV at the plan's discount rate, horizon and margin growt
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Self
 
 import polars as pl
 
+from engine.clv.intervals import customer_intervals
+from engine.clv.run import MAX_INTERVAL_DRAWS
 from engine.clv.transactions import UNIT_DAYS, normalize_transactions
 from engine.clv.value import VALUE_MODELS, CLVResult, clv_from_transactions
 from engine.errors import InvalidInputError
@@ -65,6 +67,20 @@ class TransactionCLV(Metric):
             "bgnbd", "Purchase model that values the customers with Gamma-Gamma: BG/NBD, "
             "Pareto/NBD or MBG/NBD.", str, choices=VALUE_MODELS,
         ),
+        "interval_draws": Param(
+            0, "Parameter draws for per-customer intervals of p_alive, expected_purchases and "
+            f"clv (columns <name>_lower, <name>_upper; BG/NBD only); 0: none, else 10 to "
+            f"{MAX_INTERVAL_DRAWS} (as equity clv --intervals and FitClv).",
+            int, minimum=0, maximum=MAX_INTERVAL_DRAWS,
+        ),
+        "interval_level": Param(
+            0.9, "Central probability of the intervals (as equity clv --interval-level).",
+            minimum=1e-9, maximum=1.0 - 1e-9,
+        ),
+        "interval_seed": Param(
+            0, "Seed of the parameter draws (0: the draws of equity clv and FitClv).", int,
+            minimum=0,
+        ),
     }  # fmt: skip
     calibration_end: str
     time_unit: str
@@ -72,6 +88,26 @@ class TransactionCLV(Metric):
     margin_ratio: float
     refunds: str
     model: str
+    interval_draws: int
+    interval_level: float
+    interval_seed: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], path: str = "params") -> Self:
+        """The declared checks, then the ones across parameters (as ``ClvOptions.check``)."""
+        metric = super().from_params(params, path)
+        draws = metric.interval_draws
+        if 0 < draws < 10:
+            raise InvalidInputError.single(
+                f"{path}.interval_draws",
+                f"must be 0 (no intervals) or 10 to {MAX_INTERVAL_DRAWS}, got {draws}",
+            )
+        if draws and metric.model != "bgnbd":
+            raise InvalidInputError.single(
+                f"{path}.interval_draws",
+                f"intervals are drawn for BG/NBD x Gamma-Gamma only, not {metric.model}",
+            )
+        return metric
 
     def fit(self, transactions: pl.DataFrame, valuation: Valuation) -> CLVResult:
         """Both fits and the per-customer table, with the cleaning report and fit summary."""
@@ -91,8 +127,18 @@ class TransactionCLV(Metric):
         )
 
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
-        """The customers table of a transactions table: one row per customer, not per row."""
-        return self.fit(table, valuation).customers
+        """The customers table of a transactions table: one row per customer, not per row;
+        with ``interval_draws``, the intervals' columns after the model's."""
+        result = self.fit(table, valuation)
+        if not self.interval_draws:
+            return result.customers
+        return result.customers.hstack(
+            customer_intervals(
+                result.rfm, result.bgnbd, result.gamma_gamma, result.valuation,
+                result.period_length, self.margin_ratio, result.prediction_horizon,
+                draws=self.interval_draws, level=self.interval_level, seed=self.interval_seed,
+            )
+        )
 
 
 @hookimpl

@@ -24,7 +24,7 @@ import polars as pl
 
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
-from engine.pipeline import apply_metric
+from engine.pipeline import apply_metric, derive_customers
 from engine.plan import Plan, StrategyChoice
 from engine.planning.uncertainty import allocate_with_uncertainty
 from engine.plugins import Registry
@@ -124,6 +124,14 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         if len(request.metrics) > self.config.max_metrics:
             raise LimitExceededError("max_metrics", len(request.metrics), self.config.max_metrics)
         metrics = self._metrics(list(request.metrics) or [plan.metric.name], plan.metric)
+        fmt = request.response_format or wire.first_format(request.customers)
+        if any(m.input_table == "transactions" for m in metrics):  # e.g. bgnbd: a log in
+            if len(metrics) > 1:
+                raise InvalidInputError.single(
+                    "metrics", "a transactions metric turns the log into customers: score it alone"
+                )
+            derived = derive_customers(metrics[0], table, plan, self.registry)
+            return service_pb2.ScoreResponse(scores=wire.encode_table(derived, fmt))
         table = _score_inputs(table, metrics)
         scored = table
         for metric in metrics:
@@ -133,7 +141,6 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         ]
         keep: list[str] = [c for c in ("customer_id", "pool") if c in table.columns]
         keep += [c for c in dict.fromkeys(produced) if c in scored.columns and c not in keep]
-        fmt = request.response_format or wire.first_format(request.customers)
         return service_pb2.ScoreResponse(scores=wire.encode_table(scored.select(keep), fmt))
 
     def ListPlugins(
