@@ -124,16 +124,6 @@ def test_an_unknown_segment_in_a_limit_names_the_field(tmp_path: Path) -> None:
                              plan, InProcess())
 
 
-def test_limits_on_other_resources_are_refused_not_ignored(tmp_path: Path) -> None:
-    from engine.plan import ResourceLimit
-
-    table, plan = _options_case(300, 5)
-    plan = replace(plan, resource_limits=(ResourceLimit("cost", max=10.0),))
-    with pytest.raises(InvalidInputError, match=r"plan\.resource_limits"):
-        distributed.allocate(distributed.sources(options=_write_parts(table, tmp_path / "o", 2)),
-                             plan, InProcess())
-
-
 # --- a real LocalCluster of two worker processes ---------------------------------------------
 
 

@@ -98,8 +98,10 @@ class InProcess:
     def start(self, fn: Callable[..., Any], sources: Sequence[Any], *args: Any) -> None:
         self.parts = [fn(source, *args) for source in sources]
 
-    def update(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.parts = [fn(part, *args) for part in self.parts]
+    def update(self, fn: Callable[..., Any], *args: Any,
+               each: Sequence[tuple[Any, ...]] | None = None) -> None:
+        extra = each if each is not None else [()] * len(self.parts)
+        self.parts = [fn(part, *e, *args) for part, e in zip(self.parts, extra, strict=True)]
 
     def map(self, fn: Callable[..., Any], *args: Any,
             each: Sequence[tuple[Any, ...]] | None = None) -> list[Any]:
@@ -139,9 +141,13 @@ class Workers:
         self.parts = [self.client.submit(fn, s, *args, pure=False) for s in sources]
         self._wait(self.parts)
 
-    def update(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Replace each state by ``fn(state, *args)``, on the worker that holds it."""
-        new = [self.client.submit(fn, p, *args, pure=False) for p in self.parts]
+    def update(self, fn: Callable[..., Any], *args: Any,
+               each: Sequence[tuple[Any, ...]] | None = None) -> None:
+        """Replace each state by ``fn(state, *each[i], *args)``, on the worker that holds
+        it."""
+        extra = each if each is not None else [()] * len(self.parts)
+        new = [self.client.submit(fn, p, *e, *args, pure=False)
+               for p, e in zip(self.parts, extra, strict=True)]
         self._wait(new)
         self.parts = new
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from engine.constraints import Constraint
 from engine.errors import InvalidInputError, SolverError
@@ -22,6 +23,7 @@ from engine.valuation import return_on_customer
 
 if TYPE_CHECKING:
     from engine.optimize.distributed import BlockLp as Lp
+    from engine.optimize.sifting_cluster import SiftLp
 
 
 ID_RANGES = 64  # ranges of the hash space at most: partitions x ranges tasks in all
@@ -77,18 +79,21 @@ def assumptions(workers: Workers | InProcess, plan: Plan) -> tuple[dict[str, Any
         registry.create("cost", plan.cost), False)
 
 
-def summary(written: list[dict[str, Any]], rows: list[Constraint], lp: Lp, notes: list[str],
-             timings: dict[str, float], plan: Plan, integer_bound: float, n_parts: int
-             ) -> PlanSummary:
-    """The single machine's summary, added up from the partitions; every limit re-checked."""
+def summary(written: list[dict[str, Any]], rows: list[Constraint], lp: Lp | SiftLp,
+            notes: list[str], timings: dict[str, float], plan: Plan, integer_bound: float,
+            n_parts: int, row_use: NDArray[np.float64] | None = None, method: str = "blocks"
+            ) -> PlanSummary:
+    """The single machine's summary, added up from the partitions; every limit re-checked
+    (``row_use``: per row, ``<=`` form, its use when the rows are not all on spend)."""
     cell_spend = np.sum([w["cell_spend"] for w in written], axis=0)
     broken = []
-    for row in rows:
-        used = float(cell_spend[row.cells].sum())
+    for k, row in enumerate(rows):
+        used = (float(cell_spend[row.cells].sum()) if row_use is None
+                else float(row_use[k] * row.sense))
         slack = 1e-7 * max(1.0, abs(row.rhs))
         if (row.sense > 0 and used > row.rhs + slack) or (row.sense < 0 and
                                                           used < row.rhs - slack):
-            broken.append(f"{row.name}: spend {used:.6g} vs {row.rhs:.6g}")
+            broken.append(f"{row.name}: {row.resource} {used:.6g} vs {row.rhs:.6g}")
     if broken:  # never hand out a plan that breaks a limit
         raise SolverError(f"the cluster's plan breaks {broken}; refused", "error")
     before = float(sum(w["equity_before"] for w in written))
@@ -107,7 +112,7 @@ def summary(written: list[dict[str, Any]], rows: list[Constraint], lp: Lp, notes
     return PlanSummary(
         status="optimal" if lp.closed and proven else "feasible",
         allocator="lp",
-        method="blocks",
+        method=method,
         solver=lp.solver,
         customers=sum(w["customers"] for w in written),
         pools=sum(w["pools"] for w in written),

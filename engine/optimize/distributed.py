@@ -51,7 +51,7 @@ from engine.errors import (
     InvalidInputError,
     SolverError,
 )
-from engine.optimize import collect, partition, solvers
+from engine.optimize import collect, partition, sifting_cluster, solvers
 from engine.optimize.blocks import float_key
 from engine.optimize.cluster import InProcess, Workers
 from engine.optimize.increments import SNAP, HullIncrements
@@ -113,9 +113,10 @@ class ClusterResult:
     paths: list[str]
 
 
-def _stub(names: list[str]) -> OptionSet:
-    """No units, the global segment names: enough to build the plan's rows."""
-    return OptionSet(
+def _stub(names: list[str], resources: Sequence[str] = ()) -> OptionSet:
+    """No units, the global segment names (and the limited resources): enough to build the
+    plan's rows."""
+    return OptionSet(extra={r: np.zeros(0) for r in resources if r != "cost"},
         unit_id=pl.Series([], dtype=pl.String), kind=np.zeros(0, dtype=np.int8),
         segment=np.zeros(0, dtype=np.int32), segments=names, fractional=np.zeros(0, dtype=bool),
         size=np.zeros(0), offsets=np.zeros(1, dtype=np.int64), level=np.zeros(0),
@@ -139,10 +140,6 @@ def allocate(
         raise InvalidInputError.single(
             "plan.allocation.name",
             f"a cluster runs the exact 'lp' allocator, not {plan.allocation.name!r}")
-    if plan.resource_limits:
-        raise InvalidInputError.single(
-            "plan.resource_limits", "limits on other resources are not supported on a "
-            "cluster yet; run on one machine")
     plan.validate()
     params = dict(plan.allocation.params)
     solver, tolerance = str(params.get("solver", "auto")), float(params.get("tolerance", 1e-12))
@@ -155,12 +152,15 @@ def allocate(
     workers.start(partition.load, parts, plan)
     collect.check_unique_ids(workers)
     names = sorted({s for found in workers.map(partition.segment_names) for s in found})
-    rows = build_constraints(plan, _stub(names))
+    rows = build_constraints(plan, _stub(names, [r.resource for r in plan.resource_limits]))
     matrix = row_matrix(rows, 2 * len(names))
     cells = (matrix != 0).any(axis=0)
     workers.update(partition.attach, names, cells)
     timings["load"] = time.perf_counter() - started
     checkpoint()
+    if plan.resource_limits:
+        return _allocate_resources(workers, rows, plan, output, solver, tolerance,
+                                   should_stop, timings, started)
 
     mark = time.perf_counter()
     lp = _solve(workers, rows, matrix, cells, solver, tolerance, checkpoint)
@@ -185,6 +185,33 @@ def allocate(
     timings["total"] = time.perf_counter() - started
     summary = collect.summary(written, rows, lp, notes, timings, plan, integer_bound,
                               workers.n)
+    summary.assumptions, more = collect.assumptions(workers, plan)
+    summary.notes.extend(more)
+    return ClusterResult(summary, units, paths)
+
+
+def _allocate_resources(workers: Workers | InProcess, rows: list[Constraint], plan: Plan,
+                        output: str | Path | None, solver: str, tolerance: float,
+                        should_stop: Callable[[], bool], timings: dict[str, float],
+                        started: float) -> ClusterResult:
+    """Limits on other resources: sifting over the partitions
+    (``engine.optimize.sifting_cluster``), the split customers' MIP, the plan written."""
+    mark = time.perf_counter()
+    lp = sifting_cluster.solve(workers, rows, solver, tolerance, should_stop)
+    timings["lp"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    moves, _, notes = sifting_cluster.integral(workers, rows, lp.solver)
+    timings["repair"] = time.perf_counter() - mark
+    if should_stop():
+        raise CancelledError("allocation cancelled")
+    mark = time.perf_counter()
+    written, paths = sifting_cluster.write(workers, moves, output, plan)
+    units = _align(written, paths)
+    timings["write"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    row_use = np.sum([w["row_use"] for w in written], axis=0)
+    summary = collect.summary(written, rows, lp, notes, timings, plan, lp.bound, workers.n,
+                              row_use=row_use, method="lagrange")
     summary.assumptions, more = collect.assumptions(workers, plan)
     summary.notes.extend(more)
     return ClusterResult(summary, units, paths)

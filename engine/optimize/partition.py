@@ -12,6 +12,7 @@ itself as one file of a partitioned Parquet dataset (``write``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,13 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.allocation import Allocation
+from engine.constraints import Constraint
+from engine.errors import InvalidInputError
 from engine.io import read_table
 from engine.optimize.blocks import float_key
 from engine.optimize.increments import HullIncrements, Increments
+from engine.optimize.lagrange import two_largest
+from engine.optimize.pricing import RowPricer, UnitPricer, options_of, whole
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan
 from engine.portfolio import Portfolio
@@ -66,6 +71,11 @@ class Part:
     totals: dict[str, Any] = field(default_factory=dict)  # the same every round
     # per input table: its columns and segments (the summary's assumptions, on the driver)
     shape: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    # limits on other resources: the sifting state (``engine.optimize.pricing.UnitPricer``),
+    # the last call's answer, and the LP plan's two options per unit and share at the second
+    sift: Any = None
+    answer: Any = None
+    two: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]] | None = None
 
 
 def load(source: Source, plan: Plan) -> Part:
@@ -420,3 +430,89 @@ def write(part: Part, fill: Fill, out: str | None, discount_rate: float) -> dict
                           for k in KINDS},
         "by_segment": {s: (sp, b, a) for s, sp, b, a in by_segment.iter_rows()},
     }
+
+
+# --- limits on other resources: the sifting pricer's side (engine.optimize.sifting_cluster) ---
+# Each call that changes the state returns a new Part (a shallow copy of the pricer, whose
+# arrays are replaced, never written): a worker lost mid-run recomputes it from its inputs.
+
+
+def sift_begin(part: Part, rows: list[Constraint]) -> Part:
+    options = part.options
+    for i, row in enumerate(rows):
+        if options.resource(row.resource) is None:
+            raise InvalidInputError.single(
+                f"rows[{i}].resource", f"the partition {part.source} has no column "
+                f"{row.resource!r}")
+    return replace(part, sift=UnitPricer(RowPricer(rows, options), whole(options)))
+
+
+def sift_call(part: Part, *args: Any, method: str) -> Part:
+    pricer = copy.copy(part.sift)
+    answer = getattr(pricer, method)(*args)
+    if method == "open":
+        answer = (answer, pricer.opened)
+    return replace(part, sift=pricer, answer=answer)
+
+
+def sift_open(part: Part, y: NDArray[np.float64], k: int) -> Part:
+    return sift_call(part, y, k, method="open")
+
+
+def sift_join(part: Part, ids: NDArray[np.int64]) -> Part:
+    return sift_call(part, ids, method="join")
+
+
+def sift_price(part: Part, y: NDArray[np.float64], k: int) -> Part:
+    return sift_call(part, y, k, method="price")
+
+
+def sift_answer(part: Part) -> Any:
+    return part.answer
+
+
+def sift_query(part: Part, method: str) -> Any:
+    """``stats`` or ``everyone``: no change of state."""
+    return getattr(part.sift, method)()
+
+
+def sift_settle(part: Part, x: NDArray[np.float64]) -> Part:
+    """The LP plan (the core's ``x`` for this partition's core columns): per unit its two
+    options of largest weight and the share at the second."""
+    return replace(part, two=two_largest(part.options, part.sift.weights(x)))
+
+
+def sift_split(part: Part) -> dict[str, Any]:
+    """The customers the LP plan leaves between two levels, with their options' values and
+    limit-row columns, and the row use and value of every other unit at its LP plan."""
+    assert part.two is not None
+    lo, hi, theta = part.two
+    options, rows = part.options, part.sift.rows
+    split = np.flatnonzero((theta > 0) & ~options.fractional)
+    rest = np.ones(options.n_units, dtype=bool)
+    rest[split] = False
+    opt = np.concatenate([lo[rest], hi[rest]])
+    weight = np.concatenate([1 - theta[rest], theta[rest]])
+    glob, _, begin = options_of(options.offsets, split)
+    starts, index, coef = rows.columns(glob)
+    return {"units": split, "begin": begin, "value": options.value[glob], "starts": starts,
+            "index": index, "coef": coef, "rest_use": rows.usage(opt, weight),
+            "rest_value": float(options.value[opt] @ weight)}
+
+
+def sift_write(part: Part, units: NDArray[np.int64], choice: NDArray[np.int64],
+               out: str | None, discount_rate: float) -> dict[str, Any]:
+    """The partition's plan: the LP plan, ``units`` at their option ``choice`` (counted
+    from the unit's first), written as :func:`write` does, with each row's use."""
+    assert part.two is not None
+    lo, hi, theta = part.two[0].copy(), part.two[1].copy(), part.two[2].copy()
+    first = part.options.offsets[:-1]
+    lo[units] = hi[units] = first[units] + choice
+    theta[units] = 0.0
+    none = np.zeros((0, 4), dtype=np.int64)
+    n = part.options.n_units
+    fill = Fill(none, none, np.zeros(0), np.arange(n), lo - first, hi - first, theta)
+    out_dict = write(part, fill, out, discount_rate)
+    opt = np.concatenate([lo, hi])
+    out_dict["row_use"] = part.sift.rows.usage(opt, np.concatenate([1 - theta, theta]))
+    return out_dict

@@ -207,6 +207,7 @@ class UnitPricer:
         self.fixed = self.pick
         self.in_core = np.zeros(n, dtype=bool)
         self.core_opt = np.zeros(0, dtype=np.int64)  # local options, in column order
+        self.opened = np.zeros(0)  # the closeness of the units the last ``open`` chose
 
     @property
     def n_units(self) -> int:
@@ -245,7 +246,9 @@ class UnitPricer:
         finite = np.flatnonzero(np.isfinite(closeness))
         if finite.size > k:
             finite = finite[np.argpartition(closeness[finite], k - 1)[:k]]
-        return np.sort(finite) + self.base
+        finite = np.sort(finite)
+        self.opened = closeness[finite]
+        return finite + self.base
 
     def join(self, ids: NDArray[np.int64]) -> Joined:
         """The units ``ids`` (sorted) join the core at their best option at the last
