@@ -15,6 +15,7 @@ import pytest
 from engine.clv.transactions import read_transactions
 from engine.errors import InvalidInputError
 from engine.plan import Plan, StrategyChoice
+from engine.portfolio import Portfolio
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 
@@ -109,3 +110,17 @@ def test_another_model_without_draws_still_scores(address: str, cdnow: pl.DataFr
     with Client(address, timeout=120.0) as client:
         scores = client.score(cdnow, _plan(model="pareto-nbd"))
     assert scores.height == 2357 and not set(BOUNDS) & set(scores.columns)
+
+
+def test_allocate_carries_the_interval_columns_into_the_plan(
+    address: str, cdnow: pl.DataFrame
+) -> None:
+    plan = Plan(total_budget=1500.0, discount_rate=0.12,
+                metric=StrategyChoice("bgnbd", {"calibration_end": CAL, "interval_draws": 40}))
+    with Client(address, timeout=120.0) as client:
+        result = client.allocate(Portfolio(transactions=cdnow), plan)
+        scores = client.score(cdnow, _plan(interval_draws=40))
+    units = result.units.filter(pl.col("customer_id").is_not_null()).sort("customer_id")
+    assert units.height == 2357
+    for name in BOUNDS:  # the plan's per-customer rows keep the metric's columns
+        assert np.array_equal(units[name].to_numpy(), scores.sort("customer_id")[name].to_numpy())
