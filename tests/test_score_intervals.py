@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -45,7 +46,7 @@ def client(address: str, request: pytest.FixtureRequest) -> Iterator[Client]:
         yield c
 
 
-def _plan(horizon: int | None = None, **params: object) -> Plan:
+def _plan(horizon: int | None = None, **params: Any) -> Plan:
     return Plan(discount_rate=0.12, horizon=horizon,
                 metric=StrategyChoice("bgnbd", {"calibration_end": CAL, **params}))
 
@@ -124,3 +125,23 @@ def test_allocate_carries_the_interval_columns_into_the_plan(
     assert units.height == 2357
     for name in BOUNDS:  # the plan's per-customer rows keep the metric's columns
         assert np.array_equal(units[name].to_numpy(), scores.sort("customer_id")[name].to_numpy())
+
+
+def test_a_bad_log_names_column_and_row_and_the_metric_scores_alone(
+    address: str, cdnow: pl.DataFrame
+) -> None:
+    log = cdnow.select("customer_id", pl.col("date").cast(pl.String), "amount").head(300)
+    bad = log.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("1997-02-30")).otherwise("date")
+        .alias("date")
+    )
+    cases = [
+        (bad, (), [("transactions.date", 3)]),
+        (log.drop("amount"), (), [("transactions.amount", None)]),
+        (log, ("bgnbd", "clv"), [("metrics", None)]),
+    ]
+    with Client(address, timeout=60.0) as client:
+        for table, metrics, expected in cases:
+            with pytest.raises(InvalidInputError) as err:
+                client.score(table, _plan(interval_draws=20), metrics=metrics)
+            assert [(v.field, v.row) for v in err.value.violations] == expected
