@@ -98,7 +98,7 @@ def test_seed_level_and_off(address: str, cdnow: pl.DataFrame) -> None:
     ],
 )
 def test_a_bad_interval_request_names_the_parameter(
-    address: str, cdnow: pl.DataFrame, params: dict[str, object], message: str
+    address: str, cdnow: pl.DataFrame, params: dict[str, Any], message: str
 ) -> None:
     field = "plan.metric.params." + next(k for k in params if k.startswith("interval"))
     with Client(address, timeout=60.0) as client, pytest.raises(InvalidInputError) as err:
