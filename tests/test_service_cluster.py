@@ -161,3 +161,37 @@ def test_the_deadline_stops_the_distributed_run(servers) -> None:
     assert _until(lambda: cluster.running == 0 and on.active_solves == 0, 30) is not None
     assert cluster.runs["ok"] == before["ok"]  # stopped, not run to its end
     assert cluster.runs["cancelled"] == before["cancelled"] + 1  # by the run's should_stop
+
+
+def test_limits_on_contacts_and_calls_run_on_the_cluster(servers) -> None:
+    """Limits on other resources: sifting over the partitions, the same LP and bound as a
+    server without a cluster, every limit kept by the plan it answers."""
+    from engine.plan import ResourceLimit
+    from tests.test_resources import table
+
+    on, alone = servers
+    n = 3000
+    options = table(n, 11)
+    plan = replace(example(10)[2], total_budget=7.0 * n, segment_limits=(),
+                   cost=StrategyChoice("spend-table"),
+                   resource_limits=(ResourceLimit("contacts", max=0.5 * n),
+                                    ResourceLimit("calls", segment="s1", max=0.1 * n)))
+    before = on.cluster.runs["ok"]
+    with Client(on.address) as c1, Client(alone.address) as c2:
+        got = c1.allocate(Portfolio(options=options), plan)
+        want = c2.allocate(Portfolio(options=options), plan)
+    assert on.cluster.runs["ok"] == before + 1
+    a, b = got.summary, want.summary
+    assert a["partitions"] > 1 and a["method"] == "lagrange"
+    assert a["bound"] == pytest.approx(b["bound"], rel=1e-9)
+    assert a["lp_objective"] == pytest.approx(b["lp_objective"], rel=1e-9)
+    assert a["equity_after"] <= b["bound"] * (1 + 1e-12)
+    assert a["integer_bound"] >= a["equity_after"]
+    assert a["status"] in ("optimal", "feasible")
+    chosen = got.units.select("customer_id", "level").join(options, on=["customer_id", "level"])
+    assert chosen.height == n
+    assert chosen["contacts"].sum() <= 0.5 * n * (1 + 1e-9)
+    assert chosen.filter(pl.col("segment") == "s1")["calls"].sum() <= 0.1 * n * (1 + 1e-9)
+    assert got.units.schema == want.units.schema
+    assert got.units["customer_id"].equals(want.units["customer_id"])  # the same row order
+    assert got.units["equity_after"].sum() == pytest.approx(a["equity_after"], rel=1e-12)

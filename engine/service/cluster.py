@@ -17,8 +17,8 @@ the next request. A cluster that loses its workers beyond
 retry fails the call (INTERNAL, naming the cluster), never with a partial plan.
 
 Plans the cluster does not run (an allocator other than ``lp``, a transaction log to value,
-response curves or limits on other resources in the plan) and small requests are solved on
-this machine as before.
+response curves in the plan) and small requests are solved on this machine as before;
+limits on other resources run on the cluster (``engine.optimize.sifting_cluster``).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ClusterSolver:
     def accepts(portfolio: Portfolio, plan: Plan) -> bool:
         """Whether the cluster runs this plan (else this machine does)."""
         return (plan.allocation.name == "lp" and portfolio.transactions is None
-                and not plan.response_curves and not plan.resource_limits)
+                and not plan.response_curves)
 
     def solve(self, portfolio: Portfolio, plan: Plan, limits: Limits,
               should_stop: Callable[[], bool]) -> ClusterPlan:
