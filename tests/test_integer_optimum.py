@@ -130,5 +130,5 @@ def test_a_time_limit_leaves_a_feasible_plan_with_its_proven_gap() -> None:
     options = responses(3000, 6, segments=20, seed=21)
     caps = tuple(SegmentLimit(f"s{i}", cap=500.0) for i in range(0, 20, 2))
     plan = Plan(total_budget=15_000.0, segment_limits=caps)
-    status = check(options, plan, lp.LpSettings(mip_time_limit=1e-3))
+    status = check(options, plan, lp.LpSettings(mip_time_limit=1e-9))
     assert status == "feasible"

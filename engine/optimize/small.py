@@ -35,6 +35,7 @@ from collections.abc import Callable
 import highspy
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, spend_only
@@ -226,15 +227,22 @@ def _highs(time_limit: float | None) -> highspy.Highs:
 def _pass(
     h: highspy.Highs,
     value: NDArray[np.float64],
-    coupling: NDArray[np.float64],
+    coupling: NDArray[np.float64] | sparse.spmatrix,
     rhs: NDArray[np.float64],
     offsets: NDArray[np.int64],
     integral: NDArray[np.bool_] | None,
 ) -> bool:
-    """max value.x s.t. coupling x <= rhs, each unit's weights (columns offsets[u] to
-    offsets[u+1]) summing to 1, 0 <= x <= 1, binary where ``integral``."""
+    """max value.x s.t. coupling x <= rhs (dense, or sparse for the proof's cores), each
+    unit's weights (columns offsets[u] to offsets[u+1]) summing to 1, 0 <= x <= 1, binary
+    where ``integral``."""
     n, m, units = value.size, rhs.size, offsets.size - 1
-    k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
+    if sparse.issparse(coupling):  # the proof's core (engine.optimize.proof): CSR rows
+        csr = sparse.csr_matrix(coupling)
+        k_rows = np.repeat(np.arange(m), np.diff(csr.indptr))
+        cols, entries = csr.indices.astype(np.int64), csr.data
+    else:
+        k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
+        entries = coupling[k_rows, cols]
     start = np.concatenate([np.searchsorted(k_rows, np.arange(m + 1)), k_rows.size + offsets[1:]])
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n, m + units
@@ -247,7 +255,7 @@ def _pass(
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.start_ = start.astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate([cols, np.arange(n)]).astype(np.int32)
-    lp.a_matrix_.value_ = np.concatenate([coupling[k_rows, cols], np.ones(n)])
+    lp.a_matrix_.value_ = np.concatenate([entries, np.ones(n)])
     if integral is not None and integral.any():
         kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
         lp.integrality_ = [kinds[b] for b in integral.tolist()]  # the core's columns only
