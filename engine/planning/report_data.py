@@ -9,8 +9,7 @@ JSON-ready document (``equity report --format json``); ``engine.planning.report_
 ``engine.planning.report_html`` draw it.
 
 Segments are shown as the ``top`` largest (by spend under the optimum, then the current plan,
-then equity) plus one "other" row, so the page reads the same at 20 and at 200 segments; the
-JSON has every segment.
+then equity) plus "other": the page reads the same at 20 and 200 segments; the JSON has all.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from engine.planning.scenarios import (
     kind_split,
     plan_usage,
     robustness,
+    solve_variants,
 )
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
@@ -134,6 +134,7 @@ def build_report(
     ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
     give the gain's interval (``compare``)."""
     progress = progress or no_progress
+    solved = solve_variants(portfolio, plan, discount_rates, response_factors, registry)
     comparison = compare(portfolio, plan, current, registry, progress,
                          uncertainty=uncertainty, seed=seed)
     optimum = comparison.optimum
@@ -150,7 +151,7 @@ def build_report(
         if current is not None:
             plans["current"] = current
         scen = robustness(portfolio, plan, plans, discount_rates, response_factors, registry,
-                          progress, planned=optimum, planned_frontier=front)
+                          progress, planned=optimum, planned_frontier=front, solved=solved)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -78,6 +79,8 @@ __all__ = [
     "robustness",
     "roc_table",
     "same_money_bound",
+    "scenario_variants",
+    "solve_variants",
     "spend_allocation",
     "spend_table",
     "with_response",
@@ -340,26 +343,14 @@ def with_response(portfolio: Portfolio, plan: Plan, factor: float) -> tuple[Port
         cost=cost, response_curves=curves)
 
 
-def robustness(
+def scenario_variants(
     portfolio: Portfolio,
     plan: Plan,
-    plans: Mapping[str, pl.DataFrame | FixedLevels],
     discount_rates: Sequence[float] = (),
     response_factors: Sequence[float] = (),
-    registry: Registry | None = None,
-    progress: Progress | None = None,
-    planned: PlanResult | None = None,
-    planned_frontier: Frontier | None = None,
-) -> pl.DataFrame:
-    """Each fixed plan (``customer_id, spend``, or ``FixedLevels``: the levels themselves)
-    under each changed assumption, next to the
-    plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs.
-    ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again);
-    ``planned_frontier``: its frontier (the plans' bounds as planned read off it)."""
-    from engine.pipeline import allocate
-
-    registry = registry or default_registry()
-    progress = progress or no_progress
+) -> list[tuple[str, Portfolio, Plan]]:
+    """``(label, portfolio, plan)`` of each assumption ``robustness`` re-optimizes under, the
+    plan as planned first (a discount rate the plan refuses is left out)."""
     variants: list[tuple[str, Portfolio, Plan]] = [("as planned", portfolio, plan)]
     for rate in discount_rates:
         try:
@@ -370,10 +361,68 @@ def robustness(
     for factor in response_factors:
         pf, pl_ = with_response(portfolio, plan, float(factor))
         variants.append((f"response x{factor:g}", pf, pl_))
+    return variants
+
+
+def solve_variants(
+    portfolio: Portfolio,
+    plan: Plan,
+    discount_rates: Sequence[float] = (),
+    response_factors: Sequence[float] = (),
+    registry: Registry | None = None,
+) -> dict[str, Future[PlanResult]]:
+    """The changed assumptions' re-optimized plans (not the plan as planned), solved one after
+    the other in a background thread; ``robustness(..., solved=...)`` takes them. The solves
+    hand most of their time to numpy, polars and HiGHS (which release the GIL), so the caller
+    compares the plans as planned meanwhile; on two cores the two overlap."""
+    from engine.pipeline import allocate
+
+    registry = registry or default_registry()
+    variants = scenario_variants(portfolio, plan, discount_rates, response_factors)[1:]
+    if not variants:
+        return {}
+    pool = ThreadPoolExecutor(1, thread_name_prefix="scenarios")
+    try:
+        return {label: pool.submit(allocate, pf, variant, registry)
+                for label, pf, variant in variants}
+    finally:
+        pool.shutdown(wait=False)  # the submitted solves still run; the thread then ends
+
+
+def robustness(
+    portfolio: Portfolio,
+    plan: Plan,
+    plans: Mapping[str, pl.DataFrame | FixedLevels],
+    discount_rates: Sequence[float] = (),
+    response_factors: Sequence[float] = (),
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+    planned: PlanResult | None = None,
+    planned_frontier: Frontier | None = None,
+    solved: Mapping[str, Future[PlanResult]] | None = None,
+) -> pl.DataFrame:
+    """Each fixed plan (``customer_id, spend``, or ``FixedLevels``: the levels themselves)
+    under each changed assumption, next to the
+    plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs.
+    ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again);
+    ``planned_frontier``: its frontier (the plans' bounds as planned read off it);
+    ``solved``: re-optimized plans by assumption label, when the caller solves them
+    (``solve_variants``: in the background, while it compares the plans as planned)."""
+    from engine.pipeline import allocate
+
+    registry = registry or default_registry()
+    progress = progress or no_progress
+    variants = scenario_variants(portfolio, plan, discount_rates, response_factors)
+    solved = solved or {}
     rows: list[dict[str, Any]] = []
     for i, (label, pf, variant) in enumerate(variants):
         progress(f"scenario {label}", i / len(variants))
-        best = planned if (i == 0 and planned is not None) else allocate(pf, variant, registry)
+        if i == 0 and planned is not None:
+            best = planned
+        elif label in solved:
+            best = solved[label].result()
+        else:
+            best = allocate(pf, variant, registry)
         options = best.options
         constraints = build_constraints(variant, options)
         d = variant.discount_rate
@@ -385,11 +434,11 @@ def robustness(
                 spend = table.spend_table if isinstance(table, FixedLevels) else table
                 evs.append(evaluate_spend(options, constraints, spend, name, d))
         front = planned_frontier if (i == 0 and planned is not None) else None
-        solved = None
+        at_budget = None
         if variant.total_budget is not None and best.summary.get("bound") is not None:
-            solved = (float(variant.total_budget), float(best.summary["bound"]))
+            at_budget = (float(variant.total_budget), float(best.summary["bound"]))
         for ev in evs[1:]:
-            if known_bound(options, constraints, ev, front, solved) is None:
+            if known_bound(options, constraints, ev, front, at_budget) is None:
                 same_money_bound(options, constraints, ev)
         for ev in evs:
             bound = ev.bound if ev.bound is not None else ev.equity_after
