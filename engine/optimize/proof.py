@@ -228,7 +228,7 @@ def _core_mip(
         mixed = np.flatnonzero(options.fractional)
         np.add.at(weight, allocation.lo[mixed], 1.0 - allocation.theta[mixed])
         np.add.at(weight, allocation.hi[mixed], allocation.theta[mixed])
-        used = option_matrix(rows, options) @ weight
+        used = _use(rows, options, matrix, weight)
     else:
         used = matrix @ np.bincount(options.cell, weights=spend, minlength=n_cells)
     residual = rhs - used
@@ -322,6 +322,26 @@ def _core_mip(
         _set_pools(options, inc, allocation, pools, counts, x[opt.size:])
     pool_base = float(options.value[inc.first[pool]].sum())
     return mip_obj + pool_base, mip_bound + pool_base, solved
+
+
+def _use(
+    rows: list[Constraint],
+    options: OptionSet,
+    matrix: sparse.csr_matrix,
+    weight: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Each row's use (``<=`` form) by options at ``weight``: per resource, its use summed
+    per cell, then the rows x cells matrix (``option_matrix @ weight`` without building
+    it over every option)."""
+    cell = options.cell[options.unit_of_option]
+    used = np.zeros(len(rows))
+    for name in sorted({row.resource for row in rows}):  # resources, not customers
+        mine = np.array([row.resource == name for row in rows])
+        use = options.resource(name)
+        assert use is not None
+        per_cell = np.bincount(cell, weights=use * weight, minlength=options.n_cells)
+        used[mine] = (matrix @ per_cell)[mine]
+    return used
 
 
 def _highs_core(
