@@ -11,6 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import engine.pipeline
+import engine.planning.scenarios as scenarios
 from engine.errors import InfeasiblePlanError
 from engine.pipeline import allocate
 from engine.planning.scenarios import (
@@ -28,7 +29,13 @@ PORTFOLIO = Portfolio(CUST, PROS)
 RATES, FACTORS = [PLAN.discount_rate - 0.05, PLAN.discount_rate + 0.05], [0.5, 1.5]
 
 
-def test_solved_ahead_in_a_thread_gives_the_same_table() -> None:
+@pytest.fixture
+def idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core to spare, whatever the machine's load while the tests run."""
+    monkeypatch.setattr(scenarios.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
+def test_solved_ahead_in_a_thread_gives_the_same_table(idle: None) -> None:
     comparison = compare(PORTFOLIO, PLAN, baselines=())
     optimum = comparison.optimum
     plans: dict[str, Any] = {"optimum": spend_table(comparison.evaluations[0])}
@@ -42,7 +49,9 @@ def test_solved_ahead_in_a_thread_gives_the_same_table() -> None:
     assert ahead["assumption"].unique().len() == 5
 
 
-def test_solved_plans_are_taken_not_solved_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_solved_plans_are_taken_not_solved_again(
+    monkeypatch: pytest.MonkeyPatch, idle: None
+) -> None:
     solved = solve_variants(PORTFOLIO, PLAN, [], FACTORS)
     for future in solved.values():
         future.result()
@@ -69,7 +78,19 @@ def test_a_failed_solve_surfaces_from_robustness() -> None:
                    solved={"response x0.5": failed})
 
 
-def test_no_changed_assumption_starts_no_thread() -> None:
+def test_no_changed_assumption_starts_no_thread(idle: None) -> None:
     before = {t.name for t in threading.enumerate()}
     assert solve_variants(PORTFOLIO, PLAN) == {}
     assert not {t.name for t in threading.enumerate()} - before
+
+
+def test_busy_cores_leave_the_solves_to_robustness(monkeypatch: pytest.MonkeyPatch) -> None:
+    os = scenarios.os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(os, "getloadavg", lambda: ((cores or 1) - 0.5, 0.0, 0.0))
+    assert not scenarios.idle_core()
+    assert solve_variants(PORTFOLIO, PLAN, [], FACTORS) == {}
+    monkeypatch.setattr(os, "getloadavg", lambda: ((cores or 1) - 1.0, 0.0, 0.0))
+    assert scenarios.idle_core()
+    assert sorted(solve_variants(PORTFOLIO, PLAN, [], FACTORS)) == ["response x0.5",
+                                                                   "response x1.5"]

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -364,6 +365,16 @@ def scenario_variants(
     return variants
 
 
+def idle_core() -> bool:
+    """Whether a core is idle beside this process: cores minus the 1-minute load average
+    (which counts this process) at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores - os.getloadavg()[0] >= 1.0
+
+
 def solve_variants(
     portfolio: Portfolio,
     plan: Plan,
@@ -373,13 +384,16 @@ def solve_variants(
 ) -> dict[str, Future[PlanResult]]:
     """The changed assumptions' re-optimized plans (not the plan as planned), solved one after
     the other in a background thread; ``robustness(..., solved=...)`` takes them. The solves
-    hand most of their time to numpy, polars and HiGHS (which release the GIL), so the caller
-    compares the plans as planned meanwhile; on two cores the two overlap."""
+    hand much of their time to numpy, polars and HiGHS (which release the GIL), so the caller
+    compares the plans as planned meanwhile. Only when a core is idle (fewer runnable jobs,
+    by the 1-minute load average, than cores minus one): on busy cores the thread overlaps
+    nothing and its switching costs time, so ``{}`` is returned and ``robustness`` solves
+    them itself, as it always did."""
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
     variants = scenario_variants(portfolio, plan, discount_rates, response_factors)[1:]
-    if not variants:
+    if not variants or not idle_core():
         return {}
     pool = ThreadPoolExecutor(1, thread_name_prefix="scenarios")
     try:
