@@ -29,14 +29,17 @@ def plan_for(n: int, seed: int) -> Plan:
     return replace(_plan_for(n, seed), cost=StrategyChoice("spend-table"))
 
 
-def _one_machine(frame: pl.DataFrame, plan: Plan) -> tuple[float, float, float]:
-    """The single machine's sifting LP (objective, bound) and highspy's full LP."""
+def _one_machine(frame: pl.DataFrame, plan: Plan) -> tuple[float, float, float, float]:
+    """The single machine's sifting LP (objective, bound), highspy's full LP and the single
+    machine's integer plan's value (nan unless proven optimal)."""
     options = from_table(frame)
     rows = build_constraints(plan, options)
     relaxed = reference_mip(options, rows, relax=True)
     assert relaxed is not None
     allocation = lp.solve(options, rows)
-    return allocation.lp_objective, allocation.bound, relaxed[0]
+    value = float(allocation.equity(options).sum())
+    return (allocation.lp_objective, allocation.bound, relaxed[0],
+            value if allocation.status == "optimal" else float("nan"))
 
 
 def _check(units: pl.DataFrame, frame: pl.DataFrame, plan: Plan, s: dict) -> None:
@@ -62,8 +65,13 @@ def _check(units: pl.DataFrame, frame: pl.DataFrame, plan: Plan, s: dict) -> Non
         assert s["status"] == "feasible" and s["gap"] > 0
 
 
-def _compare(s: dict, objective: float, bound: float, full: float) -> None:
+def _compare(s: dict, objective: float, bound: float, full: float, optimum: float) -> None:
+    """The LP as one machine's and highspy's; an integer optimum proven on one machine is
+    the cluster's plan's value too (both proven within 1e-9 of the same bound)."""
     assert s["method"] == "lagrange"
+    if not np.isnan(optimum):
+        assert s["status"] == "optimal"
+        assert s["equity_after"] == pytest.approx(optimum, rel=2e-9)
     assert s["lp_objective"] == pytest.approx(objective, rel=1e-9)
     assert s["lp_objective"] == pytest.approx(full, rel=1e-9)
     assert s["bound"] == pytest.approx(bound, rel=1e-9)

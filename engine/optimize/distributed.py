@@ -200,18 +200,18 @@ def _allocate_resources(workers: Workers | InProcess, rows: list[Constraint], pl
     lp = sifting_cluster.solve(workers, rows, solver, tolerance, should_stop)
     timings["lp"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    moves, _, notes = sifting_cluster.integral(workers, rows, lp.solver)
+    moves, at, integer_bound, notes = sifting_cluster.integral(workers, rows, lp, lp.solver)
     timings["repair"] = time.perf_counter() - mark
     if should_stop():
         raise CancelledError("allocation cancelled")
     mark = time.perf_counter()
-    written, paths = sifting_cluster.write(workers, moves, output, plan)
+    written, paths = sifting_cluster.write(workers, moves, at, output, plan)
     units = _align(written, paths)
     timings["write"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     row_use = np.sum([w["row_use"] for w in written], axis=0)
-    summary = collect.summary(written, rows, lp, notes, timings, plan, lp.bound, workers.n,
-                              row_use=row_use, method="lagrange")
+    summary = collect.summary(written, rows, lp, notes, timings, plan, integer_bound,
+                              workers.n, row_use=row_use, method="lagrange")
     summary.assumptions, more = collect.assumptions(workers, plan)
     summary.notes.extend(more)
     return ClusterResult(summary, units, paths)

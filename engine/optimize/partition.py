@@ -28,7 +28,7 @@ from engine.io import read_table
 from engine.optimize.blocks import float_key
 from engine.optimize.increments import HullIncrements, Increments
 from engine.optimize.lagrange import two_largest
-from engine.optimize.pricing import RowPricer, UnitPricer, options_of, whole
+from engine.optimize.pricing import RowPricer, UnitPricer, best_two, options_of, whole
 from engine.options import KINDS, OptionSet
 from engine.plan import Plan
 from engine.portfolio import Portfolio
@@ -500,12 +500,56 @@ def sift_split(part: Part) -> dict[str, Any]:
             "rest_value": float(options.value[opt] @ weight)}
 
 
+def _best_at(part: Part, y: NDArray[np.float64]
+             ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Per unit its first best option at ``y`` and every option's loss against it."""
+    pricer = part.sift
+    reduced = pricer.rows.reduced(y, pricer.view)
+    pick, top, _ = best_two(pricer.view, reduced)
+    return pick, top[part.options.unit_of_option] - reduced
+
+
+def sift_candidates(part: Part, y: NDArray[np.float64], delta: float, cap: int
+                    ) -> dict[str, Any]:
+    """Reduced-cost fixing at ``y``: a plan worth more than the bound less ``delta`` uses
+    only options losing less than ``delta``. The units with two or more such options (with
+    ``cap`` such options at most, else only their counts) with those options' values and
+    columns, and the row use and value of every other unit at its best option."""
+    options, rows = part.options, part.sift.rows
+    pick, loss = _best_at(part, y)
+    near = loss < delta
+    count = np.bincount(options.unit_of_option[near], minlength=options.n_units)
+    free = np.flatnonzero(count >= 2)
+    out: dict[str, Any] = {"free": int(free.size), "levels": int(count[free].sum()),
+                           "pools": bool(options.fractional[free].any())}
+    if out["levels"] > cap or out["pools"]:
+        return out
+    fixed = np.ones(options.n_units, dtype=bool)
+    fixed[free] = False
+    held = pick[fixed]
+    opt, unit, _ = options_of(options.offsets, free)
+    keep = near[opt]
+    opt, unit = opt[keep], unit[keep]
+    begin = np.zeros(free.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unit, minlength=free.size), out=begin[1:])
+    starts, index, coef = rows.columns(opt)
+    out.update(units=free, begin=begin, offset=opt - options.offsets[free][unit],
+               value=options.value[opt], starts=starts, index=index, coef=coef,
+               rest_use=rows.usage(held), rest_value=float(options.value[held].sum()))
+    return out
+
+
 def sift_write(part: Part, units: NDArray[np.int64], choice: NDArray[np.int64],
-               out: str | None, discount_rate: float) -> dict[str, Any]:
-    """The partition's plan: the LP plan, ``units`` at their option ``choice`` (counted
-    from the unit's first), written as :func:`write` does, with each row's use."""
+               out: str | None, discount_rate: float,
+               at: NDArray[np.float64] | None = None) -> dict[str, Any]:
+    """The partition's plan: the LP plan (or, given prices ``at``, every unit at its first
+    best option there), ``units`` at their option ``choice`` (counted from the unit's
+    first), written as :func:`write` does, with each row's use."""
     assert part.two is not None
     lo, hi, theta = part.two[0].copy(), part.two[1].copy(), part.two[2].copy()
+    if at is not None:
+        lo = hi = _best_at(part, at)[0]
+        theta = np.zeros(lo.size)
     first = part.options.offsets[:-1]
     lo[units] = hi[units] = first[units] + choice
     theta[units] = 0.0

@@ -8,11 +8,13 @@ round with small things only: its Lagrangian sum, the held units' row use and va
 its units most beaten or nearest a tie (capped at the round's room) with their columns.
 Unit ids on the driver are ``partition << ID_SHIFT | local unit``.
 
-The integer step: the LP plan leaves at most one customer per binding row between two
-options. Those customers (with their options) come to the driver; a MIP over them, every
-other unit at its LP plan, gives one level per customer keeping every limit. The plan is
-"optimal" when its value is within ``GAP`` of the LP bound, else "feasible" with that gap
-(the single machine's reduced-cost proof, ``engine.optimize.proof``, does not run here).
+The integer step (:func:`integral`): the LP plan leaves at most one customer per binding row
+between two options; a MIP over them, every other unit at its LP plan, is the incumbent.
+Then reduced-cost fixing at the LP's prices over the partitions, as the single machine's
+proof does (``engine.optimize.proof``, in one pass, not its growing core): only customers
+with two or more options losing less than the gap can move in a better plan; when they are
+few, a MIP over them gives the integer optimum and its proven bound. The plan is "optimal"
+only when its value is proven within ``GAP`` of that bound, else "feasible" with the gap.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from engine.optimize import partition, solvers
 from engine.optimize.cluster import InProcess, Workers
 from engine.optimize.lagrange import Context, sift
 from engine.optimize.pricing import Joined, Priced
+from engine.optimize.proof import FIRST_CORE, GAP
 from engine.plan import Plan
 
 ID_SHIFT = 40
@@ -159,62 +162,107 @@ def _counts(part: partition.Part) -> tuple[int, int]:
     return part.sift.n_units, part.sift.n_multi
 
 
-def integral(workers: Workers | InProcess, rows: list[Constraint], solver: str
-             ) -> tuple[list[tuple[NDArray[np.int64], NDArray[np.int64]]], float, list[str]]:
-    """One level per customer: a MIP over the customers the LP plan splits, every other
-    unit at its LP plan. Per partition the units it moves and their option (counted from
-    each unit's first); the plan's value; notes."""
-    got = workers.map(partition.sift_split)
+Moves = list[tuple[NDArray[np.int64], NDArray[np.int64]]]
+
+
+def _mip(got: list[dict[str, Any]], rows: list[Constraint], solver: str, what: str
+         ) -> tuple[Moves, float, float] | None:
+    """One option each for the units of ``got`` (per partition: ``units``, ``begin`` of each
+    unit's run among its options, their ``value`` and limit-row columns, ``rest_use`` of
+    every other unit), within the limits net of ``rest_use``. Per partition the units and
+    the position of their option among their runs; the plan's value; the MIP's proven bound
+    (nan when the solver does not give one). None when no such plan keeps every limit."""
     b = normalized_rhs(rows)
     rest = np.sum([g["rest_use"] for g in got], axis=0)
-    value = float(sum(g["rest_value"] for g in got))
+    base = float(sum(g["rest_value"] for g in got))
+    n_units = sum(g["units"].size for g in got)
     empty = np.zeros(0, dtype=np.int64)
-    n_split = sum(g["units"].size for g in got)
-    if n_split == 0:
-        return [(empty, empty) for _ in got], value, []
+    if n_units == 0:
+        if (rest > b + 1e-9 * np.maximum(1.0, np.abs(b))).any():
+            return None
+        return [(empty, empty) for _ in got], base, base
     values = np.concatenate([g["value"] for g in got])
     coef = np.zeros((len(rows), values.size))
-    at = 0
     one_each: list[tuple[NDArray[np.int64], NDArray[np.float64]]] = []
+    at = 0
     for g in got:
         m = g["value"].size
         col = np.repeat(np.arange(m), np.diff(g["starts"]))
         np.add.at(coef, (g["index"], at + col), g["coef"])
-        begin = g["begin"]
         one_each += [(at + np.arange(s, e), np.ones(e - s))
-                     for s, e in itertools.pairwise(begin)]
+                     for s, e in itertools.pairwise(g["begin"])]
         at += m
     slack = 1e-9 * np.maximum(1.0, np.abs(b))
     result = solvers.maximize(values, coef, b - rest + slack, a_eq=one_each,
-                              b_eq=np.ones(n_split), integer=np.ones(values.size, dtype=bool),
+                              b_eq=np.ones(n_units), integer=np.ones(values.size, dtype=bool),
                               solver=solver)
     if result.status == "infeasible":
-        raise InfeasiblePlanError("no plan with one level per customer keeps every limit "
-                                  "with the other customers at the LP plan",
-                                  [r.name for r in rows])
+        return None
     if result.status not in ("optimal", "feasible"):
-        raise SolverError(f"{result.solver} stopped on the split customers' MIP: "
-                          f"{result.status}", result.status)
+        raise SolverError(f"{result.solver} stopped on the {what} MIP: {result.status}",
+                          result.status)
     chosen = result.x > 0.5
-    out = []
+    moves: Moves = []
     at = 0
     for g in got:
         begin = g["begin"]
         pick = np.flatnonzero(chosen[at:at + g["value"].size])
-        out.append((g["units"], pick - begin[np.searchsorted(begin, pick, side="right") - 1]))
+        local = pick - begin[np.searchsorted(begin, pick, side="right") - 1]
+        moves.append((g["units"], g["offset"][pick] if "offset" in g else local))
         at += g["value"].size
-    value += float(values[chosen].sum())
-    return out, value, [f"{n_split} customers split by the LP plan settled by a MIP, every "
-                        "other unit at its LP plan"]
+    value = base + float(values[chosen].sum())
+    bound = base + result.bound if result.status == "optimal" else float("nan")
+    return moves, value, bound
 
 
-def write(workers: Workers | InProcess, moves: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
+def integral(workers: Workers | InProcess, rows: list[Constraint], lp: SiftLp, solver: str
+             ) -> tuple[Moves, NDArray[np.float64] | None, float, list[str]]:
+    """One level per customer. First a MIP over the customers the LP plan splits, every
+    other unit at its LP plan: the incumbent. Then, when it is not within ``GAP`` of the LP
+    bound, reduced-cost fixing at the LP's prices as on one machine: a better plan uses only
+    options losing less than ``bound - incumbent`` against each unit's best; a MIP over the
+    units with two or more such options (``FIRST_CORE`` levels at most, no pool among them), every
+    other unit at its best option, gives the integer optimum with its proven bound.
+    Returns per partition the units moved and their option, the prices whose best options
+    are the base plan (None: the LP plan), the proven bound on the integer optimum, notes."""
+    got = workers.map(partition.sift_split)
+    settled = _mip(got, rows, solver, "split customers'")
+    if settled is None:
+        raise InfeasiblePlanError("no plan with one level per customer keeps every limit "
+                                  "with the other customers at the LP plan",
+                                  [r.name for r in rows])
+    moves, value, _ = settled
+    n_split = sum(g["units"].size for g in got)
+    notes = [f"{n_split} customers split by the LP plan settled by a MIP"] if n_split else []
+    tol = GAP * max(1.0, abs(lp.bound))
+    if lp.bound - value <= tol:
+        return moves, None, lp.bound, notes
+    delta = lp.bound - value + tol
+    found = workers.map(partition.sift_candidates, lp.duals, delta, FIRST_CORE)
+    free, levels = sum(f["free"] for f in found), sum(f["levels"] for f in found)
+    if levels > FIRST_CORE or any(f["pools"] for f in found):
+        notes.append(f"integer plan not proven: {free} units can still move over {levels} "
+                     f"levels (the core MIP takes {FIRST_CORE} levels at most, no pools); "
+                     "gap to the LP bound")
+        return moves, None, lp.bound, notes
+    core = _mip(found, rows, solver, "core")
+    if core is None or core[1] < value:
+        notes.append("integer plan not proven: the core MIP found no better plan")
+        return moves, None, lp.bound, notes
+    core_moves, core_value, mip_bound = core
+    proven = lp.bound if np.isnan(mip_bound) else min(lp.bound, max(mip_bound, core_value))
+    notes.append(f"reduced-cost fixing left {free} customers free; their MIP, every other "
+                 "customer at its best option, gives the integer plan")
+    return core_moves, lp.duals, max(proven, core_value), notes
+
+
+def write(workers: Workers | InProcess, moves: Moves, at: NDArray[np.float64] | None,
           output: str | Path | None, plan: Plan) -> tuple[list[dict[str, Any]], list[str]]:
     """Each partition writes its plan (or returns it); the sums and the file paths."""
     paths: list[str] = []
     if output is not None:
         paths = [str(Path(output) / f"part-{i:05d}.parquet") for i in range(workers.n)]
-    written = workers.map(partition.sift_write, plan.discount_rate,
+    written = workers.map(partition.sift_write, plan.discount_rate, at,
                           each=[(u, c, paths[i] if paths else None)
                                 for i, (u, c) in enumerate(moves)])
     return written, paths
