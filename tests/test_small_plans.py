@@ -218,3 +218,21 @@ print("direct" if found is not None else "none")
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "direct"
+
+
+def test_a_level_costing_next_to_nothing_is_planned_on_both_paths() -> None:
+    """A level costing 4e-215 (found by the service's generated plans): HiGHS drops such a
+    matrix entry with a warning; the direct path and the proof's core MIP take the model
+    as HiGHS keeps it, and both plans are the MIP's optimum."""
+    rng = np.random.default_rng(5)
+    n = 60
+    cost = np.tile([0.0, 4e-215, 6.0], n)
+    value = (rng.uniform(10, 20, n)[:, None] + np.array([0.0, 1e-3, 0.0])[None, :]
+             + rng.uniform(-8, 4, (n, 1)) * np.array([0.0, 0.0, 1.0])[None, :]).ravel()
+    table = pl.DataFrame({
+        "customer_id": np.repeat(np.arange(n), 3), "level": cost, "cost": cost,
+        "value": value, "segment": np.repeat(np.where(np.arange(n) % 2 == 0, "core", "x"), 3),
+    })
+    options = from_table(table)
+    rows = build_constraints(Plan(segment_limits=(SegmentLimit("core", cap=10.0),)), options)
+    _agree(options, rows)
