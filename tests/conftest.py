@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import polars as pl
 import pytest
@@ -54,3 +56,15 @@ def random_options(
 @pytest.fixture
 def options_factory():
     return random_options
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """A server with the default configuration on loopback, one per test module (a module
+    that needs another configuration defines its own ``address``)."""
+    from engine.service.server import EquityServer, ServerConfig
+
+    server = EquityServer(ServerConfig(port=0))
+    server.start()
+    yield server.address
+    server.stop(grace=1.0)

@@ -18,21 +18,12 @@ from engine.errors import InvalidInputError
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
 from engine.service.client import Client
-from engine.service.server import EquityServer, ServerConfig
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 CAL = "1997-09-30"
 FIGURES = ("p_alive", "expected_purchases", "clv")
 BOUNDS = tuple(f"{m}_{b}" for m in FIGURES for b in ("lower", "upper"))
 PERIOD_DAYS = 365.25  # the metric's default plan period, in days
-
-
-@pytest.fixture(scope="module")
-def address() -> Iterator[str]:
-    server = EquityServer(ServerConfig(port=0))
-    server.start()
-    yield server.address
-    server.stop(grace=1.0)
 
 
 @pytest.fixture(scope="module")

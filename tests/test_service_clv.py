@@ -20,18 +20,9 @@ from engine.clv.transactions import read_transactions
 from engine.errors import InvalidInputError
 from engine.service import wire
 from engine.service.client import Client
-from engine.service.server import EquityServer, ServerConfig
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 CAL, HOLDOUT = "1997-09-30", "1998-06-30"
-
-
-@pytest.fixture(scope="module")
-def address() -> Iterator[str]:
-    server = EquityServer(ServerConfig(port=0))
-    server.start()
-    yield server.address
-    server.stop(grace=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,8 @@ from test_clv_sbg_metric import subscribers
 from engine.errors import InvalidInputError
 from engine.plan import Plan, StrategyChoice
 from engine.service.client import Client
-from engine.service.server import EquityServer, ServerConfig
 
 COLUMNS = ("renewal_probability", "clv", "margin", "retention")
-
-
-@pytest.fixture(scope="module")
-def address() -> Iterator[str]:
-    server = EquityServer(ServerConfig(port=0))
-    server.start()
-    yield server.address
-    server.stop(grace=1.0)
 
 
 @pytest.fixture(params=["arrow", "columns"])
