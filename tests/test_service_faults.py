@@ -352,7 +352,9 @@ def test_sigterm_while_the_plan_streams_out(served: Callable[..., Served]) -> No
         def slow_reader(batch: pl.DataFrame) -> None:
             seen.append(batch.height)
             first.set()
-            time.sleep(0.02)  # a slow consumer: the server cannot finish within the grace
+            # a slow consumer: reading all 200 batches takes 20 s, far beyond the grace even
+            # when a loaded machine delays the server's stop
+            time.sleep(0.1)
 
         out: dict[str, Any] = {}
 
