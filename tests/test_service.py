@@ -352,6 +352,9 @@ def test_long_solve_blocks_neither_health_nor_small_requests(
         assert not SpinState.stopped.is_set()
         # The only slot is busy and one large call may queue: a third one is refused.
         queued = client.submit(Portfolio(customers, prospects), plan, timeout=10)
+        deadline = time.monotonic() + 10  # the second call holds its place before the third
+        while server.gate.admitted_count < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(LimitExceededError) as err:
             client.allocate(Portfolio(customers, prospects), plan, timeout=5)
         assert err.value.limit == "max_queued_solves"
