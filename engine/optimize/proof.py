@@ -40,7 +40,7 @@ from engine.constraints import (
     spend_only,
 )
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
-from engine.optimize import small, solvers
+from engine.optimize import deadline, small, solvers
 from engine.optimize.increments import Increments
 from engine.options import OptionSet
 
@@ -122,7 +122,7 @@ def prove(
             timed_out = True
             break
         result = _core_mip(options, rows, inc, matrix, rhs, allocation, choice, keep, customer,
-                           pool, solver, remaining)
+                           pool, solver, remaining, should_stop)
         core_size = int(keep.sum())
         if result is None:  # the core has no plan keeping the rows
             if not np.isfinite(floor):
@@ -193,6 +193,7 @@ def _core_mip(
     pool: NDArray[np.bool_],
     solver: str,
     time_limit: float | None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[float, float, bool] | None:
     """The MIP over the kept levels of the core customers (those with two or more kept) and
     the hull increments of the constrained pools; every other unit as ``choice`` and
@@ -268,13 +269,14 @@ def _core_mip(
     else:
         limit = residual + slack
         first_bound = np.inf
-        deadline = None if time_limit is None else time.perf_counter() + time_limit
+        ends = None if time_limit is None else time.perf_counter() + time_limit
         direct = solvers.resolve(solver) == "highs" and not pinc.size
         start = (opt == choice[owner_unit]).astype(np.float64)  # the incumbent's levels
         for attempt in range(3):
-            left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+            left = None if ends is None else max(ends - time.perf_counter(), 1e-3)
             if direct:  # arrays straight to HiGHS, started from the incumbent
-                result = _highs_core(col_value, a[live], limit[live], bounds_eq, start, left)
+                result = _highs_core(col_value, a[live], limit[live], bounds_eq, start, left,
+                                     should_stop)
             else:
                 result = solvers.maximize(
                     col_value, ub_rows, limit[live],
@@ -288,8 +290,10 @@ def _core_mip(
             x[:opt.size] = np.round(x[:opt.size])
             solved = result.status == "optimal"
             mip_obj = float(col_value @ x)
-            if attempt == 0:  # the bound of the model as posed (later ones are tighter)
-                first_bound = result.bound if np.isfinite(result.bound) else mip_obj
+            if attempt == 0:  # the bound of the model as posed (later ones are tighter);
+                # an unfinished MIP without a dual bound (CBC's, a killed run) proves nothing
+                first_bound = (result.bound if np.isfinite(result.bound)
+                               else mip_obj if solved else np.inf)
             mip_bound = max(first_bound, mip_obj)
             one_each = np.bincount(owner_unit, weights=x[:opt.size], minlength=options.n_units)
             answered = result.status in ("optimal", "time_limit") and bool(
@@ -351,15 +355,14 @@ def _highs_core(
     unit_start: NDArray[np.int64],
     start: NDArray[np.float64],
     time_limit: float | None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> solvers.LpResult:
     """The core MIP in HiGHS from arrays (``engine.optimize.small``'s builder): every column
     binary, the columns of a unit from ``unit_start`` on, ``start`` the plan to begin from
     (ignored by HiGHS when it breaks a row)."""
     began = time.perf_counter()
-    # HiGHS checks its clock (and its interrupt callbacks) only between the steps of its
-    # search: given four fifths of the time left, it ends near the limit as a rule, but
-    # its root node is not interruptible (its conflict propagation took 6 s on a core of
-    # 8,500 levels and 41 limits)
+    # HiGHS ends near four fifths of the time left as a rule; its root node does not check
+    # the clock, so the run is held to the whole time left by ``engine.optimize.deadline``
     h = small._highs(None if time_limit is None else 0.8 * time_limit)
     offsets = np.append(unit_start, value.size).astype(np.int64)
     if not small._pass(h, value, coupling, limit, offsets, np.ones(value.size, dtype=bool)):
@@ -367,22 +370,15 @@ def _highs_core(
     sol = highspy.HighsSolution()
     sol.col_value = start.tolist()
     h.setSolution(sol)
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    has_plan = info.primal_solution_status == 2  # a feasible plan found
-    if status == highspy.HighsModelStatus.kOptimal:
-        word = "optimal"
-    elif status == highspy.HighsModelStatus.kInfeasible:
-        word = "infeasible"
-    elif has_plan:
-        word = "time_limit"
+    answer = deadline.run(h, time_limit, should_stop)
+    if answer.status in ("optimal", "time_limit"):
+        x = np.zeros(value.size)
+        x[answer.chosen] = 1.0
     else:
-        word = "error"
-    x = np.asarray(h.getSolution().col_value) if has_plan else np.full(value.size, np.nan)
-    bound = float(info.mip_dual_bound) if has_plan else float("nan")
-    return solvers.LpResult(word, x, float(value @ np.nan_to_num(x)), np.zeros(limit.size),
-                            "highs", time.perf_counter() - began, bound)
+        x = np.full(value.size, np.nan)
+    return solvers.LpResult(answer.status, x, float(value @ np.nan_to_num(x)),
+                            np.zeros(limit.size), "highs", time.perf_counter() - began,
+                            answer.bound)
 
 
 def _shave(

@@ -1,0 +1,102 @@
+"""The core MIP held to a hard deadline (``engine.optimize.deadline``): a forked child that
+streams improving plans back and is killed at the deadline. Real HiGHS runs; the hard
+instance is a multi-row knapsack HiGHS cannot close in the time given."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from engine.optimize import deadline, small
+
+
+def knapsack(n: int, rows: int, seed: int, units: int | None = None):
+    """max v.x, W x <= cap, x binary: each column its own unit (choose it or its empty
+    twin), so the model has the core MIP's shape (units summing to one)."""
+    rng = np.random.default_rng(seed)
+    v = rng.uniform(10, 20, n)
+    w = rng.uniform(1, 10, (rows, n))
+    cap = w.sum(axis=1) / 3
+    value = np.zeros(2 * n)
+    value[0::2] = v
+    coupling = np.zeros((rows, 2 * n))
+    coupling[:, 0::2] = w
+    offsets = np.arange(0, 2 * n + 1, 2, dtype=np.int64)
+    return value, sparse.csr_matrix(coupling), cap, offsets
+
+
+def passed(value, coupling, cap, offsets, highs_limit):
+    h = small._highs(highs_limit)
+    assert small._pass(h, value, coupling, cap, offsets, np.ones(value.size, dtype=bool))
+    return h
+
+
+def no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def check_plan(answer, value, coupling, cap) -> None:
+    x = np.zeros(value.size)
+    x[answer.chosen] = 1.0
+    assert (coupling @ x <= cap + 1e-6).all()
+    assert np.isclose(float(value @ x), answer.objective, rtol=1e-9)
+
+
+@pytest.mark.skipif(not deadline.can_fork(), reason="needs fork from the main thread")
+def test_a_run_past_its_deadline_is_killed_with_its_best_plan() -> None:
+    value, coupling, cap, offsets = knapsack(400, 40, 1)
+    h = passed(value, coupling, cap, offsets, None)  # HiGHS' own clock off: only the kill
+    started = time.perf_counter()
+    answer = deadline.run(h, 0.5)
+    seconds = time.perf_counter() - started
+    assert seconds < 0.5 + 1.5, seconds  # the deadline, and slack for a loaded machine
+    assert answer.killed
+    assert answer.status in ("time_limit", "error")
+    if answer.status == "time_limit":  # the best plan streamed back before the kill
+        check_plan(answer, value, coupling, cap)
+        assert answer.bound >= answer.objective - 1e-6  # a dual bound, in the max sense
+    assert no_children_left()
+
+
+def test_a_run_within_its_deadline_answers_as_in_process() -> None:
+    value, coupling, cap, offsets = knapsack(30, 3, 2)
+    inside = passed(value, coupling, cap, offsets, None)
+    inside.run()
+    expected = deadline._final(inside)
+    answer = deadline.run(passed(value, coupling, cap, offsets, None), 30.0)
+    assert not answer.killed
+    assert answer.status == expected.status == "optimal"
+    assert np.array_equal(answer.chosen, expected.chosen)
+    assert answer.objective == expected.objective
+    assert answer.bound == expected.bound
+    check_plan(answer, value, coupling, cap)
+    assert no_children_left()
+
+
+def test_an_infeasible_model_is_reported_so() -> None:
+    value, coupling, cap, offsets = knapsack(20, 2, 3)
+    coupling = sparse.vstack([coupling, sparse.csr_matrix(-np.ones((1, value.size)))]).tocsr()
+    cap = np.append(cap, -(value.size // 2 + 1.0))  # more than one column per unit
+    answer = deadline.run(passed(value, coupling, cap, offsets, None), 30.0)
+    assert answer.status == "infeasible"
+    assert answer.chosen.size == 0
+
+
+@pytest.mark.skipif(not deadline.can_fork(), reason="needs fork from the main thread")
+def test_a_stop_request_ends_the_run_at_once() -> None:
+    value, coupling, cap, offsets = knapsack(400, 40, 4)
+    h = passed(value, coupling, cap, offsets, None)
+    asked = time.perf_counter() + 0.3
+    started = time.perf_counter()
+    answer = deadline.run(h, 60.0, should_stop=lambda: time.perf_counter() > asked)
+    assert time.perf_counter() - started < 0.3 + 1.5
+    assert answer.killed
+    assert no_children_left()
