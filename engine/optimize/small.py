@@ -20,7 +20,10 @@ plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound as
 best net value minus its own), every plan is worth at most ``bound`` minus its options'
 gaps, so a customer's option whose gap exceeds ``bound`` minus a plan found is in no better
 plan; customers left with one option take it and the MIP sees the few others (a core too
-small for the optimum is widened and solved again).
+small for the optimum is widened and solved again). The core's MIP is a small depth-first
+branch and bound over its LP (HiGHS' simplex warm-started node to node, each node's LP
+rounded for an incumbent, reduced-cost fixing): HiGHS' MIP solver spends 5-15 ms setting up
+a model it closes at its root. Past ``NODE_LIMIT`` nodes the core goes to HiGHS' MIP.
 
 Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
 its options) returns ``None``: the caller then takes the general path, which explains
@@ -96,7 +99,6 @@ def solve(
     net = options.value - duals @ coupling
     gaps = np.maximum.reduceat(net, options.offsets[:-1])[options.unit_of_option] - net
     if integral.any():
-        h.setOptionValue("presolve", "choose")
         found = _core_mip(h, options, coupling, rhs, integral, lp_x, gaps, bound)
         if found is None:
             return None
@@ -169,18 +171,26 @@ def _core_mip(
         if cols.size:
             counts = np.bincount(unit[cols], minlength=options.n_units)
             offsets = np.concatenate([[0], np.cumsum(counts[counts > 0])])
-            if not _pass(h, options.value[cols], coupling[:, cols], rhs - coupling @ fixed,
-                         offsets, integral[cols]):
-                return None
-            if h.run() != highspy.HighsStatus.kOk:
-                return None
-            status = h.getModelStatus()
+            sub = (options.value[cols], coupling[:, cols], rhs - coupling @ fixed, offsets)
+            searched = _branch_and_bound(h, *sub, integral[cols]) \
+                if integral[cols].any() else None
+            if searched is not None:  # proven (or proven infeasible) by the small search
+                status, sub_x, sub_bound = searched
+            else:  # past the search's node limit (or an LP it could not take): HiGHS' MIP
+                if not _pass(h, *sub, integral[cols]):
+                    return None
+                h.setOptionValue("presolve", "choose")
+                if h.run() != highspy.HighsStatus.kOk:
+                    return None
+                status = h.getModelStatus()
+                if status == highspy.HighsModelStatus.kOptimal:
+                    sub_x = np.asarray(h.getSolution().col_value)
+                    if integral[cols].any():  # HiGHS' proven bound, as a gap to its plan
+                        found = float(options.value[cols] @ sub_x)
+                        sub_bound = float(h.getInfo().mip_dual_bound) - found
             if status == highspy.HighsModelStatus.kOptimal:
                 x = fixed.copy()
-                x[cols] = h.getSolution().col_value
-                if integral[cols].any():  # HiGHS' proven bound, as a gap to its plan
-                    found = float(options.value[cols] @ x[cols])
-                    sub_bound = float(h.getInfo().mip_dual_bound) - found
+                x[cols] = sub_x
             elif status == highspy.HighsModelStatus.kInfeasible and not complete:
                 delta = 2 * delta + float(np.median(gaps[~core]))
                 continue
@@ -195,6 +205,135 @@ def _core_mip(
         if complete or bound - value <= delta:
             return x, value + max(sub_bound, 0.0)
         delta = max(2 * delta, bound - value + slack)
+
+
+NODE_LIMIT = 200  # the small search's nodes at most; past them HiGHS' MIP takes the core
+
+
+def _branch_and_bound(
+    h: highspy.Highs,
+    value: NDArray[np.float64],
+    coupling: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    integral: NDArray[np.bool_],
+) -> tuple[highspy.HighsModelStatus, NDArray[np.float64], float] | None:
+    """The core's MIP by a depth-first branch and bound over its LP relaxation (HiGHS'
+    simplex, warm-started from the parent's basis, bounds changed in place), for the tiny
+    cores the LP's prices leave: HiGHS' MIP solver costs 5-15 ms of set-up on a model it
+    closes at its root. Returns (status, x, proven bound minus the plan's value): kOptimal
+    with the best plan, every node closed by infeasibility, integrality or an LP bound
+    within GAP of it; kInfeasible when no node has an integral solution; ``None`` past
+    ``NODE_LIMIT`` nodes or on any LP status besides optimal and infeasible."""
+    n = value.size
+    if not _pass(h, value, coupling, rhs, offsets, None):
+        return None
+    h.setOptionValue("presolve", "off")
+    columns = np.arange(n, dtype=np.int32)
+    binary = np.flatnonzero(integral)
+    best_x: NDArray[np.float64] | None = None
+    best = -np.inf
+    # nodes left: (lower, upper) bounds of every column; children of the last node first
+    stack = [(np.zeros(n), np.ones(n))]
+    closed = -np.inf  # the largest LP bound of a node closed by its bound (not integral)
+    nodes = 0
+    while stack:
+        nodes += 1
+        if nodes > NODE_LIMIT:
+            return None
+        lower, upper = stack.pop()
+        if nodes > 1:
+            h.changeColsBounds(n, columns, lower, upper)
+        if h.run() != highspy.HighsStatus.kOk:
+            return None
+        status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
+            continue
+        if status != highspy.HighsModelStatus.kOptimal:
+            return None
+        objective = float(h.getInfo().objective_function_value)
+        if best_x is not None and objective - best <= GAP * max(1.0, abs(best)) / 2:
+            closed = max(closed, objective)
+            continue
+        x = np.asarray(h.getSolution().col_value)
+        frac = np.abs(x[binary] - np.round(x[binary]))
+        k = int(np.argmax(frac)) if binary.size else 0
+        if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
+            if objective > best:
+                best, best_x = objective, x.copy()
+            continue
+        # the node's LP rounded (each customer at its heaviest option): a plan when it
+        # keeps every row, an incumbent that closes other nodes early
+        rounded = _rounded_core(x, offsets, integral, lower)
+        if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
+            rounded_value = float(value @ rounded)
+            if rounded_value > best:
+                best, best_x = rounded_value, rounded
+                if objective - best <= GAP * max(1.0, abs(best)) / 2:
+                    closed = max(closed, objective)
+                    continue
+        if best_x is not None:  # reduced-cost fixing (see below)
+            lower, upper, cut = _fixed_by_reduced_costs(h, x, objective, best, binary,
+                                                       lower, upper)
+            closed = max(closed, cut)
+        col = binary[k]
+        down_upper = upper.copy()
+        down_upper[col] = 0.0
+        up_lower = lower.copy()
+        up_lower[col] = 1.0
+        stack.append((lower, down_upper))
+        stack.append((up_lower, upper))  # the branch at 1 first: a customer's level chosen
+    if best_x is None:
+        return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
+    found = float(value @ best_x)
+    return highspy.HighsModelStatus.kOptimal, best_x, max(best, closed, found) - found
+
+
+def _fixed_by_reduced_costs(
+    h: highspy.Highs,
+    x: NDArray[np.float64],
+    objective: float,
+    best: float,
+    binary: NDArray[np.int64],
+    lower: NDArray[np.float64],
+    upper: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
+    """A node's binary columns at a bound whose reduced cost d is at least the node's LP
+    objective minus the incumbent, fixed at that bound for the node's subtree: moving one
+    to its other bound costs the LP at least |d|, so no plan there beats the incumbent by
+    more than the slack. Returns the new bounds and the largest LP bound of what was cut
+    off (objective - |d|), -inf when nothing was."""
+    d = np.abs(np.asarray(h.getSolution().col_dual)[binary])
+    xb = x[binary]
+    free = upper[binary] > lower[binary]
+    slack = GAP * max(1.0, abs(best)) / 2
+    cut = free & (objective - d <= best + slack) & ((xb <= 1e-9) | (xb >= 1 - 1e-9))
+    if not cut.any():
+        return lower, upper, -np.inf
+    lower, upper = lower.copy(), upper.copy()
+    at_zero = binary[cut & (xb <= 1e-9)]
+    at_one = binary[cut & (xb >= 1 - 1e-9)]
+    upper[at_zero] = 0.0
+    lower[at_one] = 1.0
+    return lower, upper, float((objective - d[cut]).max())
+
+
+def _rounded_core(
+    x: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    integral: NDArray[np.bool_],
+    lower: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """A core's LP weights with every customer at its heaviest option (one already fixed at
+    1 by the search keeps it)."""
+    n = x.size
+    unit = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    heaviest = np.lexsort((-np.maximum(x, lower), unit))[offsets[:-1]]
+    rounded = np.where(integral, 0.0, x)
+    chosen = heaviest[integral[heaviest]]
+    rounded[chosen] = 1.0
+    assert rounded.size == n
+    return rounded
 
 
 _quiet = False  # HiGHS (1.16) prints its banner on the first solver object of a process

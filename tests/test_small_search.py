@@ -1,0 +1,131 @@
+"""The direct path's small branch and bound (engine.optimize.small._branch_and_bound)
+against HiGHS' MIP on the same cores and against the full MIP (tests.reference): the same
+plan value and a bound within 1e-9, on random portfolios with caps, minimums, kind budgets,
+pools and a second resource; past its node limit the core goes to HiGHS' MIP unchanged."""
+
+from __future__ import annotations
+
+import highspy
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from engine.allocation import violations
+from engine.constraints import Constraint, build_constraints, normalized_rhs
+from engine.optimize import small
+from engine.options import OptionSet
+from engine.plan import Plan, SegmentLimit
+from tests.conftest import random_options
+from tests.reference import reference_mip
+from tests.test_integer_optimum import random_plan, responses
+
+TOL = 1e-9
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    assert a is not None and b is not None
+    return abs(a - b) <= TOL * max(1.0, abs(a), abs(b))
+
+
+def _cases() -> list[tuple[str, OptionSet, list[Constraint]]]:
+    out = []
+    for seed in range(10):
+        options = responses(40 + 25 * seed, 3 + seed % 4, segments=1 + seed % 3,
+                            seed=700 + seed)
+        out.append((f"customers-{seed}", options, build_constraints(random_plan(options, seed),
+                                                                    options)))
+    for seed in range(4):
+        options = random_options(n=90, levels=5, segments=3, seed=80 + seed, pools=3)
+        plan = Plan(total_budget=1500.0 + 400 * seed,
+                    acquisition_budget=600.0 if seed % 2 else None,
+                    segment_limits=(SegmentLimit("s1", cap=250.0),
+                                    SegmentLimit("s2", minimum=150.0)))
+        out.append((f"pools-{seed}", options, build_constraints(plan, options)))
+    return out
+
+
+@pytest.mark.parametrize(("name", "options", "rows"), _cases(), ids=lambda v: str(v)[:12])
+def test_the_search_and_highs_mip_give_the_same_proven_plan(
+    name: str, options: OptionSet, rows: list[Constraint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searched = small.solve(options, rows)
+    monkeypatch.setattr(small, "NODE_LIMIT", 0)  # every core to HiGHS' MIP
+    mip = small.solve(options, rows)
+    reference = reference_mip(options, rows)
+    if reference is None:
+        assert searched is None and mip is None
+        return
+    assert searched is not None and mip is not None, name
+    optimum = reference[0]
+    for allocation in (searched, mip):
+        assert allocation.status == "optimal"
+        assert not violations(options, rows, allocation, tolerance=1e-9)
+        assert _close(float(allocation.equity(options).sum()), optimum), name
+        assert allocation.integer_bound is not None
+        assert allocation.integer_bound >= optimum - TOL * max(1.0, abs(optimum))
+        assert _close(allocation.integer_bound, optimum)
+    assert _close(searched.lp_objective, mip.lp_objective)
+    assert searched.shadow_prices == mip.shadow_prices
+
+
+Core = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]
+
+
+def _core(seed: int, minimum: bool) -> Core:
+    """A whole small model as one core: every option a column, the rows as the direct path
+    writes them."""
+    options = responses(12 + seed, 4, segments=2, seed=900 + seed)
+    limits = (SegmentLimit("s0", minimum=60.0 + 10 * seed),) if minimum else ()
+    most = float(np.maximum.reduceat(options.cost, options.offsets[:-1]).sum())
+    rows = build_constraints(Plan(total_budget=most * 0.3, segment_limits=limits), options)
+    coupling = small._coupling(options, rows)
+    return options.value, coupling, normalized_rhs(rows), options.offsets
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_search_matches_highs_mip_on_whole_models(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole models are larger than the cores the search meets: room for every node."""
+    monkeypatch.setattr(small, "NODE_LIMIT", 100_000)
+    value, coupling, rhs, offsets = _core(seed, minimum=seed % 2 == 1)
+    integral = np.ones(value.size, dtype=bool)
+    h = small._highs(None)
+    searched = small._branch_and_bound(h, value, coupling, rhs, offsets, integral)
+    assert searched is not None
+    status, x, gap = searched
+    h = small._highs(None)
+    assert small._pass(h, value, coupling, rhs, offsets, integral)
+    assert h.run() == highspy.HighsStatus.kOk
+    assert status == h.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return
+    assert status == highspy.HighsModelStatus.kOptimal
+    found = float(value @ x)
+    assert _close(found, h.getInfo().objective_function_value)
+    assert 0.0 <= gap <= TOL * max(1.0, abs(found))
+    assert (coupling @ x <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all()
+    assert np.array_equal(np.add.reduceat(np.round(x), offsets[:-1]), np.ones(offsets.size - 1))
+
+
+def test_an_infeasible_core_is_reported_infeasible() -> None:
+    value, coupling, rhs, offsets = _core(0, minimum=False)
+    rhs = rhs.copy()
+    rhs[:] = -1.0  # every row at most -1 (a minimum no plan reaches)
+    searched = small._branch_and_bound(small._highs(None), value, coupling, rhs, offsets,
+                                       np.ones(value.size, dtype=bool))
+    assert searched is not None
+    assert searched[0] == highspy.HighsModelStatus.kInfeasible
+
+
+def test_past_the_node_limit_the_search_gives_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    value, coupling, rhs, offsets = _core(3, minimum=False)
+    monkeypatch.setattr(small, "NODE_LIMIT", 1)
+    integral = np.ones(value.size, dtype=bool)
+    h = small._highs(None)
+    assert small._pass(h, value, coupling, rhs, offsets, None)
+    assert h.run() == highspy.HighsStatus.kOk
+    lp_x = np.asarray(h.getSolution().col_value)
+    assert (np.abs(lp_x - np.round(lp_x)) > 1e-9).any()  # the root is fractional
+    assert small._branch_and_bound(small._highs(None), value, coupling, rhs, offsets,
+                                   integral) is None
