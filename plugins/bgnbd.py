@@ -11,18 +11,19 @@ the BG/NBD/Gamma-Gamma CLV at the plan's discount rate, horizon and margin growt
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import polars as pl
 
-from engine.clv.intervals import customer_intervals
-from engine.clv.run import MAX_INTERVAL_DRAWS
+from engine.clv.choices import MAX_INTERVAL_DRAWS, VALUE_MODELS
 from engine.clv.transactions import UNIT_DAYS, normalize_transactions
-from engine.clv.value import VALUE_MODELS, CLVResult, clv_from_transactions
 from engine.errors import InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.strategies import Metric, Param
 from engine.valuation import Valuation
+
+if TYPE_CHECKING:  # the fits (scipy) load when a log is fitted, not with the plugin
+    from engine.clv.value import CLVResult
 
 
 class TransactionCLV(Metric):
@@ -111,6 +112,8 @@ class TransactionCLV(Metric):
 
     def fit(self, transactions: pl.DataFrame, valuation: Valuation) -> CLVResult:
         """Both fits and the per-customer table, with the cleaning report and fit summary."""
+        from engine.clv.value import clv_from_transactions
+
         tx = normalize_transactions(transactions)
         end = self.calibration_end or tx["date"].max()
         if end is None:
@@ -129,6 +132,8 @@ class TransactionCLV(Metric):
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
         """The customers table of a transactions table: one row per customer, not per row;
         with ``interval_draws``, the intervals' columns after the model's."""
+        from engine.clv.intervals import customer_intervals
+
         result = self.fit(table, valuation)
         if not self.interval_draws:
             return result.customers

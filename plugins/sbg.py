@@ -19,8 +19,6 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from engine.clv.sbg import fit_sbg_tenure
-from engine.clv.sbg_value import customer_values
 from engine.errors import FieldViolation, InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.strategies import Metric, Param
@@ -59,6 +57,8 @@ class SubscriptionCLV(Metric):
     bridge: str
 
     def compute(self, table: pl.DataFrame, valuation: Valuation) -> pl.DataFrame:
+        from engine.clv.sbg_value import customer_values  # the fits (scipy) load when used
+
         renewals, active, payment = _columns(table)
         alpha = np.zeros(table.height)
         beta = np.zeros(table.height)
@@ -93,6 +93,8 @@ class SubscriptionCLV(Metric):
                 "(--param metric.alpha=... --param metric.beta=...)",
                 int(rows[0]),
             )
+        from engine.clv.sbg import fit_sbg_tenure
+
         fit = fit_sbg_tenure(renewals, active, cohort=label)
         return fit.alpha, fit.beta
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import polars as pl
 
+from engine.clv.choices import MAX_INTERVAL_DRAWS as MAX_INTERVAL_DRAWS
 from engine.clv.compare import (
     MODELS,
     FittedPurchaseModel,
@@ -31,7 +32,6 @@ from engine.errors import FieldViolation, InvalidInputError
 from engine.valuation import Valuation
 
 LOG_MODELS = tuple(MODELS)  # fitted on a transaction log: bgnbd, pareto-nbd, mbg-nbd
-MAX_INTERVAL_DRAWS = 10_000
 
 
 @dataclass(frozen=True)

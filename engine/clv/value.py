@@ -45,6 +45,7 @@ from engine.clv.bgnbd import (
     fit_bgnbd_rfm,
     p_alive,
 )
+from engine.clv.choices import VALUE_MODELS as VALUE_MODELS  # purchase models that value customers
 from engine.clv.gamma_gamma import GammaGammaFit, conditional_expected_spend, fit_gamma_gamma_rfm
 from engine.clv.models import distinct_pairs
 from engine.clv.streams import AliveStream, BGNBDStream
@@ -61,7 +62,6 @@ from engine.errors import FieldViolation, InvalidInputError
 from engine.valuation import Valuation
 
 Array = NDArray[np.float64]
-VALUE_MODELS = ("bgnbd", "pareto-nbd", "mbg-nbd")  # purchase models that value customers
 TAIL_START = 20  # periods summed exactly before the tail integral (infinite horizon)
 _TAIL_NODES = 32
 _CHUNK = 2_000_000  # elements of one (rows x periods) block

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
 
 Array = NDArray[np.float64]
 MODELS = ("exponential", "hill")
@@ -53,6 +52,8 @@ def lift(model: str, spend: ArrayLike, k: ArrayLike, shape: ArrayLike = 1.0) -> 
 
 def _hill(s: Array, k: Array, n: Array) -> Array:
     """(k s)^n / (1 + (k s)^n) as expit(n log(k s)): no overflow for any k, s, n."""
+    from scipy import special  # only for Hill curves: not loaded with every cost model
+
     positive = s > 0
     with np.errstate(divide="ignore"):
         log_ks = np.log(np.where(positive, k * s, 1.0))
@@ -64,6 +65,8 @@ def lift_gradient(model: str, spend: Array, k: float, shape: float = 1.0) -> Arr
     s = np.asarray(spend, dtype=np.float64)
     if model == "exponential":
         return (s * np.exp(-k * s))[:, None]
+    from scipy import special
+
     positive = s > 0
     log_ks = np.log(np.where(positive, k * s, 1.0))
     level = np.where(positive, special.expit(shape * log_ks), 0.0)
