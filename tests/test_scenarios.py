@@ -200,3 +200,17 @@ def test_supplied_plan_values_the_same_whatever_order_the_levels_are_listed_in()
         after.append(ev.units.sort("customer_id")["equity_after"].to_numpy())
     assert np.allclose(after[0], after[1], rtol=1e-12) and np.allclose(after[0], after[2],
                                                                        rtol=1e-12)
+
+
+def test_units_frame_names_each_unit_by_its_codes() -> None:
+    from engine.options import KINDS
+    from engine.planning.scenarios import units_frame
+
+    options, _ = build_model(PORTFOLIO, PLAN)
+    spend = options.cost[options.baseline]
+    frame = units_frame(options, spend, options.value[options.baseline])
+    assert frame.schema["kind"] == pl.String and frame.schema["segment"] == pl.String
+    assert frame["kind"].to_list() == [KINDS[k] for k in options.kind]
+    assert frame["segment"].to_list() == [options.segments[s] for s in options.segment]
+    assert frame["customer_id"].to_list() == options.unit_id.cast(pl.String).to_list()
+    assert frame["uplift"].abs().max() == 0.0
