@@ -63,11 +63,12 @@ def violations(
     options: OptionSet, rows: list[Constraint], allocation: Allocation, tolerance: float = 1e-7
 ) -> list[str]:
     """Rows the plan breaks, beyond a relative tolerance for floating-point sums."""
-    used = np.array([
-        float(np.bincount(options.cell, weights=allocation.mix(_use(options, row)),
-                          minlength=options.n_cells)[row.cells].sum())
-        for row in rows
-    ])
+    per_cell: dict[str, NDArray[np.float64]] = {}  # one pass over the units per resource
+    for row in rows:
+        if row.resource not in per_cell:
+            per_cell[row.resource] = np.bincount(
+                options.cell, weights=allocation.mix(_use(options, row)), minlength=options.n_cells)
+    used = np.array([float(per_cell[row.resource][row.cells].sum()) for row in rows])
     broken = []
     for row, amount in zip(rows, used, strict=True):
         slack = tolerance * max(1.0, abs(row.rhs))

@@ -121,8 +121,13 @@ def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     np.cumsum(hull_counts, out=hull_offsets[1:])
     points = np.empty(int(hull_offsets[-1]), dtype=np.int64)
     for members, flat_of, h in parts:
+        run = int(members[-1]) - int(members[0]) + 1 == members.size
+        if run and isinstance(flat_of, int):  # one run of grid units: shifted in place
+            start = int(hull_offsets[members[0]])
+            np.add(h.points, flat_of, out=points[start:start + h.points.size])
+            continue
         at = h.points + flat_of if isinstance(flat_of, int) else flat_of[h.points]
-        if int(members[-1]) - int(members[0]) + 1 == members.size:
+        if run:
             start = int(hull_offsets[members[0]])  # one run: its points in one slice
             points[start:start + at.size] = at
             continue

@@ -213,7 +213,7 @@ class Blocks:
         merged = np.searchsorted(labels, group[~keep])
         new_id[~keep] = int(keep.sum()) + merged
         m = int(keep.sum()) + labels.size
-        self.block = new_id[self.block]
+        np.take(new_id, self.block, out=self.block, mode="clip")  # in place: no full-size copy
         cell = np.empty(m, dtype=np.int64)
         cell[new_id] = self.cell
         lo, hi = np.full(m, np.inf), np.full(m, -np.inf)
@@ -237,10 +237,14 @@ def expand(
     constrained: NDArray[np.bool_],
 ) -> NDArray[np.float64]:
     """Share taken of every increment from a round's block solution."""
+    if blocks.idx is None:
+        taken_c = np.empty(blocks.block.size)
+        for lo in range(0, taken_c.size, CHUNK):  # no full-size boolean temporary
+            taken_c[lo:lo + CHUNK] = full[blocks.block[lo:lo + CHUNK]]
+        taken_c[pos] = taken
+        return taken_c
     taken_c = full[blocks.block].astype(np.float64)
     taken_c[pos] = taken
-    if blocks.idx is None:
-        return taken_c
     full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     full_taken[blocks.idx] = taken_c
     return full_taken
