@@ -38,7 +38,6 @@ from engine.planning.scenarios import (
     kind_split,
     plan_usage,
     robustness,
-    solve_variants,
 )
 from engine.plugins import Registry
 from engine.portfolio import Portfolio
@@ -134,7 +133,6 @@ def build_report(
     ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
     give the gain's interval (``compare``)."""
     progress = progress or no_progress
-    solved = solve_variants(portfolio, plan, discount_rates, response_factors, registry)
     comparison = compare(portfolio, plan, current, registry, progress,
                          uncertainty=uncertainty, seed=seed)
     optimum = comparison.optimum
@@ -151,7 +149,7 @@ def build_report(
         if current is not None:
             plans["current"] = current
         scen = robustness(portfolio, plan, plans, discount_rates, response_factors, registry,
-                          progress, planned=optimum, planned_frontier=front, solved=solved)
+                          progress, planned=optimum, planned_frontier=front)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())

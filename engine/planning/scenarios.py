@@ -25,9 +25,7 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -81,7 +79,6 @@ __all__ = [
     "roc_table",
     "same_money_bound",
     "scenario_variants",
-    "solve_variants",
     "spend_allocation",
     "spend_table",
     "with_response",
@@ -365,44 +362,6 @@ def scenario_variants(
     return variants
 
 
-def idle_core() -> bool:
-    """Whether a core is idle beside this process: cores minus the 1-minute load average
-    (which counts this process) at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return cores - os.getloadavg()[0] >= 1.0
-
-
-def solve_variants(
-    portfolio: Portfolio,
-    plan: Plan,
-    discount_rates: Sequence[float] = (),
-    response_factors: Sequence[float] = (),
-    registry: Registry | None = None,
-) -> dict[str, Future[PlanResult]]:
-    """The changed assumptions' re-optimized plans (not the plan as planned), solved one after
-    the other in a background thread; ``robustness(..., solved=...)`` takes them. The solves
-    hand much of their time to numpy, polars and HiGHS (which release the GIL), so the caller
-    compares the plans as planned meanwhile. Only when a core is idle (fewer runnable jobs,
-    by the 1-minute load average, than cores minus one): on busy cores the thread overlaps
-    nothing and its switching costs time, so ``{}`` is returned and ``robustness`` solves
-    them itself, as it always did."""
-    from engine.pipeline import allocate
-
-    registry = registry or default_registry()
-    variants = scenario_variants(portfolio, plan, discount_rates, response_factors)[1:]
-    if not variants or not idle_core():
-        return {}
-    pool = ThreadPoolExecutor(1, thread_name_prefix="scenarios")
-    try:
-        return {label: pool.submit(allocate, pf, variant, registry)
-                for label, pf, variant in variants}
-    finally:
-        pool.shutdown(wait=False)  # the submitted solves still run; the thread then ends
-
-
 def robustness(
     portfolio: Portfolio,
     plan: Plan,
@@ -413,30 +372,21 @@ def robustness(
     progress: Progress | None = None,
     planned: PlanResult | None = None,
     planned_frontier: Frontier | None = None,
-    solved: Mapping[str, Future[PlanResult]] | None = None,
 ) -> pl.DataFrame:
     """Each fixed plan (``customer_id, spend``, or ``FixedLevels``: the levels themselves)
     under each changed assumption, next to the
     plan re-optimized under it: equity, spend, ROC and what sticking to the plan costs.
     ``planned``: the optimum of ``plan`` itself when the caller has it (not solved again);
-    ``planned_frontier``: its frontier (the plans' bounds as planned read off it);
-    ``solved``: re-optimized plans by assumption label, when the caller solves them
-    (``solve_variants``: in the background, while it compares the plans as planned)."""
+    ``planned_frontier``: its frontier (the plans' bounds as planned read off it)."""
     from engine.pipeline import allocate
 
     registry = registry or default_registry()
     progress = progress or no_progress
     variants = scenario_variants(portfolio, plan, discount_rates, response_factors)
-    solved = solved or {}
     rows: list[dict[str, Any]] = []
     for i, (label, pf, variant) in enumerate(variants):
         progress(f"scenario {label}", i / len(variants))
-        if i == 0 and planned is not None:
-            best = planned
-        elif label in solved:
-            best = solved[label].result()
-        else:
-            best = allocate(pf, variant, registry)
+        best = planned if i == 0 and planned is not None else allocate(pf, variant, registry)
         options = best.options
         constraints = build_constraints(variant, options)
         d = variant.discount_rate
