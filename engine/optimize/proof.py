@@ -122,7 +122,7 @@ def prove(
             timed_out = True
             break
         result = _core_mip(options, rows, inc, matrix, rhs, allocation, choice, keep, customer,
-                           pool, solver, remaining, should_stop)
+                           pool, solver, remaining, should_stop, abs_gap=0.5 * tol)
         core_size = int(keep.sum())
         if result is None:  # the core has no plan keeping the rows
             if not np.isfinite(floor):
@@ -194,6 +194,7 @@ def _core_mip(
     solver: str,
     time_limit: float | None,
     should_stop: Callable[[], bool] = lambda: False,
+    abs_gap: float = GAP,
 ) -> tuple[float, float, bool] | None:
     """The MIP over the kept levels of the core customers (those with two or more kept) and
     the hull increments of the constrained pools; every other unit as ``choice`` and
@@ -276,7 +277,7 @@ def _core_mip(
             left = None if ends is None else max(ends - time.perf_counter(), 1e-3)
             if direct:  # arrays straight to HiGHS, started from the incumbent
                 result = _highs_core(col_value, a[live], limit[live], bounds_eq, start, left,
-                                     should_stop)
+                                     should_stop, abs_gap)
             else:
                 result = solvers.maximize(
                     col_value, ub_rows, limit[live],
@@ -356,6 +357,7 @@ def _highs_core(
     start: NDArray[np.float64],
     time_limit: float | None,
     should_stop: Callable[[], bool] = lambda: False,
+    abs_gap: float = GAP,
 ) -> solvers.LpResult:
     """The core MIP in HiGHS from arrays (``engine.optimize.small``'s builder): every column
     binary, the columns of a unit from ``unit_start`` on, ``start`` the plan to begin from
@@ -364,6 +366,9 @@ def _highs_core(
     # HiGHS ends near four fifths of the time left as a rule; its root node does not check
     # the clock, so the run is held to the whole time left by ``engine.optimize.deadline``
     h = small._highs(None if time_limit is None else 0.8 * time_limit)
+    # the core need be closed only as far as the whole plan's proof needs (half its gap,
+    # in currency), not to 1e-9 of the core's own value
+    h.setOptionValue("mip_abs_gap", max(GAP, abs_gap))
     offsets = np.append(unit_start, value.size).astype(np.int64)
     if not small._pass(h, value, coupling, limit, offsets, np.ones(value.size, dtype=bool)):
         raise SolverError("HiGHS refused the core MIP")
