@@ -142,11 +142,23 @@ class Blocks:
         """Positions (into ``idx``) of the increments of the chosen blocks: one pass."""
         return np.flatnonzero(chosen[self.block])
 
-    def split(self, positions: NDArray[np.int64], prices: NDArray[np.float64], bins: int) -> None:
+    def split(
+        self,
+        positions: NDArray[np.int64],
+        prices: NDArray[np.float64],
+        bins: int,
+        owner: NDArray[np.integer] | None = None,
+    ) -> None:
         """Split the blocks holding ``positions`` at quantiles of their own ratios and at
-        their cell's price (a Python loop over blocks only, never over increments)."""
-        positions = positions[np.argsort(self.block[positions], kind="stable")]
-        groups = np.split(positions, np.flatnonzero(np.diff(self.block[positions])) + 1)
+        their cell's price (a Python loop over blocks only, never over increments).
+        ``owner``: the blocks of ``positions`` when the caller has them."""
+        owner = self.block[positions] if owner is None else owner
+        if self.cell.size <= np.iinfo(np.uint16).max:  # a stable sort of 16-bit keys is a
+            owner = owner.astype(np.uint16)  # radix sort: linear, the same order
+        order = np.argsort(owner, kind="stable")
+        positions, owner = positions[order], owner[order]
+        groups = np.split(positions, np.flatnonzero(np.diff(owner)) + 1)
+        del order, owner
         cells, los, his = self.cell.tolist(), self.lo.tolist(), self.hi.tolist()
         flags = self.splittable.tolist()
         for group in groups:
@@ -176,9 +188,9 @@ class Blocks:
         self.splittable = np.array(flags, dtype=bool)
         n = self.cell.size
         changed = np.concatenate(groups)
-        touched = np.zeros(n, dtype=bool)
-        touched[self.block[changed]] = True
         b = self.block[changed]
+        touched = np.zeros(n, dtype=bool)
+        touched[b] = True
         cost, value, count = (np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64))
         old_n = self.cost.size
         cost[:old_n], value[:old_n], count[:old_n] = self.cost, self.value, self.count
@@ -257,10 +269,12 @@ def fill(
     full: NDArray[np.bool_],
     partial: NDArray[np.bool_],
     n_cells: int,
+    owner: NDArray[np.integer] | None = None,
 ) -> NDArray[np.float64]:
     """Share taken of each increment at ``pos``: 1 in full blocks; each cell's spend on its
-    partly taken blocks refilled in decreasing ratio (exact within a cell)."""
-    b = blocks.block[pos]
+    partly taken blocks refilled in decreasing ratio (exact within a cell). ``owner``: the
+    blocks of ``pos`` when the caller has them."""
+    b = blocks.block[pos] if owner is None else owner
     taken = full[b].astype(np.float64)
     part = np.flatnonzero(partial[b])
     if part.size:

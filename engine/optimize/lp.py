@@ -315,7 +315,8 @@ def _solve_blocks(
         straddle = (blocks.lo < price) & (price < blocks.hi)
         touched = partial | straddle
         pos = blocks.members(touched)
-        taken = fill(blocks, pos, x, full, partial, options.n_cells)
+        owner = blocks.block[pos]  # the block of each member, gathered once per round
+        taken = fill(blocks, pos, x, full, partial, options.n_cells, owner)
         primal = (
             base_value
             + free_value
@@ -323,10 +324,9 @@ def _solve_blocks(
             + float(blocks.dv[pos] @ taken)
         )
         above = (blocks.lo >= price) & ~straddle
-        in_straddle = pos[straddle[blocks.block[pos]]]
-        reduced = blocks.dv[in_straddle] - prices[blocks.cell[blocks.block[in_straddle]]] * (
-            blocks.dc[in_straddle]
-        )
+        at_price = straddle[owner]
+        in_straddle = pos[at_price]
+        reduced = blocks.dv[in_straddle] - price[owner[at_price]] * blocks.dc[in_straddle]
         bound = (
             base_value
             + free_value
@@ -343,7 +343,8 @@ def _solve_blocks(
         # Blocks away from every price are settled (wholly taken or not at all): merge them
         # per cell so the next LP only sees the detail that matters.
         settled = np.where(touched | blocks.next_to(touched), -1, blocks.cell * 2 + full)
-        blocks.split(pos[split[blocks.block[pos]]], prices, settings.bins)
+        cut = split[owner]
+        blocks.split(pos[cut], prices, settings.bins, owner[cut])
         blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
     return expand(blocks, full, pos, taken, inc, constrained), duals, solver_name, rounds, blocks
 
