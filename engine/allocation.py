@@ -67,7 +67,8 @@ def violations(
     for row in rows:
         if row.resource not in per_cell:
             per_cell[row.resource] = np.bincount(
-                options.cell, weights=allocation.mix(_use(options, row)), minlength=options.n_cells)
+                options.cell, weights=allocation.mix(_use(options, row)), minlength=options.n_cells
+            ).astype(np.float64, copy=False)
     used = np.array([float(per_cell[row.resource][row.cells].sum()) for row in rows])
     broken = []
     for row, amount in zip(rows, used, strict=True):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from engine import memory
 from engine.allocation import Allocation, violations
 from engine.assumptions import plan_assumptions
 from engine.constraints import Constraint, build_constraints
@@ -174,6 +175,7 @@ def build_model(
     limits = limits or Limits()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    memory.configure()  # fresh arrays without huge-page stalls (engine.memory)
     plan.validate()
     metric = registry.create("metric", plan.metric)
     cost = registry.create("cost", plan.cost)
