@@ -218,10 +218,10 @@ def test_a_budget_the_lp_cannot_solve_is_left_out_and_said(
     bad = float(full.points["budget"][3])
     solve = frontier_solves._solve
 
-    def failing(o, r, b):  # type: ignore[no-untyped-def]
+    def failing(o, r, b, start=None):  # type: ignore[no-untyped-def]
         if b is not None and abs(b - bad) <= 1e-9 * bad:
             raise SolverError("no answer at this budget")
-        return solve(o, r, b)
+        return solve(o, r, b, start)
 
     monkeypatch.setattr(frontier_solves, "_solve", failing)
     front = frontier_of(options, rows, plan.total_budget)

@@ -123,15 +123,19 @@ def solve_lagrange(
     max_rounds: int = 200,
     should_stop: Callable[[], bool] = lambda: False,
     time_limit: float | None = None,
+    start: NDArray[np.float64] | None = None,
 ) -> LagrangeResult:
-    """The LP over option weights (one set per unit summing to 1) under ``rows``."""
+    """The LP over option weights (one set per unit summing to 1) under ``rows``.
+    ``start``: row prices to start from (``<=`` form, one per row; a neighbouring LP's
+    ``duals``, as the frontier's solves at budgets pass), instead of a sample's; the answer is
+    the same LP optimum, certified the same way."""
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     name = solvers.resolve(solver)
     row_pricer = RowPricer(rows, options)
     pricer = UnitPricer(row_pricer, whole(options))
     ctx = Context(row_pricer.resource_of_row, name, tolerance, max_rounds, should_stop,
                   deadline, [r.name for r in rows])
-    out = sift(ctx, pricer, row_pricer.b, final=True)
+    out = sift(ctx, pricer, row_pricer.b, final=True, start=start)
     return LagrangeResult(pricer.weights(out.x), out.y, out.objective,
                           max(out.bound, out.objective), out.rounds, name)
 
@@ -169,27 +173,33 @@ def _penalties(ctx: Context, pricer: Pricer) -> NDArray[np.float64]:
     return 10.0 * (spread + 1.0) / per_row
 
 
-def _sample_prices(ctx: Context, pricer: Pricer, b: NDArray[np.float64]
-                   ) -> NDArray[np.float64]:
+def _sample_prices(ctx: Context, pricer: Pricer, b: NDArray[np.float64],
+                   start: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
     """Row prices from the LP of a random sample of the units, limits scaled by its share
     (a limit the sample cannot keep gets price 0); zeros when the pricer has no sample."""
     size = max(MIN_SAMPLE, int(SAMPLE_SHARE * pricer.n_units))
     sample = pricer.sample(size)
     if sample is None:
         return np.zeros(b.size)
-    part = sift(ctx, sample, b * (size / pricer.n_units), final=False)
+    part = sift(ctx, sample, b * (size / pricer.n_units), final=False, start=start)
     return np.where(part.overrun, 0.0, part.y)
 
 
-def sift(ctx: Context, pricer: Pricer, b: NDArray[np.float64], final: bool) -> Sifted:
+def sift(ctx: Context, pricer: Pricer, b: NDArray[np.float64], final: bool,
+         start: NDArray[np.float64] | None = None) -> Sifted:
     """The LP over ``pricer``'s units under right-hand sides ``b``. ``final``: the answer
     (an overrun is resolved, or the limits are infeasible); else a sample's prices. The
-    plan: every held unit at its held option, the core's columns at ``x``."""
+    plan: every held unit at its held option, the core's columns at ``x``. ``start``: the
+    first core's prices (no sample is solved for them)."""
     n = pricer.n_units
     first = max(MIN_CORE, int(CORE_SHARE * n))
     y = np.zeros(b.size)
+    if start is not None:
+        y = np.maximum(np.asarray(start, dtype=np.float64), 0.0)
+        if y.shape != b.shape:
+            raise ValueError(f"start: {y.size} prices for {b.size} rows")
     if first < pricer.n_multi and n > 2 * MIN_SAMPLE:
-        y = _sample_prices(ctx, pricer, b)
+        y = _sample_prices(ctx, pricer, b, None if start is None else y)
     joining = pricer.open(y, first)
     penalty = _penalties(ctx, pricer)
     core = (HighsCore(b, penalty, ctx.left()) if ctx.solver == "highs"

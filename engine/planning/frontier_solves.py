@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import numpy as np
 import polars as pl
 
+from engine.allocation import Allocation
 from engine.constraints import LE, Constraint
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import ACQUISITION, KINDS, RETENTION, OptionSet
@@ -49,24 +50,39 @@ class Solved:
     price: float  # the budget's shadow price (net equity per unit of budget)
     prices: dict[str, float]  # every row's shadow price
     cell_spend: FloatArray
+    # the LP's row prices (``<=`` form; the other rows, then the budget's): where the solve
+    # at a neighbouring budget starts
+    duals: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
-def _solve(options: OptionSet, rows: list[Constraint], budget: float | None) -> Solved:
-    from engine.optimize import lp
+def _solve(options: OptionSet, rows: list[Constraint], budget: float | None,
+           start: Solved | None = None) -> Solved:
+    """The any-resource LP (as ``engine.optimize.lp.solve`` solves it without the integer
+    step: sifting, ``engine.optimize.lagrange``) with the total budget at ``budget`` (None:
+    no total budget). ``start``: a solved neighbouring budget, whose row prices start the
+    sifting (its first core) instead of a sample's: the same LP optimum, fewer rounds."""
+    from engine.optimize.lagrange import solve_lagrange, two_largest
 
     others = [r for r in rows if r.name != "budget"]
     if budget is not None:
         others.append(Constraint("budget", np.ones(options.n_cells, dtype=bool), LE,
                                  float(budget)))
-    allocation = lp.solve(options, others, lp.LpSettings(repair=False))
+    y0 = None
+    if start is not None and start.duals.size >= len(others) - 1:
+        y0 = np.zeros(len(others))
+        k = min(start.duals.size, len(others))
+        y0[:k] = start.duals[:k]
+    result = solve_lagrange(options, others, start=y0)
+    lo, hi, theta = two_largest(options, result.weights)
+    allocation = Allocation(lo, hi, theta, "optimal", result.solver, "lagrange")
     spend = np.bincount(options.cell, weights=allocation.spend(options),
                         minlength=options.n_cells).astype(np.float64)
-    equity = float(allocation.lp_objective if allocation.lp_objective is not None
-                   else allocation.equity(options).sum())
-    bound = equity if allocation.bound is None else max(float(allocation.bound), equity)
-    prices = {k: float(v) for k, v in allocation.shadow_prices.items()}
+    equity = float(result.objective)
+    bound = max(float(result.bound), equity)
+    prices = {row.name: float(result.duals[k] * row.sense) + 0.0
+              for k, row in enumerate(others)}
     return Solved(float(spend.sum()) if budget is None else float(budget), equity, bound,
-                  max(prices.get("budget", 0.0), 0.0), prices, spend)
+                  max(prices.get("budget", 0.0), 0.0), prices, spend, result.duals.copy())
 
 
 def _least_spend(options: OptionSet, rows: list[Constraint]) -> float:
@@ -179,11 +195,12 @@ def trace_by_solves(
     def run(b: float) -> None:
         if should_stop():
             raise CancelledError("frontier cancelled")
+        near = solved[min(solved, key=lambda s: abs(s - b))]  # its prices start the solve
         try:
             try:
-                solved[b] = _solve(options, rows, b)
+                solved[b] = _solve(options, rows, b, near)
             except InfeasiblePlanError:  # at the least budget, within the solver's tolerance
-                solved[b] = _solve(options, rows, b * (1 + 1e-9) + 1e-9)
+                solved[b] = _solve(options, rows, b * (1 + 1e-9) + 1e-9, near)
                 solved[b].budget = b
         except SolverError as exc:  # a point the LP could not solve: left out, said
             failed[b] = str(exc)
