@@ -127,8 +127,9 @@ def solve_lagrange(
 ) -> LagrangeResult:
     """The LP over option weights (one set per unit summing to 1) under ``rows``.
     ``start``: row prices to start from (``<=`` form, one per row; a neighbouring LP's
-    ``duals``, as the frontier's solves at budgets pass), instead of a sample's; the answer is
-    the same LP optimum, certified the same way."""
+    ``duals``, as the frontier's solves at budgets pass): the sample's LP starts from them
+    (without a sample, the first core); the answer is the same LP optimum, certified the
+    same way."""
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     name = solvers.resolve(solver)
     row_pricer = RowPricer(rows, options)
@@ -189,8 +190,8 @@ def sift(ctx: Context, pricer: Pricer, b: NDArray[np.float64], final: bool,
          start: NDArray[np.float64] | None = None) -> Sifted:
     """The LP over ``pricer``'s units under right-hand sides ``b``. ``final``: the answer
     (an overrun is resolved, or the limits are infeasible); else a sample's prices. The
-    plan: every held unit at its held option, the core's columns at ``x``. ``start``: the
-    first core's prices (no sample is solved for them)."""
+    plan: every held unit at its held option, the core's columns at ``x``. ``start``: prices
+    the sample's LP (or, without a sample, the first core) starts from."""
     n = pricer.n_units
     first = max(MIN_CORE, int(CORE_SHARE * n))
     y = np.zeros(b.size)

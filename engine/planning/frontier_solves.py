@@ -60,7 +60,7 @@ def _solve(options: OptionSet, rows: list[Constraint], budget: float | None,
     """The any-resource LP (as ``engine.optimize.lp.solve`` solves it without the integer
     step: sifting, ``engine.optimize.lagrange``) with the total budget at ``budget`` (None:
     no total budget). ``start``: a solved neighbouring budget, whose row prices start the
-    sifting (its first core) instead of a sample's: the same LP optimum, fewer rounds."""
+    sifting (its sample's LP): the same LP optimum, fewer rounds."""
     from engine.optimize.lagrange import solve_lagrange, two_largest
 
     others = [r for r in rows if r.name != "budget"]
