@@ -4,11 +4,15 @@ Each command runs in a fresh process (the wall time of the whole command, proces
 model building included): ``equity allocate`` (the reference), ``equity report`` without and
 with its default scenarios, and ``equity frontier`` on the example plan (kind budgets crossing
 segment limits: the flow-network path) and on the same portfolio with only a total and an
-acquisition budget (laminar: the merge path). The frontier's own seconds come from its JSON
+acquisition budget (laminar: the merge path), and (up to ``--resources-max`` customers) on the
+example plan with a limit on contacts besides spend (one contact per head spent on, at most
+0.3 per customer: exact LP solves at budgets, each started from its neighbour's prices). The
+frontier's own seconds come from its JSON
 (``seconds``: from the inputs to the result; ``model_seconds``: the part of it that builds the
 options and rows, the same work ``allocate`` does first).
 
-    .venv/bin/python benchmarks/planning.py --sizes 100k,1M --json benchmarks/results/planning.json
+    .venv/bin/python benchmarks/planning.py --sizes 100k,1M --report-max 100k --repeat 3 \
+        --json benchmarks/results/planning.json
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def _run(args: list[str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def measure(n: int, work: Path, report: bool, repeat: int) -> dict[str, Any]:
+def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = False
+            ) -> dict[str, Any]:
     example = ["--example", "--example-size", str(n), "--quiet"]
     laminar_plan = work / "laminar.json"
     laminar_plan.write_text(json.dumps({"budget": {"total": 6.0 * n, "acquisition": 3.0 * n},
@@ -56,6 +61,10 @@ def measure(n: int, work: Path, report: bool, repeat: int) -> dict[str, Any]:
         "frontier (laminar)": ["frontier", *example, "--plan", str(laminar_plan), "--json",
                                "--rows", "5"],
     }
+    if resources:
+        cases["frontier (contacts limit)"] = [
+            "frontier", *example, "--param", "cost.contacts_per_head=1",
+            "--limit", f"contacts<={0.3 * n:g}", "--json", "--rows", "5"]
     if report:
         cases["report, no scenarios"] = ["report", *example, "--no-scenarios", "--out",
                                          str(work / "r1")]
@@ -72,14 +81,18 @@ def measure(n: int, work: Path, report: bool, repeat: int) -> dict[str, Any]:
                 run["model_seconds"] = round(summary.get("model_seconds", 0.0), 3)
                 run["breakpoints"] = summary["breakpoints"]
                 run["method"] = summary["method"]
+                if summary.get("max_gap") is not None:
+                    run["max_gap"] = summary["max_gap"]
             runs.append(run)
         best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
         out["runs"][name] = {**best, "all": runs}
-        print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s"
-              + (f"  (frontier {best['frontier_seconds']:.2f} s of which model "
-                 f"{best['model_seconds']:.2f} s, {best['breakpoints']:,} breakpoints, "
-                 f"{best['method']})" if "frontier_seconds" in best else ""),
-              flush=True)
+        what = ""
+        if "frontier_seconds" in best:
+            points = (f"{best['breakpoints']:,} exact LP solves, max gap {best['max_gap']:,.6g}"
+                      if best["method"] == "solves" else f"{best['breakpoints']:,} breakpoints")
+            what = (f"  (frontier {best['frontier_seconds']:.2f} s of which model "
+                    f"{best['model_seconds']:.2f} s, {points}, {best['method']})")
+        print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s{what}", flush=True)
     ref = out["runs"]["allocate"]["seconds"]
     for run in out["runs"].values():
         run["x_allocate"] = round(run["seconds"] / ref, 2)
@@ -91,15 +104,19 @@ def main() -> None:
     parser.add_argument("--sizes", default="100k", help="customers, comma separated (100k,1M)")
     parser.add_argument("--report-max", default="100k",
                         help="largest size the report is run at (default 100k)")
+    parser.add_argument("--resources-max", default="100k",
+                        help="largest size the frontier with a contacts limit is run at "
+                             "(default 100k; 0: never)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command (median)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    results = {"load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M"),
-               "sizes": []}
+    results: dict[str, Any] = {"load_before": os.getloadavg(),
+                               "started": time.strftime("%Y-%m-%d %H:%M"),
+                               "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (_size(s) for s in args.sizes.split(",")):
             results["sizes"].append(measure(n, Path(tmp), n <= _size(args.report_max),
-                                            args.repeat))
+                                            args.repeat, n <= _size(args.resources_max)))
     results["load_after"] = os.getloadavg()
     print(f"load average before {results['load_before']}, after {results['load_after']}")
     if args.json:
