@@ -292,6 +292,7 @@ def allocate(
     result.summary.notes.extend(notes)
     timings["report"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started  # the same dict the summary holds
+    memory.release()  # the heap's free pages back to the system (engine.memory)
     return result
 
 

@@ -1,5 +1,6 @@
 """engine.memory: numpy's huge-page advice turned off where the kernel would stall on it,
-by the pipeline itself, and the plan the same either way."""
+freed blocks reused from the heap, both set by the pipeline itself, and the plan the same
+either way."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def test_which_defrag_settings_stall(setting: str, stalls: bool) -> None:
 
 
 def _run(code: str, keep: bool) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k != "EQUITY_NUMPY_HUGEPAGES"}
+    env = {k: v for k, v in os.environ.items() if k != "EQUITY_MEMORY_DEFAULTS"}
     if keep:
-        env["EQUITY_NUMPY_HUGEPAGES"] = "1"
+        env["EQUITY_MEMORY_DEFAULTS"] = "1"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, env=env, check=True, timeout=300)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -62,7 +63,7 @@ def test_the_pipeline_turns_the_advice_off_only_where_it_stalls_and_the_plan_is_
     kept = _run(ALLOCATE, keep=True)
     assert default["before"] is True and kept["before"] is True  # numpy's own default
     assert default["after"] is (not stalls)
-    assert kept["after"] is True  # EQUITY_NUMPY_HUGEPAGES=1 keeps numpy's default
+    assert kept["after"] is True  # EQUITY_MEMORY_DEFAULTS=1 keeps numpy's default
     assert default["status"] == kept["status"] == "optimal"
     assert default["bound"] == kept["bound"]
     assert default["units"] == kept["units"]  # the plan bit for bit
@@ -85,3 +86,26 @@ print(json.dumps({"first": first, "second": second, "advice": bool(_get_madvise_
         stalls = False
     assert found["first"] is stalls
     assert found["second"] is False and found["advice"] is True
+
+
+def test_freed_arrays_are_reused_without_faulting_their_pages_again() -> None:
+    code = """
+import json, resource
+import numpy as np
+from numpy._core.multiarray import _set_madvise_hugepage
+from engine import memory
+memory.configure()
+_set_madvise_hugepage(False)  # count pages of 4 KiB in both runs
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.empty(100 << 17)  # 100 MiB, under memory.MMAP_THRESHOLD
+    a[:] = 1.0
+    del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+print(json.dumps({"again": faults()}))
+"""
+    configured = _run(code, keep=False)["again"]
+    default = _run(code, keep=True)["again"]
+    assert isinstance(configured, int) and isinstance(default, int)
+    assert configured < 100 and default > 10_000  # glibc's default maps 100 MiB afresh
