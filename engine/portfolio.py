@@ -99,10 +99,9 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
                 problems.append(FieldViolation(field, "required column is missing"))
             continue
         series = table[col.name]
-        nulls = series.is_null()
-        if nulls.any():
+        if series.null_count():  # a count the column keeps: no mask unless there are nulls
             if not col.nullable:
-                problems.append(_first(field, "is null", nulls))
+                problems.append(_first(field, "is null", series.is_null()))
             continue
         if not col.numeric:
             continue
@@ -128,6 +127,8 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
     if problems:
         raise InvalidInputError(problems)
     numeric = [c.name for c in columns if c.numeric and c.name in table.columns]
+    if all(table.schema[c] == pl.Float64 for c in numeric):
+        return table  # nothing to cast (Arrow from the client usually)
     return table.with_columns(pl.col(numeric).cast(pl.Float64))
 
 
