@@ -12,6 +12,7 @@ into the share taken of every increment (exact within a cell).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -161,14 +162,19 @@ class Blocks:
         del order, owner
         cells, los, his = self.cell.tolist(), self.lo.tolist(), self.hi.tolist()
         flags = self.splittable.tolist()
+        sums: list[tuple[NDArray[Any], ...]] = []  # per group: new blocks, cost, value, count
         for group in groups:
             old = int(self.block[group[0]])
-            r = self.ratio(group)
+            dc, dv = self.dc[group], self.dv[group]
+            r = dv / dc + 0.0  # as ratio(): -0.0 as 0.0
             cut = np.append(np.quantile(r, np.linspace(0, 1, bins + 1)[1:-1]), prices[cells[old]])
             cut = np.unique(cut)
             cut = cut[(cut > r.min()) & (cut <= r.max())]
             if cut.size == 0:  # all ratios equal: the fill already treats it exactly
                 flags[old] = False
+                one = np.zeros(group.size, dtype=np.intp)  # sums in order, as bincount adds
+                sums.append((np.array([old]), np.bincount(one, weights=dc),
+                             np.bincount(one, weights=dv), np.array([group.size])))
                 continue
             sub = np.searchsorted(cut, r, side="right")
             bounds = np.concatenate(([los[old]], cut, [his[old]]))
@@ -183,21 +189,19 @@ class Blocks:
                 his.append(float(bounds[s + 1]))
                 flags.append(True)
             self.block[group] = ids[sub]
+            # the new blocks' sums from this group alone (each block's members are in one
+            # group, summed in the same order as one pass over all groups would)
+            sums.append((ids[used], np.bincount(sub, weights=dc)[used],
+                         np.bincount(sub, weights=dv)[used], np.bincount(sub)[used]))
         self.cell = np.array(cells, dtype=np.int64)
         self.lo, self.hi = np.array(los), np.array(his)
         self.splittable = np.array(flags, dtype=bool)
         n = self.cell.size
-        changed = np.concatenate(groups)
-        b = self.block[changed]
-        touched = np.zeros(n, dtype=bool)
-        touched[b] = True
         cost, value, count = (np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64))
         old_n = self.cost.size
         cost[:old_n], value[:old_n], count[:old_n] = self.cost, self.value, self.count
-        cost[touched], value[touched], count[touched] = 0.0, 0.0, 0
-        cost += np.bincount(b, weights=self.dc[changed], minlength=n)
-        value += np.bincount(b, weights=self.dv[changed], minlength=n)
-        count += np.bincount(b, minlength=n)
+        for ids_, c, v, k in sums:
+            cost[ids_], value[ids_], count[ids_] = c, v, k
         self.cost, self.value, self.count = cost, value, count
 
 
