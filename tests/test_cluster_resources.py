@@ -15,10 +15,11 @@ import pytest
 
 from engine.constraints import build_constraints
 from engine.optimize import distributed, lp
-from engine.optimize.cluster import InProcess, Workers, connect
+from engine.optimize.cluster import InProcess, Workers
 from engine.options import from_table
 from engine.plan import Plan, StrategyChoice
 from tests.reference import reference_mip
+from tests.servers import local_cluster
 from tests.test_distributed import _write_parts
 from tests.test_resources import plan_for as _plan_for
 from tests.test_resources import table
@@ -123,10 +124,7 @@ def test_a_missing_resource_column_names_the_field(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def client():
-    with connect("local:2", memory_limit="1GiB") as c:
-        pids = set(c.run(os.getpid).values())
-        assert len(pids) == 2 and os.getpid() not in pids
-        yield c
+    yield from local_cluster()
 
 
 @pytest.mark.parametrize("seed", [6, 7])

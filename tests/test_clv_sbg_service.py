@@ -17,16 +17,12 @@ from engine.pipeline import allocate
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
 from engine.service.client import Client
-from engine.service.server import EquityServer, ServerConfig
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    server = EquityServer(ServerConfig(port=0))
-    server.start()
-    with Client(server.address, timeout=60.0) as c:
+def client(address: str) -> Iterator[Client]:
+    with Client(address, timeout=60.0) as c:
         yield c
-    server.stop(grace=1.0)
 
 
 def test_allocate_subscribers(client: Client) -> None:

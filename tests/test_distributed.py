@@ -26,6 +26,7 @@ from engine.pipeline import allocate as single_allocate
 from engine.plan import Plan, SegmentLimit, StrategyChoice
 from engine.portfolio import Portfolio
 from engine.synthetic import example
+from tests.servers import alive, local_cluster
 
 EQUITY = str(Path(sys.executable).with_name("equity"))
 
@@ -129,23 +130,7 @@ def test_an_unknown_segment_in_a_limit_names_the_field(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def client():
-    with connect("local:2", memory_limit="1GiB") as c:
-        pids = set(c.run(os.getpid).values())
-        assert len(pids) == 2 and os.getpid() not in pids  # processes of their own
-        yield c
-    # clean shutdown: the worker processes are gone
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    yield from local_cluster()
 
 
 @pytest.fixture(scope="module")
@@ -454,9 +439,9 @@ def external_scheduler(tmp_path: Path):
         log.close()
     assert worker.returncode is not None and scheduler.returncode is not None
     deadline = time.monotonic() + 10  # the worker processes end with their nanny
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 def test_cli_allocates_on_an_external_scheduler(external_scheduler, tmp_path: Path) -> None:
@@ -481,7 +466,7 @@ def test_cli_allocates_on_an_external_scheduler(external_scheduler, tmp_path: Pa
     assert list(s) == list(single.to_dict())
     units = pl.read_parquet(out)
     _check_plan(units, table, plan, s)
-    assert all(_alive(p) for p in pids)  # a run does not stop an operator's workers
+    assert all(alive(p) for p in pids)  # a run does not stop an operator's workers
 
 
 # --- the integer proof's core grows as on one machine --------------------------------------------

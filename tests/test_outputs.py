@@ -25,6 +25,7 @@ from engine.portfolio import Portfolio
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import example, prospects
+from tests.servers import running
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 PLAN = Plan(total_budget=6000.0, acquisition_budget=2500.0)
@@ -228,10 +229,7 @@ def test_transactions_join_customers_without_coercion() -> None:
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
     config = ServerConfig(port=0, workers=4, max_concurrent_solves=1, max_queued_solves=1)
-    srv = EquityServer(config, build_registry(entry_points=False))
-    srv.start()
-    yield srv
-    srv.stop(grace=1.0)
+    yield from running(config, build_registry(entry_points=False), grace=1.0)
 
 
 @pytest.mark.parametrize("fmt", ["arrow", "columns"])

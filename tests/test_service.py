@@ -44,6 +44,7 @@ from engine.service.client import Client, DeadlineExceededError, ServiceError
 from engine.service.server import SERVICE_NAME, EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
+from tests.servers import connected, running
 
 # --- fixtures -------------------------------------------------------------------------------
 
@@ -65,16 +66,12 @@ def registry() -> Registry:
 
 @pytest.fixture(scope="module")
 def server(registry: Registry) -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG, registry)
-    srv.start()
-    yield srv
-    srv.stop(grace=1.0)
+    yield from running(CONFIG, registry, grace=1.0)
 
 
 @pytest.fixture(scope="module")
 def client(server: EquityServer) -> Iterator[Client]:
-    with Client(server.address, timeout=20.0) as c:
-        yield c
+    yield from connected(server, timeout=20.0)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from engine.service.admission import SolveGate
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 GATE = SolveGate(ServerConfig())
 
@@ -40,11 +41,11 @@ def test_small_means_few_rows_few_cells_and_few_segment_limits() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0, workers=6, max_concurrent_solves=1,
-                                    max_queued_solves=1, grace=1.0))
-    srv.start()
-    yield srv
-    srv.stop(grace=1.0)
+    config = ServerConfig(
+        port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
+        grace=1.0,
+    )
+    yield from running(config, grace=1.0)
 
 
 def test_few_rows_with_many_levels_solve_in_a_worker(server: EquityServer) -> None:

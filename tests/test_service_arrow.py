@@ -28,6 +28,8 @@ from engine.plan import Plan
 from engine.service import arrow_ipc, wire
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests import servers
+from tests.servers import running
 
 HERE = Path(__file__).parent
 CONFIG = ServerConfig(port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
@@ -167,16 +169,12 @@ def test_fuzzed_streams_each_get_a_status_without_abort_or_hang() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG)
 
 
 @pytest.fixture(scope="module")
 def stub(server: EquityServer) -> Iterator[service_pb2_grpc.EquityServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield service_pb2_grpc.EquityServiceStub(channel)
+    yield from servers.stub(server)
 
 
 def _allocate(stub: service_pb2_grpc.EquityServiceStub, data: bytes) -> grpc.RpcError:

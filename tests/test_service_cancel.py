@@ -15,6 +15,7 @@ from engine.plan import Plan, StrategyChoice
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 CONFIG = ServerConfig(port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
                       small_solve_rows=100, grace=1.0)
@@ -23,10 +24,7 @@ CUSTOMERS = make_customers(500, seed=5)  # > small_solve_rows: solved in a worke
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG, registry_factory=long_lp_registry)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG, registry_factory=long_lp_registry)
 
 
 def _until(condition: object, timeout: float) -> float | None:

@@ -14,6 +14,7 @@ from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.service.status import TruncatedInputError, status_from_error
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 
 def test_status_lists_the_first_violations_and_counts_the_rest() -> None:
@@ -34,12 +35,11 @@ def test_status_lists_the_first_violations_and_counts_the_rest() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0, workers=6, max_concurrent_solves=1,
-                                    max_queued_solves=1, isolate_solves=False,
-                                    max_error_details=20))
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    config = ServerConfig(
+        port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
+        isolate_solves=False, max_error_details=20,
+    )
+    yield from running(config)
 
 
 def test_hundreds_of_unknown_segments_are_an_invalid_input_error(server: EquityServer) -> None:

@@ -36,6 +36,7 @@ from engine.service.server import EquityServer, ServerConfig
 from engine.service.status import error_from_status
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
+from tests.servers import connected, running
 
 HERE = Path(__file__).parent
 CONFIG = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=0,
@@ -46,16 +47,12 @@ PLAN = Plan(total_budget=800.0)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG, test_registry())
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG, test_registry())
 
 
 @pytest.fixture(scope="module")
 def client(server: EquityServer) -> Iterator[Client]:
-    with Client(server.address, timeout=30.0) as c:
-        yield c
+    yield from connected(server, timeout=30.0)
 
 
 @pytest.fixture(autouse=True)

@@ -21,20 +21,17 @@ from engine.response.fit import fit_experiments
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers
+from tests.servers import connected, running
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0))
-    srv.start()
-    yield srv
-    srv.stop(grace=1.0)
+    yield from running(ServerConfig(port=0), grace=1.0)
 
 
 @pytest.fixture(scope="module", params=["arrow", "columns"])
 def client(request: pytest.FixtureRequest, server: EquityServer) -> Iterator[Client]:
-    with Client(server.address, timeout=60.0, table_format=request.param) as c:
-        yield c
+    yield from connected(server, timeout=60.0, table_format=request.param)
 
 
 def _local(table: pl.DataFrame) -> dict[str, object]:

@@ -29,6 +29,7 @@ from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.service.status import error_from_status, status_from_error
 from engine.synthetic import customers as make_customers
+from tests.servers import connected, running
 
 CONFIG = ServerConfig(
     port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1, small_solve_rows=500,
@@ -48,16 +49,12 @@ def registry() -> Registry:
 
 @pytest.fixture(scope="module")
 def server(registry: Registry) -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG, registry)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG, registry)
 
 
 @pytest.fixture(scope="module")
 def client(server: EquityServer) -> Iterator[Client]:
-    with Client(server.address, timeout=20.0) as c:
-        yield c
+    yield from connected(server, timeout=20.0)
 
 
 @pytest.fixture(autouse=True)

@@ -16,16 +16,16 @@ from engine.plan import Plan
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0, workers=6, max_concurrent_solves=1,
-                                    max_queued_solves=1, isolate_solves=False,
-                                    metrics_port=0))
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    config = ServerConfig(
+        port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
+        isolate_solves=False, metrics_port=0,
+    )
+    yield from running(config)
 
 
 def _scrape(server: EquityServer) -> dict[str, float]:

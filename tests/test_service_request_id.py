@@ -22,15 +22,16 @@ from engine.service import wire
 from engine.service.logs import JsonFormatter
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0, workers=6, max_concurrent_solves=1,
-                                    max_queued_solves=1, isolate_solves=False))
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    config = ServerConfig(
+        port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1,
+        isolate_solves=False,
+    )
+    yield from running(config)
 
 
 @pytest.fixture(scope="module")

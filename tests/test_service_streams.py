@@ -17,6 +17,8 @@ from engine.plan import Plan
 from engine.service import wire
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests import servers
+from tests.servers import running
 
 CONFIG = ServerConfig(
     port=0, workers=10, max_concurrent_solves=1, max_queued_solves=1, small_solve_rows=100,
@@ -28,16 +30,12 @@ PLAN = Plan(total_budget=200.0).to_proto()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG)
 
 
 @pytest.fixture(scope="module")
 def stub(server: EquityServer) -> Iterator[service_pb2_grpc.EquityServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
-        yield service_pb2_grpc.EquityServiceStub(channel)
+    yield from servers.stub(server)
 
 
 def _header() -> service_pb2.AllocateStreamRequest:

@@ -17,16 +17,16 @@ from engine.response.files import read_curves
 from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import example
+from tests.servers import running
 
 CURVES = Path(__file__).parent / "data" / "experiments.csv"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(ServerConfig(port=0, small_solve_rows=500, small_solve_cells=5_000))
-    srv.start()
-    yield srv
-    srv.stop(grace=1.0)
+    yield from running(
+        ServerConfig(port=0, small_solve_rows=500, small_solve_cells=5_000), grace=1.0
+    )
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.strategies import Allocator, Param, Problem
 from engine.synthetic import customers as make_customers
+from tests.servers import connected, running
 
 CAP_MIB = 512
 CUSTOMERS = make_customers(1_000, seed=3)  # > small_solve_rows: solved in a worker
@@ -74,16 +75,12 @@ hog_registry.__test__ = False  # type: ignore[attr-defined]
 def server() -> Iterator[EquityServer]:
     config = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=1,
                           small_solve_rows=100, worker_memory_mib=CAP_MIB, grace=1.0)
-    srv = EquityServer(config, registry_factory=hog_registry)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(config, registry_factory=hog_registry)
 
 
 @pytest.fixture(scope="module")
 def client(server: EquityServer) -> Iterator[Client]:
-    with Client(server.address, timeout=120.0) as c:
-        yield c
+    yield from connected(server, timeout=120.0)
 
 
 def _hog(name: str, mib: int) -> Plan:

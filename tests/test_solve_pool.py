@@ -31,6 +31,7 @@ from engine.portfolio import Portfolio
 from engine.service.client import Client, DeadlineExceededError
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
+from tests.servers import running
 
 CONFIG = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=1,
                       small_solve_rows=500, grace=1.0,
@@ -41,10 +42,7 @@ PLAN = Plan(total_budget=900.0)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EquityServer]:
-    srv = EquityServer(CONFIG, registry_factory=test_registry)
-    srv.start()
-    yield srv
-    srv.stop(grace=0.5)
+    yield from running(CONFIG, registry_factory=test_registry)
 
 
 @pytest.fixture(scope="module")
