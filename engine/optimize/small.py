@@ -76,8 +76,11 @@ def solve(
     if not _pass(h, options.value, coupling, rhs, options.offsets, None):
         return None
 
-    # the LP relaxation: its duals price the rows (no presolve: faster on these models)
+    # the LP relaxation: its duals price the rows (no presolve: faster on these models),
+    # from the basis of every unit at its best option (dual feasible: 155 -> 16 simplex
+    # iterations, 1.3 -> 0.5 ms at 100 customers)
     h.setOptionValue("presolve", "off")
+    _start_at_best(h, options, len(rows))
     if h.run() != highspy.HighsStatus.kOk:
         return None
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
@@ -145,7 +148,8 @@ def _core_mip(
     one within delta of the bound."""
     slack = 1e-9 * max(1.0, abs(bound))
     rounded = _rounded(options, lp_x, integral)
-    if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
+    rounded_fits = bool((coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all())
+    if rounded_fits:
         rounded_value = float(options.value @ rounded)
         if bound - rounded_value <= slack:  # the LP's plan is integral already: proven
             return rounded, rounded_value
@@ -172,7 +176,8 @@ def _core_mip(
             counts = np.bincount(unit[cols], minlength=options.n_units)
             offsets = np.concatenate([[0], np.cumsum(counts[counts > 0])])
             sub = (options.value[cols], coupling[:, cols], rhs - coupling @ fixed, offsets)
-            searched = _branch_and_bound(h, *sub, integral[cols]) \
+            start = rounded[cols] if rounded_fits else None
+            searched = _branch_and_bound(h, *sub, integral[cols], start) \
                 if integral[cols].any() else None
             if searched is not None:  # proven (or proven infeasible) by the small search
                 status, sub_x, sub_bound = searched
@@ -217,6 +222,7 @@ def _branch_and_bound(
     rhs: NDArray[np.float64],
     offsets: NDArray[np.int64],
     integral: NDArray[np.bool_],
+    start: NDArray[np.float64] | None = None,
 ) -> tuple[highspy.HighsModelStatus, NDArray[np.float64], float] | None:
     """The core's MIP by a depth-first branch and bound over its LP relaxation (HiGHS'
     simplex, warm-started from the parent's basis, bounds changed in place), for the tiny
@@ -224,7 +230,9 @@ def _branch_and_bound(
     closes at its root. Returns (status, x, proven bound minus the plan's value): kOptimal
     with the best plan, every node closed by infeasibility, integrality or an LP bound
     within GAP of it; kInfeasible when no node has an integral solution; ``None`` past
-    ``NODE_LIMIT`` nodes or on any LP status besides optimal and infeasible."""
+    ``NODE_LIMIT`` nodes or on any LP status besides optimal and infeasible. ``start``: a
+    plan to begin from (the LP's plan rounded), taken when it is one (one option per
+    customer, weights summing to 1, every row kept)."""
     n = value.size
     if not _pass(h, value, coupling, rhs, offsets, None):
         return None
@@ -233,6 +241,8 @@ def _branch_and_bound(
     binary = np.flatnonzero(integral)
     best_x: NDArray[np.float64] | None = None
     best = -np.inf
+    if start is not None and _is_plan(start, coupling, rhs, offsets, integral):
+        best_x, best = start, float(value @ start)
     # nodes left: (lower, upper) bounds of every column; children of the last node first
     stack = [(np.zeros(n), np.ones(n))]
     closed = -np.inf  # the largest LP bound of a node closed by its bound (not integral)
@@ -287,6 +297,46 @@ def _branch_and_bound(
         return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
     found = float(value @ best_x)
     return highspy.HighsModelStatus.kOptimal, best_x, max(best, closed, found) - found
+
+
+_STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic],
+                   dtype=object)
+
+
+def _start_at_best(h: highspy.Highs, options: OptionSet, m: int) -> None:
+    """A starting basis for the LP: per unit its first option of highest value basic, every
+    other column at 0, the rows' slacks basic, the units' rows at their bound. Every column's
+    reduced cost is then its value minus its unit's best (<= 0): dual feasible, and the dual
+    simplex only restores the rows this plan breaks. A basis HiGHS refuses is left out."""
+    unit = options.unit_of_option
+    best = np.maximum.reduceat(options.value, options.offsets[:-1])
+    top = np.flatnonzero(options.value == best[unit])
+    first = top[np.unique(unit[top], return_index=True)[1]]
+    basic = np.zeros(options.cost.size, dtype=np.int64)
+    basic[first] = 1
+    basis = highspy.HighsBasis()
+    basis.col_status = _STATUS[basic].tolist()
+    basis.row_status = [highspy.HighsBasisStatus.kBasic] * m + \
+        [highspy.HighsBasisStatus.kUpper] * options.n_units
+    basis.valid = True
+    h.setBasis(basis)  # an error leaves HiGHS without a basis: it then starts its own
+
+
+def _is_plan(
+    x: NDArray[np.float64],
+    coupling: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    integral: NDArray[np.bool_],
+) -> bool:
+    """Binary where integral, within [0, 1], each unit's weights summing to 1, every row
+    kept (the rows' tolerance of the direct path, 1e-9)."""
+    return bool(
+        (x[integral] == np.round(x[integral])).all()
+        and ((x >= 0.0) & (x <= 1.0)).all()
+        and (np.abs(np.add.reduceat(x, offsets[:-1]) - 1.0) <= 1e-9).all()
+        and (coupling @ x <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all()
+    )
 
 
 def _fixed_by_reduced_costs(
