@@ -1,7 +1,8 @@
 """The proven integer optimum and limits on any resource, beside highspy on the full model.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/integer.py --spend 50k,1M --resources 50k,1M \
-        --mip-max 50k --reference-max 1M --reference-limit 600 --mip-limit 60
+    PYTHONPATH=. .venv/bin/python benchmarks/integer.py --spend 50k,1M --resources 50k,1M --repeat 5 \
+        --mip-max 50k --reference-max 1M --reference-limit 600 --mip-limit 60 \
+        --json benchmarks/results/integer.json
 
 - ``spend``: the seeded portfolio of benchmarks/generate.py (5 levels, a total budget and 20
   segment caps): the LP with its certificate (``lp.solve`` without the integer step), then the
@@ -21,6 +22,7 @@ Every figure is measured in this process, one after another; the load average is
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -51,7 +53,7 @@ def _with_resources(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     return table.with_columns(contacts=pl.Series(contacts), calls=pl.Series(level / 10 * per))
 
 
-def run(n: int, resources: bool, args: argparse.Namespace) -> None:
+def run(n: int, resources: bool, args: argparse.Namespace) -> dict[str, object]:
     spec = Spec(n=n)
     _, table, plan = portfolio(spec)
     if resources:
@@ -63,14 +65,23 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> None:
         plan = plan.with_overrides(resource_limits=tuple(limits))
     options = from_table(table)
     rows = build_constraints(plan, options)
-    t = time.perf_counter()
-    relaxed = lp.solve(options, rows, lp.LpSettings(repair=False))
-    lp_seconds = time.perf_counter() - t
+    lp_times = []
+    for _ in range(args.repeat):  # the LP certificate alone, each time from nothing
+        t = time.perf_counter()
+        relaxed = lp.solve(options, rows, lp.LpSettings(repair=False))
+        lp_times.append(time.perf_counter() - t)
+    lp_seconds = float(np.median(lp_times))
     assert relaxed.bound is not None and relaxed.lp_objective is not None
     kind = "resources" if resources else "spend"
     binding = sum(1 for v in relaxed.shadow_prices.values() if abs(v) > 1e-9)
     print(f"{kind:9} {label(n):>5} rows {len(rows):3} ({binding} binding)  LP {lp_seconds:7.2f} s "
           f"(objective {relaxed.lp_objective:.12g}, bound {relaxed.bound:.12g})", flush=True)
+    record: dict[str, object] = {
+        "kind": kind, "customers": n, "rows": len(rows), "binding": binding,
+        "lp_certificate_seconds": round(lp_seconds, 3),
+        "lp_certificate_runs": [round(x, 3) for x in lp_times],
+        "lp_objective": relaxed.lp_objective, "bound": relaxed.bound,
+    }
     integral = not resources or n <= args.mip_max
     value = float("nan")
     if integral:
@@ -82,6 +93,8 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> None:
         gap = (whole.integer_bound - value) / abs(whole.integer_bound)
         print(f"{'':9} {'':>5} integral {seconds:7.2f} s  {whole.status} gap {gap:.1e}  "
               f"value {value:.10g}", flush=True)
+        record.update(integral_seconds=round(seconds, 3), status=whole.status,
+                      proven_gap=gap, value=value, mip_time_limit=args.mip_limit)
     if n <= args.reference_max:
         t = time.perf_counter()
         ref_lp = reference_mip(options, rows, relax=True, time_limit=args.reference_limit)
@@ -91,6 +104,9 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> None:
         print(f"{'':9} {'':>5} highspy full LP {ref_lp_seconds:7.2f} s {ref_lp[2]} "
               f"objective {ref_lp[0]:.12g} (|diff| {diff:.1e}, "
               f"{ref_lp_seconds / lp_seconds:.0f}x the LP's time)", flush=True)
+        record["highspy_full_lp"] = {"seconds": round(ref_lp_seconds, 2), "status": ref_lp[2],
+                                     "objective": ref_lp[0], "relative_diff": diff,
+                                     "speedup": round(ref_lp_seconds / lp_seconds, 1)}
     if integral and n <= min(args.mip_max, args.reference_max):
         t = time.perf_counter()
         ref = reference_mip(options, rows, time_limit=args.reference_limit)
@@ -98,6 +114,10 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> None:
         assert ref is not None
         print(f"{'':9} {'':>5} highspy full MIP {ref_seconds:7.2f} s {ref[2]} optimum "
               f"{ref[0]:.10g} (plan short by {(ref[0] - value) / abs(ref[0]):.1e})", flush=True)
+        record["highspy_full_mip"] = {"seconds": round(ref_seconds, 2), "status": ref[2],
+                                      "objective": ref[0],
+                                      "plan_short_by": (ref[0] - value) / abs(ref[0])}
+    return record
 
 
 def main() -> None:
@@ -108,13 +128,32 @@ def main() -> None:
     parser.add_argument("--reference-max", type=parse_size, default=50_000)
     parser.add_argument("--reference-limit", type=float, default=600.0)
     parser.add_argument("--mip-limit", type=float, default=60.0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="LP certificate solves per size (the median is reported)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()}", flush=True)
-    for text in filter(None, args.spend.split(",")):
-        run(parse_size(text), False, args)
-    for text in filter(None, args.resources.split(",")):
-        run(parse_size(text), True, args)
-    print(f"load average after: {os.getloadavg()}", flush=True)
+    before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    print(f"load average before: {before}", flush=True)
+    records = [run(parse_size(text), False, args) for text in filter(None, args.spend.split(","))]
+    records += [run(parse_size(text), True, args)
+                for text in filter(None, args.resources.split(","))]
+    after = os.getloadavg()
+    print(f"load average after: {after}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "command": "PYTHONPATH=. python benchmarks/integer.py " + " ".join(sys.argv[1:]),
+            "started": started, "load_before": [round(x, 2) for x in before],
+            "load_after": [round(x, 2) for x in after],
+            "portfolio": "benchmarks/generate.py seeded: 5 levels per customer, a total budget "
+                         "and 20 segment caps; 'resources' adds contacts and call minutes and "
+                         "30 limits on them (51 rows)",
+            "targets": {"spend_lp_certificate_seconds_1M": 0.5,
+                        "spend_integral_proven_seconds_1M": 5.0,
+                        "resources_lp_seconds_1M": 5.0, "resources_lp_speedup_min": 50,
+                        "proven_optimum_seconds_50k": 2.0},
+            "runs": records,
+        }, indent=1) + "\n")
 
 
 if __name__ == "__main__":
