@@ -68,11 +68,14 @@ def brute_force(options: OptionSet, rows: list[Constraint]) -> float | None:
 
 
 def reference_mip(
-    options: OptionSet, rows: list[Constraint], time_limit: float = 120.0, relax: bool = False
+    options: OptionSet, rows: list[Constraint], time_limit: float = 120.0, relax: bool = False,
+    lp_solver: str = "choose",
 ) -> tuple[float, float, str] | None:
     """The full per-customer MIP (one binary per customer-level, one continuous weight per
     pool-level) by highspy at relative and absolute gap 1e-9: (optimum, dual bound, HiGHS
-    status), None if infeasible. Shares no code with the engine's optimizer."""
+    status), None if infeasible. Shares no code with the engine's optimizer. ``lp_solver``:
+    HiGHS' ``solver`` option for the LP (``ipm``: interior point then crossover, the one
+    that finishes at a million customers)."""
     import highspy
 
     n, m = options.n_units, options.cost.size
@@ -115,6 +118,8 @@ def reference_mip(
     h.setOptionValue("mip_abs_gap", 1e-9)
     h.setOptionValue("mip_feasibility_tolerance", 1e-9)
     h.setOptionValue("time_limit", float(time_limit))
+    if relax:
+        h.setOptionValue("solver", lp_solver)
     h.passModel(lp)
     h.run()
     status = h.modelStatusToString(h.getModelStatus())
