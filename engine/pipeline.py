@@ -34,6 +34,8 @@ from engine.portfolio import Portfolio
 from engine.result import PlanResult, build_result
 from engine.strategies import Allocator, CostModel, Metric, Problem, Strategy
 
+RELEASE_OPTIONS = 100_000  # options above which an allocation returns its free heap pages
+
 
 @contextmanager
 def _guard(strategy: Strategy, registry: Registry) -> Iterator[None]:
@@ -292,7 +294,8 @@ def allocate(
     result.summary.notes.extend(notes)
     timings["report"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started  # the same dict the summary holds
-    memory.release()  # the heap's free pages back to the system (engine.memory)
+    if options.cost.size > RELEASE_OPTIONS:  # a small plan's few pages are reused as they
+        memory.release()  # are; malloc_trim costs more than that (engine.memory)
     return result
 
 
