@@ -131,8 +131,6 @@ def frontier_of(
     base_value = float(options.value[first].sum())
     equity_before = float(options.value[options.baseline].sum())
     nonempty = np.bincount(options.cell, minlength=n_cells) > 0
-    inc_cell = options.cell[unit]
-    ratio = dv / dc
     scale = max(1.0, float(dc.sum()) + float(base_cell.sum()))
     tol = 1e-12 * scale
     groups = groups_of(rows, nonempty, base_cell, tol)
@@ -143,11 +141,14 @@ def frontier_of(
     for g in groups:
         if g.minimum > tol:
             under_minimum |= g.cells
+    # (filtered first: the cells and ratios are computed for the kept increments only)
     keep = dv > 0
     if under_minimum.any():
-        keep |= under_minimum[inc_cell]
+        keep |= under_minimum[options.cell[unit]]
     if not keep.all():
-        dc, dv, inc_cell, ratio = dc[keep], dv[keep], inc_cell[keep], ratio[keep]
+        unit, dc, dv = unit[keep], dc[keep], dv[keep]
+    inc_cell = options.cell[unit]
+    ratio = dv / dc
     progress("increments", 0.0)
 
     all_cells = nonempty.copy()
