@@ -1,7 +1,8 @@
 """The direct path's small branch and bound (engine.optimize.small._branch_and_bound)
-against HiGHS' MIP on the same cores and against the full MIP (tests.reference): the same
-plan value and a bound within 1e-9, on random portfolios with caps, minimums, kind budgets,
-pools and a second resource; past its node limit the core goes to HiGHS' MIP unchanged."""
+against HiGHS' MIP on the same cores (each path forced by the node limit) and against the
+full MIP (tests.reference): the same plan value and a bound within 1e-9, on random
+portfolios with caps, minimums, kind budgets and pools; past its node limit the core goes
+to HiGHS' MIP unchanged."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def _cases() -> list[tuple[str, OptionSet, list[Constraint]]]:
 def test_the_search_and_highs_mip_give_the_same_proven_plan(
     name: str, options: OptionSet, rows: list[Constraint], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(small, "NODE_LIMIT", 100_000)  # every core to the search
     searched = small.solve(options, rows)
     monkeypatch.setattr(small, "NODE_LIMIT", 0)  # every core to HiGHS' MIP
     mip = small.solve(options, rows)

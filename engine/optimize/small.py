@@ -20,7 +20,7 @@ plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound as
 best net value minus its own), every plan is worth at most ``bound`` minus its options'
 gaps, so a customer's option whose gap exceeds ``bound`` minus a plan found is in no better
 plan; customers left with one option take it and the MIP sees the few others (a core too
-small for the optimum is widened and solved again). The core's MIP is a small depth-first
+small for the optimum is widened and solved again). The core's MIP is a small best-first
 branch and bound over its LP (HiGHS' simplex warm-started node to node, each node's LP
 rounded for an incumbent, reduced-cost fixing): HiGHS' MIP solver spends 5-15 ms setting up
 a model it closes at its root. Past ``NODE_LIMIT`` nodes the core goes to HiGHS' MIP.
@@ -32,6 +32,7 @@ infeasibility by row and handles time limits.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 
@@ -212,7 +213,7 @@ def _core_mip(
         delta = max(2 * delta, bound - value + slack)
 
 
-NODE_LIMIT = 200  # the small search's nodes at most; past them HiGHS' MIP takes the core
+NODE_LIMIT = 60  # the small search's nodes at most; past them HiGHS' MIP takes the core
 
 
 def _branch_and_bound(
@@ -224,7 +225,7 @@ def _branch_and_bound(
     integral: NDArray[np.bool_],
     start: NDArray[np.float64] | None = None,
 ) -> tuple[highspy.HighsModelStatus, NDArray[np.float64], float] | None:
-    """The core's MIP by a depth-first branch and bound over its LP relaxation (HiGHS'
+    """The core's MIP by a best-first branch and bound over its LP relaxation (HiGHS'
     simplex, warm-started from the parent's basis, bounds changed in place), for the tiny
     cores the LP's prices leave: HiGHS' MIP solver costs 5-15 ms of set-up on a model it
     closes at its root. Returns (status, x, proven bound minus the plan's value): kOptimal
@@ -243,15 +244,20 @@ def _branch_and_bound(
     best = -np.inf
     if start is not None and _is_plan(start, coupling, rhs, offsets, integral):
         best_x, best = start, float(value @ start)
-    # nodes left: (lower, upper) bounds of every column; children of the last node first
-    stack = [(np.zeros(n), np.ones(n))]
+    # nodes left, best parent bound first: (-parent's LP bound, order, lower and upper
+    # bounds of every column)
+    heap: list[tuple[float, int, NDArray[np.float64], NDArray[np.float64]]] = [
+        (-np.inf, 0, np.zeros(n), np.ones(n))]
     closed = -np.inf  # the largest LP bound of a node closed by its bound (not integral)
     nodes = 0
-    while stack:
+    while heap:
+        parent, _, lower, upper = heapq.heappop(heap)
+        if best_x is not None and -parent - best <= GAP * max(1.0, abs(best)) / 2:
+            closed = max(closed, -parent)  # every node left is bounded by its parent
+            break
         nodes += 1
         if nodes > NODE_LIMIT:
             return None
-        lower, upper = stack.pop()
         if nodes > 1:
             h.changeColsBounds(n, columns, lower, upper)
         if h.run() != highspy.HighsStatus.kOk:
@@ -291,8 +297,8 @@ def _branch_and_bound(
         down_upper[col] = 0.0
         up_lower = lower.copy()
         up_lower[col] = 1.0
-        stack.append((lower, down_upper))
-        stack.append((up_lower, upper))  # the branch at 1 first: a customer's level chosen
+        heapq.heappush(heap, (-objective, 2 * nodes, up_lower, upper))
+        heapq.heappush(heap, (-objective, 2 * nodes + 1, lower, down_upper))
     if best_x is None:
         return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
     found = float(value @ best_x)
