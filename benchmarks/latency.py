@@ -3,6 +3,13 @@ another over one loopback connection to an ``equity serve`` process.
 
     .venv/bin/python benchmarks/latency.py --calls 300 --customers 100
 
+    .venv/bin/python benchmarks/latency.py --solver --seeds 10 --calls 20
+
+``--solver``: no server; the direct path's solver (``engine.optimize.small.solve``) on
+``--seeds`` example portfolios, side by side in one run: its branch and bound over the
+core against HiGHS' MIP on the same cores (``NODE_LIMIT = 0``), the median CPU time of the
+process (HiGHS' MIP also runs threads) per portfolio and the proven optima (equal).
+
 Reports p50 / p90 / p99 of each (after ``--warmup`` calls), and, for Allocate, how the
 median splits into the engine's own time (``summary.seconds.total``, measured in the
 server, with the median of each of its stages) and the rest (transport,
@@ -35,6 +42,45 @@ def _quantiles(seconds: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
 
 
+def _solver(seeds: int, calls: int) -> dict[str, object]:
+    """The direct path's search against HiGHS' MIP on the same models (see the module)."""
+    from engine.limits import Limits
+    from engine.optimize import small
+    from engine.pipeline import build_model
+    from engine.plugins import default_registry
+
+    registry = default_registry()
+    rows: list[dict[str, object]] = []
+    totals = {"search": 0.0, "highs_mip": 0.0}
+    limit = small.NODE_LIMIT
+    try:
+        for seed in range(1, seeds + 1):
+            customers, pools, plan = example(100, seed=seed)
+            model = build_model(Portfolio(customers, pools), plan, registry, Limits())
+            row: dict[str, object] = {"seed": seed}
+            for name, nodes in (("search", limit), ("highs_mip", 0)):
+                small.NODE_LIMIT = nodes
+                cpu = []
+                for _ in range(calls):
+                    started = time.process_time()
+                    found = small.solve(model.options, model.rows)
+                    cpu.append(time.process_time() - started)
+                assert found is not None and found.status == "optimal"
+                median_ms = float(np.median(cpu)) * 1000
+                totals[name] += median_ms
+                row[f"{name}_cpu_ms"] = round(median_ms, 2)
+                row[f"{name}_value"] = float(found.equity(model.options).sum())
+            rows.append(row)
+    finally:
+        small.NODE_LIMIT = limit
+    return {
+        "seeds": rows,
+        "search_cpu_ms_total": round(totals["search"], 2),
+        "highs_mip_cpu_ms_total": round(totals["highs_mip"], 2),
+        "load_average": os.getloadavg(),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,8 +88,17 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--customers", type=int, default=100)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--solver", action="store_true",
+                        help="the direct path's solver in process, search vs HiGHS' MIP")
+    parser.add_argument("--seeds", type=int, default=10, help="example portfolios (--solver)")
     parser.add_argument("serve_flags", nargs="*", help="extra `equity serve` flags (after --)")
     args = parser.parse_args()
+    if args.solver:
+        figures = _solver(args.seeds, args.calls)
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
 
     port = _free_port()
     target = f"127.0.0.1:{port}"
