@@ -275,13 +275,21 @@ def _branch_and_bound(
         frac = np.abs(x[binary] - np.round(x[binary]))
         k = int(np.argmax(frac)) if binary.size else 0
         if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
-            if objective > best:
-                best, best_x = objective, x.copy()
+            plan = x.copy()
+            plan[binary] = np.round(plan[binary])
+            # HiGHS' LP keeps rows within 1e-7; a plan here keeps them within 1e-9 (as the
+            # MIP does at its feasibility tolerance): else HiGHS' MIP decides
+            if not _is_plan(plan, coupling, rhs, offsets, integral):
+                return None
+            closed = max(closed, objective)
+            found = float(value @ plan)
+            if found > best:
+                best, best_x = found, plan
             continue
         # the node's LP rounded (each customer at its heaviest option): a plan when it
         # keeps every row, an incumbent that closes other nodes early
         rounded = _rounded_core(x, offsets, integral, lower)
-        if (coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all():
+        if _is_plan(rounded, coupling, rhs, offsets, integral):
             rounded_value = float(value @ rounded)
             if rounded_value > best:
                 best, best_x = rounded_value, rounded
