@@ -168,6 +168,8 @@ def call_of(context: grpc.ServicerContext) -> CallStats | None:
 
 def log_access(stats: CallStats, context: grpc.ServicerContext) -> None:
     """The call's one access-log line (once gRPC has finished it)."""
+    if not access_log.isEnabledFor(logging.INFO):  # --log-level WARNING: no line to build
+        return
     fields = {
         "request_id": stats.request_id,
         "method": stats.method,
