@@ -52,9 +52,11 @@ class Hull:
             step = np.ones(b - a - 1, dtype=bool)  # consecutive points of one unit
             inner = self.offsets[lo + 1:hi] - a
             step[inner[inner > 0] - 1] = False
+            kept = np.flatnonzero(step)  # one index for both arrays
             for source, out in ((cost, dc), (value, dv)):
                 x = source[points]
-                np.compress(step, np.subtract(x[1:], x[:-1]), out=out[start[lo]:start[hi]])
+                np.take(np.subtract(x[1:], x[:-1]), kept, out=out[start[lo]:start[hi]],
+                        mode="clip")
         return counts, dc, dv
 
 
@@ -190,7 +192,10 @@ def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArr
             k[:, j] &= ~_below(cb[:, a], vb[:, a], cb[:, j], vb[:, j], cb[:, c], vb[:, c])
     points = np.flatnonzero(keep)
     offsets = np.zeros(n_units + 1, dtype=np.int64)
-    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    kept = offsets[1:]  # points per unit, a column at a time (a sum along rows of a few
+    for j in range(width):  # columns is a slow reduction), then their running total
+        kept += keep[:, j]
+    np.cumsum(kept, out=kept)
     return Hull(points=points, offsets=offsets)
 
 
