@@ -17,6 +17,10 @@ Parquet dataset (``--partitions`` files) plus the pools. Then, in fresh subproce
 
 Each leg also reports its processes' CPU seconds (user, system): on a shared machine the
 wall times move with the load (``load_before``/``load_after``), the CPU seconds much less.
+
+``--memory-defaults`` runs both legs (and the workers) with ``EQUITY_MEMORY_DEFAULTS=1``:
+numpy's huge-page advice and glibc's malloc thresholds as they come, not as
+``engine.memory.configure`` sets them; run it beside the default to compare the two.
 """
 
 from __future__ import annotations
@@ -167,6 +171,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default=None, help="per worker, e.g. 4GiB")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "equity-bench")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--memory-defaults", action="store_true",
+                    help="EQUITY_MEMORY_DEFAULTS=1 in both legs (see engine.memory)")
     ap.add_argument("--only", choices=("single", "cluster"), help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -177,7 +183,12 @@ def main() -> None:
         print(json.dumps(found))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"load_before": os.getloadavg(), "runs": []}
+    report: dict[str, Any] = {"load_before": os.getloadavg(), "runs": [],
+                              "memory_defaults": args.memory_defaults}
+    env = dict(os.environ)
+    env.pop("EQUITY_MEMORY_DEFAULTS", None)
+    if args.memory_defaults:
+        env["EQUITY_MEMORY_DEFAULTS"] = "1"
     for text in args.sizes.split(","):
         n = parse_size(text)
         root = prepare(n, args.partitions, args.workdir)
@@ -188,7 +199,7 @@ def main() -> None:
                    "--workdir", str(args.workdir), "--workers", str(args.workers)]
             if args.memory_limit:
                 cmd += ["--memory-limit", args.memory_limit]
-            run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            run = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             row[what] = (json.loads(run.stdout.strip().splitlines()[-1]) if run.returncode == 0
                          else {"error": run.stderr[-2000:]})
         if "seconds" in row["single"] and "seconds" in row["cluster"]:
