@@ -36,9 +36,6 @@ PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467
 CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 SCENARIO_COLOURS = {"re-optimized": "#98df8a", "optimum": "#2ca02c", "current": "#d62728"}
 MONEY = "currency units"
-# the response curves' small multiples: every axes gridded, small tick labels
-_SMALL_MULTIPLES = {"axes.grid": True, "grid.alpha": 0.3, "xtick.labelsize": 7,
-                    "ytick.labelsize": 7}
 
 
 def _money(x: float, _pos: object = None) -> str:
@@ -247,7 +244,8 @@ def chart_response(data: ReportData) -> bytes:
     # the axes that show a curve are made; grid and tick sizes come from the style, not set
     # on every tick of every axes
     wide, tall = 3.0 * cols + 0.6, 2.5 * rows + 1.0
-    with plt.rc_context(_SMALL_MULTIPLES):
+    with plt.rc_context({"axes.grid": True, "grid.alpha": 0.3, "xtick.labelsize": 7,
+                         "ytick.labelsize": 7}):
         fig = plt.figure(figsize=(wide, tall))
         grid = fig.add_gridspec(rows, cols, left=0.85 / wide, right=1 - 0.15 / wide,
                                 bottom=0.6 / tall, top=1 - 0.95 / tall,
