@@ -36,6 +36,10 @@ PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467
 CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 SCENARIO_COLOURS = {"re-optimized": "#98df8a", "optimum": "#2ca02c", "current": "#d62728"}
 MONEY = "currency units"
+# titles at the top of their axes: no tick labels or offset text above any axes here, so
+# matplotlib's automatic placement (which measures every y axis' labels at each draw) would put
+# them there too
+TITLE_Y = 1.0
 
 
 def _money(x: float, _pos: object = None) -> str:
@@ -194,7 +198,7 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
             ax.errorbar([chosen], [g_chosen], yerr=err, color="#d62728", capsize=6, lw=1.5,
                         label="gain, p5-p95 over the response curves' uncertainty")
     ax.set_ylabel(f"Equity gain over doing nothing\n({MONEY}, net of spend)")
-    ax.set_title("Equity gain as a function of the total budget")
+    ax.set_title("Equity gain as a function of the total budget", y=TITLE_Y)
     ax.yaxis.set_major_formatter(FuncFormatter(_money))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -261,7 +265,7 @@ def chart_response(data: ReportData) -> bytes:
                 if name in c:
                     ax.plot([c[name]["spend"]], [c[name]["effect"]], marker, ms=7,
                             color=PLAN_COLOURS[name], label=f"{name} spend")
-            ax.set_title(label, fontsize=9)
+            ax.set_title(label, fontsize=9, y=TITLE_Y)
             ax.xaxis.set_major_formatter(FuncFormatter(_money))
             ax.yaxis.set_major_formatter(FuncFormatter(_money))
         return _response_png(fig, axes[0], wide, tall)
@@ -306,7 +310,7 @@ def chart_shares(data: ReportData) -> bytes:
         ax.set_ylim(n - 0.5, -0.5)
         ax.xaxis.set_major_formatter(FuncFormatter(_percent))
         ax.set_xlabel("Share of the plan's total (%)")
-        ax.set_title(f"{p}: share of spend vs share of effect", fontsize=10)
+        ax.set_title(f"{p}: share of spend vs share of effect", fontsize=10, y=TITLE_Y)
         ax.grid(axis="x", alpha=0.3)
         _legend_below(ax, 2)
     return _png(fig)
@@ -339,7 +343,7 @@ def chart_spend(data: ReportData) -> bytes:
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlabel(f"Spend ({MONEY})")
     ax.xaxis.set_major_formatter(FuncFormatter(_money))
-    ax.set_title("Spend by segment and kind")
+    ax.set_title("Spend by segment and kind", y=TITLE_Y)
     ax.grid(axis="x", alpha=0.3)
     ncol = 2 if len(plans) < 3 else 3
     _layout(fig, left=_width(labels) + 0.25, top=0.4, bottom=_below(ax, ncol))
@@ -371,7 +375,7 @@ def chart_equity(data: ReportData) -> bytes:
     top = max(float(after.max(initial=0.0)), float(before.max(initial=0.0)))
     if top > 0:
         ax.set_xlim(0, top * 1.3)
-    ax.set_title("Equity before and after by segment")
+    ax.set_title("Equity before and after by segment", y=TITLE_Y)
     ax.grid(axis="x", alpha=0.3)
     _layout(fig, left=_width(labels) + 0.25, top=0.4, bottom=_below(ax, 2))
     _legend_below(ax, 2)
@@ -400,7 +404,7 @@ def chart_roc(data: ReportData) -> bytes:
     ax0.set_xlabel("ROC, whole base (% per period)")
     ax0.xaxis.set_major_formatter(FuncFormatter(_percent))
     ax0.set_xlim(min(0.0, min(finite) * 1.2), max(finite) * 1.4 if max(finite) > 0 else 1)
-    ax0.set_title("ROC by plan", fontsize=10)
+    ax0.set_title("ROC by plan", fontsize=10, y=TITLE_Y)
     ax0.grid(axis="x", alpha=0.3)
     y = np.arange(n)
     for j, p in enumerate(plans):
@@ -422,7 +426,7 @@ def chart_roc(data: ReportData) -> bytes:
     ax1.set_ylim(n - 0.5, -0.5)
     ax1.set_xlabel("ROC by segment (% per period)")
     ax1.xaxis.set_major_formatter(FuncFormatter(_percent))
-    ax1.set_title("ROC by segment (customers and their segment's pool)", fontsize=10)
+    ax1.set_title("ROC by segment (customers and their segment's pool)", fontsize=10, y=TITLE_Y)
     ax1.grid(alpha=0.3)
     _layout(fig, left=_width(plans) + 0.25, right=0.2, top=0.35, bottom=_below(ax1, 3),
             wspace=_width(labels) + 0.45)
@@ -482,9 +486,9 @@ def chart_scenarios(data: ReportData) -> bytes:
     ax0.set_xlim(min(left, 0.0), right + 0.15 * (right - min(left, 0.0)))  # room for labels
     ax0.axvline(0.0, color="#555", lw=1)
     ax0.set_xlabel(f"Equity gain over doing nothing ({MONEY}, net of spend)")
-    ax0.set_title("Each plan under changed assumptions", fontsize=10)
+    ax0.set_title("Each plan under changed assumptions", fontsize=10, y=TITLE_Y)
     ax1.set_xlabel(f"Below the best its money could do ({MONEY})")
-    ax1.set_title("What sticking to the plan costs", fontsize=10)
+    ax1.set_title("What sticking to the plan costs", fontsize=10, y=TITLE_Y)
     ax1.set_xlim(left=0.0)
     handles, names = ax0.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3,
@@ -506,11 +510,11 @@ def chart_uplift(data: ReportData) -> bytes:
         ax.plot([0, 1], [0, 1], color="#999", lw=1, ls=":", label="equal shares")
         text = ", ".join(f"top {k}: {v:.0%}" for k, v in c["top"].items())
         ax.set_title(f"Where the gain comes from ({c['customers']:,} customers; {text} of the "
-                     "gain)", fontsize=10)
+                     "gain)", fontsize=10, y=TITLE_Y)
     else:
         ax.text(0.5, 0.5, "No customer gains from spend in this plan", ha="center",
                 va="center", transform=ax.transAxes)
-        ax.set_title("Where the gain comes from", fontsize=10)
+        ax.set_title("Where the gain comes from", fontsize=10, y=TITLE_Y)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.xaxis.set_major_formatter(FuncFormatter(_percent))
