@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import highspy
 import numpy as np
 import pytest
 from scipy import sparse
@@ -111,3 +112,26 @@ def test_a_stop_request_ends_the_run_at_once() -> None:
     answer = deadline.run(h, 60.0, should_stop=lambda: time.perf_counter() > asked)
     assert time.perf_counter() - started < 0.3 + 1.5
     assert answer.killed
+
+
+@pytest.mark.skipif(not deadline.can_fork(), reason="needs fork from the main thread")
+@pytest.mark.usefixtures("no_child_left")
+def test_a_child_that_cannot_start_highs_leaves_the_run_to_this_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HiGHS at times refuses to rebuild its thread pool in a forked child ("Invalid
+    argument"): the MIP is then solved here, with the same answer, not reported unsolved."""
+    value, coupling, cap, offsets = knapsack(30, 3, 5)
+    inside = passed(value, coupling, cap, offsets, None)
+    inside.run()
+    expected = deadline._final(inside)
+
+    def refuse(blocking: bool) -> None:
+        raise RuntimeError("Invalid argument")
+
+    monkeypatch.setattr(highspy.Highs, "resetGlobalScheduler", staticmethod(refuse))
+    answer = deadline.run(passed(value, coupling, cap, offsets, None), 30.0)
+    assert not answer.killed
+    assert answer.status == expected.status == "optimal"
+    assert np.array_equal(answer.chosen, expected.chosen)
+    check_plan(answer, value, coupling, cap)

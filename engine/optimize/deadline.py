@@ -12,12 +12,15 @@ survive the fork).
 
 The child is used only from the main thread of a process (a fork from another thread
 would carry a server's locks into the child) and where the platform forks; elsewhere the
-MIP runs in this process under HiGHS' own time limit, as before.
+MIP runs in this process under HiGHS' own time limit, as before. So it does when the child
+cannot rebuild HiGHS' thread pool (HiGHS refuses at times, "Invalid argument", when the
+parent's pool was mid-task at the fork): the child says it is ready only once it has.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -32,10 +35,12 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 
+log = logging.getLogger(__name__)
+
 # the slack past the deadline for the child's last words, before it is killed
 GRACE = 0.05
 _HEAD = struct.Struct("<Bqdd")  # kind, number of chosen columns, objective, dual bound
-_PLAN, _FINAL = 1, 2
+_READY, _PLAN, _FINAL = 0, 1, 2
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: "optimal",
     highspy.HighsModelStatus.kInfeasible: "infeasible",
@@ -84,19 +89,25 @@ def run(
             os._exit(code)
     os.close(write_end)
     try:
-        return _parent(read_end, pid, deadline, should_stop)
+        answer = _parent(read_end, deadline, should_stop)
     finally:
         os.close(read_end)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+    if answer is not None:
+        return answer
+    log.debug("the MIP's child could not start HiGHS; solved in this process")
+    h.run()  # HiGHS' own limit (set by the caller) as the only clock
+    return _final(h)
 
 
 def _child(h: highspy.Highs, out: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this one stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     highspy.Highs.resetGlobalScheduler(False)  # the parent's pool threads are not here
+    _send(out, _READY, np.zeros(0, dtype=np.int64), float("nan"), float("nan"))
 
     def improving(event: highspy.HighsCallbackEvent) -> None:
         data = event.data_out
@@ -139,12 +150,14 @@ def _final(h: highspy.Highs) -> MipAnswer:
 
 def _parent(
     fd: int,
-    pid: int,
     deadline: float,
     should_stop: Callable[[], bool],
-) -> MipAnswer:
+) -> MipAnswer | None:
+    """The child's answer, or its best plan at the deadline; None when the child ended
+    before it was ready (the MIP is then solved in this process)."""
     best = MipAnswer("error", np.zeros(0, dtype=np.int64), float("nan"), float("nan"),
                      killed=True)
+    started = False
     buffer = bytearray()
     while True:
         left = deadline + GRACE - time.perf_counter()
@@ -155,7 +168,7 @@ def _parent(
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:  # the child ended without its final answer (killed, crashed)
-            return best
+            return best if started else None
         buffer += chunk
         while len(buffer) >= _HEAD.size:
             kind, n, objective, bound = _HEAD.unpack_from(buffer)
@@ -164,6 +177,9 @@ def _parent(
                 break
             chosen = np.frombuffer(bytes(buffer[_HEAD.size:size]), dtype=np.int64)
             del buffer[:size]
-            if kind & 0xF == _FINAL:
+            if kind & 0xF == _READY:
+                started = True
+            elif kind & 0xF == _FINAL:
                 return MipAnswer(_WORDS[kind >> 4], chosen, objective, bound)
-            best = MipAnswer("time_limit", chosen, objective, bound, killed=True)
+            else:
+                best = MipAnswer("time_limit", chosen, objective, bound, killed=True)
