@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import polars as pl
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,17 +18,9 @@ from engine.planning import report_charts
 from engine.planning.report import CHARTS, build_report
 from engine.portfolio import Portfolio
 from engine.synthetic import customers, example, prospects
+from tests.test_report import _current
 
 TOL = 1.0  # pixels
-
-
-def _current(cust: pl.DataFrame, pros: pl.DataFrame) -> pl.DataFrame:
-    rng = np.random.default_rng(0)
-    return pl.concat([
-        pl.DataFrame({"customer_id": cust["customer_id"],
-                      "spend": rng.choice([0.0, 2.0, 5.0], cust.height)}),
-        pl.DataFrame({"customer_id": pros["segment"], "spend": pros["prospects"] * 1.0}),
-    ])
 
 
 def _inside(inner: BboxBase, outer: BboxBase) -> bool:
