@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -56,6 +57,15 @@ def random_options(
 @pytest.fixture
 def options_factory():
     return random_options
+
+
+@pytest.fixture(scope="session")
+def cdnow() -> pl.DataFrame:
+    """The CDNOW sample's transaction log as read (modules fitting at the RFM level
+    override it with their RFM table)."""
+    from engine.clv.transactions import read_transactions
+
+    return read_transactions(Path(__file__).parent / "data" / "CDNOW_sample.txt")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 
 from engine.cli.clv import main
-from engine.clv.transactions import read_transactions
 from engine.clv.value import clv_from_transactions, stream_alive
 from engine.errors import InvalidInputError
 from engine.pipeline import allocate
@@ -23,11 +22,6 @@ from engine.valuation import Valuation
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 CAL = "1997-09-30"
-
-
-@pytest.fixture(scope="module")
-def cdnow() -> pl.DataFrame:
-    return read_transactions(CDNOW)
 
 
 @pytest.mark.parametrize("model", ["pareto-nbd", "mbg-nbd"])

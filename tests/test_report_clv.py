@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.clv.transactions import read_transactions
 from engine.plan import Plan, StrategyChoice
 from engine.planning.report import build_report, report_json, write_report
 from engine.portfolio import Portfolio
@@ -23,11 +22,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _plan(calibration_end: str, metric: str = "bgnbd") -> Plan:
     params = {"calibration_end": calibration_end} if calibration_end else {}
     return Plan(total_budget=2000.0, metric=StrategyChoice(metric, params))
-
-
-@pytest.fixture(scope="module")
-def cdnow() -> pl.DataFrame:
-    return read_transactions(CDNOW)
 
 
 def test_report_json_carries_the_published_holdout_check(cdnow: pl.DataFrame) -> None:

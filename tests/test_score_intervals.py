@@ -13,7 +13,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.clv.transactions import read_transactions
 from engine.errors import InvalidInputError
 from engine.plan import Plan, StrategyChoice
 from engine.portfolio import Portfolio
@@ -24,11 +23,6 @@ CAL = "1997-09-30"
 FIGURES = ("p_alive", "expected_purchases", "clv")
 BOUNDS = tuple(f"{m}_{b}" for m in FIGURES for b in ("lower", "upper"))
 PERIOD_DAYS = 365.25  # the metric's default plan period, in days
-
-
-@pytest.fixture(scope="module")
-def cdnow() -> pl.DataFrame:
-    return read_transactions(CDNOW)
 
 
 @pytest.fixture(params=["arrow", "columns"])

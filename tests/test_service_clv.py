@@ -16,18 +16,12 @@ from grpc_status import rpc_status
 
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
 from engine.clv.run import ClvOptions, run_clv
-from engine.clv.transactions import read_transactions
 from engine.errors import InvalidInputError
 from engine.service import wire
 from engine.service.client import Client
 
 CDNOW = Path(__file__).parent / "data" / "CDNOW_sample.txt"
 CAL, HOLDOUT = "1997-09-30", "1998-06-30"
-
-
-@pytest.fixture(scope="module")
-def cdnow() -> pl.DataFrame:
-    return read_transactions(CDNOW)
 
 
 @pytest.fixture(params=["arrow", "columns"])
