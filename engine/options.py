@@ -68,6 +68,16 @@ class OptionSet:
         return hits[first]
 
     @cached_property
+    def cost_order(self) -> NDArray[np.int64] | None:
+        """The options by unit, then cost, then value (the order baselines walk each unit's
+        levels in); None when that is their own order (each unit's levels by rising cost,
+        the common layout: one linear check instead of a sort)."""
+        counts = np.diff(self.offsets)
+        if self.n_units and bool((counts > 0).all()) and _rising(self.cost, self.offsets[:-1]):
+            return None
+        return np.lexsort((self.value, self.cost, self.unit_of_option))
+
+    @cached_property
     def hull(self) -> Hull:
         return upper_hull(self.offsets, self.cost, self.value)
 

@@ -112,14 +112,13 @@ class Greedy(Allocator):
 class _Within:
     """Each unit's most expensive option costing at most its allowance (else its cheapest);
     the options in order of cost within each unit, so each allowance costs one pass over
-    them. That order is the options' own when every unit lists its levels by rising cost
-    (one linear check, the common layout); else a sort, made once per option set and shared
-    by every baseline allocated on it."""
+    them (``OptionSet.cost_order``: the options' own order in the common layout, else a sort
+    made once per option set and shared by every baseline allocated on it)."""
 
     def __init__(self, options: OptionSet) -> None:
         self.options = options
         self.unit = options.unit_of_option
-        order = _cost_order(options)
+        order = options.cost_order
         if order is None:
             self.order: NDArray[np.int64] = np.arange(options.cost.size, dtype=np.int64)
             self.sorted_unit, self.sorted_cost = self.unit, options.cost
@@ -134,24 +133,6 @@ class _Within:
         count = np.bincount(self.sorted_unit, weights=fits,
                             minlength=options.n_units).astype(np.int64)
         return self.order[options.offsets[:-1] + np.maximum(count, 1) - 1]
-
-
-_COST_ORDER = "_cost_order"  # where an option set keeps its sort (an attribute of its own)
-
-
-def _cost_order(options: OptionSet) -> NDArray[np.int64] | None:
-    """The options by unit, then cost, then value; None when that is their own order."""
-    cost = options.cost
-    if options.n_units and bool((np.diff(options.offsets) > 0).all()):
-        up = np.greater(cost[1:], cost[:-1])  # pairs across two units do not count
-        up[options.offsets[1:-1] - 1] = True
-        if up.all():
-            return None
-    cached = vars(options).get(_COST_ORDER)
-    if cached is None:
-        cached = np.lexsort((options.value, options.cost, options.unit_of_option))
-        vars(options)[_COST_ORDER] = cached
-    return cached
 
 
 def _largest_feasible(

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from equity_plugins import allocators
-from equity_plugins.allocators import Proportional, Uniform, _cost_order, _Within
+from equity_plugins.allocators import Proportional, Uniform, _Within
 
 from engine.constraints import LE, Constraint
 from engine.options import OptionSet
@@ -41,9 +41,9 @@ def _rows(options: OptionSet) -> list[Constraint]:
 
 
 def test_levels_listed_by_cost_need_no_sort() -> None:
-    assert _cost_order(_options(shuffle=False)) is None
+    assert _options(shuffle=False).cost_order is None
     shuffled = _options(shuffle=True)
-    order = _cost_order(shuffled)
+    order = shuffled.cost_order
     assert order is not None
     unit = shuffled.unit_of_option
     assert np.array_equal(order, np.lexsort((shuffled.value, shuffled.cost, unit)))
@@ -63,7 +63,7 @@ def test_the_sort_is_made_once_per_option_set(monkeypatch: pytest.MonkeyPatch) -
     for allocator in (Uniform, Proportional):
         allocators._largest_feasible(options, rows, options.size, allocator.name)
     assert len(calls) == 1
-    assert _cost_order(_options(shuffle=False)) is None and len(calls) == 1
+    assert _options(shuffle=False).cost_order is None and len(calls) == 1
 
 
 @pytest.mark.parametrize("weight", ["size", "clv"])
