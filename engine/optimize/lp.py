@@ -196,9 +196,29 @@ def _solve_resources(
 ) -> Allocation:
     """Limits on resources besides spend: the LP by sifting over a core of customers
     (``engine.optimize.lagrange``), then the integer proof over the same prices."""
-    result = solve_lagrange(options, rows, settings.solver, settings.tolerance,
-                            should_stop=should_stop)
-    n = options.n_units
+    allocation, duals = resource_lp(options, rows, settings.solver, settings.tolerance,
+                                    should_stop)
+    if not settings.repair:
+        return allocation
+    inc = HullIncrements(options).apply()
+    prove(options, rows, allocation, inc, duals, settings.solver,
+          settings.mip_time_limit, False, should_stop)
+    return allocation
+
+
+def resource_lp(
+    options: OptionSet,
+    rows: list[Constraint],
+    solver: str = "auto",
+    tolerance: float = 1e-12,
+    should_stop: Callable[[], bool] = lambda: False,
+    start: NDArray[np.float64] | None = None,
+) -> tuple[Allocation, NDArray[np.float64]]:
+    """The LP under limits on any resource, with its certificate (bound, shadow prices),
+    and its row prices in ``<=`` form (where a neighbouring LP may ``start``: the
+    frontier's solves at budgets)."""
+    result = solve_lagrange(options, rows, solver, tolerance, should_stop=should_stop,
+                            start=start)
     # per unit its two options of largest weight: lo (the larger) and hi, theta = hi's share
     lo, hi, theta = two_largest(options, result.weights)
     allocation = Allocation(lo, hi, theta, "optimal", result.solver, "lagrange")
@@ -207,13 +227,7 @@ def _solve_resources(
     allocation.shadow_prices = {
         row.name: float(result.duals[k] * row.sense) + 0.0 for k, row in enumerate(rows)
     }
-    assert n == lo.size
-    if not settings.repair:
-        return allocation
-    inc = HullIncrements(options).apply()
-    prove(options, rows, allocation, inc, result.duals, settings.solver,
-          settings.mip_time_limit, False, should_stop)
-    return allocation
+    return allocation, result.duals
 
 
 def _tighter(a: float | None, b: float | None) -> float | None:

@@ -31,7 +31,6 @@ from itertools import pairwise
 import numpy as np
 import polars as pl
 
-from engine.allocation import Allocation
 from engine.constraints import LE, Constraint
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.options import ACQUISITION, KINDS, RETENTION, OptionSet
@@ -61,7 +60,7 @@ def _solve(options: OptionSet, rows: list[Constraint], budget: float | None,
     step: sifting, ``engine.optimize.lagrange``) with the total budget at ``budget`` (None:
     no total budget). ``start``: a solved neighbouring budget, whose row prices start the
     sifting (its sample's LP): the same LP optimum, fewer rounds."""
-    from engine.optimize.lagrange import solve_lagrange, two_largest
+    from engine.optimize.lp import resource_lp
 
     others = [r for r in rows if r.name != "budget"]
     if budget is not None:
@@ -72,17 +71,15 @@ def _solve(options: OptionSet, rows: list[Constraint], budget: float | None,
         y0 = np.zeros(len(others))
         k = min(start.duals.size, len(others))
         y0[:k] = start.duals[:k]
-    result = solve_lagrange(options, others, start=y0)
-    lo, hi, theta = two_largest(options, result.weights)
-    allocation = Allocation(lo, hi, theta, "optimal", result.solver, "lagrange")
+    allocation, duals = resource_lp(options, others, start=y0)
     spend = np.bincount(options.cell, weights=allocation.spend(options),
                         minlength=options.n_cells).astype(np.float64)
-    equity = float(result.objective)
-    bound = max(float(result.bound), equity)
-    prices = {row.name: float(result.duals[k] * row.sense) + 0.0
-              for k, row in enumerate(others)}
+    assert allocation.lp_objective is not None and allocation.bound is not None
+    equity = float(allocation.lp_objective)
+    bound = max(float(allocation.bound), equity)
+    prices = dict(allocation.shadow_prices)
     return Solved(float(spend.sum()) if budget is None else float(budget), equity, bound,
-                  max(prices.get("budget", 0.0), 0.0), prices, spend, result.duals.copy())
+                  max(prices.get("budget", 0.0), 0.0), prices, spend, duals.copy())
 
 
 def _least_spend(options: OptionSet, rows: list[Constraint]) -> float:
