@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 GRACE = 0.05
 _HEAD = struct.Struct("<Bqdd")  # kind, number of chosen columns, objective, dual bound
 _READY, _PLAN, _FINAL = 0, 1, 2
+_WORDS = ("optimal", "infeasible", "time_limit", "error")  # a final message's status codes
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: "optimal",
     highspy.HighsModelStatus.kInfeasible: "infeasible",
@@ -119,10 +120,7 @@ def _child(h: highspy.Highs, out: int) -> None:
     h.run()
     answer = _final(h)
     _send(out, _FINAL, answer.chosen, answer.objective, answer.bound,
-          status=list(_WORDS).index(answer.status))
-
-
-_WORDS = ("optimal", "infeasible", "time_limit", "error")
+          status=_WORDS.index(answer.status))
 
 
 def _send(out: int, kind: int, chosen: NDArray[np.int64], objective: float, bound: float,
