@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("scipy.optimize", "scipy.special", "scipy.stats")
 
@@ -34,3 +35,43 @@ def test_the_fits_still_load_when_used() -> None:
         "from engine.response.curves import lift\nlift('hill', [1.0, 2.0], 0.5, 2.0)")
     assert _loaded("from engine.clv.choices import VALUE_MODELS\n"
                    "from engine.clv.transactions import UNIT_DAYS") == []
+
+
+CLI_HEAVY = (*HEAVY, "matplotlib", "pyarrow", "dask", "distributed", "grpc")
+
+
+def _loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.split()
+
+
+def test_the_command_line_starts_without_the_fits_charts_or_services() -> None:
+    # every ``equity`` command imports engine.cli and builds the whole parser first
+    assert _loaded_by("import engine.cli\nengine.cli.build_parser()", CLI_HEAVY) == []
+
+
+def test_frontier_and_allocate_load_only_what_they_use(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.parquet"
+    for argv in (["frontier", "--example", "--example-size", "300", "--quiet", "--json"],
+                 ["allocate", "--example", "--example-size", "300", "--json", "--output",
+                  str(plan)]):
+        code = ("import contextlib, io\nfrom engine.cli import main\n"
+                "with contextlib.redirect_stdout(io.StringIO()):\n"
+                f"    assert main({argv!r}) == 0")
+        assert _loaded_by(code, CLI_HEAVY) == [], argv
+    assert plan.exists()
+
+
+def test_the_probe_sees_a_heavy_import() -> None:
+    # the check above fails when a command loads one of them (here: the CLV fit's module)
+    assert _loaded_by("import engine.cli\nimport engine.cli.clv\nimport engine.clv.run",
+                      CLI_HEAVY) == ["scipy.optimize", "scipy.special"]
+
+
+def test_the_clv_command_keeps_its_model_choices() -> None:
+    from engine.cli.clv import LOG_MODELS
+    from engine.clv.run import LOG_MODELS as FITTED
+
+    assert LOG_MODELS == FITTED

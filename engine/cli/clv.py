@@ -22,11 +22,11 @@ import polars as pl
 
 from engine.cli.arguments import discount_rate
 from engine.cli.textfmt import number, plural
-from engine.clv.bgnbd import ModelFitError
-from engine.clv.run import LOG_MODELS  # fitted on a transaction log
-from engine.clv.transactions import UNIT_DAYS
+from engine.clv.choices import VALUE_MODELS as LOG_MODELS  # fitted on a transaction log
 from engine.errors import InvalidInputError
 
+# The fits (engine.clv.bgnbd, .run, .transactions) load scipy.optimize: imported by the
+# commands that fit, not when the parser is built (every ``equity`` command builds it).
 MODEL_CHOICES = (*LOG_MODELS, "bgbb")  # bgbb: discrete opportunities (--opportunities)
 _HORIZON_UNITS = {"d": 1.0, "w": 7.0, "m": 365.25 / 12, "y": 365.25}  # days
 
@@ -165,8 +165,9 @@ def cmd_clv(args: argparse.Namespace) -> int:
             missing[0].lstrip("-").replace("-", "_"), f"{' and '.join(missing)} required "
             "(or --survival for cohort survival counts)",
         )
+    from engine.clv.bgnbd import ModelFitError
     from engine.clv.run import ClvOptions, run_clv
-    from engine.clv.transactions import read_transactions
+    from engine.clv.transactions import UNIT_DAYS, read_transactions
     from engine.io import write_table
 
     horizon = None
@@ -233,6 +234,7 @@ def _bgbb(args: argparse.Namespace) -> int:
     """BG/BB on discrete opportunities: the fit, and per row P(alive), expected purchases over
     the next --prediction-horizon opportunities (default 1) and DERT at --discount-rate."""
     from engine.clv.bgbb import fit_bgbb, read_opportunities
+    from engine.clv.bgnbd import ModelFitError
     from engine.io import write_table
 
     if args.opportunities is None or args.transactions is not None:
@@ -352,6 +354,7 @@ def _print(s: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m engine.cli.clv``) until the CLI registers the command."""
     from engine.cli.exits import report_error
+    from engine.clv.bgnbd import ModelFitError
 
     parser = argparse.ArgumentParser(prog="equity")
     add_parser(parser.add_subparsers(dest="command", required=True))
