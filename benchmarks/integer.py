@@ -15,6 +15,10 @@
   ``--reference-max`` customers, stopped after ``--reference-limit`` seconds: then the ratio
   is a lower bound), and up to ``--mip-max`` customers the integer proof (its time limit
   ``--mip-limit``) beside highspy's MIP.
+- Up to ``--started-max`` customers, highspy's LP on the full model started from the engine's
+  point (``tests.reference.reference_lp_from``: crossover from the engine's plan and prices,
+  then simplex proves the basis optimal or pivots on): highspy's own optimum where its cold
+  solve does not finish, to compare the objectives; its time is not a speed reference.
 
 Every figure is measured in this process, one after another; the load average is printed.
 """
@@ -41,7 +45,7 @@ from engine.constraints import build_constraints  # noqa: E402
 from engine.optimize import lp  # noqa: E402
 from engine.options import from_table  # noqa: E402
 from engine.plan import ResourceLimit  # noqa: E402
-from tests.reference import reference_mip  # noqa: E402
+from tests.reference import reference_lp_from, reference_mip  # noqa: E402
 
 
 def _with_resources(table: pl.DataFrame, seed: int) -> pl.DataFrame:
@@ -109,6 +113,17 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> dict[str, object]:
                                      "solver": args.reference_solver,
                                      "objective": ref_lp[0], "relative_diff": diff,
                                      "speedup": round(ref_lp_seconds / lp_seconds, 1)}
+    if resources and n <= args.started_max:
+        t = time.perf_counter()
+        started = reference_lp_from(options, rows, relaxed, time_limit=args.reference_limit)
+        started_seconds = time.perf_counter() - t
+        diff = abs(started[0] - relaxed.lp_objective) / abs(started[0])
+        print(f"{'':9} {'':>5} highspy full LP from the engine's point {started_seconds:7.2f} s "
+              f"{started[1]} objective {started[0]:.12g} (|diff| {diff:.1e}, "
+              f"{started[2]} simplex iterations)", flush=True)
+        record["highspy_full_lp_started"] = {
+            "seconds": round(started_seconds, 2), "status": started[1], "objective": started[0],
+            "relative_diff": diff, "simplex_iterations": started[2]}
     if integral and n <= min(args.mip_max, args.reference_max):
         t = time.perf_counter()
         ref = reference_mip(options, rows, time_limit=args.reference_limit)
@@ -129,6 +144,8 @@ def main() -> None:
     parser.add_argument("--mip-max", type=parse_size, default=50_000)
     parser.add_argument("--reference-max", type=parse_size, default=50_000)
     parser.add_argument("--reference-limit", type=float, default=600.0)
+    parser.add_argument("--started-max", type=parse_size, default=0,
+                        help="highspy's full LP from the engine's point up to this size")
     parser.add_argument("--mip-limit", type=float, default=60.0)
     parser.add_argument("--reference-solver", default="choose",
                         help="HiGHS' solver for the reference LP (choose, simplex, ipm)")
