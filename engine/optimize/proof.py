@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import highspy
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
@@ -40,8 +39,9 @@ from engine.constraints import (
     spend_only,
 )
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
-from engine.optimize import deadline, small, solvers
+from engine.optimize import solvers
 from engine.optimize.increments import Increments
+from engine.optimize.split import highs_core, prove_split, row_use
 from engine.options import OptionSet
 
 GAP = 1e-9  # relative gap within which a plan counts as proven optimal
@@ -76,6 +76,10 @@ def prove(
     matrix = sparse_row_matrix(rows, options.n_cells)
     rhs = normalized_rhs(rows)
     general = not spend_only(rows)  # a limit on a resource besides spend
+    if general and prove_split(
+        options, rows, allocation, duals, GAP, time_limit, should_stop
+    ):  # the components under the binding limits, each proven on its own
+        return
     unit_opt = options.unit_of_option
     starts = options.offsets[:-1]
     reduced = options.value - resource_prices(rows, options, duals)
@@ -230,7 +234,7 @@ def _core_mip(
         mixed = np.flatnonzero(options.fractional)
         np.add.at(weight, allocation.lo[mixed], 1.0 - allocation.theta[mixed])
         np.add.at(weight, allocation.hi[mixed], allocation.theta[mixed])
-        used = _use(rows, options, matrix, weight)
+        used = row_use(rows, options, matrix, weight)
     else:
         used = matrix @ np.bincount(options.cell, weights=spend, minlength=n_cells)
     residual = rhs - used
@@ -276,8 +280,8 @@ def _core_mip(
         for attempt in range(3):
             left = None if ends is None else max(ends - time.perf_counter(), 1e-3)
             if direct:  # arrays straight to HiGHS, started from the incumbent
-                result = _highs_core(col_value, a[live], limit[live], bounds_eq, start, left,
-                                     should_stop, abs_gap)
+                result = highs_core(col_value, a[live], limit[live], bounds_eq, start, left,
+                                    should_stop, abs_gap)
             else:
                 result = solvers.maximize(
                     col_value, ub_rows, limit[live],
@@ -327,63 +331,6 @@ def _core_mip(
         _set_pools(options, inc, allocation, pools, counts, x[opt.size:])
     pool_base = float(options.value[inc.first[pool]].sum())
     return mip_obj + pool_base, mip_bound + pool_base, solved
-
-
-def _use(
-    rows: list[Constraint],
-    options: OptionSet,
-    matrix: sparse.csr_matrix,
-    weight: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """Each row's use (``<=`` form) by options at ``weight``: per resource, its use summed
-    per cell, then the rows x cells matrix (``option_matrix @ weight`` without building
-    it over every option)."""
-    cell = options.cell[options.unit_of_option]
-    used = np.zeros(len(rows))
-    for name in sorted({row.resource for row in rows}):  # resources, not customers
-        mine = np.array([row.resource == name for row in rows])
-        use = options.resource(name)
-        assert use is not None
-        per_cell = np.bincount(cell, weights=use * weight, minlength=options.n_cells)
-        used[mine] = (matrix @ per_cell)[mine]
-    return used
-
-
-def _highs_core(
-    value: NDArray[np.float64],
-    coupling: sparse.csr_matrix,
-    limit: NDArray[np.float64],
-    unit_start: NDArray[np.int64],
-    start: NDArray[np.float64],
-    time_limit: float | None,
-    should_stop: Callable[[], bool] = lambda: False,
-    abs_gap: float = GAP,
-) -> solvers.LpResult:
-    """The core MIP in HiGHS from arrays (``engine.optimize.small``'s builder): every column
-    binary, the columns of a unit from ``unit_start`` on, ``start`` the plan to begin from
-    (ignored by HiGHS when it breaks a row)."""
-    began = time.perf_counter()
-    # HiGHS ends near four fifths of the time left as a rule; its root node does not check
-    # the clock, so the run is held to the whole time left by ``engine.optimize.deadline``
-    h = small._highs(None if time_limit is None else 0.8 * time_limit)
-    # the core need be closed only as far as the whole plan's proof needs (half its gap,
-    # in currency), not to 1e-9 of the core's own value
-    h.setOptionValue("mip_abs_gap", max(GAP, abs_gap))
-    offsets = np.append(unit_start, value.size).astype(np.int64)
-    if not small._pass(h, value, coupling, limit, offsets, np.ones(value.size, dtype=bool)):
-        raise SolverError("HiGHS refused the core MIP")
-    sol = highspy.HighsSolution()
-    sol.col_value = start.tolist()
-    h.setSolution(sol)
-    answer = deadline.run(h, time_limit, should_stop)
-    if answer.status in ("optimal", "time_limit"):
-        x = np.zeros(value.size)
-        x[answer.chosen] = 1.0
-    else:
-        x = np.full(value.size, np.nan)
-    return solvers.LpResult(answer.status, x, float(value @ np.nan_to_num(x)),
-                            np.zeros(limit.size), "highs", time.perf_counter() - began,
-                            answer.bound)
 
 
 def _shave(
