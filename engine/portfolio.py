@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import FieldViolation, InvalidInputError
+from engine.small_tables import distinct_rows
 
 # Money and counts beyond this are data errors, and would overflow equity sums to infinity.
 MAX_MAGNITUDE = 1e12
@@ -176,7 +177,7 @@ def _sorted_and_distinct(table: pl.DataFrame, keys: list[str]) -> bool:
 
 def _unique(table: pl.DataFrame, name: str, keys: list[str]) -> None:
     """Name the first row that repeats an earlier one, and that earlier row."""
-    if _sorted_and_distinct(table, keys):
+    if _sorted_and_distinct(table, keys) or distinct_rows(table, keys):
         return
     repeated = ~table.select(pl.struct(keys).is_first_distinct()).to_series()
     if repeated.any():

@@ -12,6 +12,7 @@ from engine.allocation import Allocation
 from engine.constraints import Constraint
 from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
+from engine.small_tables import labels, null_rows, nulls
 from engine.summary import ConstraintInfo, PlanSummary
 from engine.valuation import return_on_customer
 
@@ -47,9 +48,8 @@ def build_result(
     after = allocation.equity(options)
     spend = allocation.spend(options)
     # labels by code: a gather from the few names (numpy text arrays cost seconds at 10M)
-    kind = pl.Series(KINDS, dtype=pl.String).gather(options.kind.astype(np.uint32))
-    segment = pl.Series(options.segments, dtype=pl.String).gather(
-        options.segment.astype(np.uint32))
+    kind = labels(KINDS, options.kind)
+    segment = labels(options.segments, options.segment)
     units = pl.DataFrame(
         {
             **unit_ids(options, id_dtype),
@@ -141,7 +141,7 @@ def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFra
     ):
         columns = extra.drop("customer_id")
         if units.height > m:
-            columns = pl.concat([columns, columns.clear(units.height - m)])
+            columns = pl.concat([columns, null_rows(columns, units.height - m)])
         return units.hstack(columns)
     return units.join(extra, on="customer_id", how="left", maintain_order="left")
 
@@ -164,11 +164,11 @@ def unit_ids(options: OptionSet, id_dtype: pl.DataType | None = None) -> dict[st
     if not pool.any():
         return {
             "customer_id": customer.alias("customer_id"),
-            "pool": pl.repeat(None, n, dtype=pl.String, eager=True).alias("pool"),
+            "pool": nulls(n, pl.String).alias("pool"),
         }
     is_pool = pl.Series(pool)
-    null_customer = pl.repeat(None, n, dtype=customer.dtype, eager=True)
-    null_pool = pl.repeat(None, n, dtype=pl.String, eager=True)
+    null_customer = nulls(n, customer.dtype)
+    null_pool = nulls(n, pl.String)
     return {
         "customer_id": customer.zip_with(~is_pool, null_customer).alias("customer_id"),
         "pool": ids.cast(pl.String).zip_with(is_pool, null_pool).alias("pool"),

@@ -240,6 +240,11 @@ def _branch_and_bound(
     h.setOptionValue("presolve", "off")
     columns = np.arange(n, dtype=np.int32)
     binary = np.flatnonzero(integral)
+    # what every node's checks share, computed once: the rows' limits with their tolerance,
+    # each column's customer, the first column of each customer
+    limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
+    unit = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    starts = offsets[:-1]
     best_x: NDArray[np.float64] | None = None
     best = -np.inf
     if start is not None and _is_plan(start, coupling, rhs, offsets, integral):
@@ -271,7 +276,8 @@ def _branch_and_bound(
         if best_x is not None and objective - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, objective)
             continue
-        x = np.asarray(h.getSolution().col_value)
+        solution = h.getSolution()
+        x = np.asarray(solution.col_value)
         frac = np.abs(x[binary] - np.round(x[binary]))
         k = int(np.argmax(frac)) if binary.size else 0
         if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
@@ -279,7 +285,7 @@ def _branch_and_bound(
             plan[binary] = np.round(plan[binary])
             # HiGHS' LP keeps rows within 1e-7; a plan here keeps them within 1e-9 (as the
             # MIP does at its feasibility tolerance): else HiGHS' MIP decides
-            if not _is_plan(plan, coupling, rhs, offsets, integral):
+            if not _fits(plan, coupling, limit, starts, integral):
                 return None
             closed = max(closed, objective)
             found = float(value @ plan)
@@ -288,8 +294,8 @@ def _branch_and_bound(
             continue
         # the node's LP rounded (each customer at its heaviest option): a plan when it
         # keeps every row, an incumbent that closes other nodes early
-        rounded = _rounded_core(x, offsets, integral, lower)
-        if _is_plan(rounded, coupling, rhs, offsets, integral):
+        rounded = _rounded_core(x, unit, starts, integral, lower)
+        if _fits(rounded, coupling, limit, starts, integral):
             rounded_value = float(value @ rounded)
             if rounded_value > best:
                 best, best_x = rounded_value, rounded
@@ -297,7 +303,7 @@ def _branch_and_bound(
                     closed = max(closed, objective)
                     continue
         if best_x is not None:  # reduced-cost fixing (see below)
-            lower, upper, cut = _fixed_by_reduced_costs(h, x, objective, best, binary,
+            lower, upper, cut = _fixed_by_reduced_costs(solution, x, objective, best, binary,
                                                        lower, upper)
             closed = max(closed, cut)
         col = binary[k]
@@ -345,16 +351,30 @@ def _is_plan(
 ) -> bool:
     """Binary where integral, within [0, 1], each unit's weights summing to 1, every row
     kept (the rows' tolerance of the direct path, 1e-9)."""
+    return _fits(x, coupling, rhs + 1e-9 * np.maximum(1.0, np.abs(rhs)), offsets[:-1],
+                 integral)
+
+
+def _fits(
+    x: NDArray[np.float64],
+    coupling: NDArray[np.float64],
+    limit: NDArray[np.float64],
+    starts: NDArray[np.int64],
+    integral: NDArray[np.bool_],
+) -> bool:
+    """``_is_plan`` with the rows' limits (tolerance included) and the customers' first
+    columns given: the search checks several plans per node against the same ones."""
+    xi = x[integral]
     return bool(
-        (x[integral] == np.round(x[integral])).all()
+        (xi == np.round(xi)).all()
         and ((x >= 0.0) & (x <= 1.0)).all()
-        and (np.abs(np.add.reduceat(x, offsets[:-1]) - 1.0) <= 1e-9).all()
-        and (coupling @ x <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all()
+        and (np.abs(np.add.reduceat(x, starts) - 1.0) <= 1e-9).all()
+        and (coupling @ x <= limit).all()
     )
 
 
 def _fixed_by_reduced_costs(
-    h: highspy.Highs,
+    solution: highspy.HighsSolution,
     x: NDArray[np.float64],
     objective: float,
     best: float,
@@ -367,7 +387,7 @@ def _fixed_by_reduced_costs(
     to its other bound costs the LP at least |d|, so no plan there beats the incumbent by
     more than the slack. Returns the new bounds and the largest LP bound of what was cut
     off (objective - |d|), -inf when nothing was."""
-    d = np.abs(np.asarray(h.getSolution().col_dual)[binary])
+    d = np.abs(np.asarray(solution.col_dual)[binary])
     xb = x[binary]
     free = upper[binary] > lower[binary]
     slack = GAP * max(1.0, abs(best)) / 2
@@ -384,19 +404,20 @@ def _fixed_by_reduced_costs(
 
 def _rounded_core(
     x: NDArray[np.float64],
-    offsets: NDArray[np.int64],
+    unit: NDArray[np.int64],
+    starts: NDArray[np.int64],
     integral: NDArray[np.bool_],
     lower: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """A core's LP weights with every customer at its heaviest option (one already fixed at
-    1 by the search keeps it)."""
-    n = x.size
-    unit = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-    heaviest = np.lexsort((-np.maximum(x, lower), unit))[offsets[:-1]]
+    """A core's LP weights with every customer at its heaviest option, the first of equal
+    ones (one already fixed at 1 by the search keeps it); ``unit``: each column's
+    customer, ``starts``: each customer's first column."""
+    weight = np.maximum(x, lower)
+    top = weight == np.maximum.reduceat(weight, starts)[unit]
+    heaviest = np.minimum.reduceat(np.where(top, np.arange(x.size), x.size), starts)
     rounded = np.where(integral, 0.0, x)
     chosen = heaviest[integral[heaviest]]
     rounded[chosen] = 1.0
-    assert rounded.size == n
     return rounded
 
 

@@ -1,0 +1,63 @@
+"""Small tables without polars' fixed cost per call.
+
+A polars expression, ``repeat``, ``gather`` or ``DataFrame.clear`` costs 50-150 us whatever
+the size of its table: nothing at 10M rows, most of the time of a 100-customer allocation
+(dozens of such calls around a 3 ms solve). Below ``SMALL_ROWS`` rows the helpers here build
+the same columns from Python lists and numpy arrays instead; above it they take the
+columnar path, which a list of 10M Python objects would slow down. Each helper returns
+exactly what its general path returns (values, nulls, dtype; names where a caller keeps
+them), and ``tests/test_small_tables.py`` runs random small plans through both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
+
+SMALL_ROWS = 4_096  # rows at most for the list and numpy paths
+
+
+def labels(names: Sequence[str], codes: NDArray[np.integer]) -> pl.Series:
+    """``names[codes]`` as an unnamed String column (the labels of kind or segment codes)."""
+    if codes.size <= SMALL_ROWS:
+        table = np.asarray(names, dtype=object)
+        return pl.Series("", table[codes] if table.size else [], dtype=pl.String)
+    return pl.Series(names, dtype=pl.String).gather(codes.astype(np.uint32))
+
+
+def nulls(n: int, dtype: PolarsDataType) -> pl.Series:
+    """A column of ``n`` nulls of type ``dtype`` (named as ``pl.repeat`` names it)."""
+    if n <= SMALL_ROWS:
+        return pl.Series("literal", [None] * n, dtype=dtype)
+    return pl.repeat(None, n, dtype=dtype, eager=True)
+
+
+def null_rows(table: pl.DataFrame, n: int) -> pl.DataFrame:
+    """``n`` rows of nulls with ``table``'s columns and types (``table.clear(n)``)."""
+    if n <= SMALL_ROWS:
+        return pl.DataFrame([pl.Series(name, [None] * n, dtype=dtype)
+                             for name, dtype in table.schema.items()])
+    return table.clear(n)
+
+
+def distinct_rows(table: pl.DataFrame, keys: list[str]) -> bool:
+    """Whether no row of a small table repeats an earlier one on ``keys`` (no nulls among
+    them). False means "not known here": the caller's general check then decides and names
+    the repeat."""
+    if table.height > SMALL_ROWS:
+        return False
+    columns = [table[k] for k in keys]
+    # ids compared as Python values: integers and text only (NaN, -0.0 and the like are
+    # left to polars' own equality)
+    if any(c.null_count() or not (c.dtype.is_integer() or c.dtype == pl.String)
+           for c in columns):
+        return False
+    rows = list(zip(*(c.to_list() for c in columns), strict=True))
+    return len(set(rows)) == len(rows)
