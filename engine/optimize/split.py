@@ -46,9 +46,13 @@ from engine.constraints import (
 )
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import deadline, small, solvers
+from engine.optimize.knapsack import solve_one_row
 from engine.options import OptionSet
 
-FIRST_PICK = 200  # levels (besides the plan's own) in a component's first MIP without a plan
+FIRST_PICK = 32  # levels (besides the plan's own) in a component's first MIP
+# a core MIP up to this many levels runs in this process under HiGHS' own clock (its root
+# node takes milliseconds; a child costs tens of milliseconds to fork on a loaded machine)
+IN_PROCESS = 1_000
 MAX_LAZY_ROUNDS = 8  # times dropped limits are taken back before the general proof takes over
 
 
@@ -267,8 +271,8 @@ def _solve(
         comp.levels = int(cols.size)
         a = a_all[:, cols].tocsr()
         unit_start = np.flatnonzero(np.diff(np.concatenate([[-1], local_unit[cols]])))
-        result = highs_core(value[cols], a, limit, unit_start,
-                            held[cols].astype(np.float64), left, should_stop, tol)
+        result = _core(value[cols], a, limit, unit_start, held[cols], y[mine], left,
+                       should_stop, tol)
         if result.status == "infeasible":
             if not np.isfinite(floor):
                 raise InfeasiblePlanError(
@@ -307,6 +311,38 @@ def _solve(
     if comp.plan is None:
         return None
     return comp
+
+
+def _core(
+    value: NDArray[np.float64],
+    a: sparse.csr_matrix,
+    limit: NDArray[np.float64],
+    unit_start: NDArray[np.int64],
+    start: NDArray[np.bool_],
+    price: NDArray[np.float64],
+    time_limit: float | None,
+    should_stop: Callable[[], bool],
+    tol: float,
+) -> solvers.LpResult:
+    """A component's core: under one limit by its Pareto states (exact), else (or past
+    their number) HiGHS' MIP. ``start``: the plan to begin from."""
+    if limit.size == 1 and value.size:
+        began = time.perf_counter()
+        use = a.toarray()[0]
+        one_each = np.add.reduceat(start.astype(np.int64), unit_start)
+        fits = bool((one_each == 1).all()) and float(use[start].sum()) <= limit[0]
+        incumbent = float(value[start].sum()) if fits else -np.inf
+        found = solve_one_row(value, use, unit_start, float(limit[0]), float(price[0]),
+                              incumbent)
+        if found is not None:
+            chosen, worth = found
+            if not np.isfinite(worth) and fits:  # nothing better than the start: it is best
+                chosen, worth = start.copy(), incumbent
+            status = "optimal" if np.isfinite(worth) else "infeasible"
+            return solvers.LpResult(status, chosen.astype(np.float64), worth,
+                                    np.zeros(1), "pareto", time.perf_counter() - began, worth)
+    return highs_core(value, a, limit, unit_start, start.astype(np.float64), time_limit,
+                      should_stop, tol)
 
 
 def _keeps(a: sparse.csc_matrix, chosen: NDArray[np.bool_], b: NDArray[np.float64]) -> bool:
@@ -377,7 +413,7 @@ def highs_core(
     sol = highspy.HighsSolution()
     sol.col_value = start.tolist()
     h.setSolution(sol)
-    answer = deadline.run(h, time_limit, should_stop)
+    answer = deadline.run(h, None if value.size <= IN_PROCESS else time_limit, should_stop)
     if answer.status in ("optimal", "time_limit"):
         x = np.zeros(value.size)
         x[answer.chosen] = 1.0

@@ -1,0 +1,77 @@
+"""A core under one limit, solved exactly by its Pareto states (Nemhauser and Ullmann).
+
+The core of a component with one binding limit is a multiple-choice knapsack: each unit
+takes one of its levels, the levels' use of the limit's resource summed stays within the
+limit. Taking the units one after another, the plans of the units so far that can still be
+best are those no other plan beats in both use and value: per step every state is extended
+by every level of the next unit, states past the limit are dropped, the rest sorted by use,
+and a state is kept only when it is worth more than every state using less. A state whose
+value, plus the Lagrangian bound of the units still to come at the limit's price, is below
+the incumbent cannot lead to a better plan and is dropped too. The best state at the end is
+the core's optimum: exact, so its bound is its value.
+
+Branch and bound in HiGHS needs ~1,000 nodes (0.1-0.5 s) on such a core of 32 customers
+and 64 levels, where the states number in the hundreds; past :data:`MAX_STATES` states the
+caller leaves the core to HiGHS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+MAX_STATES = 200_000  # states in one step at most; past it the core goes to a MIP
+
+
+def solve_one_row(
+    value: NDArray[np.float64],
+    use: NDArray[np.float64],
+    unit_start: NDArray[np.int64],
+    limit: float,
+    price: float,
+    incumbent: float,
+) -> tuple[NDArray[np.bool_], float] | None:
+    """max value.x with use.x <= limit, one column per unit (``unit_start``: each unit's
+    first column) at 1: the chosen columns and their value; no column chosen and value
+    -inf when no plan keeps the limit or is worth more than ``incumbent`` (a plan's value,
+    or -inf); None past :data:`MAX_STATES` states. ``price`` >= 0 (the limit's LP price)
+    bounds what the units still to come can add."""
+    n_units = unit_start.size
+    ends = np.append(unit_start[1:], value.size)
+    # what the units from each one on can add at most, at the limit's price
+    reduced = value - price * use
+    best_rest = np.zeros(n_units + 1)
+    best_rest[:-1] = np.maximum.reduceat(reduced, unit_start)[::-1].cumsum()[::-1]
+    scale = max(1.0, abs(incumbent)) if np.isfinite(incumbent) else 1.0
+    floor = incumbent - 1e-12 * scale  # ties with the incumbent are kept
+    spent = np.zeros(1)
+    worth = np.zeros(1)
+    parents: list[NDArray[np.int64]] = []
+    columns: list[NDArray[np.int64]] = []
+    for u in range(n_units):
+        cols = np.arange(unit_start[u], ends[u])
+        new_spent = (spent[:, None] + use[cols][None, :]).ravel()
+        new_worth = (worth[:, None] + value[cols][None, :]).ravel()
+        parent = np.repeat(np.arange(spent.size), cols.size)
+        col = np.tile(cols, spent.size)
+        ok = new_spent <= limit
+        if np.isfinite(incumbent):
+            ok &= new_worth + best_rest[u + 1] + price * (limit - new_spent) >= floor
+        order = np.flatnonzero(ok)
+        if not order.size:
+            return np.zeros(value.size, dtype=bool), -np.inf
+        order = order[np.lexsort((-new_worth[order], new_spent[order]))]
+        kept_worth = new_worth[order]
+        before = np.maximum.accumulate(np.concatenate([[-np.inf], kept_worth[:-1]]))
+        order = order[kept_worth > before]  # worth more than every state using less
+        if order.size > MAX_STATES:
+            return None
+        spent, worth = new_spent[order], new_worth[order]
+        parents.append(parent[order])
+        columns.append(col[order])
+    k = int(np.argmax(worth))
+    chosen = np.zeros(value.size, dtype=bool)
+    for u in range(n_units - 1, -1, -1):  # back through the steps: units, not states
+        chosen[columns[u][k]] = True
+        k = int(parents[u][k])
+    return chosen, float(value[chosen].sum())
