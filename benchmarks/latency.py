@@ -5,6 +5,9 @@ another over one loopback connection to an ``equity serve`` process.
 
     .venv/bin/python benchmarks/latency.py --solver --seeds 10 --calls 20
 
+    git archive COMMIT | tar -x -C /some/dir   # an earlier engine, served side by side:
+    .venv/bin/python benchmarks/latency.py --calls 200 --against /some/dir
+
 ``--solver``: no server; the direct path's solver (``engine.optimize.small.solve``) on
 ``--seeds`` example portfolios, side by side in one run: its branch and bound over the
 core against HiGHS' MIP on the same cores (``NODE_LIMIT = 0``), the median CPU time of the
@@ -15,6 +18,8 @@ median splits into the engine's own time (``summary.seconds.total``, measured in
 server, with the median of each of its stages) and the rest (transport,
 (de)serialisation, the service's checks). The target
 (issue 16) is a 100-customer Allocate at p50 <= 5 ms; ``--json`` writes the figures.
+``--against DIR`` serves another source tree of the engine beside this one and sends each
+call to both in turn (same request, same load), figures for each.
 """
 
 from __future__ import annotations
@@ -81,6 +86,30 @@ def _solver(seeds: int, calls: int) -> dict[str, object]:
     }
 
 
+def _serve(port: int, flags: list[str], tree: Path | None) -> subprocess.Popen[bytes]:
+    """``equity serve`` on ``port``; with ``tree``, the engine of that source tree (run from
+    it, its ``engine`` package first on the path)."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
+         "WARNING", *flags], env=env, cwd=tree)
+
+
+def _figures(timings: dict[str, list[float]], engine: list[float],
+             stages: dict[str, list[float]], method: str) -> dict[str, object]:
+    return {
+        "health_ms": _quantiles(timings["health"]),
+        "allocate_ms": _quantiles(timings["allocate"]),
+        "allocate_engine_ms_p50": round(float(np.median(engine)) * 1000, 3),
+        # the engine's stages (validate, metric, options, allocate = the solver, report)
+        "engine_stages_ms_p50": {stage: round(float(np.median(v)) * 1000, 3)
+                                 for stage, v in stages.items()},
+        "method": method,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,58 +120,63 @@ def main() -> int:
     parser.add_argument("--solver", action="store_true",
                         help="the direct path's solver in process, search vs HiGHS' MIP")
     parser.add_argument("--seeds", type=int, default=10, help="example portfolios (--solver)")
+    parser.add_argument("--against", type=Path,
+                        help="a source tree of the engine (e.g. `git archive COMMIT | tar -x "
+                        "-C DIR`) served side by side: calls alternate between the servers")
     parser.add_argument("serve_flags", nargs="*", help="extra `equity serve` flags (after --)")
     args = parser.parse_args()
     if args.solver:
-        figures = _solver(args.seeds, args.calls)
-        print(json.dumps(figures, indent=2))
+        solver = _solver(args.seeds, args.calls)
+        print(json.dumps(solver, indent=2))
         if args.json:
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+            args.json.write_text(json.dumps(solver, indent=2) + "\n")
         return 0
 
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
-         "WARNING", *args.serve_flags], env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    trees: dict[str, Path | None] = {"this": None}
+    if args.against is not None:
+        trees["against"] = args.against.resolve()
+    ports = {name: _free_port() for name in trees}
+    servers = {name: _serve(ports[name], args.serve_flags, tree) for name, tree in trees.items()}
+    clients: dict[str, Client] = {}
     try:
-        with Client(target, timeout=60) as client:
-            client.wait_ready(30)
-            customers, pools, plan = example(args.customers, seed=1)
-            request: service_pb2.AllocateRequest = client.allocate_request(
-                Portfolio(customers, pools), plan)
-            health = health_pb2_grpc.HealthStub(client.channel)
-            check = health_pb2.HealthCheckRequest(service="")
-            timings: dict[str, list[float]] = {"health": [], "allocate": []}
-            engine: list[float] = []
-            stages: dict[str, list[float]] = {}
-            for i in range(args.warmup + args.calls):
+        customers, pools, plan = example(args.customers, seed=1)
+        check = health_pb2.HealthCheckRequest(service="")
+        runs: dict[str, tuple[dict[str, list[float]], list[float], dict[str, list[float]]]] = {}
+        for name in trees:
+            clients[name] = Client(f"127.0.0.1:{ports[name]}", timeout=60)
+            clients[name].wait_ready(30)
+            runs[name] = ({"health": [], "allocate": []}, [], {})
+        request: service_pb2.AllocateRequest = clients["this"].allocate_request(
+            Portfolio(customers, pools), plan)
+        method = ""
+        for i in range(args.warmup + args.calls):
+            for name, client in clients.items():  # the servers in turn, the same request
+                health = health_pb2_grpc.HealthStub(client.channel)
                 started = time.perf_counter()
                 health.Check(check, timeout=10)
                 middle = time.perf_counter()
                 reply = client.stub.Allocate(request, timeout=60)
                 ended = time.perf_counter()
                 if i >= args.warmup:
+                    timings, engine, stages = runs[name]
                     timings["health"].append(middle - started)
                     timings["allocate"].append(ended - middle)
                     engine.append(reply.summary.seconds["total"])
                     for stage, seconds in reply.summary.seconds.items():
                         stages.setdefault(stage, []).append(seconds)
-        figures = {
-            "customers": args.customers,
-            "calls": args.calls,
-            "health_ms": _quantiles(timings["health"]),
-            "allocate_ms": _quantiles(timings["allocate"]),
-            "allocate_engine_ms_p50": round(float(np.median(engine)) * 1000, 3),
-            # the engine's stages (validate, metric, options, allocate = the solver, report)
-            "engine_stages_ms_p50": {stage: round(float(np.median(v)) * 1000, 3)
-                                     for stage, v in stages.items()},
-            "method": reply.summary.method,
-            "load_average": os.getloadavg(),
-        }
+                    method = method or reply.summary.method
+        figures: dict[str, object] = {"customers": args.customers, "calls": args.calls}
+        figures.update(_figures(*runs["this"], method))
+        if args.against is not None:
+            figures["against"] = {"tree": str(args.against), **_figures(*runs["against"],
+                                                                        method)}
+        figures["load_average"] = os.getloadavg()
     finally:
-        server.terminate()
-        server.wait(30)
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.terminate()
+            server.wait(30)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
