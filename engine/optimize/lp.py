@@ -307,7 +307,8 @@ def _solve_blocks(
             raise CancelledError("allocation cancelled")
         coef = matrix[:, blocks.cell].multiply(blocks.cost[None, :]).tocsr()
         result = solvers.maximize(
-            blocks.value, coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit
+            blocks.value, coef, rhs_eff, solver=settings.solver, time_limit=settings.time_limit,
+            presolve=False,  # a few hundred columns: presolve costs more than the solve
         )
         solver_name = result.solver
         if result.status == "infeasible":
