@@ -26,6 +26,7 @@ proof holds them at the LP's mix).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ FIRST_PICK = 32  # levels (besides the plan's own) in a component's first MIP
 # a core MIP up to this many levels runs in this process under HiGHS' own clock (its root
 # node takes milliseconds; a child costs tens of milliseconds to fork on a loaded machine)
 IN_PROCESS = 1_000
+MAX_SPLIT = 6  # split units at most whose levels are tried in turn for a first plan
 MAX_LAZY_ROUNDS = 8  # times dropped limits are taken back before the general proof takes over
 
 
@@ -114,7 +116,7 @@ def prove_split(
             comp = solved.get(key)
             if comp is None:
                 comp = _solve(options, rows, mine, units, rhs, slack, y, best, gap_of,
-                              plan[units] if lazy_round else lp_plan[units], share, started,
+                              plan[units, None] if lazy_round else lp_plan[units], share, started,
                               time_limit, should_stop)
                 if comp is None:
                     return False
@@ -202,11 +204,51 @@ def _argmax_levels(options: OptionSet, score: NDArray[np.float64]) -> NDArray[np
 
 def _rounded(options: OptionSet, allocation: Allocation,
              reduced: NDArray[np.float64]) -> NDArray[np.int64]:
-    """The LP's plan with each split customer at the level of its two whose use is priced
-    lower (the larger reduced value less the value: less of the binding resources)."""
+    """Per unit three levels to start from: of the LP's two, the one whose use is priced
+    lower (the larger reduced value less the value: less of the binding resources), the
+    other, and the unit's level of least priced use (the same three for an unsplit one)."""
     lo, hi = allocation.lo, allocation.hi
     priced = options.value - reduced
-    return np.where(priced[hi] < priced[lo], hi, lo).astype(np.int64)
+    cheaper = np.where(priced[hi] < priced[lo], hi, lo)
+    other = np.where(priced[hi] < priced[lo], lo, hi)
+    least = _argmax_levels(options, -priced)
+    split_unit = lo != hi
+    return np.stack([cheaper, np.where(split_unit, other, cheaper),
+                     np.where(split_unit, least, cheaper)], axis=1).astype(np.int64)
+
+
+def _start(
+    a: sparse.csc_matrix,
+    b: NDArray[np.float64],
+    value: NDArray[np.float64],
+    position: NDArray[np.int64],
+) -> NDArray[np.bool_] | None:
+    """The best plan keeping the rows among the LP's rounded plans (``position``: per unit
+    its three levels to start from, see :func:`_rounded`): every unit at its first, or the
+    few split ones (at most one per binding limit) at each of theirs in turn."""
+    held = np.zeros(value.size, dtype=bool)
+    held[position[:, 0]] = True
+    if _keeps(a, held, b):
+        return held
+    split_units = np.flatnonzero((position != position[:, :1]).any(axis=1))
+    if not 0 < split_units.size <= MAX_SPLIT:
+        return None
+    rest = held.copy()
+    rest[position[split_units, 0]] = False
+    base = np.asarray(a[:, np.flatnonzero(rest)].sum(axis=1)).ravel()
+    levels = position[split_units]  # split units x 3
+    use = a[:, levels.ravel()].toarray().reshape(b.size, *levels.shape)
+    best, found = -np.inf, None
+    for choice in itertools.product(range(3), repeat=split_units.size):  # 3^6 at most
+        pick = levels[np.arange(split_units.size), list(choice)]
+        worth = float(value[pick].sum())
+        total = base + use[:, np.arange(split_units.size), list(choice)].sum(axis=1)
+        if worth > best and bool((total <= b).all()):
+            best, found = worth, pick
+    if found is None:
+        return None
+    rest[found] = True
+    return rest
 
 
 def _options_of(options: OptionSet, units: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -243,11 +285,14 @@ def _solve(
     gaps = gap_of[opt]
     b_c = float(y[mine] @ rhs[mine] + best[units].sum())
     comp = _Component(mine, units, None, -np.inf, b_c)
-    position = np.searchsorted(opt, start)  # the start's levels among opt
+    # the starting levels among opt
+    position = np.searchsorted(opt, start).reshape(units.size, -1)
+    found = _start(a_all, b, value, position)
     held = np.zeros(opt.size, dtype=bool)
-    held[position] = True
-    if _keeps(a_all, held, b):
-        comp.plan, comp.value = start.copy(), float(value[held].sum())
+    held[position[:, 0]] = True
+    if found is not None:
+        held = found
+        comp.plan, comp.value = opt[held], float(value[held].sum())
     # first the levels nearest their price: a MIP over a few hundred levels gives a plan
     # near the optimum, whose gap to B_c then fixes the rest
     cut = min(b_c - comp.value, _rank(np.where(held, np.inf, gaps), FIRST_PICK))
