@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine import small_tables
 from engine.errors import FieldViolation, InvalidInputError
 from engine.hull import Hull, upper_hull
 
@@ -375,6 +376,9 @@ def _codes(segment: pl.Series | None, n: int) -> tuple[NDArray[np.int32], list[s
     Categorical columns go to codes directly, without a string per row."""
     if segment is None:
         return np.zeros(n, dtype=np.int32), [""]
+    small = small_tables.codes(segment)  # a few rows of text: without polars' fixed costs
+    if small is not None:
+        return small
     if segment.dtype == pl.Categorical and not segment.null_count():
         names = segment.unique().cast(pl.String).sort().to_list()
         codes = segment.cast(pl.Enum(names))

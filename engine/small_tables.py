@@ -61,3 +61,17 @@ def distinct_rows(table: pl.DataFrame, keys: list[str]) -> bool:
         return False
     rows = list(zip(*(c.to_list() for c in columns), strict=True))
     return len(set(rows)) == len(rows)
+
+
+def codes(segment: pl.Series) -> tuple[NDArray[np.int32], list[str]] | None:
+    """A small text column's labels as codes of their sorted names, null as "" (what
+    ``engine.options`` makes of segment labels), or ``None`` for a column that is not
+    small text (the caller's columnar path then encodes it). Python orders text by code
+    point, polars by UTF-8 bytes: the same order."""
+    if segment.len() > SMALL_ROWS or segment.dtype != pl.String:
+        return None
+    values = ["" if v is None else v for v in segment.to_list()]
+    names = sorted(set(values))
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter((index[v] for v in values), dtype=np.int32, count=len(values)), names
+

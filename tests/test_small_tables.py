@@ -142,3 +142,24 @@ def test_distinct_rows_decides_only_what_it_can() -> None:
     # floats (NaN, -0.0) and nulls are left to the general check
     assert not small_tables.distinct_rows(pl.DataFrame({"x": [1.0, 2.0]}), ["x"])
     assert not small_tables.distinct_rows(pl.DataFrame({"x": [1, None]}), ["x"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_segment_codes_match_the_columnar_encoding(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.options import _codes
+
+    rng = np.random.default_rng(seed)
+    names = ["b", "a", "", "Zeta", "é", "ä", "a b", "10", "9", "\u4e2d"]
+    values = [None if rng.random() < 0.1 else names[i] for i in rng.integers(0, 10, 300)]
+    columns = [pl.Series("segment", values, dtype=pl.String),
+               pl.Series("segment", values[:1], dtype=pl.String),
+               pl.Series("segment", [], dtype=pl.String)]
+    small = [_codes(c, c.len()) for c in columns]
+    _general(monkeypatch)
+    general = [_codes(c, c.len()) for c in columns]
+    for (a_codes, a_names), (b_codes, b_names) in zip(small, general, strict=True):
+        assert a_names == b_names
+        assert a_codes.dtype == b_codes.dtype and np.array_equal(a_codes, b_codes)
+    assert small_tables.codes(pl.Series([1, 2])) is None  # numbers: the columnar path
