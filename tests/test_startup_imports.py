@@ -75,3 +75,8 @@ def test_the_clv_command_keeps_its_model_choices() -> None:
     from engine.clv.run import LOG_MODELS as FITTED
 
     assert LOG_MODELS == FITTED
+
+
+def test_a_report_without_a_holdout_loads_no_fits() -> None:
+    # the CLV section's fit (scipy.optimize) loads only when the plan has a holdout to check
+    assert _loaded("import engine.planning.report") == []

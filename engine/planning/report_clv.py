@@ -36,7 +36,6 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from engine.clv.bgnbd import fit_bgnbd_rfm
 from engine.clv.holdout import holdout_check
 from engine.clv.transactions import normalize_transactions, parse_calibration_end, rfm_statistics
 from engine.plan import Plan
@@ -71,9 +70,12 @@ def clv_report(portfolio: Portfolio, plan: Plan) -> ClvReport | None:
     time_unit = str(params.get("time_unit", "week"))  # the metric's defaults
     refunds = str(params.get("refunds", "drop"))
     rfm, _ = rfm_statistics(tx, calibration_end, time_unit, refunds)  # type: ignore[arg-type]
-    fit = fit_bgnbd_rfm(rfm)
-    # imported here: it brings scipy.stats, which a report without a holdout never needs
+    # imported here: the fit brings scipy.optimize and the diagnostics scipy.stats, which a
+    # report without a holdout never needs (every report imports this module)
+    from engine.clv.bgnbd import fit_bgnbd_rfm
     from engine.clv.diagnostics import period_transactions
+
+    fit = fit_bgnbd_rfm(rfm)
 
     check = holdout_check(fit, rfm, tx, calibration_end, last, time_unit,  # type: ignore[arg-type]
                           refunds)  # type: ignore[arg-type]
