@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import small_tables
 from engine.plan import Plan
 from engine.portfolio import Portfolio
 from engine.strategies import Strategy
@@ -26,7 +27,11 @@ TABLE_COSTS = ("spend-table", "segment-spend-table")
 def _segments(table: pl.DataFrame) -> list[str]:
     if "segment" not in table.columns:
         return [""]
-    return sorted(table["segment"].cast(pl.String).fill_null("").unique().to_list())
+    text = table["segment"].cast(pl.String)
+    small = small_tables.codes(text)  # a few rows: the names without polars' fixed costs
+    if small is not None:
+        return small[1]
+    return sorted(text.fill_null("").unique().to_list())
 
 
 def plan_assumptions(

@@ -78,6 +78,10 @@ def test_customers_and_pools_with_caps_minimums_and_kind_budgets(
             pl.format("c{}", pl.col("customer_id")).alias("customer_id")).reverse()
     if seed % 4 == 2:  # customers alone, no pools
         pools = None
+    if seed % 4 == 3:  # customers without a segment (null: the segment named "")
+        rows = pl.Series(rng.random(customers.height) < 0.2)
+        customers = customers.with_columns(
+            pl.when(rows).then(None).otherwise(pl.col("segment")).alias("segment"))
     small, general = _both(Portfolio(customers, pools), _random_plan(rng, plan, n), monkeypatch)
     _identical(small, general)
     assert small.units.height == n + (0 if pools is None else pools.height)
