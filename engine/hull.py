@@ -184,12 +184,27 @@ def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArr
     c2, v2 = cost.reshape(n_units, width), value.reshape(n_units, width)
     keep = np.ones((n_units, width), dtype=bool)
     tests = [(a, j, c) for j in range(1, width - 1) for a in range(j) for c in range(j + 1, width)]
+    pairs = sorted({(a, b) for a, j, c in tests for b in (j, c)})
     for lo in range(0, n_units, _ROWS):
         hi = min(lo + _ROWS, n_units)
-        cb, vb = c2[lo:hi], v2[lo:hi]
-        k = keep[lo:hi]
+        # Per block, each level's column made contiguous once, and each pair's differences
+        # (the same numbers _below computes for every chord sharing them) computed once:
+        # the test is _below's, bit for bit.
+        cb, vb = c2[lo:hi].T.copy(), v2[lo:hi].T.copy()
+        dc = {(a, b): cb[b] - cb[a] for a, b in pairs}
+        dv = {(a, b): vb[b] - vb[a] for a, b in pairs}
+        off = np.empty((width, hi - lo), dtype=bool)
+        off[:] = False
+        left, right, scale = (np.empty(hi - lo) for _ in range(3))
         for a, j, c in tests:
-            k[:, j] &= ~_below(cb[:, a], vb[:, a], cb[:, j], vb[:, j], cb[:, c], vb[:, c])
+            np.multiply(dv[a, j], dc[a, c], out=left)
+            np.multiply(dv[a, c], dc[a, j], out=right)
+            np.abs(left, out=scale)
+            scale += np.abs(right)
+            scale *= 1e-12
+            scale += right
+            off[j] |= left <= scale
+        keep[lo:hi] = ~off.T
     points = np.flatnonzero(keep)
     offsets = np.zeros(n_units + 1, dtype=np.int64)
     kept = offsets[1:]  # points per unit, a column at a time (a sum along rows of a few

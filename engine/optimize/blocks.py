@@ -52,7 +52,7 @@ class Blocks:
     idx: NDArray[np.int64] | None  # None: all increments, in order
     dc: NDArray[np.float64]
     dv: NDArray[np.float64]
-    block: NDArray[np.int64]
+    block: NDArray[np.integer]  # int32 from ``initial``: one per increment
     cell: NDArray[np.int64]
     lo: NDArray[np.float64]
     hi: NDArray[np.float64]
@@ -75,21 +75,28 @@ class Blocks:
         else:
             idx = np.flatnonzero(constrained)
             dc, dv, cell = inc.dc[idx], inc.dv[idx], inc.cell[idx]
-        coarse = np.empty(dc.size, dtype=np.int64)
-        for lo in range(0, dc.size, CHUNK):  # the ratios' keys, in cache-sized pieces
+        # The ratios' coarse keys (16 bits: sign, exponent, 4 mantissa bits) in 32-bit
+        # integers, in cache-sized pieces; then, in place, their (cell rank, bin) keys and
+        # the block ids: one 32-bit array per increment (block ids are few).
+        coarse = np.empty(dc.size, dtype=np.int32)
+        wide = np.empty(min(CHUNK, dc.size), dtype=np.int64)
+        for lo in range(0, dc.size, CHUNK):
             ratio = np.divide(dv[lo:lo + CHUNK], dc[lo:lo + CHUNK])
             ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
-            np.right_shift(float_key(ratio), SHIFT, out=coarse[lo:lo + CHUNK])
+            shifted = wide[:ratio.size]
+            np.right_shift(float_key(ratio), SHIFT, out=shifted)
+            coarse[lo:lo + CHUNK] = shifted
+        del wide
         low, high = int(coarse.min()), int(coarse.max())
         step = max(1, coarse.size // 200_000)
         sample = coarse[::step]
         edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]).astype(np.int64))
         edges = edges[edges > low]
-        table = np.searchsorted(edges, np.arange(low, high + 1), side="right")
+        table = np.searchsorted(edges, np.arange(low, high + 1), side="right").astype(np.int32)
         n_bins = edges.size + 1
         used = np.zeros(n_cells, dtype=bool)
         used[cell] = True
-        offset = (np.cumsum(used) - 1) * n_bins  # first key of each used cell
+        offset = ((np.cumsum(used) - 1) * n_bins).astype(np.int32)  # first key of each cell
         key = coarse  # (cell rank, bin) keys, in place and in cache-sized pieces
         for lo in range(0, key.size, CHUNK):
             piece = key[lo:lo + CHUNK]
@@ -99,7 +106,8 @@ class Blocks:
         del coarse
         count = np.bincount(key)
         present = count > 0
-        np.take(np.cumsum(present) - 1, key, out=key, mode="clip")  # the block ids, in place
+        ids = (np.cumsum(present) - 1).astype(np.int32)
+        np.take(ids, key, out=key, mode="clip")  # the block ids, in place
         block = key
         keys = np.flatnonzero(present)
         bounds = np.concatenate(([-np.inf], key_float(edges << SHIFT), [np.inf]))
@@ -224,7 +232,7 @@ class Blocks:
         labels = np.unique(group[~keep])
         if labels.size == n - int(keep.sum()):  # nothing to merge
             return
-        new_id = np.empty(n, dtype=np.int64)
+        new_id = np.empty(n, dtype=self.block.dtype)  # np.take's out= takes its own dtype
         new_id[keep] = np.arange(int(keep.sum()))
         merged = np.searchsorted(labels, group[~keep])
         new_id[~keep] = int(keep.sum()) + merged
