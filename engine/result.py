@@ -12,7 +12,7 @@ from engine.allocation import Allocation
 from engine.constraints import Constraint
 from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
-from engine.small_tables import labels, null_rows, nulls
+from engine.small_tables import labels, nulls, padded
 from engine.summary import ConstraintInfo, PlanSummary
 from engine.valuation import return_on_customer
 
@@ -141,7 +141,7 @@ def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFra
     ):
         columns = extra.drop("customer_id")
         if units.height > m:
-            columns = pl.concat([columns, null_rows(columns, units.height - m)])
+            columns = padded(columns, units.height - m)
         return units.hstack(columns)
     return units.join(extra, on="customer_id", how="left", maintain_order="left")
 

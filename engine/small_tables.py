@@ -47,6 +47,16 @@ def null_rows(table: pl.DataFrame, n: int) -> pl.DataFrame:
     return table.clear(n)
 
 
+def padded(table: pl.DataFrame, n: int) -> pl.DataFrame:
+    """``table`` followed by ``n`` rows of nulls. A small table's columns are rebuilt from
+    their values (a concatenation wakes polars' thread pool, which on a busy machine
+    costs milliseconds)."""
+    if table.height + n <= SMALL_ROWS:
+        return pl.DataFrame([pl.Series(name, table[name].to_list() + [None] * n, dtype=dtype)
+                             for name, dtype in table.schema.items()])
+    return pl.concat([table, null_rows(table, n)])
+
+
 def distinct_rows(table: pl.DataFrame, keys: list[str]) -> bool:
     """Whether no row of a small table repeats an earlier one on ``keys`` (no nulls among
     them). False means "not known here": the caller's general check then decides and names

@@ -167,3 +167,15 @@ def test_segment_codes_match_the_columnar_encoding(
         assert a_names == b_names
         assert a_codes.dtype == b_codes.dtype and np.array_equal(a_codes, b_codes)
     assert small_tables.codes(pl.Series([1, 2])) is None  # numbers: the columnar path
+
+
+def test_padding_keeps_values_types_and_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pl.DataFrame({"a": [1.5, float("nan"), None], "b": ["x", None, "y"],
+                          "c": pl.Series([1, 2, 3], dtype=pl.Int16),
+                          "d": [[1.0], [], None]})
+    small = small_tables.padded(frame, 4)
+    _general(monkeypatch)
+    general = small_tables.padded(frame, 4)
+    assert small.schema == general.schema and small.height == 7
+    assert small.equals(general, null_equal=True)
+    assert np.isnan(small["a"][1]) and small["a"].null_count() == 5
