@@ -7,8 +7,8 @@ best are those no other plan beats in both use and value: per step every state i
 by every level of the next unit, states that cannot end within the limit are dropped, the
 rest sorted by use, and a state is kept only when it is worth more than every state using
 less. A state whose value, plus the Lagrangian bound of the units still to come at the
-limit's price, is below the incumbent cannot lead to a better plan and is dropped too. The best state at the end is
-the core's optimum: exact, so its bound is its value.
+limit's price, is below the incumbent cannot lead to a better plan and is dropped too. The
+best state at the end is the core's optimum: exact, so its bound is its value.
 
 Branch and bound in HiGHS needs ~1,000 nodes (0.1-0.5 s) on such a core of 32 customers
 and 64 levels, where the states number in the hundreds; past :data:`MAX_STATES` states the
