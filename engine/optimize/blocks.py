@@ -104,7 +104,7 @@ class Blocks:
             np.take(table, piece, out=piece, mode="clip")
             piece += offset[cell[lo:lo + CHUNK]]
         del coarse
-        count = np.bincount(key)
+        count = _sums(key, None, int(offset[-1]) + n_bins)
         present = count > 0
         ids = (np.cumsum(present) - 1).astype(np.int32)
         np.take(ids, key, out=key, mode="clip")  # the block ids, in place
@@ -119,8 +119,8 @@ class Blocks:
             cell=np.flatnonzero(used)[keys // n_bins],
             lo=bounds[keys % n_bins],
             hi=bounds[keys % n_bins + 1],
-            cost=np.bincount(block, weights=dc).astype(np.float64),
-            value=np.bincount(block, weights=dv).astype(np.float64),
+            cost=_sums(block, dc, keys.size),
+            value=_sums(block, dv, keys.size),
             count=count[present],
             splittable=np.ones(keys.size, dtype=bool),
         )
@@ -148,8 +148,12 @@ class Blocks:
         return positions if self.idx is None else self.idx[positions]
 
     def members(self, chosen: NDArray[np.bool_]) -> NDArray[np.int64]:
-        """Positions (into ``idx``) of the increments of the chosen blocks: one pass."""
-        return np.flatnonzero(chosen[self.block])
+        """Positions (into ``idx``) of the increments of the chosen blocks: one pass (in
+        cache-sized pieces: numpy casts a 32-bit index array to 64 bits first)."""
+        mask = np.empty(self.block.size, dtype=bool)
+        for lo in range(0, mask.size, CHUNK):
+            np.take(chosen, self.block[lo:lo + CHUNK], out=mask[lo:lo + CHUNK])
+        return np.flatnonzero(mask)
 
     def split(
         self,
@@ -250,6 +254,19 @@ class Blocks:
         splittable = np.ones(m, dtype=bool)
         splittable[new_id[keep]] = self.splittable[keep]
         self.splittable = splittable
+
+
+def _sums(
+    block: NDArray[np.integer], weights: NDArray[np.float64] | None, n: int
+) -> NDArray[Any]:
+    """Per block, the sum of ``weights`` (None: the count) over its increments, in
+    cache-sized pieces: ``np.bincount`` casts a whole 32-bit index array to 64 bits first
+    (with weights, 15x slower than on 64-bit ids at 40M increments)."""
+    out = np.zeros(n, dtype=np.float64 if weights is not None else np.int64)
+    for lo in range(0, block.size, CHUNK):
+        w = None if weights is None else weights[lo:lo + CHUNK]
+        out += np.bincount(block[lo:lo + CHUNK], weights=w, minlength=n)
+    return out
 
 
 def expand(
