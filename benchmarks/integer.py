@@ -14,7 +14,7 @@
   (sifting, ``engine.optimize.lagrange``) beside highspy's LP on the full model (up to
   ``--reference-max`` customers, stopped after ``--reference-limit`` seconds: then the ratio
   is a lower bound), and up to ``--mip-max`` customers the integer proof (its time limit
-  ``--mip-limit``) beside highspy's MIP.
+  ``--mip-limit``) beside highspy's MIP; ``--seeds`` draws several such portfolios.
 - Up to ``--started-max`` customers, highspy's LP on the full model started from the engine's
   point (``tests.reference.reference_lp_from``: crossover from the engine's plan and prices,
   then simplex proves the basis optimal or pivots on): highspy's own optimum where its cold
@@ -57,8 +57,9 @@ def _with_resources(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     return table.with_columns(contacts=pl.Series(contacts), calls=pl.Series(level / 10 * per))
 
 
-def run(n: int, resources: bool, args: argparse.Namespace) -> dict[str, object]:
-    spec = Spec(n=n)
+def run(n: int, resources: bool, args: argparse.Namespace, seed: int | None = None
+        ) -> dict[str, object]:
+    spec = Spec(n=n) if seed is None else Spec(n=n, seed=seed)
     _, table, plan = portfolio(spec)
     if resources:
         table = _with_resources(table, spec.seed)
@@ -78,10 +79,11 @@ def run(n: int, resources: bool, args: argparse.Namespace) -> dict[str, object]:
     assert relaxed.bound is not None and relaxed.lp_objective is not None
     kind = "resources" if resources else "spend"
     binding = sum(1 for v in relaxed.shadow_prices.values() if abs(v) > 1e-9)
-    print(f"{kind:9} {label(n):>5} rows {len(rows):3} ({binding} binding)  LP {lp_seconds:7.2f} s "
+    print(f"{kind:9} {label(n):>5} seed {spec.seed} rows {len(rows):3} ({binding} binding)  "
+          f"LP {lp_seconds:7.2f} s "
           f"(objective {relaxed.lp_objective:.12g}, bound {relaxed.bound:.12g})", flush=True)
     record: dict[str, object] = {
-        "kind": kind, "customers": n, "rows": len(rows), "binding": binding,
+        "kind": kind, "customers": n, "seed": spec.seed, "rows": len(rows), "binding": binding,
         "lp_certificate_seconds": round(lp_seconds, 3),
         "lp_certificate_runs": [round(x, 3) for x in lp_times],
         "lp_objective": relaxed.lp_objective, "bound": relaxed.bound,
@@ -151,14 +153,18 @@ def main() -> None:
                         help="HiGHS' solver for the reference LP (choose, simplex, ipm)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="LP certificate solves per size (the median is reported)")
+    parser.add_argument("--seeds", default="",
+                        help="portfolio seeds for --resources, comma-separated (default: "
+                             "generate.py's)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     before = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M")
     print(f"load average before: {before}", flush=True)
     records = [run(parse_size(text), False, args) for text in filter(None, args.spend.split(","))]
-    records += [run(parse_size(text), True, args)
-                for text in filter(None, args.resources.split(","))]
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
+    records += [run(parse_size(text), True, args, seed)
+                for text in filter(None, args.resources.split(",")) for seed in seeds]
     after = os.getloadavg()
     print(f"load average after: {after}", flush=True)
     if args.json:
