@@ -468,24 +468,21 @@ def _pass(
         k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
         entries = coupling[k_rows, cols]
     start = np.concatenate([np.searchsorted(k_rows, np.arange(m + 1)), k_rows.size + offsets[1:]])
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n, m + units
-    lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = np.ascontiguousarray(value, dtype=np.float64)
-    lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.ones(n)
-    lp.row_lower_ = np.concatenate([np.full(m, -_INF), np.ones(units)])
-    lp.row_upper_ = np.concatenate([rhs, np.ones(units)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.start_ = start.astype(np.int32)
-    lp.a_matrix_.index_ = np.concatenate([cols, np.arange(n)]).astype(np.int32)
-    lp.a_matrix_.value_ = np.concatenate([entries, np.ones(n)])
-    if integral is not None and integral.any():
-        kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
-        lp.integrality_ = [kinds[b] for b in integral.tolist()]  # the core's columns only
+    index = np.concatenate([cols, np.arange(n)]).astype(np.int32)
+    # integer where ``integral`` (the core's columns), else continuous: an LP
+    kinds = np.zeros(n, dtype=np.int32) if integral is None else integral.astype(np.int32)
+    # the model as arrays (HiGHS' C-style passModel): a HighsLp's matrix takes its vectors
+    # element by element (0.17 ms of 0.2 ms per model at 530 options)
+    status = h.passModel(
+        n, m + units, index.size, int(highspy.MatrixFormat.kRowwise),
+        int(highspy.ObjSense.kMaximize), 0.0,
+        np.ascontiguousarray(value, dtype=np.float64), np.zeros(n), np.ones(n),
+        np.concatenate([np.full(m, -_INF), np.ones(units)]),
+        np.concatenate([rhs, np.ones(units)]).astype(np.float64),
+        start.astype(np.int32), index, np.concatenate([entries, np.ones(n)]), kinds)
     # a warning is a model HiGHS took, with entries below 1e-9 dropped as it does through
     # PuLP too (a level costing 4e-215 once stopped the proof here)
-    return bool(h.passModel(lp) != highspy.HighsStatus.kError)
+    return bool(status != highspy.HighsStatus.kError)
 
 
 def _rounded(
