@@ -97,6 +97,8 @@ def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
         b = a + units.size * width
         grid = cost[a:b].reshape(units.size, width)
         if bool((grid[:, 1:] > grid[:, :-1]).all()):
+            if units[0] == 0 and width <= _FEW:
+                return _run_then_rest(offsets, units.size, width, cost, value)
             parts.append((units, a, _grid_hull(units.size, width, cost[a:b], value[a:b])))
     if not parts:
         flat = (offsets[units][:, None] + np.arange(width)).ravel()
@@ -136,6 +138,28 @@ def _mixed_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
         shift = np.repeat(hull_offsets[members] - h.offsets[:-1], np.diff(h.offsets))
         points[shift + np.arange(h.points.size)] = at
     return Hull(points=points, offsets=hull_offsets)
+
+
+def _run_then_rest(
+    offsets: IntArray, n_run: int, width: int, cost: FloatArray, value: FloatArray
+) -> Hull:
+    """Units ``0..n_run-1`` with ``width`` (few) levels each in increasing cost (customers),
+    then every other unit (pools): the others' hull first, so that the run's points, the
+    largest array, are written once straight into the result instead of being copied there
+    (the points and offsets ``_mixed_hull``'s general stitching gives, bit for bit)."""
+    a, b = int(offsets[0]), int(offsets[n_run])
+    keep, run_offsets = _few_levels_keep(n_run, width, cost[a:b], value[a:b])
+    rest = _general_hull(offsets[n_run:] - b, cost[b:int(offsets[-1])],
+                         value[b:int(offsets[-1])])
+    n = int(run_offsets[-1])
+    points = np.empty(n + rest.points.size, dtype=np.int64)
+    for lo in range(0, n_run, _ROWS):
+        hi = min(lo + _ROWS, n_run)
+        np.add(np.flatnonzero(keep[lo:hi]), lo * width + a,
+               out=points[run_offsets[lo]:run_offsets[hi]])
+    np.add(rest.points, b, out=points[n:])
+    return Hull(points=points,
+                offsets=np.concatenate((run_offsets, n + rest.offsets[1:])))
 
 
 def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
@@ -181,6 +205,15 @@ def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArr
     hull exactly when it lies on or below the chord of some pair of points around it, so
     each of the width^3/6 (point, chord) pairs is one vectorised test over a block of
     units: no per-unit loop, no sort, and the same tolerance as the general case."""
+    keep, offsets = _few_levels_keep(n_units, width, cost, value)
+    return Hull(points=np.flatnonzero(keep), offsets=offsets)
+
+
+def _few_levels_keep(
+    n_units: int, width: int, cost: FloatArray, value: FloatArray
+) -> tuple[NDArray[np.bool_], IntArray]:
+    """``_few_levels_hull``'s test: per (unit, level) whether it is a hull point, and the
+    hull's offsets."""
     c2, v2 = cost.reshape(n_units, width), value.reshape(n_units, width)
     keep = np.ones((n_units, width), dtype=bool)
     tests = [(a, j, c) for j in range(1, width - 1) for a in range(j) for c in range(j + 1, width)]
@@ -205,13 +238,12 @@ def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArr
             scale += right
             off[j] |= left <= scale
         keep[lo:hi] = ~off.T
-    points = np.flatnonzero(keep)
     offsets = np.zeros(n_units + 1, dtype=np.int64)
     kept = offsets[1:]  # points per unit, a column at a time (a sum along rows of a few
     for j in range(width):  # columns is a slow reduction), then their running total
         kept += keep[:, j]
     np.cumsum(kept, out=kept)
-    return Hull(points=points, offsets=offsets)
+    return keep, offsets
 
 
 def _uniform_hull(n_units: int, width: int, cost: FloatArray, value: FloatArray) -> Hull:
