@@ -12,7 +12,7 @@ import pytest
 from engine.allocation import violations
 from engine.constraints import build_constraints
 from engine.optimize import lp, split
-from engine.optimize.knapsack import solve_one_row
+from engine.optimize.knapsack import solve_rows
 from engine.optimize.proof import GAP
 from engine.options import from_table
 from engine.plan import Plan, ResourceLimit, SegmentLimit
@@ -21,31 +21,32 @@ from tests.test_resources import table
 
 
 def brute_force(value: np.ndarray, use: np.ndarray, unit_start: np.ndarray,
-                limit: float) -> float:
+                limit: np.ndarray) -> float:
     ends = np.append(unit_start[1:], value.size)
     best = -np.inf
     for pick in itertools.product(*[range(s, e) for s, e in zip(unit_start, ends, strict=True)]):
         cols = list(pick)
-        if use[cols].sum() <= limit:
+        if (use[:, cols].sum(axis=1) <= limit).all():
             best = max(best, float(value[cols].sum()))
     return best
 
 
-def test_pareto_states_match_brute_force() -> None:
-    rng = np.random.default_rng(5)
+@pytest.mark.parametrize("rows", [1, 2])
+def test_pareto_states_match_brute_force(rows: int) -> None:
+    rng = np.random.default_rng(5 + rows)
     for _ in range(300):
         counts = rng.integers(1, 5, size=rng.integers(1, 7))
         unit_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         size = int(counts.sum())
         value = rng.normal(10.0, 5.0, size)
-        # negative uses too: a minimum in "<=" form
-        use = np.round(rng.uniform(-3.0, 10.0, size), int(rng.integers(0, 3)))
-        low = sum(use[s:s + c].min() for s, c in zip(unit_start, counts, strict=True))
-        high = sum(use[s:s + c].max() for s, c in zip(unit_start, counts, strict=True))
-        limit = float(rng.uniform(low - 2.0, high))
-        price = float(rng.uniform(0.0, 3.0))  # any price >= 0 bounds what is left
+        # negative uses too: a minimum in "<=" form; rounded at times: ties in use
+        use = np.round(rng.uniform(-3.0, 10.0, (rows, size)), int(rng.integers(0, 3)))
+        low = np.minimum.reduceat(use, unit_start, axis=1).sum(axis=1)
+        high = np.maximum.reduceat(use, unit_start, axis=1).sum(axis=1)
+        limit = rng.uniform(low - 2.0, high)
+        price = rng.uniform(0.0, 3.0, rows)  # any prices >= 0 bound what is left
         optimum = brute_force(value, use, unit_start, limit)
-        found = solve_one_row(value, use, unit_start, limit, price, -np.inf)
+        found = solve_rows(value, use, unit_start, limit, price, -np.inf)
         assert found is not None
         chosen, worth = found
         if not np.isfinite(optimum):
@@ -53,12 +54,19 @@ def test_pareto_states_match_brute_force() -> None:
             continue
         assert worth == pytest.approx(optimum, abs=1e-9)
         assert (np.add.reduceat(chosen.astype(int), unit_start) == 1).all()
-        assert use[chosen].sum() <= limit and value[chosen].sum() == pytest.approx(worth)
+        assert (use[:, chosen].sum(axis=1) <= limit).all()
+        assert value[chosen].sum() == pytest.approx(worth)
         # an incumbent worth the optimum keeps it (ties are kept); one worth more: nothing
-        again = solve_one_row(value, use, unit_start, limit, price, optimum)
+        again = solve_rows(value, use, unit_start, limit, price, optimum)
         assert again is not None and again[1] == pytest.approx(optimum, abs=1e-9)
-        above = solve_one_row(value, use, unit_start, limit, price, optimum + 1.0)
+        above = solve_rows(value, use, unit_start, limit, price, optimum + 1.0)
         assert above is not None and not np.isfinite(above[1])
+
+
+def test_three_limits_are_left_to_the_mip() -> None:
+    value, use = np.ones(4), np.ones((3, 4))
+    unit_start = np.array([0, 2])
+    assert solve_rows(value, use, unit_start, np.full(3, 5.0), np.zeros(3), -np.inf) is None
 
 
 def segment_limits(n: int, segments: int, seed: int) -> Plan:

@@ -47,7 +47,7 @@ from engine.constraints import (
 )
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import deadline, small, solvers
-from engine.optimize.knapsack import solve_one_row
+from engine.optimize.knapsack import solve_rows
 from engine.options import OptionSet
 
 FIRST_PICK = 32  # levels (besides the plan's own) in a component's first MIP
@@ -369,23 +369,23 @@ def _core(
     should_stop: Callable[[], bool],
     tol: float,
 ) -> solvers.LpResult:
-    """A component's core: under one limit by its Pareto states (exact), else (or past
-    their number) HiGHS' MIP. ``start``: the plan to begin from."""
-    if limit.size == 1 and value.size:
+    """A component's core: under one or two limits by its Pareto states (exact), else (or
+    past their number) HiGHS' MIP. ``start``: the plan to begin from."""
+    if limit.size <= 2 and value.size:
         began = time.perf_counter()
-        use = a.toarray()[0]
+        use = a.toarray()
         one_each = np.add.reduceat(start.astype(np.int64), unit_start)
-        fits = bool((one_each == 1).all()) and float(use[start].sum()) <= limit[0]
+        fits = bool((one_each == 1).all()) and bool((use[:, start].sum(axis=1) <= limit).all())
         incumbent = float(value[start].sum()) if fits else -np.inf
-        found = solve_one_row(value, use, unit_start, float(limit[0]), float(price[0]),
-                              incumbent)
+        found = solve_rows(value, use, unit_start, limit, price, incumbent)
         if found is not None:
             chosen, worth = found
             if not np.isfinite(worth) and fits:  # nothing better than the start: it is best
                 chosen, worth = start.copy(), incumbent
             status = "optimal" if np.isfinite(worth) else "infeasible"
             return solvers.LpResult(status, chosen.astype(np.float64), worth,
-                                    np.zeros(1), "pareto", time.perf_counter() - began, worth)
+                                    np.zeros(limit.size), "pareto",
+                                    time.perf_counter() - began, worth)
     return highs_core(value, a, limit, unit_start, start.astype(np.float64), time_limit,
                       should_stop, tol)
 
