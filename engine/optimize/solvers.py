@@ -125,6 +125,8 @@ def maximize(
     ub = np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,))
     binary = np.broadcast_to(np.asarray(integer, dtype=bool), (n,))
     mip = bool(binary.any())
+    if name == "highs" and not mip and a_eq is None and n and len(b_ub):
+        return _highs_lp(c, a_ub, b_ub, ub, time_limit, presolve, started)
     prob = pulp.LpProblem("equity", pulp.LpMaximize)
     xs = [
         pulp.LpVariable(f"x{i}", lowBound=0, upBound=None, cat=pulp.LpBinary)
@@ -184,6 +186,85 @@ def maximize(
     if mip and status == "optimal" and not _proven(prob, name):
         status = "time_limit"  # stopped early (PuLP maps HiGHS' time limit to optimal)
     return LpResult(status, x, objective, prices, name, seconds, bound)
+
+
+_HIGHS_STATUS = {"kOptimal": "optimal", "kInfeasible": "infeasible",
+                 "kUnboundedOrInfeasible": "infeasible", "kUnbounded": "unbounded",
+                 "kTimeLimit": "time_limit", "kIterationLimit": "time_limit",
+                 "kInterrupt": "time_limit"}
+_banner_silenced = False
+
+
+def _highs_lp(
+    c: NDArray[np.float64],
+    a_ub: NDArray[np.float64] | SparseRows | sparse.spmatrix,
+    b_ub: NDArray[np.float64],
+    ub: NDArray[np.float64],
+    time_limit: float | None,
+    presolve: bool,
+    started: float,
+) -> LpResult:
+    """An LP with ``<=`` rows and bounds handed to HiGHS as arrays (what PuLP would hand it
+    one variable and one term at a time: ~8 ms of Python per model of a few hundred
+    columns, the block LP's rounds, against well under 1 ms to solve it); the same answer,
+    prices and checks as through PuLP."""
+    import highspy
+
+    global _banner_silenced
+    if _banner_silenced:
+        h = highspy.Highs()
+    else:  # highspy prints its banner when the first solver object of a process is made
+        with native_stdout_silenced():
+            h = highspy.Highs()
+        _banner_silenced = True
+    h.setOptionValue("output_flag", False)
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    if sparse.issparse(a_ub):
+        csr = sparse.csr_matrix(a_ub)
+    elif isinstance(a_ub, np.ndarray):
+        csr = sparse.csr_matrix(np.asarray(a_ub, dtype=np.float64))
+    else:
+        rows = list(a_ub)
+        csr = sparse.csr_matrix(
+            (np.concatenate([v for _, v in rows]), np.concatenate([i for i, _ in rows]),
+             np.concatenate(([0], np.cumsum([i.size for i, _ in rows])))),
+            shape=(len(rows), c.size))
+    n, m = c.size, len(b_ub)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, m
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = np.ascontiguousarray(c, dtype=np.float64)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.ascontiguousarray(ub, dtype=np.float64)
+    lp.row_lower_ = np.full(m, -highspy.kHighsInf)
+    lp.row_upper_ = np.ascontiguousarray(b_ub, dtype=np.float64)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = csr.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = csr.indices.astype(np.int32)
+    lp.a_matrix_.value_ = np.asarray(csr.data, dtype=np.float64)
+    if h.passModel(lp) != highspy.HighsStatus.kError:
+        h.run()
+    status = _HIGHS_STATUS.get(h.getModelStatus().name, "error")
+    solution = h.getSolution()
+    if solution.value_valid:
+        x = np.asarray(solution.col_value, dtype=np.float64)
+    else:
+        x = np.full(n, np.nan)
+    # a maximization's row duals: d objective / d b_ub, >= 0 on a binding row
+    prices = (np.asarray(solution.row_dual, dtype=np.float64) if solution.dual_valid
+              else np.zeros(m))
+    ub_rows = [(csr.indices[csr.indptr[k]:csr.indptr[k + 1]].astype(np.int64),
+                np.asarray(csr.data[csr.indptr[k]:csr.indptr[k + 1]], dtype=np.float64))
+               for k in range(m)]
+    if status == "optimal":
+        status = _certify(c, ub_rows, b_ub, ub, x, prices, None, None, None)
+        if status != "optimal" and time_limit is not None:
+            status = "time_limit" if status == "not_optimal" else status
+    objective = float(c @ np.nan_to_num(x)) if status == "optimal" else float("nan")
+    return LpResult(status, x, objective, prices, "highs", time.perf_counter() - started)
 
 
 def _proven(prob: pulp.LpProblem, name: str) -> bool:
