@@ -11,7 +11,6 @@ from scipy.optimize import linprog
 
 from engine.optimize import solvers
 
-
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
