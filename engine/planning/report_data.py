@@ -265,7 +265,11 @@ def response_curves(
     before = np.bincount(group_of_unit, weights=options.value[options.baseline], minlength=n)
     nothing_cost = np.bincount(group_of_unit, weights=options.cost[options.baseline], minlength=n)
     inc_group = group_of_unit[unit]
-    order = np.lexsort((-(dv / dc), inc_group))
+    # by group, best ratio first: a stable sort by ratio, then a stable (radix) sort of the
+    # small group ids; the order np.lexsort((-ratio, group)) gives, at a fraction of its cost
+    order = np.argsort(-(dv / dc), kind="stable")
+    narrow = np.int16 if n < (1 << 15) else np.int64
+    order = order[np.argsort(inc_group[order].astype(narrow), kind="stable")]
     inc_group, dc, dv = inc_group[order], dc[order], dv[order]
     bounds = np.searchsorted(inc_group, np.arange(n + 1))
     marks: dict[str, tuple[FloatArray, FloatArray]] = {}
