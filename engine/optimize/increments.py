@@ -65,14 +65,24 @@ class Increments:
         A block solution already takes each unit's increments in order (they are sorted by
         ratio); that is checked on boolean arrays, and only a solution that is not (the
         full method's, on ties) pays for the refill."""
-        np.copyto(taken, 1.0, where=taken > 1 - SNAP)
-        np.copyto(taken, 0.0, where=taken < SNAP)
-        if taken.size > 1:
-            later = taken[1:] > 0
-            later &= taken[:-1] < 1
-            later &= ~self.first_of_unit()[1:]
-            if not later.any():
-                return taken
+        n, start = taken.size, self.start
+        ordered = True
+        for lo in range(0, n, CHUNK):  # cache-sized pieces: no full-size temporary
+            hi = min(lo + CHUNK, n)
+            piece = taken[lo:hi]
+            np.copyto(piece, 1.0, where=piece > 1 - SNAP)
+            np.copyto(piece, 0.0, where=piece < SNAP)
+            a = max(lo, 1)
+            if not ordered or a >= hi:
+                continue
+            # an increment taken after one of its unit's not wholly taken (taken[a - 1] is
+            # snapped already: the piece before, or this one)
+            later = taken[a:hi] > 0
+            later &= taken[a - 1:hi - 1] < 1
+            later[start[np.searchsorted(start, a):np.searchsorted(start, hi)] - a] = False
+            ordered = not later.any()
+        if ordered:
+            return taken
         unit = self.unit
         spend = np.bincount(unit, weights=self.dc * taken, minlength=self.start.size - 1)
         cum = np.cumsum(self.dc)
