@@ -23,7 +23,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 MAX_STATES = 200_000  # states in one step at most under one limit; past it, a MIP
-MAX_STATES_TWO = 20_000  # the same under two limits (their dominance is checked one by one)
+# the same under two limits: their dominance is checked state by state (Python), so past
+# a few hundred states HiGHS is as fast (at 10,000 customers under 41 binding limits, the
+# whole proof 0.40-0.45 s with 500, 0.71-0.73 s with 2,000, 0.87-1.28 s with 20,000)
+MAX_STATES_TWO = 500
 
 
 def solve_rows(
