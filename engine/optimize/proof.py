@@ -18,6 +18,11 @@ otherwise ``d`` grows to ``B - z*`` and the MIP runs again, seeded by the better
 The proven upper bound on the integer optimum is ``max(MIP bound, B - d)``. The plan is
 "optimal" only when that bound is within :data:`GAP` (relative) of it; otherwise it is
 "feasible" with that gap (a time limit, or a core too large to finish).
+
+With limits on resources besides spend the proof is first split along the LP's binding
+limits (``engine.optimize.split``: the same fixing per group of customers under the same
+binding limits, against that group's own share of the bound); this module's core MIP over
+every limit is the fallback (a prospect pool under a limit, a group without a plan).
 """
 
 from __future__ import annotations
