@@ -2,7 +2,7 @@
 
 A polars expression, ``repeat``, ``gather`` or ``DataFrame.clear`` costs 50-150 us whatever
 the size of its table: nothing at 10M rows, most of the time of a 100-customer allocation
-(dozens of such calls around a 3 ms solve). Below ``SMALL_ROWS`` rows the helpers here build
+(dozens of such calls around the solver). Below ``SMALL_ROWS`` rows the helpers here build
 the same columns from Python lists and numpy arrays instead; above it they take the
 columnar path, which a list of 10M Python objects would slow down. Each helper returns
 exactly what its general path returns (values, nulls, dtype; names where a caller keeps
@@ -26,9 +26,8 @@ SMALL_ROWS = 4_096  # rows at most for the list and numpy paths
 
 def labels(names: Sequence[str], codes: NDArray[np.integer]) -> pl.Series:
     """``names[codes]`` as an unnamed String column (the labels of kind or segment codes)."""
-    if codes.size <= SMALL_ROWS:
-        table = np.asarray(names, dtype=object)
-        return pl.Series("", table[codes] if table.size else [], dtype=pl.String)
+    if codes.size <= SMALL_ROWS and len(names):
+        return pl.Series("", np.asarray(names, dtype=object)[codes], dtype=pl.String)
     return pl.Series(names, dtype=pl.String).gather(codes.astype(np.uint32))
 
 
