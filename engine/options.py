@@ -173,6 +173,8 @@ class OptionSet:
         """Options must be finite: a NaN reaching the solver would yield a silent wrong plan."""
         problems = []
         for name in ("level", "cost", "value"):
+            if _all_finite(getattr(self, name)):
+                continue
             bad = ~np.isfinite(getattr(self, name))
             if bad.any():
                 unit = int(self.unit_of_option[np.flatnonzero(bad)[0]])
@@ -183,11 +185,22 @@ class OptionSet:
                         f"{self.unit_id[unit]!r}",
                     )
                 )
-        if (self.cost < 0).any():
+        if _any_negative(self.cost):
             first = int(np.flatnonzero(self.cost < 0)[0])
             problems.append(FieldViolation("options.cost", "must be >= 0", first))
         if problems:
             raise InvalidInputError(problems)
+
+
+_BLOCK = 1 << 17  # values per piece of a check: no full-size boolean array
+
+
+def _all_finite(x: NDArray[np.float64]) -> bool:
+    return all(bool(np.isfinite(x[lo:lo + _BLOCK]).all()) for lo in range(0, x.size, _BLOCK))
+
+
+def _any_negative(x: NDArray[np.float64]) -> bool:
+    return any(bool((x[lo:lo + _BLOCK] < 0).any()) for lo in range(0, x.size, _BLOCK))
 
 
 def _joined(arrays: list[NDArray[np.float64]]) -> NDArray[np.float64]:
