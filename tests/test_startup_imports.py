@@ -80,3 +80,10 @@ def test_the_clv_command_keeps_its_model_choices() -> None:
 def test_a_report_without_a_holdout_loads_no_fits() -> None:
     # the CLV section's fit (scipy.optimize) loads only when the plan has a holdout to check
     assert _loaded("import engine.planning.report") == []
+
+
+def test_the_report_loads_matplotlib_for_its_charts_only() -> None:
+    # its figures are computed without it; the charts' module loads in a thread beside them
+    assert _loaded_by("import engine.planning.report", ("matplotlib",)) == []
+    assert _loaded_by("import engine.planning.report as r\nr.preload_charts().join()",
+                      ("matplotlib",)) == ["matplotlib"]

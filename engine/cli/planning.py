@@ -289,8 +289,10 @@ def _input_files(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
 
-    from engine.planning.report import build_report, report_json, write_report
+    from engine.planning.report import build_report, preload_charts, report_json, write_report
 
+    if args.format == "html":
+        preload_charts()  # matplotlib loads beside the figures' computation, not after it
     progress = Progress(quiet=args.quiet)
     portfolio, plan = load_inputs(args)
     current = _read_current(args.current_plan)

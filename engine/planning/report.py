@@ -11,12 +11,17 @@ Customer, scenarios and where the gain comes from.
 
 Charts: ``engine.planning.report_charts``; the page: ``engine.planning.report_html``; the
 purchase model's holdout check when customers are valued from a transaction log:
-``engine.planning.report_clv``.
+``engine.planning.report_clv``. The charts' module (and matplotlib with it, ~0.4 s to
+import) loads when the charts are drawn, or beforehand in a thread of its own
+(``preload_charts``) while the figures are computed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec
@@ -24,9 +29,8 @@ from typing import Any, Concatenate, ParamSpec
 from engine.plan import Plan
 from engine.planning import report_data
 from engine.planning.progress import Progress, no_progress
-from engine.planning.report_charts import CHARTS, render_charts
 from engine.planning.report_clv import clv_charts, clv_html, clv_json, clv_of, splice, with_clv
-from engine.planning.report_data import ReportData
+from engine.planning.report_data import CHARTS, ReportData
 from engine.planning.report_html import SECTIONS, render_html
 from engine.portfolio import Portfolio
 
@@ -54,13 +58,33 @@ def report_json(data: ReportData) -> dict[str, Any]:
         doc["clv"] = json.loads(json.dumps(clv_json(clv)))
     return doc
 
-__all__ = ["CHARTS", "SECTIONS", "ReportData", "build_report", "render_html", "report_json",
-           "write_report"]
+__all__ = ["CHARTS", "SECTIONS", "ReportData", "build_report", "preload_charts", "render_html",
+           "report_json", "write_report"]
+
+_CHARTS_MODULE = "engine.planning.report_charts"
+
+
+def _import_charts() -> None:
+    # an import error is raised where it counts: by write_report's own import
+    with contextlib.suppress(Exception):
+        importlib.import_module(_CHARTS_MODULE)
+
+
+def preload_charts() -> threading.Thread:
+    """Import the charts' module (matplotlib) in a thread while the caller computes the
+    report's figures; ``write_report`` then finds it loaded (or waits for the import, under
+    the import system's lock). Most of the figures' work runs in numpy, polars and HiGHS,
+    which release the interpreter lock, so the two overlap."""
+    thread = threading.Thread(target=_import_charts, name="report-charts-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def write_report(data: ReportData, out: Path, progress: Progress | None = None) -> dict[str, Path]:
     """Render every chart to ``out/<name>.png``, the page to ``out/report.html`` and the
     figures to ``out/report.json``."""
+    from engine.planning.report_charts import render_charts
+
     progress = progress or no_progress
     out.mkdir(parents=True, exist_ok=True)
     makers = render_charts(data)

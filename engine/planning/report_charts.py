@@ -26,6 +26,7 @@ from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FuncFormatter
 
 from engine.planning.frontier import Frontier
+from engine.planning.report_data import CHARTS as CHARTS
 from engine.planning.report_data import ReportData, scenarios_table
 from engine.planning.scenarios import Comparison
 
@@ -33,7 +34,6 @@ KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}
 PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467bd",
                 "proportional": "#8c564b", "current": "#d62728",
                 "optimum, same money": "#17becf"}
-CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 SCENARIO_COLOURS = {"re-optimized": "#98df8a", "optimum": "#2ca02c", "current": "#d62728"}
 MONEY = "currency units"
 # titles at the top of their axes: no tick labels or offset text above any axes here, so

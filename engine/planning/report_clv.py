@@ -28,12 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import numpy as np
 
 from engine.clv.holdout import holdout_check
@@ -92,10 +86,21 @@ def clv_json(clv: ClvReport) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ charts
 
 
+def _plt() -> Any:
+    """pyplot on the Agg backend, imported by the charts that draw (every report imports
+    this module; matplotlib loads with the charts: ``engine.planning.report``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
+    _plt().close(fig)
     return buf.getvalue()
 
 
@@ -105,7 +110,7 @@ def _label(row: dict[str, Any], key: str) -> str:
 
 def _bars(labels: list[str], predicted: list[float], actual: list[float], title: str,
           xlabel: str, ylabel: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+    fig, ax = _plt().subplots(figsize=(7.5, 3.8), layout="constrained")
     x = np.arange(len(labels))
     ax.bar(x - 0.2, actual, 0.4, label="actual", color=ACTUAL)
     ax.bar(x + 0.2, predicted, 0.4, label="BG/NBD", color=PREDICTED)
@@ -135,9 +140,11 @@ def chart_calibration(clv: ClvReport) -> bytes:
 
 
 def chart_tracking(clv: ClvReport) -> bytes:
+    import matplotlib.dates as mdates
+
     rows = clv.holdout["tracking"]
     days = mdates.date2num([dt.date.fromisoformat(r["period_end"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+    fig, ax = _plt().subplots(figsize=(7.5, 3.8), layout="constrained")
     ax.plot(days, [r["actual"] for r in rows], color=ACTUAL, label="actual")
     ax.plot(days, [r["predicted"] for r in rows], color=PREDICTED, linestyle="--",
             label="BG/NBD")

@@ -43,6 +43,7 @@ from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
 FloatArray = NDArray[np.float64]
+CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 CURVE_POINTS = 160  # points per response curve (the curves are piecewise linear and concave)
 NOISE = 1e-7  # relative: amounts below NOISE x the largest of their kind are solver noise
 
