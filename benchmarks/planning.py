@@ -13,6 +13,10 @@ options and rows, the same work ``allocate`` does first).
 
     .venv/bin/python benchmarks/planning.py --sizes 100k,1M --report-max 100k --repeat 3 \
         --json benchmarks/results/planning.json
+
+``--against DIR`` runs every command a second time on another source tree of the engine
+(``git archive COMMIT | tar -x -C DIR``; its ``plugins`` serve as ``equity_plugins``), the two
+trees in turn within each repeat (the same load for both), and reports both side by side.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 EQUITY = [sys.executable, "-m", "engine.cli"]
+THIS = "this"
 
 
 def _size(text: str) -> int:
@@ -38,17 +43,31 @@ def _size(text: str) -> int:
     return int(text)
 
 
-def _run(args: list[str]) -> tuple[float, str]:
+def _tree_env(tree: Path, work: Path) -> dict[str, str]:
+    """The environment that runs ``tree``'s engine: the tree first on the path, its plugins
+    as ``equity_plugins`` (a link in ``work``), ahead of the installed ones."""
+    links = work / f"plugins-{abs(hash(str(tree)))}"
+    links.mkdir(exist_ok=True)
+    link = links / "equity_plugins"
+    if not link.exists():
+        link.symlink_to(tree / "plugins", target_is_directory=True)
+    path = os.pathsep.join(filter(None, [str(tree), str(links), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+         ) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run([*EQUITY, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([*EQUITY, *args], capture_output=True, text=True, check=False,
+                          env=env, cwd=cwd)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return seconds, proc.stdout
 
 
-def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = False
-            ) -> dict[str, Any]:
+def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = False,
+            against: Path | None = None) -> dict[str, Any]:
     example = ["--example", "--example-size", str(n), "--quiet"]
     laminar_plan = work / "laminar.json"
     laminar_plan.write_text(json.dumps({"budget": {"total": 6.0 * n, "acquisition": 3.0 * n},
@@ -69,33 +88,51 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
         cases["report, no scenarios"] = ["report", *example, "--no-scenarios", "--out",
                                          str(work / "r1")]
         cases["report, default scenarios"] = ["report", *example, "--out", str(work / "r2")]
+    # the installed tree runs from the repository (as `.venv/bin/python -m engine.cli`); the
+    # other from the work directory, where this repository's engine is not on the path
+    trees: dict[str, tuple[dict[str, str] | None, Path | None]] = {THIS: (None, None)}
+    if against is not None:
+        trees[str(against)] = (_tree_env(against, work), work)
     out: dict[str, Any] = {"customers": n, "runs": {}}
+    if against is not None:
+        out["against"] = {"tree": str(against), "runs": {}}
     for name, args in cases.items():
-        runs = []
+        runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
         for _ in range(repeat):
-            seconds, stdout = _run(args)
-            run: dict[str, Any] = {"seconds": round(seconds, 3)}
-            if name.startswith("frontier"):
-                summary = json.loads(stdout)["frontier"]
-                run["frontier_seconds"] = round(summary["seconds"], 3)
-                run["model_seconds"] = round(summary.get("model_seconds", 0.0), 3)
-                run["breakpoints"] = summary["breakpoints"]
-                run["method"] = summary["method"]
-                if summary.get("max_gap") is not None:
-                    run["max_gap"] = summary["max_gap"]
-            runs.append(run)
-        best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-        out["runs"][name] = {**best, "all": runs}
-        what = ""
-        if "frontier_seconds" in best:
-            points = (f"{best['breakpoints']:,} exact LP solves, max gap {best['max_gap']:,.6g}"
-                      if best["method"] == "solves" else f"{best['breakpoints']:,} breakpoints")
-            what = (f"  (frontier {best['frontier_seconds']:.2f} s of which model "
-                    f"{best['model_seconds']:.2f} s, {points}, {best['method']})")
-        print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s{what}", flush=True)
-    ref = out["runs"]["allocate"]["seconds"]
-    for run in out["runs"].values():
-        run["x_allocate"] = round(run["seconds"] / ref, 2)
+            for tree, (env, cwd) in trees.items():  # in turn: the same load for both
+                seconds, stdout = _run(args, env, cwd)
+                run: dict[str, Any] = {"seconds": round(seconds, 3)}
+                if name.startswith("frontier"):
+                    summary = json.loads(stdout)["frontier"]
+                    run["frontier_seconds"] = round(summary["seconds"], 3)
+                    run["model_seconds"] = round(summary.get("model_seconds", 0.0), 3)
+                    run["breakpoints"] = summary["breakpoints"]
+                    run["method"] = summary["method"]
+                    if summary.get("max_gap") is not None:
+                        run["max_gap"] = summary["max_gap"]
+                runs[tree].append(run)
+        for tree, tree_runs in runs.items():
+            best = sorted(tree_runs, key=lambda r: r["seconds"])[len(tree_runs) // 2]
+            held = out["runs"] if tree == THIS else out["against"]["runs"]
+            held[name] = {**best, "all": tree_runs}
+            what = ""
+            if "frontier_seconds" in best:
+                points = (f"{best['breakpoints']:,} exact LP solves, max gap "
+                          f"{best['max_gap']:,.6g}" if best["method"] == "solves"
+                          else f"{best['breakpoints']:,} breakpoints")
+                what = (f"  (frontier {best['frontier_seconds']:.2f} s of which model "
+                        f"{best['model_seconds']:.2f} s, {points}, {best['method']})")
+            label = "" if tree == THIS else "  [against]"
+            print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s{what}{label}", flush=True)
+    for held in [out["runs"]] + ([out["against"]["runs"]] if against is not None else []):
+        ref = held["allocate"]["seconds"]
+        for run in held.values():
+            run["x_allocate"] = round(run["seconds"] / ref, 2)
+    for name, run in out["runs"].items():
+        other = out["against"]["runs"][name] if against is not None else None
+        versus = (f", against {other['seconds']:.2f} s = {other['x_allocate']:.2f}x"
+                  if other is not None else "")
+        print(f"{n:>9,}  {name:<28} {run['x_allocate']:5.2f}x allocate{versus}")
     return out
 
 
@@ -109,14 +146,20 @@ def main() -> None:
                              "(default 100k; 0: never)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command (median)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--against", type=Path,
+                        help="another source tree of the engine (e.g. `git archive COMMIT | "
+                             "tar -x -C DIR`) run side by side, in turn with this one")
     args = parser.parse_args()
     results: dict[str, Any] = {"load_before": os.getloadavg(),
                                "started": time.strftime("%Y-%m-%d %H:%M"),
+                               "command": " ".join(["benchmarks/planning.py", *sys.argv[1:]]),
                                "sizes": []}
+    against = args.against.resolve() if args.against is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         for n in (_size(s) for s in args.sizes.split(",")):
             results["sizes"].append(measure(n, Path(tmp), n <= _size(args.report_max),
-                                            args.repeat, n <= _size(args.resources_max)))
+                                            args.repeat, n <= _size(args.resources_max),
+                                            against))
     results["load_after"] = os.getloadavg()
     print(f"load average before {results['load_before']}, after {results['load_after']}")
     if args.json:
