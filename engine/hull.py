@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engine import parallel
+
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
@@ -43,11 +45,11 @@ class Hull:
         start = np.zeros(counts.size + 1, dtype=np.int64)
         np.cumsum(counts, out=start[1:])
         dc, dv = np.empty(int(start[-1])), np.empty(int(start[-1]))
-        for lo in range(0, counts.size, _ROWS):
-            hi = min(lo + _ROWS, counts.size)
+
+        def block(lo: int, hi: int) -> None:  # each block writes its own steps: on all cores
             a, b = int(self.offsets[lo]), int(self.offsets[hi])
             if b - a < 2:
-                continue
+                return
             points = self.points[a:b]
             step = np.ones(b - a - 1, dtype=bool)  # consecutive points of one unit
             inner = self.offsets[lo + 1:hi] - a
@@ -57,6 +59,8 @@ class Hull:
                 x = source[points]
                 np.take(np.subtract(x[1:], x[:-1]), kept, out=out[start[lo]:start[hi]],
                         mode="clip")
+
+        parallel.each(block, counts.size, _ROWS)
         return counts, dc, dv
 
 
@@ -218,8 +222,8 @@ def _few_levels_keep(
     keep = np.ones((n_units, width), dtype=bool)
     tests = [(a, j, c) for j in range(1, width - 1) for a in range(j) for c in range(j + 1, width)]
     pairs = sorted({(a, b) for a, j, c in tests for b in (j, c)})
-    for lo in range(0, n_units, _ROWS):
-        hi = min(lo + _ROWS, n_units)
+
+    def block(lo: int, hi: int) -> None:  # each block writes its own rows: on all cores
         # Per block, each level's column made contiguous once, and each pair's differences
         # (the same numbers _below computes for every chord sharing them) computed once:
         # the test is _below's, bit for bit.
@@ -238,6 +242,8 @@ def _few_levels_keep(
             scale += right
             off[j] |= left <= scale
         keep[lo:hi] = ~off.T
+
+    parallel.each(block, n_units, _ROWS)
     offsets = np.zeros(n_units + 1, dtype=np.int64)
     kept = offsets[1:]  # points per unit, a column at a time (a sum along rows of a few
     for j in range(width):  # columns is a slow reduction), then their running total

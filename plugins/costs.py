@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
+from engine import parallel
 from engine.errors import FieldViolation, InvalidInputError
 from engine.hookspecs import hookimpl
 from engine.options import ACQUISITION, RETENTION, OptionSet, from_table
@@ -142,21 +143,25 @@ def response_options(
         net = _net_margin(customers)
         n = customers.height
         value = value_buf[:head].reshape(n, s.size)
+        cost = cost_buf[:head].reshape(n, s.size)
+        level = cost  # level and cost are the same numbers: one array serves both...
+        if prospects is not None:  # ...unless pools follow (their cost is level x size)
+            level = level_buf[:head].reshape(n, s.size)
+
         # In chunks: the closed forms' temporaries stay small (cache-sized, reused memory)
-        # however many customers there are; only the result is allocated at full size.
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
+        # however many customers there are; only the results are allocated at full size.
+        # Each chunk writes its own rows, so chunks run on the machine's cores.
+        def chunk(lo: int, hi: int) -> None:
             r = _response(
                 s[None, :], r0[lo:hi, None], ceiling[lo:hi, None], k[lo:hi, None],
                 shape[lo:hi, None],
             )
             value[lo:hi] = customer_equity(net[lo:hi, None], r, s[None, :], valuation)
-        cost = cost_buf[:head].reshape(n, s.size)
-        cost[:] = s
-        level = cost  # level and cost are the same numbers: one array serves both...
-        if prospects is not None:  # ...unless pools follow (their cost is level x size)
-            level = level_buf[:head].reshape(n, s.size)
-            level[:] = s
+            cost[lo:hi] = s
+            if level is not cost:
+                level[lo:hi] = s
+
+        parallel.each(chunk, n, _CHUNK)
         parts.append(
             OptionSet.uniform(
                 customers["customer_id"],

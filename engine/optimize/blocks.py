@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine import parallel
 from engine.optimize.increments import CHUNK, Increments
 
 SHIFT = 48  # keep the sign, 11 exponent bits and 4 mantissa bits of a ratio's key
@@ -79,14 +80,13 @@ class Blocks:
         # integers, in cache-sized pieces; then, in place, their (cell rank, bin) keys and
         # the block ids: one 32-bit array per increment (block ids are few).
         coarse = np.empty(dc.size, dtype=np.int32)
-        wide = np.empty(min(CHUNK, dc.size), dtype=np.int64)
-        for lo in range(0, dc.size, CHUNK):
-            ratio = np.divide(dv[lo:lo + CHUNK], dc[lo:lo + CHUNK])
+
+        def coarse_keys(lo: int, hi: int) -> None:  # each piece its own slice: on all cores
+            ratio = np.divide(dv[lo:hi], dc[lo:hi])
             ratio += 0.0  # turns -0.0 into 0.0, which the key orders apart
-            shifted = wide[:ratio.size]
-            np.right_shift(float_key(ratio), SHIFT, out=shifted)
-            coarse[lo:lo + CHUNK] = shifted
-        del wide
+            coarse[lo:hi] = float_key(ratio) >> SHIFT
+
+        parallel.each(coarse_keys, dc.size, CHUNK)
         low, high = int(coarse.min()), int(coarse.max())
         step = max(1, coarse.size // 200_000)
         sample = coarse[::step]
@@ -98,12 +98,14 @@ class Blocks:
         used[cell] = True
         offset = ((np.cumsum(used) - 1) * n_bins).astype(np.int32)  # first key of each cell
         key = coarse  # (cell rank, bin) keys, in place and in cache-sized pieces
-        for lo in range(0, key.size, CHUNK):
-            piece = key[lo:lo + CHUNK]
+
+        def bins_of(lo: int, hi: int) -> None:
+            piece = key[lo:hi]
             piece -= low
             np.take(table, piece, out=piece, mode="clip")
-            piece += offset[cell[lo:lo + CHUNK]]
-        del coarse
+            piece += offset[cell[lo:hi]]
+
+        parallel.each(bins_of, key.size, CHUNK)
         count = _sums(key, None, int(offset[-1]) + n_bins)
         present = count > 0
         ids = (np.cumsum(present) - 1).astype(np.int32)
@@ -151,8 +153,11 @@ class Blocks:
         """Positions (into ``idx``) of the increments of the chosen blocks: one pass (in
         cache-sized pieces: numpy casts a 32-bit index array to 64 bits first)."""
         mask = np.empty(self.block.size, dtype=bool)
-        for lo in range(0, mask.size, CHUNK):
-            np.take(chosen, self.block[lo:lo + CHUNK], out=mask[lo:lo + CHUNK])
+
+        def piece(lo: int, hi: int) -> None:
+            np.take(chosen, self.block[lo:hi], out=mask[lo:hi])
+
+        parallel.each(piece, mask.size, CHUNK)
         return np.flatnonzero(mask)
 
     def split(
@@ -280,8 +285,11 @@ def expand(
     """Share taken of every increment from a round's block solution."""
     if blocks.idx is None:
         taken_c = np.empty(blocks.block.size)
-        for lo in range(0, taken_c.size, CHUNK):  # no full-size boolean temporary
-            taken_c[lo:lo + CHUNK] = full[blocks.block[lo:lo + CHUNK]]
+
+        def piece(lo: int, hi: int) -> None:  # no full-size boolean temporary
+            taken_c[lo:hi] = full[blocks.block[lo:hi]]
+
+        parallel.each(piece, taken_c.size, CHUNK)
         taken_c[pos] = taken
         return taken_c
     taken_c = full[blocks.block].astype(np.float64)
