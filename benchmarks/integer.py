@@ -64,7 +64,7 @@ def run(n: int, resources: bool, args: argparse.Namespace, seed: int | None = No
     if resources:
         table = _with_resources(table, spec.seed)
         names = segment_names(spec.segments)
-        limits = [ResourceLimit("contacts", max=0.15 * n)]
+        limits = [ResourceLimit("contacts", max=args.contacts_share * n)]
         limits += [ResourceLimit("contacts", segment=s, max=0.006 * n) for s in names[:14]]
         limits += [ResourceLimit("calls", segment=s, max=0.003 * n) for s in names[:15]]
         plan = plan.with_overrides(resource_limits=tuple(limits))
@@ -159,6 +159,9 @@ def main() -> None:
                         help="HiGHS' solver for the reference LP (choose, simplex, ipm)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="LP certificate solves per size (the median is reported)")
+    parser.add_argument("--contacts-share", type=float, default=0.15,
+                        help="the contacts limit over all, per customer (0.15: not binding; "
+                             "0.10 binds it, linking every segment)")
     parser.add_argument("--seeds", default="",
                         help="portfolio seeds for --resources, comma-separated (default: "
                              "generate.py's)")
