@@ -99,3 +99,13 @@ def test_options_hull_and_lp_are_the_same_bits_on_one_thread_and_on_three(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert _digest(monkeypatch, "1") == _digest(monkeypatch, "3")
+
+
+def test_a_local_cluster_s_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    from engine.optimize.cluster import connect
+
+    monkeypatch.setenv("EQUITY_THREADS", "4")
+    with connect("local:2") as client:
+        found = client.run(lambda: os.environ.get("EQUITY_THREADS"))
+    assert sorted(found.values()) == ["2", "2"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from engine import parallel
 from engine.errors import CancelledError, EquityError, InvalidInputError
 
 _LOCAL = re.compile(r"^local:(\d+)$")
@@ -71,9 +72,13 @@ def connect(spec: str, *, memory_limit: str | None = None, timeout: float = 10.0
         if memory_limit is not None:
             kwargs["memory_limit"] = memory_limit
         # Worker processes of their own; no dashboard (no port to clash with); quiet logs.
+        # The workers share this machine's cores: their elementwise passes (engine.parallel)
+        # take their share of them, not each all of them.
+        n = int(match.group(1))
+        env = {"EQUITY_THREADS": str(max(1, parallel.threads() // n))}
         with dask.config.set({"distributed.worker.daemon": False}), distributed.LocalCluster(
-            n_workers=int(match.group(1)), threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=40, **kwargs,
+            n_workers=n, threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=40, env=env, **kwargs,
         ) as cluster, distributed.Client(cluster) as client:
             yield client
         return
