@@ -9,7 +9,8 @@ acquisition budget, a cap, a per-kind cap and a minimum) is written untimed as a
 Parquet dataset (``--partitions`` files) plus the pools. Then, in fresh subprocesses:
 
 * one machine: read the dataset, ``engine.pipeline.allocate``, write the plan (one Parquet
-  file); wall time and peak RSS (``VmHWM``: see ``peak_rss``);
+  file); wall time and peak RSS (``VmHWM``: see ``peak_rss``), and per step (read, model,
+  allocate and report, write: ``steps``) its wall and CPU seconds and its own peak RSS;
 * the cluster: start ``local:W`` (timed apart), ``engine.optimize.distributed.allocate``
   (the workers read the dataset and write the plan), then the cluster's shutdown; wall time,
   the driver's peak RSS, each worker's peak RSS, rounds, and the bytes sent to and gathered
@@ -86,27 +87,60 @@ def cpu_seconds() -> list[float]:
     return [t.user, t.system]
 
 
+class Steps:
+    """Per step of a leg: wall seconds, CPU seconds [user, system] and the step's own peak
+    RSS (``VmHWM`` reset at each step's start through ``/proc/self/clear_refs``; without
+    it, the peak so far)."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, dict[str, Any]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self._wall, self._cpu = time.perf_counter(), cpu_seconds()
+
+    def mark(self, name: str) -> None:
+        self.found[name] = {
+            "seconds": time.perf_counter() - self._wall,
+            "cpu_seconds": [a - b for a, b in zip(cpu_seconds(), self._cpu, strict=True)],
+            "peak_rss_bytes": peak_rss(),
+        }
+        self._reset()
+
+
 def single(root: Path, out: Path) -> dict[str, Any]:
     import polars as pl
 
-    from engine.pipeline import allocate
+    from engine.pipeline import allocate, build_model
     from engine.plan import Plan
     from engine.portfolio import Portfolio
 
     cpu_before = cpu_seconds()
     started = time.perf_counter()
+    steps = Steps()
     plan = Plan.from_file(root / "plan.json")
     customers = pl.read_parquet(root / "customers")
     prospects = pl.read_parquet(root / "prospects.parquet")
-    result = allocate(Portfolio(customers, prospects), plan)
+    steps.mark("read")
+    # allocate() builds the model itself when not given one: the same work, split in two
+    model = build_model(Portfolio(customers, prospects), plan)
+    steps.mark("model (validate, metric, options, hull)")
+    result = allocate(Portfolio(customers, prospects), plan, model=model)
+    steps.mark("allocate and report")
     result.units.write_parquet(out / "single.parquet")
+    steps.mark("write")
     s = result.summary
     return {
         "seconds": time.perf_counter() - started,
-        "peak_rss_bytes": peak_rss(),
+        "peak_rss_bytes": max(v["peak_rss_bytes"] for v in steps.found.values()),
         "cpu_seconds": [a - b for a, b in zip(cpu_seconds(), cpu_before, strict=True)],
         "bound": s["bound"], "equity_after": s["equity_after"], "status": s["status"],
-        "notes": list(s["notes"]), "stages": dict(s["seconds"]),
+        "notes": list(s["notes"]), "stages": dict(s["seconds"]), "steps": steps.found,
     }
 
 
