@@ -50,7 +50,10 @@ from engine.optimize import deadline, small, solvers
 from engine.optimize.knapsack import solve_rows
 from engine.options import OptionSet
 
-FIRST_PICK = 32  # levels (besides the plan's own) in a component's first MIP
+FIRST_PICK = 32  # levels (besides the plan's own) per binding limit in a component's first MIP
+# levels (besides the plan's own) in a component's later MIPs at most: 40,000 in the second,
+# growing fourfold per round (engine.optimize.proof's FIRST_CORE and MAX_CORE)
+NEXT_CORE, MAX_CORE = 40_000, 400_000
 # a core MIP up to this many levels runs in this process under HiGHS' own clock (its root
 # node takes milliseconds; a child costs tens of milliseconds to fork on a loaded machine)
 IN_PROCESS = 1_000
@@ -295,8 +298,10 @@ def _solve(
         comp.plan, comp.value = opt[held], float(value[held].sum())
     # first the levels nearest their price: a MIP over a few hundred levels gives a plan
     # near the optimum, whose gap to B_c then fixes the rest
-    cut = min(b_c - comp.value, _rank(np.where(held, np.inf, gaps), FIRST_PICK))
+    first = FIRST_PICK * mine.size
+    cut = min(b_c - comp.value, _rank(np.where(held, np.inf, gaps), first))
     room = 0
+    rounds = 0
     while True:
         if should_stop():
             raise CancelledError("allocation cancelled")
@@ -324,7 +329,7 @@ def _solve(
                     "no plan giving every customer exactly one level meets the limits",
                     [rows[k].name for k in mine.tolist() if rows[k].sense < 0],
                 )
-            room = max(4 * max(cols.size, room), 4 * FIRST_PICK)
+            room = max(4 * max(cols.size, room), 4 * first)
             cut = _rank(np.where(keep, np.inf, gaps), room - cols.size, floor)
             continue
         if result.status not in ("optimal", "time_limit") or not np.isfinite(result.objective):
@@ -352,7 +357,14 @@ def _solve(
             break
         if not np.isfinite(floor):
             break
-        cut = max(b_c - comp.value, cut + tol)
+        rounds += 1
+        # at most NEXT_CORE levels besides the plan's in the next MIP, fourfold per round
+        most = min(NEXT_CORE * 4 ** (rounds - 1), MAX_CORE)
+        grown = min(max(b_c - comp.value, cut + tol),
+                    _rank(np.where(held, np.inf, gaps), most, 0.0))
+        if grown <= cut:  # MAX_CORE levels already: the core too large to finish
+            break
+        cut = grown
     if comp.plan is None:
         return None
     return comp
