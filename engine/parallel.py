@@ -5,7 +5,8 @@ own slice of the results, as the closed-form values, the hull's chord tests and 
 keys do) can run on threads. :func:`each` runs ``fn(lo, hi)`` for every piece of
 ``range(n)``: inline when the pass is small (fewer than :data:`MIN_PIECES` pieces) or one
 thread is allowed, else on a pool of :func:`threads` threads. The results are the same bit
-for bit: each piece computes what it would alone, and nothing is summed across pieces.
+for bit: each piece computes what it would alone, and what is summed across pieces
+(:func:`results`) is summed by the caller in the pieces' order.
 
 ``EQUITY_THREADS`` in the environment sets the number of threads (``1``: none); by default
 the cores this process may run on, at most :data:`MAX_THREADS`. A process forked from one
@@ -18,6 +19,9 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MAX_THREADS = 4
 MIN_PIECES = 8  # fewer pieces than this: inline (a pool's hand-offs would cost more)
@@ -42,23 +46,26 @@ def threads() -> int:
 def each(fn: Callable[[int, int], None], n: int, size: int) -> None:
     """``fn(lo, hi)`` for each piece ``[lo, hi)`` of ``range(n)``, ``size`` long (the last
     shorter). Pieces must write disjoint slices; an exception in any is raised here."""
+    results(fn, n, size)
+
+
+def results(fn: Callable[[int, int], T], n: int, size: int) -> list[T]:
+    """``fn(lo, hi)`` of each piece, as :func:`each`, returned in the pieces' order: a
+    caller that adds them up in that order gets the sum one thread would."""
     pieces = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
     k = threads()
     if k < 2 or len(pieces) < MIN_PIECES or getattr(_local, "inside", False):
-        for lo, hi in pieces:
-            fn(lo, hi)
-        return
+        return [fn(lo, hi) for lo, hi in pieces]
     pool = _get_pool(k)
 
-    def run(bounds: tuple[int, int]) -> None:
+    def run(bounds: tuple[int, int]) -> T:
         _local.inside = True  # a pass inside a pass runs inline: no pool waits on itself
         try:
-            fn(*bounds)
+            return fn(*bounds)
         finally:
             _local.inside = False
 
-    for _ in pool.map(run, pieces):
-        pass
+    return list(pool.map(run, pieces))
 
 
 def _get_pool(k: int) -> ThreadPoolExecutor:

@@ -267,10 +267,13 @@ def _sums(
     """Per block, the sum of ``weights`` (None: the count) over its increments, in
     cache-sized pieces: ``np.bincount`` casts a whole 32-bit index array to 64 bits first
     (with weights, 15x slower than on 64-bit ids at 40M increments)."""
+    def piece(lo: int, hi: int) -> NDArray[Any]:
+        return np.bincount(block[lo:hi], weights=None if weights is None else weights[lo:hi],
+                           minlength=n)
+
     out = np.zeros(n, dtype=np.float64 if weights is not None else np.int64)
-    for lo in range(0, block.size, CHUNK):
-        w = None if weights is None else weights[lo:lo + CHUNK]
-        out += np.bincount(block[lo:lo + CHUNK], weights=w, minlength=n)
+    for part in parallel.results(piece, block.size, CHUNK):  # added in order: the same sums
+        out += part
     return out
 
 

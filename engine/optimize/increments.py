@@ -19,6 +19,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from engine import parallel
 from engine.allocation import Allocation
 from engine.options import OptionSet
 
@@ -66,22 +67,24 @@ class Increments:
         ratio); that is checked on boolean arrays, and only a solution that is not (the
         full method's, on ties) pays for the refill."""
         n, start = taken.size, self.start
-        ordered = True
-        for lo in range(0, n, CHUNK):  # cache-sized pieces: no full-size temporary
-            hi = min(lo + CHUNK, n)
+
+        def snap(lo: int, hi: int) -> None:  # cache-sized pieces: no full-size temporary
             piece = taken[lo:hi]
             np.copyto(piece, 1.0, where=piece > 1 - SNAP)
             np.copyto(piece, 0.0, where=piece < SNAP)
+
+        def disordered(lo: int, hi: int) -> bool:
+            """An increment taken after one of its unit's not wholly taken."""
             a = max(lo, 1)
-            if not ordered or a >= hi:
-                continue
-            # an increment taken after one of its unit's not wholly taken (taken[a - 1] is
-            # snapped already: the piece before, or this one)
+            if a >= hi:
+                return False
             later = taken[a:hi] > 0
             later &= taken[a - 1:hi - 1] < 1
             later[start[np.searchsorted(start, a):np.searchsorted(start, hi)] - a] = False
-            ordered = not later.any()
-        if ordered:
+            return bool(later.any())
+
+        parallel.each(snap, n, CHUNK)
+        if not any(parallel.results(disordered, n, CHUNK)):
             return taken
         unit = self.unit
         spend = np.bincount(unit, weights=self.dc * taken, minlength=self.start.size - 1)

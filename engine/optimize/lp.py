@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from engine import parallel
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix, spend_only
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
@@ -242,13 +243,15 @@ def _lagrangian(
     rhs_eff: NDArray[np.float64],
     base_value: float,
 ) -> float:
-    total = 0.0
-    for lo in range(0, inc.dc.size, CHUNK):  # cache-sized pieces: no full-size temporary
-        hi = lo + CHUNK
+    def piece(lo: int, hi: int) -> float:  # cache-sized pieces: no full-size temporary
         reduced = prices[inc.cell[lo:hi]]
         reduced *= inc.dc[lo:hi]
         np.subtract(inc.dv[lo:hi], reduced, out=reduced)
-        total += float(np.maximum(reduced, 0.0, out=reduced).sum())
+        return float(np.maximum(reduced, 0.0, out=reduced).sum())
+
+    total = 0.0
+    for part in parallel.results(piece, inc.dc.size, CHUNK):  # in order: the same sum
+        total += part
     return base_value + float(duals @ rhs_eff) + total
 
 
