@@ -95,7 +95,7 @@ def test_split_proof_against_the_full_mip(seed: int) -> None:
     allocation = lp.solve(options, rows)
     value = float(allocation.equity(options).sum())
     scale = max(1.0, abs(optimum))
-    assert any("components under the binding limits" in note for note in allocation.notes)
+    assert any("of customers under the binding limits" in note for note in allocation.notes)
     assert not violations(options, rows, allocation, tolerance=1e-9)
     assert allocation.integer_bound is not None
     assert allocation.integer_bound >= optimum - 1e-9 * scale  # a valid bound

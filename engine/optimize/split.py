@@ -160,7 +160,8 @@ def prove_split(
     why = "time limit" if any(c.timed_out for c in comps) else "core too large"
     how = "proven optimal" if optimal else f"not proven optimal ({why})"
     allocation.notes.append(
-        f"integer plan {how}: {len(comps)} components under the binding limits, "
+        f"integer plan {how}: {len(comps)} group{'s' if len(comps) != 1 else ''} of customers "
+        f"under the binding limits, "
         f"{sum(c.levels for c in comps)} levels in their MIPs, proven bound "
         f"{allocation.integer_bound:.10g}"
     )
