@@ -24,6 +24,7 @@ from engine.allocation import Allocation
 from engine.options import OptionSet
 
 CHUNK = 1 << 17  # increments per piece of an elementwise pass (fits in cache)
+_UNITS = 1 << 15  # units per piece of ``invert``
 SNAP = 1e-12  # shares this close to 0 or 1 are float noise (a tiny share may be real: keep it)
 
 
@@ -128,18 +129,29 @@ class HullIncrements:
         options = self.options
         n = options.n_units
         hull = options.hull
-        counts = np.diff(inc.start)
+        start = inc.start
         whole = np.zeros(n, dtype=np.int64)
-        has_steps = counts > 0
-        if has_steps.any():  # whole steps taken per unit: a segment sum over its increments
-            full = (taken >= 1.0).view(np.uint8)
-            # uint8 summed in numpy's default unsigned accumulator: no cast pass (an int64
-            # dtype made reduceat cast in buffered pieces, 9x slower), no overflow
-            whole[has_steps] = np.add.reduceat(full, inc.start[:-1][has_steps])
-        part = np.flatnonzero((taken > 0.0) & (taken < 1.0))
+        lo = np.empty(n, dtype=hull.points.dtype)
+
+        def units(u0: int, u1: int) -> NDArray[np.int64]:
+            """Units u0..u1-1 (their increments are start[u0]:start[u1]): their whole
+            steps and lower hull points; returns their partly taken increments."""
+            a, b = int(start[u0]), int(start[u1])
+            t = taken[a:b]
+            stepped = start[u0:u1][np.diff(start[u0:u1 + 1]) > 0] - a
+            if stepped.size:  # whole steps taken per unit: a segment sum over its increments
+                # uint8 summed in numpy's default unsigned accumulator: no cast pass (an
+                # int64 dtype made reduceat cast in buffered pieces, 9x slower), no overflow
+                full = (t >= 1.0).view(np.uint8)
+                mine = whole[u0:u1]
+                mine[np.diff(start[u0:u1 + 1]) > 0] = np.add.reduceat(full, stepped)
+            lo[u0:u1] = hull.points[hull.offsets[u0:u1] + whole[u0:u1]]
+            return np.flatnonzero((t > 0.0) & (t < 1.0)) + a
+
+        parts = parallel.results(units, n, _UNITS)
+        part = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         theta = np.zeros(n)
         theta[inc.unit_of(part)] = taken[part]
-        lo = hull.points[hull.offsets[:-1] + whole]
         hi = lo.copy()
         has = theta > 0
         hi[has] = hull.points[hull.offsets[:-1][has] + whole[has] + 1]
