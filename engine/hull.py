@@ -157,10 +157,12 @@ def _run_then_rest(
                          value[b:int(offsets[-1])])
     n = int(run_offsets[-1])
     points = np.empty(n + rest.points.size, dtype=np.int64)
-    for lo in range(0, n_run, _ROWS):
-        hi = min(lo + _ROWS, n_run)
+
+    def block(lo: int, hi: int) -> None:  # each block its own slice: on all cores
         np.add(np.flatnonzero(keep[lo:hi]), lo * width + a,
                out=points[run_offsets[lo]:run_offsets[hi]])
+
+    parallel.each(block, n_run, _ROWS)
     np.add(rest.points, b, out=points[n:])
     return Hull(points=points,
                 offsets=np.concatenate((run_offsets, n + rest.offsets[1:])))
