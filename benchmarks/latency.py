@@ -168,8 +168,7 @@ def main() -> int:
         figures: dict[str, object] = {"customers": args.customers, "calls": args.calls}
         figures.update(_figures(*runs["this"], method))
         if args.against is not None:
-            figures["against"] = {"tree": str(args.against), **_figures(*runs["against"],
-                                                                        method)}
+            figures["against"] = _figures(*runs["against"], method)
         figures["load_average"] = os.getloadavg()
     finally:
         for client in clients.values():
