@@ -68,6 +68,17 @@ def results(fn: Callable[[int, int], T], n: int, size: int) -> list[T]:
     return list(pool.map(run, pieces))
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held the lock must not wait on it forever."""
+    global _lock, _pool
+    _lock = threading.Lock()
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _get_pool(k: int) -> ThreadPoolExecutor:
     global _pool
     with _lock:
