@@ -30,8 +30,8 @@ from engine.plan import Plan
 from engine.planning import report_data
 from engine.planning.progress import Progress, no_progress
 from engine.planning.report_clv import clv_charts, clv_html, clv_json, clv_of, splice, with_clv
-from engine.planning.report_data import CHARTS, ReportData
-from engine.planning.report_html import SECTIONS, render_html
+from engine.planning.report_data import ReportData
+from engine.planning.report_html import CHARTS, SECTIONS, render_html
 from engine.portfolio import Portfolio
 
 P = ParamSpec("P")

@@ -26,8 +26,8 @@ from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FuncFormatter
 
 from engine.planning.frontier import Frontier
-from engine.planning.report_data import CHARTS as CHARTS
 from engine.planning.report_data import ReportData, scenarios_table
+from engine.planning.report_html import CHARTS as CHARTS
 from engine.planning.scenarios import Comparison
 
 KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}

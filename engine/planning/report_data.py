@@ -43,7 +43,6 @@ from engine.plugins import Registry
 from engine.portfolio import Portfolio
 
 FloatArray = NDArray[np.float64]
-CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 CURVE_POINTS = 160  # points per response curve (the curves are piecewise linear and concave)
 NOISE = 1e-7  # relative: amounts below NOISE x the largest of their kind are solver noise
 
@@ -266,10 +265,8 @@ def response_curves(
     before = np.bincount(group_of_unit, weights=options.value[options.baseline], minlength=n)
     nothing_cost = np.bincount(group_of_unit, weights=options.cost[options.baseline], minlength=n)
     inc_group = group_of_unit[unit]
-    # by group, best ratio first: a stable sort by ratio, then a stable (radix) sort of the
-    # small group ids; the order np.lexsort((-ratio, group)) gives, at a fraction of its cost
-    order = np.argsort(-(dv / dc), kind="stable")
-    narrow = np.int16 if n < (1 << 15) else np.int64
+    order = np.argsort(-(dv / dc), kind="stable")  # then by group: np.lexsort's order, the
+    narrow = np.int16 if n < (1 << 15) else np.int64  # second sort a radix sort of small ids
     order = order[np.argsort(inc_group[order].astype(narrow), kind="stable")]
     inc_group, dc, dv = inc_group[order], dc[order], dv[order]
     bounds = np.searchsorted(inc_group, np.arange(n + 1))

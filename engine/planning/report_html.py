@@ -27,6 +27,7 @@ from engine.planning.report_data import (
     scenarios_table,
 )
 
+CHARTS = ("frontier", "response", "shares", "spend", "equity", "roc", "scenarios", "uplift")
 SECTIONS = ("decision", "limits", "assumptions", "frontier", "response", "shares",
             "acquisition-retention", "plans", "spend", "equity", "roc", "uplift")
 
