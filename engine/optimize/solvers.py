@@ -1,8 +1,9 @@
-"""PuLP as the engine's one door to LP/MIP solvers (HiGHS through highspy, CBC as fallback).
+"""The engine's one door to LP/MIP solvers (HiGHS through highspy, CBC as fallback).
 
-Models reach PuLP as dense coefficient arrays and are built from (variable, coefficient)
-pairs, the fastest way PuLP offers; shadow prices come back in one convention whatever the
-solver: the change in the objective per unit increase of the right-hand side.
+An LP with only ``<=`` rows and bounds goes to HiGHS as arrays (``_highs_lp``); MIPs, models
+with equality rows and CBC go through PuLP, built from (variable, coefficient) pairs, the
+fastest way PuLP offers. Shadow prices come back in one convention whatever the path: the
+change in the objective per unit increase of the right-hand side.
 """
 
 from __future__ import annotations
