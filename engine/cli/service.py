@@ -77,6 +77,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--worker-memory-mib", type=int, default=None,
                    help="memory (address space, MiB) a solve worker may add once started; a "
                    "solve needing more is refused with RESOURCE_EXHAUSTED (default: no cap)")
+    p.add_argument("--worker-nice", type=int, default=_DEFAULTS.worker_nice, metavar="N",
+                   help="niceness solve workers add to the server's, 0 to 19 (0: the same "
+                   "priority), so health checks and small calls get the cores first")
     p.add_argument("--in-process-solves", action="store_true",
                    help="solve large requests in the server's own process instead of worker "
                    "processes (which keep them from holding up health checks and small calls)")
@@ -208,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_error_details=args.max_error_details,
             isolate_solves=not args.in_process_solves,
             worker_memory_mib=args.worker_memory_mib,
+            worker_nice=args.worker_nice,
             grace=args.grace,
             drain=args.drain,
             limits=replace(

@@ -105,6 +105,9 @@ class ServerConfig:
     # address space a solve worker may add to what it has once started (RLIMIT_AS); a solve
     # needing more is RESOURCE_EXHAUSTED naming worker_memory_mib; None: no cap
     worker_memory_mib: int | None = None
+    # niceness solve workers add to the server's (0: none), so health checks, small calls
+    # and streaming I/O in the server's process get the cores first while large ones solve
+    worker_nice: int = 15
     grace: float = 10.0  # seconds requests in flight may take to finish on shutdown
     drain: float = 0.0  # seconds health says NOT_SERVING before new requests are refused
     limits: Limits = SERVER_LIMITS  # per allocation: units, levels, segment limits, solver time
@@ -155,6 +158,8 @@ class ServerConfig:
                             f"{self.cluster_partition_rows}")
         if self.worker_memory_mib is not None and self.worker_memory_mib < 64:
             problems.append(f"worker_memory_mib must be >= 64, got {self.worker_memory_mib}")
+        if not 0 <= self.worker_nice <= 19:
+            problems.append(f"worker_nice must be in [0, 19], got {self.worker_nice}")
         if self.max_metrics < 1:
             problems.append(f"max_metrics must be >= 1, got {self.max_metrics}")
         for name in ("max_concurrent_solves", "max_message_bytes", "max_rows",

@@ -36,7 +36,7 @@ from engine.service.logs import (
     request_id_var,
 )
 from engine.service.metrics import Metrics
-from engine.service.solve_pool import release_memory
+from engine.service.solve_pool import Trimmer
 from engine.service.status import MAX_DETAILS, grpc_code, status_from_error, unauthenticated
 
 Handler: TypeAlias = "grpc.RpcMethodHandler | None"
@@ -108,6 +108,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.metrics: Metrics | None = None  # set by EquityServer when metrics are on
         self.inflight = inflight or InFlight()
         self.trim_rows = trim_rows  # after a call with more rows: hand freed memory back
+        self.trimmer = Trimmer()  # in its own thread, not on gRPC's polling thread
 
     def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -250,7 +251,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             self.metrics.call(stats.method, stats.code.name, time.perf_counter() - stats.started)
         self.inflight.leave()
         if self.trim_rows is not None and (stats.rows or 0) > self.trim_rows:
-            release_memory()
+            self.trimmer.request()
 
 
 class AuthInterceptor(grpc.ServerInterceptor):

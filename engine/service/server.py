@@ -127,7 +127,7 @@ class EquityServer:
         if self._isolate:
             self.pool = SolvePool(self.config.max_concurrent_solves, WorkerSpec(
                 self.config.plugins_allow, self._factory, logging.getLogger().level,
-                json_lines_configured(), nice=15,
+                json_lines_configured(), nice=self.config.worker_nice,
                 memory_mib=self.config.worker_memory_mib))
             self.servicer.pool = self.pool
         if self.config.cluster is not None:

@@ -1,0 +1,77 @@
+"""Freed heap memory goes back to the system after large calls from a background thread
+(``engine.service.solve_pool.Trimmer``), not on gRPC's polling thread where a call ends:
+asking returns at once, the thread trims once per wake-up and only when RSS has grown past
+the slack since the last trim; a real server trims after a large call, not after small ones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from engine.plan import Plan
+from engine.service import solve_pool
+from engine.service.server import ServerConfig
+from engine.service.solve_pool import Trimmer
+from engine.synthetic import customers as make_customers
+from tests.servers import connected, running
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
+    started, release = threading.Event(), threading.Event()
+    callers: list[str] = []
+
+    def slow_trim() -> None:  # stands for a malloc_trim that takes a while
+        callers.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(solve_pool, "release_memory", slow_trim)  # type: ignore[attr-defined]
+    trimmer = Trimmer(slack_mib=0)
+    t0 = time.perf_counter()
+    trimmer.request()
+    assert time.perf_counter() - t0 < 0.05  # the caller does not wait for the trim
+    assert started.wait(10)
+    for _ in range(20):  # requests while a trim runs: one more trim at most, not 20
+        trimmer.request()
+    release.set()
+    assert _until(lambda: trimmer.trims >= 1)
+    time.sleep(0.2)
+    assert 1 <= trimmer.trims <= 2 and len(callers) == trimmer.trims
+    assert set(callers) == {"equity-trim"}
+
+
+def test_no_trim_while_rss_is_within_the_slack() -> None:
+    trimmer = Trimmer(slack_mib=1024)
+    trimmer.request()
+    assert _until(lambda: trimmer.trims == 1)  # the first one always trims
+    trimmer.request()
+    time.sleep(0.2)
+    assert trimmer.trims == 1  # RSS has not grown by 1 GiB since
+    trimmer.slack = 0
+    kept = [bytes(1024) * 64 for _ in range(4096)]  # 256 MiB on the heap, kept
+    trimmer.request()
+    assert _until(lambda: trimmer.trims == 2)
+    assert len(kept) == 4096
+
+
+def test_a_server_trims_after_large_calls_only() -> None:
+    config = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=1,
+                          small_solve_rows=100, grace=1.0)
+    for server in running(config):
+        trimmer = server.interceptor.trimmer
+        for client in connected(server, timeout=120.0):
+            client.allocate(make_customers(50, seed=1), Plan(total_budget=50.0))
+            time.sleep(0.2)
+            assert trimmer.trims == 0
+            client.allocate(make_customers(1_000, seed=1), Plan(total_budget=500.0))
+            assert _until(lambda t=trimmer: t.trims == 1)  # type: ignore[misc]
