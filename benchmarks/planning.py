@@ -95,7 +95,7 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
         trees[str(against)] = (_tree_env(against, work), work)
     out: dict[str, Any] = {"customers": n, "runs": {}}
     if against is not None:
-        out["against"] = {"tree": str(against), "runs": {}}
+        out["against"] = {"tree": against.name, "runs": {}}  # its name: no path kept
     for name, args in cases.items():
         runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
         for _ in range(repeat):
@@ -152,7 +152,6 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {"load_before": os.getloadavg(),
                                "started": time.strftime("%Y-%m-%d %H:%M"),
-                               "command": " ".join(["benchmarks/planning.py", *sys.argv[1:]]),
                                "sizes": []}
     against = args.against.resolve() if args.against is not None else None
     with tempfile.TemporaryDirectory() as tmp:
