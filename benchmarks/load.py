@@ -16,6 +16,13 @@ large allocations mixed, for a fixed duration; repeated rounds against the same 
   named counts as an intended limit, anything else as an error), p50/p95/p99 latency and
   throughput; and the server's RSS (from /proc) sampled every 0.25 s, at the end of each
   round after a short idle, to show memory is flat across rounds.
+- ``--large-apart``: the large clients in one more process of their own instead of spread
+  over the small clients' processes.
+- Side by side: ``--against DIR`` serves another source tree of the engine beside this
+  one, ``--against-flags "FLAGS"`` another `equity serve` configuration (e.g.
+  ``"--worker-nice 0"``; with both, that tree with those flags). Both servers start first;
+  each phase then runs against one and at once against the other (one loaded at a time),
+  so both see the same load from other processes as near as can be.
 - Exit status 1 if any unintended error happened.
 """
 
@@ -26,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -60,6 +68,17 @@ def _request(customers: int, seed: int) -> bytes:
     data, pools, plan = example(customers, seed=seed)
     with Client("unused") as c:
         return c.allocate_request(Portfolio(data, pools), plan).SerializeToString()
+
+
+def _serve(port: int, flags: list[str], tree: Path | None) -> subprocess.Popen[bytes]:
+    """``equity serve`` on ``port``; with ``tree``, the engine of that source tree (run from
+    it, its ``engine`` package first on the path)."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
+         "WARNING", "--max-message-mb", "256", *flags], env=env, cwd=tree)
 
 
 def _client_thread(target: str, kind: str, request: service_pb2.AllocateRequest, until: float,
@@ -159,9 +178,11 @@ class Phase:
     rss: list[float] = field(default_factory=list)
     rss_after: float = float("nan")
     main_rss_after: float = float("nan")
+    server: str = "this"
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"phase": self.name, "seconds": round(self.duration, 1)}
+        out: dict[str, Any] = {"phase": self.name, "server": self.server,
+                               "seconds": round(self.duration, 1)}
         for kind in ("small", "large"):
             mine = [s for s in self.samples if s.kind == kind]
             if not mine:
@@ -189,12 +210,14 @@ class Phase:
 
 def run_phase(name: str, target: str, server_pid: int, kinds: list[tuple[str, float]],
               requests: dict[str, bytes], duration: float, processes: int, timeout: float,
-              settle: float) -> Phase:
+              settle: float, large_apart: bool = False) -> Phase:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     shares: list[list[tuple[str, float]]] = [[] for _ in range(processes)]
-    for i, item in enumerate(kinds):
+    spread = [k for k in kinds if not (large_apart and k[0] == "large")]
+    for i, item in enumerate(spread):
         shares[i % processes].append(item)
+    shares.append([k for k in kinds if k not in spread])  # --large-apart: a process of theirs
     procs = [ctx.Process(target=_client_process, args=(target, share, requests, duration + 3.0,
                                                        timeout, queue))
              for share in shares if share]
@@ -236,10 +259,18 @@ def main() -> int:
     parser.add_argument("--small-interval", type=float, default=5.0,
                         help="seconds between the calls of one small client")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
+    parser.add_argument("--large-apart", action="store_true",
+                        help="the large clients in a process of their own, so the small "
+                        "clients' timings do not include waiting for the GIL of a process "
+                        "that encodes and decodes 100k-customer messages")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline per call")
     parser.add_argument("--settle", type=float, default=2.0,
                         help="idle seconds before the RSS reading that ends a round")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--against", type=Path,
+                        help="another source tree of the engine to serve beside this one")
+    parser.add_argument("--against-flags",
+                        help="`equity serve` flags of the other server, added to serve_flags")
     parser.add_argument("serve_flags", nargs="*", help="extra `equity serve` flags (after --)")
     args = parser.parse_args()
 
@@ -247,60 +278,72 @@ def main() -> int:
           flush=True)
     requests = {"small": _request(args.small_customers, 1),
                 "large": _request(args.large_customers, 2)}
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
-         "WARNING", "--max-message-mb", "256", *args.serve_flags],
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
+    servers: dict[str, tuple[list[str], Path | None]] = {"this": (args.serve_flags, None)}
+    if args.against is not None or args.against_flags is not None:
+        servers["against"] = ([*args.serve_flags, *shlex.split(args.against_flags or "")],
+                              None if args.against is None else args.against.resolve())
+    ports = {name: _free_port() for name in servers}
+    procs = {name: _serve(ports[name], flags, tree) for name, (flags, tree) in servers.items()}
     phases: list[Phase] = []
     try:
-        with Client(target) as probe:
-            probe.wait_ready(30)
+        for name in servers:
+            with Client(f"127.0.0.1:{ports[name]}") as probe:
+                probe.wait_ready(60)
         small = [("small", args.small_interval)] * (args.clients - args.large_clients)
         large = [("large", 0.0)] * args.large_clients
+        todo: list[tuple[str, list[tuple[str, float]], float]] = []
         if args.baseline > 0:
-            phases.append(run_phase("baseline: small clients only", target, server.pid, small,
-                                    requests, args.baseline, args.processes, args.timeout,
-                                    args.settle))
-            print(json.dumps(phases[-1].summary()), flush=True)
-        for r in range(args.rounds):
-            phases.append(run_phase(f"round {r + 1}: {len(small)} small + {len(large)} large",
-                                    target, server.pid, small + large, requests, args.duration,
-                                    args.processes, args.timeout, args.settle))
-            print(json.dumps(phases[-1].summary()), flush=True)
+            todo.append(("baseline: small clients only", small, args.baseline))
+        todo += [(f"round {r + 1}: {len(small)} small + {len(large)} large", small + large,
+                  args.duration) for r in range(args.rounds)]
+        for title, kinds, duration in todo:
+            for name in servers:
+                label = title if len(servers) == 1 else f"{name}: {title}"
+                phases.append(run_phase(label, f"127.0.0.1:{ports[name]}", procs[name].pid,
+                                        kinds, requests, duration, args.processes,
+                                        args.timeout, args.settle, args.large_apart))
+                phases[-1].server = name
+                print(json.dumps(phases[-1].summary()), flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     summaries = [p.summary() for p in phases]
     load = os.getloadavg()
     print(f"\n{args.clients} clients ({args.large_clients} large: {args.large_customers:,} "
           f"customers; {args.clients - args.large_clients} small: {args.small_customers} "
           f"customers every {args.small_interval:g} s), {os.cpu_count()} cores, "
           f"load average {load[0]:.2f} after the run")
-    print(f"{'phase':<34} {'class':<6} {'calls':>6} {'ok':>6} {'limits':>6} {'errors':>6} "
+    print(f"{'phase':<44} {'class':<6} {'calls':>6} {'ok':>6} {'limits':>6} {'errors':>6} "
           f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>7} {'RSS max':>8} {'after':>7}")
     for s in summaries:
         for kind in ("small", "large"):
             if kind not in s:
                 continue
             k = s[kind]
-            print(f"{s['phase']:<34} {kind:<6} {k['calls']:>6} {k['ok']:>6} "
+            print(f"{s['phase']:<44} {kind:<6} {k['calls']:>6} {k['ok']:>6} "
                   f"{k['intended_limits']:>6} {sum(k['errors'].values()):>6} {k['p50_ms']:>8} "
                   f"{k['p95_ms']:>8} {k['p99_ms']:>8} {k['throughput_per_s']:>7} "
                   f"{s['rss_mib_max']:>8} {s['rss_mib_after']:>7}")
-    rounds = summaries[1 if args.baseline > 0 else 0:]
-    after = [s["rss_mib_after"] for s in rounds]
-    if len(after) > 1:
-        print(f"server RSS after each round (MiB, process + solve workers): {after}; "
-              f"main process alone: {[s['main_process_rss_mib_after'] for s in rounds]}; "
-              f"first round to last: {after[-1] - after[0]:+.1f} MiB")
+    for name, (flags, tree) in servers.items():
+        rounds = [s for s in summaries if s["server"] == name and "baseline" not in s["phase"]]
+        after = [s["rss_mib_after"] for s in rounds]
+        if len(after) > 1:
+            print(f"{name} ({'this tree' if tree is None else 'another tree'}, flags "
+                  f"{' '.join(flags) or 'none'}): server RSS after each round (MiB, process "
+                  f"+ solve workers): {after}; main process alone: "
+                  f"{[s['main_process_rss_mib_after'] for s in rounds]}; first round to last: "
+                  f"{after[-1] - after[0]:+.1f} MiB")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
+                                                  if k != "against"},
+                                         "servers": {n: {"flags": f, "tree": "this" if t is None
+                                                         else "against"}
+                                                     for n, (f, t) in servers.items()},
                                          "phases": summaries,
                                          "loadavg": load}, indent=2))
     errors = sum(sum(s[k]["errors"].values()) for s in summaries for k in ("small", "large")
