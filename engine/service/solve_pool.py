@@ -105,7 +105,7 @@ class Trimmer:
     a background thread, which trims once for any number of requests and only when RSS is
     ``slack_mib`` above what the previous trim left, so memory stays within that of flat."""
 
-    def __init__(self, slack_mib: int = 64) -> None:
+    def __init__(self, slack_mib: int = 32) -> None:
         self.slack = slack_mib * 1024 * 1024
         self.trims = 0
         self._floor: int | None = None  # RSS after the last trim
