@@ -37,7 +37,7 @@ def test_the_fits_still_load_when_used() -> None:
                    "from engine.clv.transactions import UNIT_DAYS") == []
 
 
-CLI_HEAVY = (*HEAVY, "matplotlib", "pyarrow", "dask", "distributed", "grpc")
+CLI_HEAVY = (*HEAVY, "scipy.sparse.csgraph", "matplotlib", "pyarrow", "dask", "distributed", "grpc")
 
 
 def _loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:

@@ -46,7 +46,7 @@ from engine.constraints import (
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import solvers
 from engine.optimize.increments import Increments
-from engine.optimize.split import highs_core, prove_split, row_use
+from engine.optimize.split import highs_core, kth_gap, prove_split, row_use
 from engine.options import OptionSet
 
 GAP = 1e-9  # relative gap within which a plan counts as proven optimal
@@ -117,7 +117,7 @@ def prove(
         cand_gap = np.where(cand & ~held, gap_of, np.inf)
         if rounds == 1 and not have_incumbent:  # the levels nearest their price (besides
             # the plan's own), FIRST_PICK of them: a first plan to fix against
-            cut = _rank(cand_gap, FIRST_PICK, 0.0)
+            cut = kth_gap(cand_gap, FIRST_PICK, 0.0)
         # at most FIRST_CORE levels in the first MIP, growing fourfold per round
         room = min(FIRST_CORE * 4 ** (rounds - 1), MAX_CORE)
         within = np.flatnonzero(cand_gap <= cut + tol)
@@ -142,7 +142,7 @@ def prove(
                 )
             if room >= MAX_CORE:
                 break
-            cut = _rank(cand_gap, 4 * core_size, floor)  # four times the levels
+            cut = kth_gap(cand_gap, 4 * core_size, floor)  # four times the levels
             continue
         z_core, mip_bound, solved = result
         if not np.isfinite(z_core):  # stopped before it found a plan
@@ -178,15 +178,6 @@ def prove(
         f"integer plan {how}: reduced-cost fixing left {core_size} levels for the MIP "
         f"({rounds} round{'s' if rounds > 1 else ''}), proven bound {allocation.integer_bound:.10g}"
     )
-
-
-def _rank(gaps: NDArray[np.float64], k: int, at_least: float) -> float:
-    """The k-th smallest finite gap (the largest when fewer), and at least ``at_least``."""
-    finite = gaps[np.isfinite(gaps)]
-    if finite.size == 0:
-        return at_least
-    k = min(max(k, 1), finite.size)
-    return max(float(np.partition(finite, k - 1)[k - 1]), at_least)
 
 
 def _core_mip(

@@ -35,7 +35,6 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
-from scipy.sparse import csgraph
 
 from engine.allocation import Allocation
 from engine.constraints import (
@@ -177,6 +176,8 @@ def _labels(
     label = np.full(matrix.shape[1], -1, dtype=np.int64)
     if m.shape[0] == 0:
         return label, np.zeros(0, dtype=np.int64)
+    from scipy.sparse import csgraph  # ~0.06 s to import: only when limits are split
+
     _, row_label = csgraph.connected_components((m @ m.T).tocsr(), directed=False)
     for k in range(m.shape[0]):  # limits, not customers
         label[m.indices[m.indptr[k]:m.indptr[k + 1]]] = row_label[k]
@@ -300,7 +301,7 @@ def _solve(
     # first the levels nearest their price: a MIP over a few hundred levels gives a plan
     # near the optimum, whose gap to B_c then fixes the rest
     first = FIRST_PICK * mine.size
-    cut = min(b_c - comp.value, _rank(np.where(held, np.inf, gaps), first))
+    cut = min(b_c - comp.value, kth_gap(np.where(held, np.inf, gaps), first))
     room = 0
     rounds = 0
     while True:
@@ -331,7 +332,7 @@ def _solve(
                     [rows[k].name for k in mine.tolist() if rows[k].sense < 0],
                 )
             room = max(4 * max(cols.size, room), 4 * first)
-            cut = _rank(np.where(keep, np.inf, gaps), room - cols.size, floor)
+            cut = kth_gap(np.where(keep, np.inf, gaps), room - cols.size, floor)
             continue
         if result.status not in ("optimal", "time_limit") or not np.isfinite(result.objective):
             comp.timed_out = True  # stopped before a plan: the component keeps its own
@@ -362,7 +363,7 @@ def _solve(
         # at most NEXT_CORE levels besides the plan's in the next MIP, fourfold per round
         most = min(NEXT_CORE * 4 ** (rounds - 1), MAX_CORE)
         grown = min(max(b_c - comp.value, cut + tol),
-                    _rank(np.where(held, np.inf, gaps), most, 0.0))
+                    kth_gap(np.where(held, np.inf, gaps), most, 0.0))
         if grown <= cut:  # MAX_CORE levels already: the core too large to finish
             break
         cut = grown
@@ -407,8 +408,9 @@ def _keeps(a: sparse.csc_matrix, chosen: NDArray[np.bool_], b: NDArray[np.float6
     return bool((np.asarray(a[:, np.flatnonzero(chosen)].sum(axis=1)).ravel() <= b).all())
 
 
-def _rank(gaps: NDArray[np.float64], k: int, at_least: float = 0.0) -> float:
-    """The k-th smallest finite gap (the largest when fewer), and at least ``at_least``."""
+def kth_gap(gaps: NDArray[np.float64], k: int, at_least: float = 0.0) -> float:
+    """The k-th smallest finite gap (the largest when fewer), and at least ``at_least``: the
+    reduced-cost cut that lets about k levels into a core."""
     finite = gaps[np.isfinite(gaps)]
     if finite.size == 0:
         return at_least
