@@ -340,7 +340,7 @@ def main() -> int:
                   f"{after[-1] - after[0]:+.1f} MiB")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()
-                                                  if k != "against"},
+                                                  if k not in ("against", "json")},
                                          "servers": {n: {"flags": f, "tree": "this" if t is None
                                                          else "against"}
                                                      for n, (f, t) in servers.items()},
