@@ -184,22 +184,28 @@ def unit_levels(
     level has both levels equal and share 0), null on customer rows."""
     lo, hi, theta = allocation.lo, allocation.hi, allocation.theta
     pool = options.fractional
-    low, high = options.level[lo], options.level[hi]
-    at_hi = theta >= 1.0
-    mixed = pool & (theta > 0.0) & ~at_hi & (low != high)
-    single = np.where(theta > 0.0, high, low)  # customers: theta > 0 only with lo == hi
-    lower = np.where(mixed, low, single)
-    upper = np.where(mixed, high, single)
-    share = np.where(mixed, theta, 0.0)
-    customer = ~pool
-    columns = {
-        "level": np.where(mixed, np.nan, single),
-        "level_lower": np.where(customer, np.nan, lower),
-        "level_upper": np.where(customer, np.nan, upper),
-        "share_upper": np.where(customer, np.nan, share),
-    }
-    out = {name: pl.Series(name, v, dtype=pl.Float64, nan_to_null=True)
-           for name, v in columns.items()}
+    n = pool.size
+    if not pool.any():  # customers only: one gather, the pools' columns all null
+        # (at 10M customers the general path's eight full-size temporaries were ~1 GB
+        # of the plan's peak memory)
+        taken = options.level[np.where(theta > 0.0, hi, lo)]  # theta > 0 only with lo == hi
+        out = {"level": pl.Series("level", taken, dtype=pl.Float64, nan_to_null=True)}
+        out |= {name: nulls(n, pl.Float64).alias(name)
+                for name in ("level_lower", "level_upper", "share_upper")}
+    else:
+        low, high = options.level[lo], options.level[hi]
+        at_hi = theta >= 1.0
+        mixed = pool & (theta > 0.0) & ~at_hi & (low != high)
+        single = np.where(theta > 0.0, high, low)  # customers: theta > 0 only with lo == hi
+        customer = ~pool
+        columns = {
+            "level": np.where(mixed, np.nan, single),
+            "level_lower": np.where(customer, np.nan, np.where(mixed, low, single)),
+            "level_upper": np.where(customer, np.nan, np.where(mixed, high, single)),
+            "share_upper": np.where(customer, np.nan, np.where(mixed, theta, 0.0)),
+        }
+        out = {name: pl.Series(name, v, dtype=pl.Float64, nan_to_null=True)
+               for name, v in columns.items()}
     if level_dtype is not None and level_dtype.is_numeric() and level_dtype != pl.Float64:
         typed = {k: out[k].cast(level_dtype, strict=False) for k in ("level", "level_lower",
                                                                       "level_upper")}
