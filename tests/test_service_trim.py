@@ -1,7 +1,7 @@
 """Freed heap memory goes back to the system after large calls from a background thread
 (``engine.service.solve_pool.Trimmer``), not on gRPC's polling thread where a call ends:
-asking returns at once, the thread trims once per wake-up and only when RSS has grown past
-the slack since the last trim; a real server trims after a large call, not after small ones."""
+asking returns at once and the thread trims once for the requests made before it starts;
+a real server trims after a large call, not after small ones."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
         release.wait(10)
 
     monkeypatch.setattr(solve_pool, "release_memory", slow_trim)  # type: ignore[attr-defined]
-    trimmer = Trimmer(slack_mib=0)
+    trimmer = Trimmer()
     t0 = time.perf_counter()
     trimmer.request()
     assert time.perf_counter() - t0 < 0.05  # the caller does not wait for the trim
@@ -48,20 +48,6 @@ def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
     time.sleep(0.2)
     assert 1 <= trimmer.trims <= 2 and len(callers) == trimmer.trims
     assert set(callers) == {"equity-trim"}
-
-
-def test_no_trim_while_rss_is_within_the_slack() -> None:
-    trimmer = Trimmer(slack_mib=1024)
-    trimmer.request()
-    assert _until(lambda: trimmer.trims == 1)  # the first one always trims
-    trimmer.request()
-    time.sleep(0.2)
-    assert trimmer.trims == 1  # RSS has not grown by 1 GiB since
-    trimmer.slack = 0
-    kept = [bytes(1024) * 64 for _ in range(4096)]  # 256 MiB on the heap, kept
-    trimmer.request()
-    assert _until(lambda: trimmer.trims == 2)
-    assert len(kept) == 4096
 
 
 def test_a_server_trims_after_large_calls_only() -> None:

@@ -90,25 +90,18 @@ def release_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def rss_bytes() -> int:
-    """This process's resident set size."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class Trimmer:
     """Hands freed heap memory back to the system after large calls, off their path.
 
     ``malloc_trim`` takes 1-9 ms after a 100k-customer request; called where a call ends
     (gRPC runs a call's done-callbacks on the server's one polling thread, which also
     starts every new call) it delayed every call arriving meanwhile. ``request`` only wakes
-    a background thread, which trims once for any number of requests and only when RSS is
-    ``slack_mib`` above what the previous trim left, so memory stays within that of flat."""
+    a background thread, which trims once for all the requests made before it starts.
+    (Trimming only past some growth of RSS since the last trim kept memory high: RSS read
+    while other large requests were in flight set the mark too high.)"""
 
-    def __init__(self, slack_mib: int = 32) -> None:
-        self.slack = slack_mib * 1024 * 1024
+    def __init__(self) -> None:
         self.trims = 0
-        self._floor: int | None = None  # RSS after the last trim
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -125,14 +118,8 @@ class Trimmer:
         while True:
             self._wake.wait()
             self._wake.clear()
-            try:
-                if self._floor is not None and rss_bytes() <= self._floor + self.slack:
-                    continue
-                release_memory()
-                self.trims += 1
-                self._floor = rss_bytes()
-            except OSError:  # no /proc: trim every time
-                release_memory()
+            release_memory()
+            self.trims += 1
 
 
 @dataclass(frozen=True)
