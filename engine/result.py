@@ -183,29 +183,27 @@ def unit_levels(
     pool's two levels and the share of its prospects at the upper one (a pool at a single
     level has both levels equal and share 0), null on customer rows."""
     lo, hi, theta = allocation.lo, allocation.hi, allocation.theta
-    pool = options.fractional
-    n = pool.size
-    if not pool.any():  # customers only: one gather, the pools' columns all null
-        # (at 10M customers the general path's eight full-size temporaries were ~1 GB
-        # of the plan's peak memory)
-        taken = options.level[np.where(theta > 0.0, hi, lo)]  # theta > 0 only with lo == hi
-        out = {"level": pl.Series("level", taken, dtype=pl.Float64, nan_to_null=True)}
-        out |= {name: nulls(n, pl.Float64).alias(name)
-                for name in ("level_lower", "level_upper", "share_upper")}
+    n = theta.size
+    # one gather for every unit (a customer has theta > 0 only with lo == hi), then the few
+    # pools' own columns: at 10M customers the earlier full-size temporaries per column
+    # were ~1 GB of the plan's peak memory
+    level = options.level[np.where(theta > 0.0, hi, lo)]
+    pools = np.flatnonzero(options.fractional)
+    out: dict[str, pl.Series] = {}
+    if pools.size:
+        share = theta[pools]
+        low, high = options.level[lo[pools]], options.level[hi[pools]]
+        mixed = (share > 0.0) & (share < 1.0) & (low != high)
+        single = level[pools]
+        level[pools[mixed]] = np.nan  # a pool split between two levels has no one level
+        for name, v in (("level_lower", np.where(mixed, low, single)),
+                        ("level_upper", np.where(mixed, high, single)),
+                        ("share_upper", np.where(mixed, share, 0.0))):
+            out[name] = nulls(n, pl.Float64).alias(name).scatter(pools, v)
     else:
-        low, high = options.level[lo], options.level[hi]
-        at_hi = theta >= 1.0
-        mixed = pool & (theta > 0.0) & ~at_hi & (low != high)
-        single = np.where(theta > 0.0, high, low)  # customers: theta > 0 only with lo == hi
-        customer = ~pool
-        columns = {
-            "level": np.where(mixed, np.nan, single),
-            "level_lower": np.where(customer, np.nan, np.where(mixed, low, single)),
-            "level_upper": np.where(customer, np.nan, np.where(mixed, high, single)),
-            "share_upper": np.where(customer, np.nan, np.where(mixed, theta, 0.0)),
-        }
-        out = {name: pl.Series(name, v, dtype=pl.Float64, nan_to_null=True)
-               for name, v in columns.items()}
+        out = {name: nulls(n, pl.Float64).alias(name)
+               for name in ("level_lower", "level_upper", "share_upper")}
+    out = {"level": pl.Series("level", level, dtype=pl.Float64, nan_to_null=True)} | out
     if level_dtype is not None and level_dtype.is_numeric() and level_dtype != pl.Float64:
         typed = {k: out[k].cast(level_dtype, strict=False) for k in ("level", "level_lower",
                                                                       "level_upper")}
