@@ -4,8 +4,8 @@ The LP solver (HiGHS through PuLP) and the model building around it hold the GIL
 stretches; in the server's own process a 100k-customer solve would stall health checks
 and small requests for seconds. ``SolvePool`` keeps one worker process per solve slot
 (``max_concurrent_solves``), started with ``spawn`` when the first large solve needs it
-and niced, each with its own registry (built-ins plus the allowed entry-point plugins, or
-a picklable factory).
+and niced by the server as it starts (``WorkerSpec.nice``, ``--worker-nice``), each with
+its own registry (built-ins plus the allowed entry-point plugins, or a picklable factory).
 
 One task: the portfolio, plan and limits go down a pipe; the plan's table and summary or
 the error (as a ``google.rpc.Status``, the same mapping the service uses, so domain errors
