@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def random_options(
         )
         options = OptionSet.concat([options, pool_set])
     return options
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept() -> Iterator[None]:
+    """Commands run in process (``equity demo``, ``serve``) point the root logger at the
+    stderr of their moment, which pytest closes after the test: a server thread logging
+    later would then write to a closed stream. Each test gets the root logger back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
