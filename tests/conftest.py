@@ -59,11 +59,15 @@ def random_options(
 def _root_logging_kept() -> Iterator[None]:
     """Commands run in process (``equity demo``, ``serve``) point the root logger at the
     stderr of their moment, which pytest closes after the test: a server thread logging
-    later would then write to a closed stream. Each test gets the root logger back."""
+    later would then write to a closed stream. Their handler (a plain ``StreamHandler``;
+    pytest's own are subclasses, attached and removed by pytest around each phase) goes
+    after each test, and the root logger's level comes back."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    level = root.level
     yield
-    root.handlers[:] = handlers
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
     root.setLevel(level)
 
 
