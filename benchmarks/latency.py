@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,12 @@ from engine.cli.service import _free_port
 from engine.portfolio import Portfolio
 from engine.service.client import Client
 from engine.synthetic import example
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.servers import serve_tree  # noqa: E402
 
 
 def _quantiles(seconds: list[float]) -> dict[str, float]:
@@ -86,17 +91,6 @@ def _solver(seeds: int, calls: int) -> dict[str, object]:
     }
 
 
-def _serve(port: int, flags: list[str], tree: Path | None) -> subprocess.Popen[bytes]:
-    """``equity serve`` on ``port``; with ``tree``, the engine of that source tree (run from
-    it, its ``engine`` package first on the path)."""
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
-         "WARNING", *flags], env=env, cwd=tree)
-
-
 def _figures(timings: dict[str, list[float]], engine: list[float],
              stages: dict[str, list[float]], method: str) -> dict[str, object]:
     return {
@@ -136,7 +130,8 @@ def main() -> int:
     if args.against is not None:
         trees["against"] = args.against.resolve()
     ports = {name: _free_port() for name in trees}
-    servers = {name: _serve(ports[name], args.serve_flags, tree) for name, tree in trees.items()}
+    servers = {name: serve_tree(ports[name], args.serve_flags, tree)
+               for name, tree in trees.items()}
     clients: dict[str, Client] = {}
     try:
         customers, pools, plan = example(args.customers, seed=1)

@@ -52,6 +52,12 @@ from engine.portfolio import Portfolio
 from engine.service.client import Client
 from engine.synthetic import example
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.servers import serve_tree  # noqa: E402
+
 INTENDED = {"RESOURCE_EXHAUSTED"}  # limits doing their job (named in QuotaFailure)
 
 
@@ -68,17 +74,6 @@ def _request(customers: int, seed: int) -> bytes:
     data, pools, plan = example(customers, seed=seed)
     with Client("unused") as c:
         return c.allocate_request(Portfolio(data, pools), plan).SerializeToString()
-
-
-def _serve(port: int, flags: list[str], tree: Path | None) -> subprocess.Popen[bytes]:
-    """``equity serve`` on ``port``; with ``tree``, the engine of that source tree (run from
-    it, its ``engine`` package first on the path)."""
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--port", str(port), "--log-level",
-         "WARNING", "--max-message-mb", "256", *flags], env=env, cwd=tree)
 
 
 def _client_thread(target: str, kind: str, request: service_pb2.AllocateRequest, until: float,
@@ -283,7 +278,8 @@ def main() -> int:
         servers["against"] = ([*args.serve_flags, *shlex.split(args.against_flags or "")],
                               None if args.against is None else args.against.resolve())
     ports = {name: _free_port() for name in servers}
-    procs = {name: _serve(ports[name], flags, tree) for name, (flags, tree) in servers.items()}
+    procs = {name: serve_tree(ports[name], ["--max-message-mb", "256", *flags], tree)
+             for name, (flags, tree) in servers.items()}
     phases: list[Phase] = []
     try:
         for name in servers:
