@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.allocation import violations
-from engine.constraints import build_constraints
+from engine.allocation import Allocation, violations
+from engine.constraints import Constraint, build_constraints
 from engine.errors import InfeasiblePlanError, InvalidInputError
 from engine.optimize import lp
 from engine.options import OptionSet, from_table
@@ -55,6 +55,27 @@ def plan_for(n: int, seed: int) -> Plan:
     caps = (SegmentLimit("s0", cap=float(n) * 2.0),) if seed % 3 == 0 else ()
     return Plan(total_budget=float(n) * rng.uniform(4, 10), segment_limits=caps,
                 resource_limits=tuple(limits))
+
+
+def against_mip(options: OptionSet, rows: list[Constraint], allocation: Allocation
+                ) -> tuple[float, float]:
+    """The integral plan against highspy's full MIP: every row kept, its proven bound
+    valid, "optimal" within 1e-9 of the optimum, "feasible" with a gap that covers its
+    shortfall. Returns the plan's value and the optimum."""
+    reference = reference_mip(options, rows)
+    assert reference is not None and reference[2] == "Optimal"
+    optimum = reference[0]
+    value = float(allocation.equity(options).sum())
+    scale = max(1.0, abs(optimum))
+    assert not violations(options, rows, allocation, tolerance=1e-9)
+    assert allocation.integer_bound is not None
+    assert allocation.integer_bound >= optimum - 1e-9 * scale  # a valid bound
+    if allocation.status == "optimal":
+        assert value >= optimum - 1e-9 * scale, (value, optimum)
+    else:
+        assert allocation.status == "feasible"
+        assert allocation.integer_bound - value >= optimum - value - 1e-9 * scale
+    return value, optimum
 
 
 def check(options: OptionSet, plan: Plan) -> str:
