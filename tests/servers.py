@@ -17,6 +17,17 @@ from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` every 10 ms until it holds or ``timeout`` seconds pass: whether it
+    came to hold (checked once more at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
 def running(
     config: ServerConfig,
     registry: Registry | None = None,

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -44,7 +44,7 @@ from engine.service.client import Client, DeadlineExceededError, ServiceError
 from engine.service.server import SERVICE_NAME, EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
-from tests.servers import connected, running
+from tests.servers import connected, running, wait_until
 
 # --- fixtures -------------------------------------------------------------------------------
 
@@ -97,15 +97,6 @@ def _approx(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return bool(a == pytest.approx(b, rel=1e-9, abs=1e-9))
     return bool(a == b)
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # --- every RPC ------------------------------------------------------------------------------
@@ -308,7 +299,7 @@ def test_client_cancel_stops_the_solve(client: Client, server: EquityServer, dat
     assert server.active_solves == 1
     pending.cancel()
     assert SpinState.stopped.wait(5), "the server kept working on a cancelled call"
-    assert _wait_until(lambda: server.active_solves == 0)
+    assert wait_until(lambda: server.active_solves == 0)
     with pytest.raises(CancelledError):
         pending.result()
 
@@ -320,7 +311,7 @@ def test_deadline_stops_the_solve(client: Client, server: EquityServer, data: An
         client.allocate(Portfolio(customers, prospects), _plan(plan, "spin"), timeout=0.5)
     assert time.monotonic() - started < 3
     assert SpinState.stopped.wait(5), "the server kept working past the deadline"
-    assert _wait_until(lambda: server.active_solves == 0)
+    assert wait_until(lambda: server.active_solves == 0)
 
 
 def test_stream_deadline_stops_the_solve(client: Client, data: Any) -> None:

@@ -36,7 +36,7 @@ from engine.service.server import EquityServer, ServerConfig
 from engine.service.status import error_from_status
 from engine.synthetic import customers as make_customers
 from engine.synthetic import example
-from tests.servers import connected, running
+from tests.servers import connected, running, wait_until
 
 HERE = Path(__file__).parent
 CONFIG = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=0,
@@ -62,15 +62,6 @@ def _reset() -> None:
 
 def _with(allocator: str, plan: Plan = PLAN, **params: Any) -> Plan:
     return replace(plan, allocation=StrategyChoice(allocator, params))
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def _still_serving(client: Client) -> None:
@@ -107,15 +98,15 @@ def test_cancel_while_uploading(client: Client, server: EquityServer,
 
     caplog.set_level(logging.INFO, logger="engine.service.server.access")
     call = client.stub.AllocateStream(slow_upload(), timeout=20)
-    assert _wait_until(lambda: server.interceptor.inflight.count == 1)
+    assert wait_until(lambda: server.interceptor.inflight.count == 1)
     time.sleep(0.1)  # the server is waiting for the fourth message
     call.cancel()
     release.set()
     with pytest.raises(grpc.RpcError) as err:
         list(call)
     assert err.value.code() == grpc.StatusCode.CANCELLED
-    assert _wait_until(lambda: "CANCELLED" in _access(caplog, "AllocateStream"))
-    assert _wait_until(lambda: server.interceptor.inflight.count == 0)
+    assert wait_until(lambda: "CANCELLED" in _access(caplog, "AllocateStream"))
+    assert wait_until(lambda: server.interceptor.inflight.count == 0)
     _still_serving(client)  # max_queued_solves=0: only works if the slot was given back
 
 
@@ -128,7 +119,7 @@ def test_cancel_while_solving(client: Client, server: EquityServer) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(call)
     assert err.value.code() == grpc.StatusCode.CANCELLED
-    assert _wait_until(lambda: server.active_solves == 0)
+    assert wait_until(lambda: server.active_solves == 0)
     _still_serving(client)
 
 
@@ -147,7 +138,7 @@ def test_cancel_while_downloading(client: Client, server: EquityServer,
         for response in responses:
             assert response.WhichOneof("item") == "units", "a summary after the cancel"
     assert err.value.code() == grpc.StatusCode.CANCELLED
-    assert _wait_until(lambda: "CANCELLED" in _access(caplog, "AllocateStream"))
+    assert wait_until(lambda: "CANCELLED" in _access(caplog, "AllocateStream"))
     sent = [f["response_messages"] for f in _fields(caplog) if f.get("status") == "CANCELLED"]
     assert sent and sent[-1] < CUSTOMERS.height // 10  # it stopped well before the end
     _still_serving(client)
@@ -162,8 +153,8 @@ def test_deadline_shorter_than_a_real_solve(server: EquityServer) -> None:
         with pytest.raises(DeadlineExceededError):
             client.allocate(Portfolio(customers, prospects), plan, timeout=0.3)
         assert time.monotonic() - started < 1.5
-        assert _wait_until(lambda: server.active_solves == 0, timeout=10)
-        assert _wait_until(lambda: server.interceptor.inflight.count == 0)
+        assert wait_until(lambda: server.active_solves == 0, timeout=10)
+        assert wait_until(lambda: server.interceptor.inflight.count == 0)
         _still_serving(client)
 
 

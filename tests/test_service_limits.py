@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import grpc
@@ -29,7 +29,7 @@ from engine.service.client import Client
 from engine.service.server import EquityServer, ServerConfig
 from engine.service.status import error_from_status, status_from_error
 from engine.synthetic import customers as make_customers
-from tests.servers import connected, running
+from tests.servers import connected, running, wait_until
 
 CONFIG = ServerConfig(
     port=0, workers=6, max_concurrent_solves=1, max_queued_solves=1, small_solve_rows=500,
@@ -64,15 +64,6 @@ def _reset() -> None:
 
 def _spin(plan: Plan = PLAN) -> Plan:
     return replace(plan, allocation=StrategyChoice("spin"))
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def quota_subject(err: grpc.RpcError) -> str:
@@ -195,7 +186,7 @@ def test_concurrent_solves_and_the_queue(client: Client, server: EquityServer) -
     finally:
         running.cancel()
     assert SpinState.stopped.wait(5)
-    assert _wait_until(lambda: server.active_solves == 0)
+    assert wait_until(lambda: server.active_solves == 0)
 
 
 def test_solve_time_per_request(registry: Registry) -> None:
@@ -208,7 +199,7 @@ def test_solve_time_per_request(registry: Registry) -> None:
         assert err.value.limit == "max_solve_seconds" and err.value.maximum == 0.4
         assert 0.4 <= err.value.value < 2 and took < 3
         assert SpinState.stopped.wait(5), "the solve was not stopped"
-        assert _wait_until(lambda: srv.active_solves == 0)
+        assert wait_until(lambda: srv.active_solves == 0)
         # Each solver call gets the tighter of solver_seconds and the request's budget.
         Record.time_limits.clear()
         client.allocate(CUSTOMERS.head(50), replace(PLAN, allocation=StrategyChoice("record")))
@@ -227,14 +218,14 @@ def test_calls_in_flight(registry: Registry) -> None:
     with EquityServer(config, registry) as srv, Client(srv.address, timeout=20) as client:
         calls = [client.submit(CUSTOMERS.head(20), _spin()) for _ in range(4)]
         try:
-            assert _wait_until(lambda: srv.active_solves == 4)
+            assert wait_until(lambda: srv.active_solves == 4)
             with pytest.raises(grpc.RpcError) as raw:
                 client.stub.ListPlugins(wire.service_pb2.ListPluginsRequest(), timeout=5)
             assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         finally:
             for call in calls:
                 call.cancel()
-        assert _wait_until(lambda: srv.active_solves == 0)
+        assert wait_until(lambda: srv.active_solves == 0)
         assert client.list_plugins()["strategies"]
 
 

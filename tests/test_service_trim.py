@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from engine.plan import Plan
 from engine.service import solve_pool
 from engine.service.server import ServerConfig
 from engine.service.solve_pool import Trimmer
 from engine.synthetic import customers as make_customers
-from tests.servers import connected, running
-
-
-def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+from tests.servers import connected, running, wait_until
 
 
 def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
@@ -44,7 +34,7 @@ def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
     for _ in range(20):  # requests while a trim runs: one more trim at most, not 20
         trimmer.request()
     release.set()
-    assert _until(lambda: trimmer.trims >= 1)
+    assert wait_until(lambda: trimmer.trims >= 1, timeout=10)
     time.sleep(0.2)
     assert 1 <= trimmer.trims <= 2 and len(callers) == trimmer.trims
     assert set(callers) == {"equity-trim"}
@@ -60,4 +50,4 @@ def test_a_server_trims_after_large_calls_only() -> None:
             time.sleep(0.2)
             assert trimmer.trims == 0
             client.allocate(make_customers(1_000, seed=1), Plan(total_budget=500.0))
-            assert _until(lambda t=trimmer: t.trims == 1)  # type: ignore[misc]
+            assert wait_until(lambda t=trimmer: t.trims == 1, timeout=10)  # type: ignore[misc]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from engine.portfolio import Portfolio
 from engine.service.client import Client, DeadlineExceededError
 from engine.service.server import EquityServer, ServerConfig
 from engine.synthetic import customers as make_customers
-from tests.servers import running
+from tests.servers import running, wait_until
 
 CONFIG = ServerConfig(port=0, workers=8, max_concurrent_solves=1, max_queued_solves=1,
                       small_solve_rows=500, grace=1.0,
@@ -54,15 +54,6 @@ def client(server: EquityServer) -> Iterator[Client]:
 
 def _with(allocator: str, **params: Any) -> Plan:
     return replace(PLAN, allocation=StrategyChoice(allocator, params))
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def _gone(pid: int) -> bool:
@@ -104,16 +95,16 @@ def test_errors_keep_their_fields_across_the_process_boundary(client: Client) ->
 
 def test_cancel_and_deadline_reach_the_worker(client: Client, server: EquityServer) -> None:
     pending = client.submit(CUSTOMERS, _with("spin"))
-    assert _wait_until(lambda: server.active_solves == 1)
+    assert wait_until(lambda: server.active_solves == 1, timeout=10)
     pending.cancel()
-    assert _wait_until(lambda: server.active_solves == 0, timeout=3)
+    assert wait_until(lambda: server.active_solves == 0, timeout=3)
     with pytest.raises(CancelledError):
         pending.result()
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         client.allocate(CUSTOMERS, _with("spin"), timeout=0.5)
     assert time.monotonic() - started < 2
-    assert _wait_until(lambda: server.active_solves == 0, timeout=3)
+    assert wait_until(lambda: server.active_solves == 0, timeout=3)
     assert client.allocate(CUSTOMERS, PLAN).summary["status"] == "optimal"
 
 
@@ -125,17 +116,17 @@ def test_a_worker_deaf_to_the_stop_signal_is_killed(client: Client, server: Equi
     started = tmp_path / "stubborn-started"
     pending = client.submit(CUSTOMERS, _with("stubborn", seconds=60.0,
                                              started_file=str(started)))
-    assert _wait_until(lambda: server.active_solves == 1)
+    assert wait_until(lambda: server.active_solves == 1, timeout=10)
     # cancelled inside the deaf loop: before it, the worker stops cooperatively (and stays)
-    assert _wait_until(started.exists, timeout=60)
+    assert wait_until(started.exists, timeout=60)
     t0 = time.monotonic()
     assert client.health(timeout=1) == "SERVING"  # its busy loop holds another GIL
     assert client.allocate(CUSTOMERS.head(100), PLAN, timeout=5).units.height == 100
     assert time.monotonic() - t0 < 2, "the server's own process was held up"
     pending.cancel()
-    assert _wait_until(lambda: server.active_solves == 0, timeout=5)
-    assert _wait_until(lambda: server.pool is not None and server.pool.pids() != before)
-    assert all(_wait_until(functools.partial(_gone, pid)) for pid in before)
+    assert wait_until(lambda: server.active_solves == 0, timeout=5)
+    assert wait_until(lambda: server.pool is not None and server.pool.pids() != before, timeout=10)
+    assert all(wait_until(functools.partial(_gone, pid), timeout=10) for pid in before)
     assert client.allocate(CUSTOMERS, PLAN).summary["status"] == "optimal"
 
 
@@ -159,4 +150,4 @@ def test_solve_time_budget_in_a_worker(server: EquityServer) -> None:
         assert err.value.limit == "max_solve_seconds"
         assert srv.pool is not None
         pids = srv.pool.pids()
-    assert all(_wait_until(functools.partial(_gone, pid)) for pid in pids)
+    assert all(wait_until(functools.partial(_gone, pid), timeout=10) for pid in pids)
