@@ -153,9 +153,12 @@ def test_deadline_shorter_than_a_real_solve(server: EquityServer) -> None:
     customers, prospects, plan = example(150_000)
     portfolio = Portfolio(customers, prospects)
     with Client(server.address, timeout=30) as client:
-        started = time.monotonic()
-        client.allocate(portfolio, plan)
-        deadline = (time.monotonic() - started) / 4
+        took = []
+        for _ in range(2):  # the faster of two, so a slow first call cannot inflate it
+            started = time.monotonic()
+            client.allocate(portfolio, plan)
+            took.append(time.monotonic() - started)
+        deadline = min(took) / 4
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             client.allocate(portfolio, plan, timeout=deadline)
