@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from engine.planning import report_charts
-    from engine.planning.report import build_report
+    from engine.planning.report import CHARTS, build_report
     from engine.portfolio import Portfolio
     from engine.synthetic import example
 
@@ -75,7 +75,7 @@ def main() -> None:
     trees = list(modules)
     print(f"{'chart':<12}" + "".join(f"{t:>12}" for t in trees) + "   (CPU s, best of "
           f"{args.repeat}, {_size(args.size):,} customers)")
-    for name in report_charts.CHARTS:
+    for name in CHARTS:
         print(f"{name:<12}" + "".join(f"{best[t].get(name, float('nan')):12.3f}"
                                       for t in trees))
     print(f"{'total':<12}" + "".join(f"{sum(best[t].values()):12.3f}" for t in trees))

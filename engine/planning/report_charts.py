@@ -1,5 +1,8 @@
 """The report's charts (matplotlib, rendered to PNG).
 
+Each ``draw_<chart>`` takes the chart's input from ``engine.planning.report_chart_data`` (plain
+arrays, lists and numbers) and returns its PNG; this module loads numpy and matplotlib only, so
+the chart process (``engine.planning.chart_process``) starts without the engine's numerics.
 Every chart states its units; legends sit outside the plotting area so they never cover data;
 segment charts show the segments the report shows one by one (the largest) plus one "other"
 bar, so they read the same at 20 and at 200 segments.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -18,17 +21,15 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
-import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FuncFormatter
 
-from engine.planning.frontier import Frontier
-from engine.planning.report_data import ReportData, scenarios_table
-from engine.planning.report_html import CHARTS as CHARTS
-from engine.planning.scenarios import Comparison
+if TYPE_CHECKING:
+    from engine.planning.frontier import Frontier
+    from engine.planning.report_data import ReportData
 
 KIND_COLOURS = {"retention": "#1f77b4", "acquisition": "#ff7f0e"}
 PLAN_COLOURS = {"optimum": "#2ca02c", "do nothing": "#7f7f7f", "uniform": "#9467bd",
@@ -128,22 +129,6 @@ def _thin(n: int, keep: Sequence[int] = (), most: int = 2000) -> np.ndarray:
     return np.unique(np.concatenate([idx, np.asarray(keep, dtype=np.int64)]))
 
 
-def group_labels(data: ReportData) -> tuple[dict[str, str], list[str]]:
-    """Segment -> shown label (the largest by name, the rest as "other (k segments)")."""
-    segments = data.segments["segment"].to_list()
-    shown = set(data.groups)
-    rest = [s for s in segments if s not in shown]
-    other = f"other ({len(rest)} segments)"
-    mapping = {s: (s if s in shown else other) for s in segments}
-    return mapping, list(data.groups) + ([other] if rest else [])
-
-
-def _grouped(units: pl.DataFrame, mapping: dict[str, str]) -> pl.DataFrame:
-    return units.with_columns(pl.col("segment").replace_strict(mapping, default="other",
-                                                               return_dtype=pl.String)
-                              .alias("group"))
-
-
 def _height(n: int) -> float:
     return max(3.2, 0.36 * n + 1.8)
 
@@ -152,14 +137,20 @@ def _height(n: int) -> float:
 
 
 def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) -> bytes:
-    pts = front.points
-    budget = pts["budget"].to_numpy()
-    gain = pts["equity_gain"].to_numpy()
-    slope = pts["slope"].fill_null(np.nan).to_numpy()
-    ret = pts["retention"].to_numpy() if "retention" in pts.columns else np.zeros_like(budget)
-    acq = pts["acquisition"].to_numpy() if "acquisition" in pts.columns else np.zeros_like(budget)
-    best = front.optimal_budget
-    chosen = front.plan_budget if front.plan_budget is not None else best
+    """The frontier's chart, from the frontier itself."""
+    from engine.planning.report_chart_data import frontier_spec
+
+    return draw_frontier(frontier_spec(front, interval))
+
+
+def draw_frontier(spec: dict[str, Any]) -> bytes:
+    budget, gain, slope = spec["budget"], spec["gain"], spec["slope"]
+    ret = spec["retention"] if spec["retention"] is not None else np.zeros_like(budget)
+    acq = spec["acquisition"] if spec["acquisition"] is not None else np.zeros_like(budget)
+    best, plan_budget = spec["optimal_budget"], spec["plan_budget"]
+    interval = spec["interval"]
+    chosen = plan_budget if plan_budget is not None else best
+    n_pts = budget.size
     if chosen > best:  # past the optimal budget the LP leaves money unspent: V is flat
         budget, gain = np.append(budget, chosen), np.append(gain, gain[-1])
         slope = np.append(slope, 0.0)
@@ -168,30 +159,28 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     fig, axes = _subplots(3, 1, figsize=(9, 9), sharex=True,
                              gridspec_kw={"height_ratios": [3, 1.5, 1.5]})
     ax = axes[0]
-    if front.method == "solves":  # solved budgets; V lies between the chord and the bounds
-        n_pts = front.points.height
+    if spec["method"] == "solves":  # solved budgets; V lies between the chord and the bounds
         ax.plot(budget[:n_pts], gain[:n_pts], "o-", color="#2ca02c", lw=2, ms=4,
                 label=f"LP optimum at {n_pts} solved budgets (line: chord)")
         x = np.linspace(budget[0], budget[n_pts - 1], 400)
-        b0, bound = pts["budget"].to_numpy(), pts["bound"].to_numpy()
-        price = pts["shadow_price"].to_numpy()
+        b0, bound, price = budget[:n_pts], spec["bound"], spec["shadow_price"]
         upper = np.min(bound[:, None] + price[:, None] * (x[None, :] - b0[:, None]), axis=0)
-        ax.fill_between(x, np.interp(x, b0, gain[:n_pts]), upper - front.equity_before,
+        ax.fill_between(x, np.interp(x, b0, gain[:n_pts]), upper - spec["equity_before"],
                         color="#2ca02c", alpha=0.18, lw=0,
                         label="where the exact frontier can lie (solves' bounds)")
     else:
         ax.plot(budget[idx], gain[idx], color="#2ca02c", lw=2, label="LP frontier (exact)")
-    g_chosen = float(front.equity_at([chosen])[0] - front.equity_before)
-    g_best = front.optimal_equity - front.equity_before
+    g_chosen = spec["gain_at_chosen"]
+    g_best = spec["optimal_equity"] - spec["equity_before"]
     ax.axvline(best, color="#555", ls="--", lw=1)
     ax.plot([best], [g_best], "o", color="#555", ms=8,
             label=f"optimal budget {_money(best)}: gain {_money(g_best)}")
-    if front.plan_budget is not None:
-        unspent = front.plan_budget - best
+    if plan_budget is not None:
+        unspent = plan_budget - best
         extra = f" ({_money(unspent)} left unspent)" if unspent > 0 else ""
         ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
         ax.plot([chosen], [g_chosen], "D", color="#d62728", ms=8,
-                label=f"plan budget {_money(front.plan_budget)}: gain {_money(g_chosen)}{extra}")
+                label=f"plan budget {_money(plan_budget)}: gain {_money(g_chosen)}{extra}")
         if interval is not None:
             lo, hi = float(interval["p5"]), float(interval["p95"])
             err = [[max(g_chosen - lo, 0.0)], [max(hi - g_chosen, 0.0)]]
@@ -210,7 +199,7 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     ax.plot(steps_x[ix], steps_y[ix], color="#1f77b4", lw=1.5)
     ax.axhline(0.0, color="#555", lw=1)
     ax.axvline(best, color="#555", ls="--", lw=1)
-    if front.plan_budget is not None:
+    if plan_budget is not None:
         ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
     finite = steps_y[np.isfinite(steps_y)]
     if finite.size:
@@ -223,7 +212,7 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     ax.stackplot(budget[idx], ret[idx], acq[idx], labels=["retention", "acquisition"],
                  colors=[KIND_COLOURS["retention"], KIND_COLOURS["acquisition"]], alpha=0.8)
     ax.axvline(best, color="#555", ls="--", lw=1)
-    if front.plan_budget is not None:
+    if plan_budget is not None:
         ax.axvline(chosen, color="#d62728", ls=":", lw=1.5)
     ax.set_ylabel(f"Spend by kind\n({MONEY})")
     ax.set_xlabel(f"Total budget ({MONEY})")
@@ -237,10 +226,10 @@ def chart_frontier(front: Frontier, interval: dict[str, float] | None = None) ->
     return _png(fig)
 
 
-def chart_response(data: ReportData) -> bytes:
+def draw_response(spec: dict[str, Any]) -> bytes:
     """Small multiples: per segment, the effect its spend buys, with the optimum's and the
     current plan's spend marked, and the break-even line (effect = spend)."""
-    curves = data.curves
+    curves: dict[str, dict[str, Any]] = spec["curves"]
     n = max(len(curves), 1)
     cols = min(4, n)
     rows = math.ceil(n / cols)
@@ -283,26 +272,17 @@ def _response_png(fig: Figure, first: Axes, wide: float, tall: float) -> bytes:
     return _png(fig)
 
 
-def chart_shares(data: ReportData) -> bytes:
+def draw_shares(spec: dict[str, Any]) -> bytes:
     """Share of spend against share of effect, per segment, for the optimum (and the current
     plan when given)."""
-    mapping, labels = group_labels(data)
-    seg = data.segments.with_columns(pl.col("segment").replace_strict(mapping, default="other",
-                                                                      return_dtype=pl.String)
-                                     .alias("group"))
-    plans = [p for p in ("optimum", "current") if f"share_spend_{p}" in seg.columns]
-    cols = [f"share_{w}_{p}" for p in plans for w in ("spend", "effect")]
-    agg = seg.group_by("group").agg([pl.col(c).sum() for c in cols])
-    lookup = {r["group"]: r for r in agg.iter_rows(named=True)}
+    labels, plans = spec["labels"], spec["plans"]
     n = len(labels)
     y = np.arange(n)
     fig, axes = _subplots(1, len(plans), figsize=(5.2 * len(plans) + 1, _height(n)),
                              squeeze=False, sharey=True)
     _layout(fig, left=_width(labels) + 0.25, top=0.35, bottom=_below_n(2, 2), wspace=0.3)
     for ax, p in zip(axes.flat, plans, strict=True):
-        spend = np.array([lookup.get(g, {}).get(f"share_spend_{p}", 0.0) or 0.0 for g in labels])
-        effect = np.array([lookup.get(g, {}).get(f"share_effect_{p}", 0.0) or 0.0
-                           for g in labels])
+        spend, effect = spec["shares"][p]["spend"], spec["shares"][p]["effect"]
         ax.barh(y - 0.2, spend, 0.38, color="#1f77b4", label="share of spend")
         ax.barh(y + 0.2, effect, 0.38, color="#2ca02c", label="share of effect")
         ax.set_yticks(y)
@@ -316,27 +296,21 @@ def chart_shares(data: ReportData) -> bytes:
     return _png(fig)
 
 
-def chart_spend(data: ReportData) -> bytes:
-    comparison: Comparison = data.comparison
-    mapping, labels = group_labels(data)
-    shown = ("optimum", "current", "optimum, same money")
-    plans = [e for e in comparison.evaluations if e.name in shown]
+def draw_spend(spec: dict[str, Any]) -> bytes:
+    labels, plans = spec["labels"], spec["plans"]
     style = {"optimum": (1.0, None), "current": (0.45, "//"), "optimum, same money": (0.75, "..")}
     n = len(labels)
     fig, ax = _subplots(figsize=(9, _height(n) * (1.0 + 0.3 * (len(plans) - 1))))
     height = 0.8 / len(plans)
     y = np.arange(n)
-    for j, ev in enumerate(plans):
-        cells = _grouped(ev.units, mapping).group_by(["group", "kind"]).agg(pl.col("spend").sum())
+    for j, (name, kinds) in enumerate(plans):
         left = np.zeros(n)
         offset = (j - (len(plans) - 1) / 2) * height
         for kind in ("retention", "acquisition"):
-            part = cells.filter(pl.col("kind") == kind)
-            lookup = dict(zip(part["group"].to_list(), part["spend"].to_list(), strict=True))
-            vals = np.array([lookup.get(s, 0.0) for s in labels])
-            alpha, hatch = style[ev.name]
+            vals = kinds[kind]
+            alpha, hatch = style[name]
             ax.barh(y + offset, vals, height * 0.95, left=left, color=KIND_COLOURS[kind],
-                    alpha=alpha, hatch=hatch, edgecolor="white", label=f"{ev.name}: {kind}")
+                    alpha=alpha, hatch=hatch, edgecolor="white", label=f"{name}: {kind}")
             left += vals
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
@@ -351,13 +325,8 @@ def chart_spend(data: ReportData) -> bytes:
     return _png(fig)
 
 
-def chart_equity(data: ReportData) -> bytes:
-    mapping, labels = group_labels(data)
-    opt = _grouped(data.comparison.evaluations[0].units, mapping).group_by("group").agg(
-        pl.col("equity_before").sum(), pl.col("equity_after").sum())
-    lookup = {r["group"]: r for r in opt.iter_rows(named=True)}
-    before = np.array([lookup[g]["equity_before"] for g in labels])
-    after = np.array([lookup[g]["equity_after"] for g in labels])
+def draw_equity(spec: dict[str, Any]) -> bytes:
+    labels, before, after = spec["labels"], spec["before"], spec["after"]
     n = len(labels)
     y = np.arange(n)
     fig, ax = _subplots(figsize=(9, _height(n)))
@@ -382,16 +351,11 @@ def chart_equity(data: ReportData) -> bytes:
     return _png(fig)
 
 
-def chart_roc(data: ReportData) -> bytes:
-    comparison = data.comparison
-    mapping, labels = group_labels(data)
-    roc = comparison.roc()
-    plans = [e.name for e in comparison.evaluations]
-    total = roc.filter(pl.col("scope") == "total")
+def draw_roc(spec: dict[str, Any]) -> bytes:
+    labels, plans, values = spec["labels"], spec["plans"], spec["values"]
     n = len(labels)
     fig, (ax0, ax1) = _subplots(1, 2, figsize=(11, max(4.0, 0.36 * n + 2.4)),
                                    gridspec_kw={"width_ratios": [1, 2]})
-    values = [float(total.filter(pl.col("plan") == p)["roc"].fill_null(np.nan)[0]) for p in plans]
     finite = [v for v in values if math.isfinite(v)] or [0.0]
     colours = [PLAN_COLOURS.get(p, "#17becf") for p in plans]
     ax0.barh(np.arange(len(plans)), np.nan_to_num(values), color=colours)
@@ -407,18 +371,7 @@ def chart_roc(data: ReportData) -> bytes:
     ax0.set_title("ROC by plan", fontsize=10, y=TITLE_Y)
     ax0.grid(axis="x", alpha=0.3)
     y = np.arange(n)
-    for j, p in enumerate(plans):
-        ev = comparison.evaluation(p)
-        assert ev is not None
-        g = _grouped(ev.units, mapping).group_by("group").agg(
-            pl.col("equity_before").sum(), pl.col("equity_after").sum(), pl.col("spend").sum())
-        lookup = {r["group"]: r for r in g.iter_rows(named=True)}
-        vals = []
-        for s in labels:
-            r = lookup.get(s)
-            e0 = r["equity_before"] if r else 0.0
-            vals.append(((1 + ev.discount_rate) * (r["equity_after"] + r["spend"]) - r["spend"]
-                         - e0) / e0 if r and e0 > 0 else np.nan)
+    for j, (p, vals) in enumerate(zip(plans, spec["by_group"], strict=True)):
         ax1.plot(vals, y + (j - (len(plans) - 1) / 2) * 0.12, "o", ms=5,
                  color=PLAN_COLOURS.get(p, "#17becf"), label=p)
     ax1.set_yticks(y)
@@ -434,26 +387,18 @@ def chart_roc(data: ReportData) -> bytes:
     return _png(fig)
 
 
-def _get(lookup: dict[tuple[str, str], dict[str, Any]], assumption: str, plan: str,
-         column: str) -> float:
-    value = lookup.get((assumption, plan), {}).get(column)
-    return float(value) if value is not None else math.nan
-
-
-def chart_scenarios(data: ReportData) -> bytes:
+def draw_scenarios(spec: dict[str, Any]) -> bytes:
     """Each fixed plan under each changed assumption next to the plan re-optimized under it:
     the equity gain over doing nothing, and how far each falls below the best its money could
     do there (both in currency units)."""
-    frame = scenarios_table(data.robustness)
-    if frame is None or frame.height == 0:
+    if not spec["assumptions"]:
         fig, ax = _subplots(figsize=(8, 2.5))
         ax.text(0.5, 0.5, "No scenarios in this report", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
         _layout(fig, left=0.2, top=0.2, bottom=0.2)
         return _png(fig)
-    assumptions = list(dict.fromkeys(frame["assumption"].to_list()))
-    plans = list(dict.fromkeys(frame["plan"].to_list()))
+    assumptions, plans = spec["assumptions"], spec["plans"]
     n, k = len(assumptions), len(plans)
     # a fixed layout (margins in inches) instead of constrained layout: one draw, not two
     tall = max(3.4, 0.225 * n * max(k, 2) + 2.0)
@@ -462,11 +407,8 @@ def chart_scenarios(data: ReportData) -> bytes:
                         bottom=0.95 / tall, wspace=0.06)
     y = np.arange(n)
     height = 0.8 / k
-    lookup = {(r["assumption"], r["plan"]): r for r in frame.iter_rows(named=True)}
     for j, plan in enumerate(plans):
-        gain = np.array([_get(lookup, a, plan, "equity_gain") for a in assumptions])
-        short = np.nan_to_num([_get(lookup, a, plan, "below_optimum_bound")
-                               for a in assumptions])
+        gain, short = spec["gain"][plan], spec["short"][plan]
         at = y + (j - (k - 1) / 2) * height
         colour = SCENARIO_COLOURS.get(plan, PLAN_COLOURS.get(plan, "#17becf"))
         label = "re-optimized under the assumption" if plan == "re-optimized" else f"{plan} plan"
@@ -496,10 +438,10 @@ def chart_scenarios(data: ReportData) -> bytes:
     return _png(fig)
 
 
-def chart_uplift(data: ReportData) -> bytes:
+def draw_uplift(spec: dict[str, Any]) -> bytes:
     """Where the gain comes from: customers sorted by uplift, the cumulative share of the
     gain and of the spend against the share of customers."""
-    c: dict[str, Any] = data.concentration
+    c: dict[str, Any] = spec["concentration"]
     fig, ax = _subplots(figsize=(8, 4.2))
     if c["share_customers"]:
         x = np.concatenate([[0.0], c["share_customers"]])
@@ -529,15 +471,14 @@ def chart_uplift(data: ReportData) -> bytes:
 
 
 def render_charts(data: ReportData) -> dict[str, Any]:
-    """Chart name -> function of no argument returning its PNG."""
-    interval = data.decision.get("gain_vs_nothing_interval")
-    return {
-        "frontier": lambda: chart_frontier(data.frontier, interval),
-        "response": lambda: chart_response(data),
-        "shares": lambda: chart_shares(data),
-        "spend": lambda: chart_spend(data),
-        "equity": lambda: chart_equity(data),
-        "roc": lambda: chart_roc(data),
-        **({"scenarios": lambda: chart_scenarios(data)} if data.robustness is not None else {}),
-        "uplift": lambda: chart_uplift(data),
-    }
+    """Chart name -> function of no argument returning its PNG, drawn in this process."""
+    from engine.planning.report_chart_data import chart_jobs
+
+    def drawn(make: Any) -> Any:
+        def draw() -> bytes:
+            _module, function, args = make()
+            draw_chart: Any = globals()[function]
+            return bytes(draw_chart(*args))
+        return draw
+
+    return {name: drawn(make) for name, make in chart_jobs(data).items()}
