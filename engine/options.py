@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -23,10 +24,24 @@ KINDS: tuple[str, str] = ("retention", "acquisition")
 RETENTION, ACQUISITION = 0, 1
 
 
+@dataclass(frozen=True)
+class LevelsAfter:
+    """Levels stored without a copy of the cost: every option before flat index ``start``
+    has its cost as its level (customers, whose level is their spend), the options from
+    ``start`` on have ``tail`` (prospect pools, whose cost is level x size). Passed as an
+    ``OptionSet``'s ``level``, it saves one full-size array (400 MB at 10M customers)."""
+
+    start: int
+    tail: NDArray[np.float64]
+
+
 @dataclass
 class OptionSet:
     """Units and their options. ``value`` is equity at that level net of the spend it implies;
-    ``cost`` is the budget the level consumes this period; ``level`` is spend per head."""
+    ``cost`` is the budget the level consumes this period; ``level`` is spend per head.
+
+    ``level`` may be given as the cost array itself or as :class:`LevelsAfter`; reading
+    ``level`` then builds the full array, :meth:`level_at` only the levels asked for."""
 
     unit_id: pl.Series
     kind: NDArray[np.int8]
@@ -40,9 +55,33 @@ class OptionSet:
     value: NDArray[np.float64]
     extra: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        stored = self.stored_level
+        if isinstance(stored, LevelsAfter) and stored.start + stored.tail.size != self.cost.size:
+            raise ValueError(f"LevelsAfter covers {stored.start} + {stored.tail.size} options, "
+                             f"cost has {self.cost.size}")
+
     @property
     def n_units(self) -> int:
         return int(self.offsets.size - 1)
+
+    @property
+    def stored_level(self) -> NDArray[np.float64] | LevelsAfter:
+        """``level`` as stored: an array (perhaps ``cost`` itself) or :class:`LevelsAfter`."""
+        stored: NDArray[np.float64] | LevelsAfter = self.__dict__["_level"]
+        return stored
+
+    def level_at(self, idx: NDArray[np.integer]) -> NDArray[np.float64]:
+        """The levels of the options at flat indices ``idx`` (a gather: no full-size array
+        when the levels are stored as :class:`LevelsAfter`)."""
+        stored = self.stored_level
+        if not isinstance(stored, LevelsAfter):
+            return stored[idx]
+        out = self.cost[idx]
+        tail = np.flatnonzero(idx >= stored.start)
+        if tail.size:
+            out[tail] = stored.tail[idx[tail] - stored.start]
+        return out
 
     @cached_property
     def unit_of_option(self) -> NDArray[np.int64]:
@@ -114,6 +153,10 @@ class OptionSet:
         """Units that all have the same number of levels: 2-D (units x levels) arrays."""
         n, n_levels = cost.shape
         codes, names = _encode(segment_names)
+        flat_cost = np.ascontiguousarray(cost, dtype=np.float64).ravel()
+        # levels that are the cost (customers: spend per head) stay one array
+        flat_level = flat_cost if level is cost else np.ascontiguousarray(
+            level, dtype=np.float64).ravel()
         return cls(
             unit_id=unit_id,
             kind=np.asarray(kind, dtype=np.int8),
@@ -122,8 +165,8 @@ class OptionSet:
             fractional=np.asarray(fractional, dtype=bool),
             size=np.asarray(size, dtype=np.float64),
             offsets=np.arange(0, n * n_levels + 1, n_levels, dtype=np.int64),
-            level=np.ascontiguousarray(level, dtype=np.float64).ravel(),
-            cost=np.ascontiguousarray(cost, dtype=np.float64).ravel(),
+            level=flat_level,
+            cost=flat_cost,
             value=np.ascontiguousarray(value, dtype=np.float64).ravel(),
         )
 
@@ -161,9 +204,8 @@ class OptionSet:
             fractional=np.concatenate([p.fractional for p in parts]),
             size=np.concatenate([p.size for p in parts]),
             offsets=np.concatenate(offsets),
-            # one array serves both when every part shares it (levels that are the spend)
-            level=cost if all(p.level is p.cost for p in parts) else _joined(
-                [p.level for p in parts]),
+            # the property's setter takes LevelsAfter too (read back, level is an array)
+            level=cast(NDArray[np.float64], _joined_levels(parts, cost)),
             cost=cost,
             value=_joined([p.value for p in parts]),
             extra=extra,
@@ -172,12 +214,18 @@ class OptionSet:
     def validate(self) -> None:
         """Options must be finite: a NaN reaching the solver would yield a silent wrong plan."""
         problems = []
-        for name in ("level", "cost", "value"):
-            if _all_finite(getattr(self, name)):
-                continue
-            bad = ~np.isfinite(getattr(self, name))
+        stored = self.stored_level
+        checked = {"level": stored.tail if isinstance(stored, LevelsAfter) else stored,
+                   "cost": self.cost, "value": self.value}
+        for name, values in checked.items():
+            if (values is self.cost and name == "level") or _all_finite(values):
+                continue  # levels that are the cost: checked as the cost
+            bad = ~np.isfinite(values)
             if bad.any():
-                unit = int(self.unit_of_option[np.flatnonzero(bad)[0]])
+                first = int(np.flatnonzero(bad)[0])
+                if name == "level" and isinstance(stored, LevelsAfter):
+                    first += stored.start
+                unit = int(self.unit_of_option[first])
                 problems.append(
                     FieldViolation(
                         f"options.{name}",
@@ -190,6 +238,38 @@ class OptionSet:
             problems.append(FieldViolation("options.cost", "must be >= 0", first))
         if problems:
             raise InvalidInputError(problems)
+
+
+def _get_level(self: OptionSet) -> NDArray[np.float64]:
+    stored = self.stored_level
+    if not isinstance(stored, LevelsAfter):
+        return stored
+    return np.concatenate((self.cost[:stored.start], stored.tail))
+
+
+def _set_level(self: OptionSet, value: NDArray[np.float64] | LevelsAfter) -> None:
+    self.__dict__["_level"] = value
+
+
+# ``level`` is a property over the stored form; the dataclass's __init__ and replace() go
+# through it (a data descriptor on the class takes an instance's assignments). Set after the
+# decorator, so that the dataclass sees no default value.
+setattr(OptionSet, "level", property(_get_level, _set_level))  # noqa: B010
+
+
+def _joined_levels(
+    parts: list[OptionSet], cost: NDArray[np.float64]
+) -> NDArray[np.float64] | LevelsAfter:
+    """The joined parts' levels: ``cost`` itself when every part's levels are its cost,
+    :class:`LevelsAfter` when the first parts' are (customers, then pools), else a copy."""
+    shares = [p.stored_level is p.cost for p in parts]
+    if all(shares):
+        return cost
+    k = shares.index(False)
+    if k == 0:
+        return _joined([p.level for p in parts])
+    start = sum(int(p.offsets[-1]) for p in parts[:k])
+    return LevelsAfter(start, _joined([p.level for p in parts[k:]]))
 
 
 _BLOCK = 1 << 17  # values per piece of a check: no full-size boolean array

@@ -27,7 +27,7 @@ from engine.errors import (
     MemoryLimitError,
 )
 from engine.limits import Limits
-from engine.options import OptionSet
+from engine.options import LevelsAfter, OptionSet
 from engine.plan import Plan
 from engine.plugins import Registry, default_registry, plugin_failure
 from engine.portfolio import Portfolio
@@ -412,10 +412,13 @@ def option_set_problem(options: OptionSet) -> str | None:
     if not isinstance(options.unit_id, pl.Series):
         return f"unit_id is {type(options.unit_id).__name__}, not a polars Series"
     n = options.unit_id.len()
+    stored = options.stored_level  # levels kept as the cost's (LevelsAfter): not copied here
+    level = stored.tail if isinstance(stored, LevelsAfter) else stored
     arrays = ("kind", "segment", "fractional", "size", "offsets", "level", "cost", "value")
     for name in arrays:
-        if not isinstance(getattr(options, name), np.ndarray):
-            return f"{name} is {type(getattr(options, name)).__name__}, not a numpy array"
+        array = level if name == "level" else getattr(options, name)
+        if not isinstance(array, np.ndarray):
+            return f"{name} is {type(array).__name__}, not a numpy array"
     for name in ("kind", "segment", "fractional", "size"):
         shape = getattr(options, name).shape
         if shape != (n,):
@@ -428,9 +431,11 @@ def option_set_problem(options: OptionSet) -> str | None:
     total = options.cost.shape
     if len(total) != 1:
         return f"cost has shape {total}, not one dimension"
-    for name in ("level", "value"):
-        if getattr(options, name).shape != total:
-            return f"{name} has shape {getattr(options, name).shape}, cost has {total}"
+    shape = (stored.start + level.size,) if isinstance(stored, LevelsAfter) else level.shape
+    if shape != total or level.ndim != 1:
+        return f"level has shape {shape}, cost has {total}"
+    if options.value.shape != total:
+        return f"value has shape {options.value.shape}, cost has {total}"
     if n == 0:
         return "no units"
     if offsets[0] != 0 or offsets[-1] != total[0]:
@@ -440,8 +445,9 @@ def option_set_problem(options: OptionSet) -> str | None:
         first = int(np.flatnonzero(empty)[0])
         return f"unit {options.unit_id[first]!r} has no options (offsets must increase)"
     for name in ("level", "cost", "value", "size"):
-        if not np.issubdtype(getattr(options, name).dtype, np.number):
-            return f"{name} has dtype {getattr(options, name).dtype}, not numeric"
+        dtype = level.dtype if name == "level" else getattr(options, name).dtype
+        if not np.issubdtype(dtype, np.number):
+            return f"{name} has dtype {dtype}, not numeric"
     kind = options.kind
     if ((kind != 0) & (kind != 1)).any():
         return "kind must be 0 (retention) or 1 (acquisition)"

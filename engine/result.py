@@ -187,12 +187,12 @@ def unit_levels(
     # one gather for every unit (a customer has theta > 0 only with lo == hi), then the few
     # pools' own columns: at 10M customers the earlier full-size temporaries per column
     # were ~1 GB of the plan's peak memory
-    level = options.level[np.where(theta > 0.0, hi, lo)]
+    level = options.level_at(np.where(theta > 0.0, hi, lo))
     pools = np.flatnonzero(options.fractional)
     out: dict[str, pl.Series] = {}
     if pools.size:
         share = theta[pools]
-        low, high = options.level[lo[pools]], options.level[hi[pools]]
+        low, high = options.level_at(lo[pools]), options.level_at(hi[pools])
         mixed = (share > 0.0) & (share < 1.0) & (low != high)
         single = level[pools]
         level[pools[mixed]] = np.nan  # a pool split between two levels has no one level

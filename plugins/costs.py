@@ -119,7 +119,10 @@ def response_options(
     n_levels = _levels(plan.retention_levels).size if customers is not None else 0
     head = customers.height * n_levels if customers is not None else 0
     tail = prospects.height * _levels(plan.acquisition_levels).size if prospects is not None else 0
-    level_buf, cost_buf, value_buf = (np.empty(head + tail) for _ in range(3))
+    cost_buf, value_buf = np.empty(head + tail), np.empty(head + tail)
+    # the customers' levels are their cost: OptionSet.concat keeps only the pools' own
+    # levels (engine.options.LevelsAfter), not a third full-size array
+    level_buf = np.empty(tail)
     if customers is not None:
         s = _levels(plan.retention_levels)
         r0 = customers["retention"].to_numpy()
@@ -144,9 +147,7 @@ def response_options(
         n = customers.height
         value = value_buf[:head].reshape(n, s.size)
         cost = cost_buf[:head].reshape(n, s.size)
-        level = cost  # level and cost are the same numbers: one array serves both...
-        if prospects is not None:  # ...unless pools follow (their cost is level x size)
-            level = level_buf[:head].reshape(n, s.size)
+        level = cost  # level and cost are the same numbers: one array serves both
 
         # In chunks: the closed forms' temporaries stay small (cache-sized, reused memory)
         # however many customers there are; only the results are allocated at full size.
@@ -158,8 +159,6 @@ def response_options(
             )
             value[lo:hi] = customer_equity(net[lo:hi, None], r, s[None, :], valuation)
             cost[lo:hi] = s
-            if level is not cost:
-                level[lo:hi] = s
 
         parallel.each(chunk, n, _CHUNK)
         parts.append(
@@ -188,7 +187,7 @@ def response_options(
         m = prospects.height
         value = value_buf[head:].reshape(m, a_levels.size)
         value[:] = pool[:, None] * (share * clv_new[:, None] - a_levels[None, :])
-        level = level_buf[head:].reshape(m, a_levels.size)
+        level = level_buf.reshape(m, a_levels.size)
         level[:] = a_levels
         cost = cost_buf[head:].reshape(m, a_levels.size)
         cost[:] = pool[:, None] * a_levels[None, :]

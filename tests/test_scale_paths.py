@@ -93,7 +93,7 @@ def test_response_options_share_one_buffer_per_array() -> None:
     the options are the ones built part by part."""
     from equity_plugins.costs import response_options
 
-    from engine.options import _joined
+    from engine.options import LevelsAfter, _joined
 
     customers, prospects, plan = example(3_000)
     together = response_options(customers, prospects, plan, 0.3, 0.05)
@@ -101,7 +101,12 @@ def test_response_options_share_one_buffer_per_array() -> None:
                               response_options(None, prospects, plan, 0.3, 0.05)])
     for name in ("level", "cost", "value"):
         assert np.array_equal(getattr(together, name), getattr(apart, name))
+    for name in ("cost", "value"):
         assert getattr(together, name).base is not None  # a view of the one buffer
+    # the customers' levels are their cost: only the pools' levels are stored apart
+    stored = together.stored_level
+    assert isinstance(stored, LevelsAfter) and stored.start == 3_000 * 5
+    assert stored.tail.size == together.cost.size - stored.start
     assert np.array_equal(together.offsets, apart.offsets)
     buffer = np.arange(10.0)
     assert np.shares_memory(_joined([buffer[:4], buffer[4:]]), buffer)

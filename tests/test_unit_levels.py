@@ -41,7 +41,7 @@ def test_level_columns_follow_their_definition(seed: int, level_dtype: pl.DataTy
     hi = np.where(pool, first + rng.integers(0, width, n), lo)
     theta = np.where(pool, rng.choice([0.0, 0.25, 0.5, 1.0], n),
                      np.where(rng.random(n) < 0.2, 1.0, 0.0))
-    options = SimpleNamespace(fractional=pool, level=levels)
+    options = SimpleNamespace(fractional=pool, level_at=levels.__getitem__)
     allocation = SimpleNamespace(lo=lo, hi=hi, theta=theta)
     out = unit_levels(options, allocation, level_dtype)  # type: ignore[arg-type]
     assert list(out) == ["level", "level_lower", "level_upper", "share_upper"]

@@ -392,7 +392,7 @@ def _movable(options: OptionSet, alloc: Allocation, units: NDArray[np.int64],
         "cell": options.cell[units],
         "counts": counts,
         "pos": opt - options.offsets[units][owner],  # option within its unit
-        "level": options.level[opt],
+        "level": options.level_at(opt),
         "cost": options.cost[opt],
         "value": options.value[opt],
         "lo": np.searchsorted(opt, alloc.lo[units]) - first[:-1],
