@@ -289,25 +289,36 @@ def _input_files(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
 
-    from engine.planning.report import build_report, preload_charts, report_json, write_report
+    from engine.planning.report import (
+        ChartProcess,
+        build_report,
+        report_json,
+        send_charts,
+        write_report,
+    )
 
-    if args.format == "html":
-        preload_charts()  # matplotlib loads beside the figures' computation, not after it
+    # the charts' process starts first: it loads matplotlib while this one reads the inputs
+    # and solves, draws the charts while this one solves the scenarios
+    charts = ChartProcess() if args.format == "html" else None
     progress = Progress(quiet=args.quiet)
-    portfolio, plan = load_inputs(args)
-    current = _read_current(args.current_plan)
-    rates, factors = _scenario_values(args, plan.discount_rate)
-    _check_uncertainty(args, plan)
     paths = None
     try:
+        portfolio, plan = load_inputs(args)
+        current = _read_current(args.current_plan)
+        rates, factors = _scenario_values(args, plan.discount_rate)
+        _check_uncertainty(args, plan)
         data = build_report(portfolio, plan, current, progress=progress, top=args.top,
                             discount_rates=rates, response_factors=factors,
                             inputs=_input_files(args), uncertainty=args.uncertainty,
-                            seed=args.seed)
-        if args.format == "html":
-            paths = write_report(data, args.out, progress)
+                            seed=args.seed,
+                            figures_ready=None if charts is None else
+                            lambda ready: send_charts(charts, ready))
+        if charts is not None:
+            paths = write_report(data, args.out, progress, charts)
     finally:
         progress.close()
+        if charts is not None:
+            charts.close()
     if paths is None:  # --format json: the page's figures on stdout, no files
         _print_json(report_json(data))
         return 0

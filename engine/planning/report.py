@@ -11,24 +11,26 @@ Customer, scenarios and where the gain comes from.
 
 Charts: ``engine.planning.report_charts``; the page: ``engine.planning.report_html``; the
 purchase model's holdout check when customers are valued from a transaction log:
-``engine.planning.report_clv``. The charts' module (and matplotlib with it, ~0.4 s to
-import) loads when the charts are drawn, or beforehand in a thread of its own
-(``preload_charts``) while the figures are computed.
+``engine.planning.report_clv``. Each chart is a job (``engine.planning.report_chart_data``)
+drawn in this process, or in a chart process (``engine.planning.chart_process``: matplotlib
+loads there, not here) given to ``write_report``: ``equity report`` starts one first thing,
+sends it the charts as soon as their figures are known (``send_charts`` from
+``build_report``'s ``figures_ready``) and solves the scenarios meanwhile. The PNGs are the same
+wherever they are drawn.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec
 
 from engine.plan import Plan
 from engine.planning import report_data
+from engine.planning.chart_process import ChartProcess
 from engine.planning.progress import Progress, no_progress
+from engine.planning.report_chart_data import Job, chart_jobs, run_job
 from engine.planning.report_clv import clv_charts, clv_html, clv_json, clv_of, splice, with_clv
 from engine.planning.report_data import ReportData
 from engine.planning.report_html import CHARTS, SECTIONS, render_html
@@ -58,46 +60,45 @@ def report_json(data: ReportData) -> dict[str, Any]:
         doc["clv"] = json.loads(json.dumps(clv_json(clv)))
     return doc
 
-__all__ = ["CHARTS", "SECTIONS", "ReportData", "build_report", "preload_charts", "render_html",
-           "report_json", "write_report"]
-
-_CHARTS_MODULE = "engine.planning.report_charts"
+__all__ = ["CHARTS", "SECTIONS", "ChartProcess", "ReportData", "build_report", "render_html",
+           "report_json", "send_charts", "write_report"]
 
 
-def _import_charts() -> None:
-    # an import error is raised where it counts: by write_report's own import
-    with contextlib.suppress(Exception):
-        importlib.import_module(_CHARTS_MODULE)
-
-
-def preload_charts() -> threading.Thread:
-    """Import the charts' module (matplotlib) in a thread while the caller computes the
-    report's figures; ``write_report`` then finds it loaded (or waits for the import, under
-    the import system's lock). Most of the figures' work runs in numpy, polars and HiGHS,
-    which release the interpreter lock, so the two overlap."""
-    thread = threading.Thread(target=_import_charts, name="report-charts-import", daemon=True)
-    thread.start()
-    return thread
-
-
-def write_report(data: ReportData, out: Path, progress: Progress | None = None) -> dict[str, Path]:
-    """Render every chart to ``out/<name>.png``, the page to ``out/report.html`` and the
-    figures to ``out/report.json``."""
-    from engine.planning.report_charts import render_charts
-
-    progress = progress or no_progress
-    out.mkdir(parents=True, exist_ok=True)
-    makers = render_charts(data)
+def _jobs(data: ReportData) -> dict[str, Callable[[], Job]]:
+    """Every chart of the page, in its order: name -> function returning its job."""
+    jobs = chart_jobs(data)
     clv = clv_of(data)
     if clv is not None:
-        makers |= clv_charts(clv)
+        jobs |= clv_charts(clv)
+    return jobs
+
+
+def send_charts(charts: ChartProcess, data: ReportData) -> None:
+    """Send ``charts`` every chart of ``data`` not sent yet (the scenarios' chart only once
+    the scenarios are solved)."""
+    sent = set(charts.submitted)
+    for name, make in _jobs(data).items():
+        if name not in sent:
+            charts.submit(name, make())
+
+
+def write_report(data: ReportData, out: Path, progress: Progress | None = None,
+                 charts: ChartProcess | None = None) -> dict[str, Path]:
+    """Render every chart to ``out/<name>.png`` (in ``charts`` when given, else here), the
+    page to ``out/report.html`` and the figures to ``out/report.json``."""
+    progress = progress or no_progress
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = _jobs(data)
+    if charts is not None:
+        send_charts(charts, data)
     images: dict[str, bytes] = {}
     paths: dict[str, Path] = {}
-    for i, (name, make) in enumerate(makers.items()):
-        progress(f"chart {name}", i / len(makers))
-        images[name] = make()
+    for i, (name, make) in enumerate(jobs.items()):
+        progress(f"chart {name}", i / len(jobs))
+        images[name] = charts.result(name) if charts is not None else run_job(make())
         paths[name] = out / f"{name}.png"
         paths[name].write_bytes(images[name])
+    clv = clv_of(data)
     paths["html"] = out / "report.html"
     page = render_html(data, images)
     paths["html"].write_text(page if clv is None else splice(page, clv_html(clv, images)))

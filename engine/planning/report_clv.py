@@ -160,11 +160,14 @@ def chart_tracking(clv: ClvReport) -> bytes:
     return _png(fig)
 
 
-def clv_charts(clv: ClvReport) -> dict[str, Callable[[], bytes]]:
-    """Chart name -> function of no argument returning its PNG."""
-    return {"clv_holdout": lambda: chart_holdout(clv),
-            "clv_tracking": lambda: chart_tracking(clv),
-            "clv_calibration": lambda: chart_calibration(clv)}
+def clv_charts(clv: ClvReport) -> dict[str, Callable[[], tuple[str, str, tuple[Any, ...]]]]:
+    """Chart name -> function of no argument returning its job: (module, function,
+    arguments), drawn here or in the chart process (``engine.planning.report``)."""
+    def job(function: str) -> Callable[[], tuple[str, str, tuple[Any, ...]]]:
+        return lambda: (__name__, function, (clv,))
+
+    return {"clv_holdout": job("chart_holdout"), "clv_tracking": job("chart_tracking"),
+            "clv_calibration": job("chart_calibration")}
 
 
 # -------------------------------------------------------------------------------------- page

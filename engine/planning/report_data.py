@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,10 +128,12 @@ def build_report(
     segments_shown: int = 12,
     uncertainty: int = 0,
     seed: int = 0,
+    figures_ready: Callable[[ReportData], None] | None = None,
 ) -> ReportData:
     """Everything the report shows. ``inputs`` names the input files (for the assumptions);
     ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
-    give the gain's interval (``compare``)."""
+    give the gain's interval (``compare``). ``figures_ready`` gets everything but the
+    scenarios (solved last) to draw the other charts meanwhile."""
     progress = progress or no_progress
     comparison = compare(portfolio, plan, current, registry, progress,
                          uncertainty=uncertainty, seed=seed)
@@ -142,28 +144,18 @@ def build_report(
     front = comparison.frontier or frontier_of(options, rows, plan.total_budget, progress)
     progress("acquisition vs retention", 0.0)
     kinds = kind_split(optimum, rows)
-    scen = None
-    if discount_rates or response_factors:
-        plans: dict[str, pl.DataFrame | FixedLevels] = {
-            "optimum": FixedLevels.of(optimum, comparison.evaluations[0])}
-        if current is not None:
-            plans["current"] = current
-        scen = robustness(portfolio, plan, plans, discount_rates, response_factors, registry,
-                          progress, planned=optimum, planned_frontier=front)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())
-    top_units = (
-        customers.sort("uplift", descending=True).head(top)
-        .select("customer_id", "segment", "kind", "level", "spend", "equity_before",
-                "equity_after", "uplift")
-    )
+    top_units = customers.sort("uplift", descending=True).head(top).select(
+        "customer_id", "segment", "kind", "level", "spend", "equity_before", "equity_after",
+        "uplift")
     seg = segment_table(comparison)
     groups = seg["segment"].head(segments_shown).to_list() if seg.height > segments_shown + 1 \
         else seg["segment"].to_list()
     limits = limit_table(comparison, rows)
     data = ReportData(
-        frontier=front, comparison=comparison, kinds=kinds, robustness=scen, top=top_units,
+        frontier=front, comparison=comparison, kinds=kinds, robustness=None, top=top_units,
         segments=seg, groups=groups,
         curves=response_curves(options, comparison, groups),
         limits=limits,
@@ -173,6 +165,14 @@ def build_report(
                                     customers["spend"].to_numpy()),
         notes=list(kinds.get("notes", [])),
     )
+    if figures_ready is not None:  # all but the scenarios: charts can be drawn meanwhile
+        figures_ready(data)
+    if discount_rates or response_factors:
+        plans: dict[str, pl.DataFrame | FixedLevels] = {
+            "optimum": FixedLevels.of(optimum, comparison.evaluations[0]),
+            **({"current": current} if current is not None else {})}
+        data.robustness = robustness(portfolio, plan, plans, discount_rates, response_factors,
+                                     registry, progress, planned=optimum, planned_frontier=front)
     return data
 
 
