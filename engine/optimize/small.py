@@ -244,8 +244,10 @@ def _branch_and_bound(
     # what every node's checks share, computed once: the rows' limits with their tolerance,
     # each column's customer, the first column of each customer
     limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
-    unit = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    counts = np.diff(offsets)
+    unit = np.repeat(np.arange(offsets.size - 1), counts)
     starts = offsets[:-1]
+    prices = _Prices(value, coupling, rhs, starts, counts)
     best_x: NDArray[np.float64] | None = None
     best = -np.inf
     if start is not None and _is_plan(start, coupling, rhs, offsets, integral):
@@ -261,6 +263,13 @@ def _branch_and_bound(
         if best_x is not None and -parent - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, -parent)  # every node left is bounded by its parent
             break
+        if best_x is not None:
+            # the node's Lagrangian at the prices of the latest nodes solved: an upper
+            # bound on its LP for any prices >= 0, no run needed when it closes the node
+            priced = prices.bound(lower, upper)
+            if priced - best <= GAP * max(1.0, abs(best)) / 2:
+                closed = max(closed, priced)
+                continue
         nodes += 1
         if nodes > NODE_LIMIT:
             return None
@@ -279,6 +288,7 @@ def _branch_and_bound(
             continue
         solution = h.getSolution()
         x = np.asarray(solution.col_value)
+        prices.add(np.asarray(solution.row_dual)[: rhs.size])
         frac = np.abs(x[binary] - np.round(x[binary]))
         k = int(np.argmax(frac)) if binary.size else 0
         if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
@@ -318,6 +328,52 @@ def _branch_and_bound(
         return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
     found = float(value @ best_x)
     return highspy.HighsModelStatus.kOptimal, best_x, max(best, closed, found) - found
+
+
+PRICES = 8  # the latest nodes' prices a node's Lagrangian is taken at, at most (0: none)
+
+
+class _Prices:
+    """The rows' duals (>= 0) of the latest nodes solved, each kept as its options' values
+    net of their use at those prices and its prices . rhs: a node's Lagrangian at each is
+    then one masked maximum per unit."""
+
+    def __init__(self, value: NDArray[np.float64], coupling: NDArray[np.float64],
+                 rhs: NDArray[np.float64], starts: NDArray[np.int64],
+                 counts: NDArray[np.int64]) -> None:
+        self.value, self.coupling, self.rhs = value, coupling, rhs
+        self.starts, self.counts = starts, counts
+        self.keep = PRICES
+        self.net = np.empty((self.keep, value.size))
+        self.const = np.empty(self.keep)
+        self.size = 0
+        self.next = 0
+
+    def add(self, duals: NDArray[np.float64]) -> None:
+        if not self.keep:
+            return
+        y = np.maximum(duals, 0.0)
+        self.net[self.next] = self.value - y @ self.coupling
+        self.const[self.next] = y @ self.rhs
+        self.next = (self.next + 1) % self.keep
+        self.size = min(self.size + 1, self.keep)
+
+    def bound(self, lower: NDArray[np.float64], upper: NDArray[np.float64]) -> float:
+        """The least of a node's Lagrangians at the prices kept (+inf when none):
+        prices . rhs plus per unit its best option net of its use at those prices, among
+        the options the node's bounds allow (a customer fixed at an option: that one).
+        Each is an upper bound on the node's LP, whatever the prices (>= 0): a node whose
+        least is within the gap of the incumbent holds no better plan."""
+        if not self.size:
+            return np.inf
+        allowed = upper > 0.0
+        forced = lower > 0.0
+        if forced.any():
+            allowed &= forced | ~np.repeat(np.logical_or.reduceat(forced, self.starts),
+                                           self.counts)
+        net = np.where(allowed, self.net[: self.size], -np.inf)
+        best = np.maximum.reduceat(net, self.starts, axis=1).sum(axis=1)
+        return float((self.const[: self.size] + best).min())
 
 
 _STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic],
