@@ -24,11 +24,13 @@ class Hull:
     """Hull points as flat option indices grouped by unit in increasing cost.
 
     ``points[offsets[i]:offsets[i + 1]]`` are unit i's hull points; the first is its
-    cheapest option (best value among equally cheap ones).
+    cheapest option (best value among equally cheap ones). Both are 32-bit integers when
+    the options number fewer than 2^31 (``index_dtype``: 240 MB less at 10M customers),
+    64-bit otherwise.
     """
 
-    points: IntArray
-    offsets: IntArray
+    points: NDArray[np.integer]
+    offsets: NDArray[np.integer]
 
     def increments(
         self, cost: FloatArray, value: FloatArray
@@ -64,8 +66,24 @@ class Hull:
         return counts, dc, dv
 
 
+def index_dtype(n_options: int) -> type[np.int32] | type[np.int64]:
+    """The integer type of hull indices over ``n_options`` options: 32 bits when they fit."""
+    return np.int32 if n_options < np.iinfo(np.int32).max else np.int64
+
+
 def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
-    """Hull of every unit's options; ``offsets`` delimits units in the flat arrays."""
+    """Hull of every unit's options; ``offsets`` delimits units in the flat arrays. Points
+    and offsets in ``index_dtype`` (asserted to hold every index)."""
+    hull = _upper_hull(offsets, cost, value)
+    dtype = index_dtype(cost.size)
+    if hull.points.dtype != dtype or hull.offsets.dtype != dtype:
+        hull = Hull(points=hull.points.astype(dtype), offsets=hull.offsets.astype(dtype))
+    assert hull.offsets[-1] == hull.points.size and (
+        not hull.points.size or int(hull.points[-1]) < cost.size), "hull indices overflow"
+    return hull
+
+
+def _upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     counts = np.diff(offsets)
     n_units = counts.size
     if n_units > 0 and counts[0] > 1 and bool(np.all(counts == counts[0])):
@@ -152,20 +170,21 @@ def _run_then_rest(
     largest array, are written once straight into the result instead of being copied there
     (the points and offsets ``_mixed_hull``'s general stitching gives, bit for bit)."""
     a, b = int(offsets[0]), int(offsets[n_run])
-    keep, run_offsets = _few_levels_keep(n_run, width, cost[a:b], value[a:b])
+    dtype = index_dtype(int(offsets[-1]))  # written in it at once: no full-size cast
+    keep, run_offsets = _few_levels_keep(n_run, width, cost[a:b], value[a:b], dtype)
     rest = _general_hull(offsets[n_run:] - b, cost[b:int(offsets[-1])],
                          value[b:int(offsets[-1])])
     n = int(run_offsets[-1])
-    points = np.empty(n + rest.points.size, dtype=np.int64)
+    points = np.empty(n + rest.points.size, dtype=dtype)
 
     def block(lo: int, hi: int) -> None:  # each block its own slice: on all cores
         np.add(np.flatnonzero(keep[lo:hi]), lo * width + a,
-               out=points[run_offsets[lo]:run_offsets[hi]])
+               out=points[run_offsets[lo]:run_offsets[hi]], casting="unsafe")  # fits: dtype
 
     parallel.each(block, n_run, _ROWS)
-    np.add(rest.points, b, out=points[n:])
+    np.add(rest.points, b, out=points[n:], casting="unsafe")
     return Hull(points=points,
-                offsets=np.concatenate((run_offsets, n + rest.offsets[1:])))
+                offsets=np.concatenate((run_offsets, (n + rest.offsets[1:]).astype(dtype))))
 
 
 def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
@@ -216,8 +235,9 @@ def _few_levels_hull(n_units: int, width: int, cost: FloatArray, value: FloatArr
 
 
 def _few_levels_keep(
-    n_units: int, width: int, cost: FloatArray, value: FloatArray
-) -> tuple[NDArray[np.bool_], IntArray]:
+    n_units: int, width: int, cost: FloatArray, value: FloatArray,
+    dtype: type[np.integer] = np.int64,
+) -> tuple[NDArray[np.bool_], NDArray[np.integer]]:
     """``_few_levels_hull``'s test: per (unit, level) whether it is a hull point, and the
     hull's offsets."""
     c2, v2 = cost.reshape(n_units, width), value.reshape(n_units, width)
@@ -246,7 +266,7 @@ def _few_levels_keep(
         keep[lo:hi] = ~off.T
 
     parallel.each(block, n_units, _ROWS)
-    offsets = np.zeros(n_units + 1, dtype=np.int64)
+    offsets = np.zeros(n_units + 1, dtype=dtype)
     kept = offsets[1:]  # points per unit, a column at a time (a sum along rows of a few
     for j in range(width):  # columns is a slow reduction), then their running total
         kept += keep[:, j]

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine import parallel
-from engine.optimize.increments import CHUNK, Increments
+from engine.optimize.increments import CHUNK, Increments, Shares
 
 SHIFT = 48  # keep the sign, 11 exponent bits and 4 mantissa bits of a ratio's key
 _SIGN_OFF = np.int64(0x7FFFFFFFFFFFFFFF)
@@ -300,6 +300,22 @@ def expand(
     full_taken = (~constrained & (inc.dv > 0)).astype(np.float64)
     full_taken[blocks.idx] = taken_c
     return full_taken
+
+
+def shares(
+    blocks: Blocks,
+    full: NDArray[np.bool_],
+    pos: NDArray[np.int64],
+    taken: NDArray[np.float64],
+    inc: Increments,
+    constrained: NDArray[np.bool_],
+) -> NDArray[np.float64] | Shares:
+    """:func:`expand`'s shares without the dense array when every increment is in a block
+    (a total budget constrains every cell): the blocks' own ids, their full flags and the
+    touched members' shares (``pos`` sorted, as ``Blocks.members`` gives them)."""
+    if blocks.idx is None:
+        return Shares(blocks.block, full, pos, taken)
+    return expand(blocks, full, pos, taken, inc, constrained)
 
 
 def fill(

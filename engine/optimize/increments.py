@@ -29,6 +29,57 @@ SNAP = 1e-12  # shares this close to 0 or 1 are float noise (a tiny share may be
 
 
 @dataclass
+class Shares:
+    """The share taken of every increment, without a float per increment: 1 where the
+    increment's ratio block is wholly taken (``full[block[j]]``), else 0, except at the
+    sorted positions ``pos``, whose shares are ``values`` (the members of the blocks a
+    round's prices touch: a few per cent of the increments). At 10M customers this is the
+    320 MB dense array ``engine.optimize.blocks.expand`` would build, not built."""
+
+    block: NDArray[np.integer]  # per increment, its block (the blocks' own array, shared)
+    full: NDArray[np.bool_]  # per block
+    pos: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+    @property
+    def size(self) -> int:
+        return int(self.block.size)
+
+    def piece(self, lo: int, hi: int) -> NDArray[np.float64]:
+        """The shares of increments ``lo..hi-1`` as a dense array."""
+        out = np.empty(hi - lo)
+        out[:] = self.full[self.block[lo:hi]]
+        a, b = np.searchsorted(self.pos, (lo, hi))
+        out[self.pos[a:b] - lo] = self.values[a:b]
+        return out
+
+    def at(self, positions: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The shares at ``positions`` (a gather)."""
+        out = self.full[self.block[positions]].astype(np.float64)
+        at = np.minimum(np.searchsorted(self.pos, positions), max(self.pos.size - 1, 0))
+        hit = np.flatnonzero(self.pos[at] == positions) if self.pos.size else at[:0]
+        out[hit] = self.values[at[hit]]
+        return out
+
+    def dense(self) -> NDArray[np.float64]:
+        out = np.empty(self.size)
+
+        def fill(lo: int, hi: int) -> None:
+            out[lo:hi] = self.piece(lo, hi)
+
+        parallel.each(fill, self.size, CHUNK)
+        return out
+
+    def dot(self, x: NDArray[np.float64]) -> float:
+        """``x @ shares``, summed piece by piece in order (the same bits on any threads)."""
+        total = 0.0
+        for part in parallel.results(lambda lo, hi: float(x[lo:hi] @ self.piece(lo, hi)),
+                                     self.size, CHUNK):
+            total += part
+        return total
+
+
+@dataclass
 class Increments:
     """Hull increments of all units, with the index arithmetic shared by every step.
 
@@ -61,12 +112,32 @@ class Increments:
         first[self.start[:-1][self.start[:-1] < self.dc.size]] = True
         return first
 
-    def prefix_fill(self, taken: NDArray[np.float64]) -> NDArray[np.float64]:
+    def prefix_fill(self, taken: NDArray[np.float64] | Shares) -> NDArray[np.float64] | Shares:
         """Same spend per unit, taken in order: at least as valuable on a concave hull.
 
         A block solution already takes each unit's increments in order (they are sorted by
         ratio); that is checked on boolean arrays, and only a solution that is not (the
-        full method's, on ties) pays for the refill."""
+        full method's, on ties) pays for the refill. :class:`Shares` stay sparse when they
+        are in order (their whole blocks' shares are exactly 0 or 1: only ``values`` snap)."""
+        if isinstance(taken, Shares):
+            sparse, values = taken, taken.values
+            np.copyto(values, 1.0, where=values > 1 - SNAP)
+            np.copyto(values, 0.0, where=values < SNAP)
+            start = self.start
+
+            def out_of_order(lo: int, hi: int) -> bool:  # as ``disordered`` below
+                a = max(lo, 1)
+                if a >= hi:
+                    return False
+                t = sparse.piece(a - 1, hi)
+                later = t[1:] > 0
+                later &= t[:-1] < 1
+                later[start[np.searchsorted(start, a):np.searchsorted(start, hi)] - a] = False
+                return bool(later.any())
+
+            if not any(parallel.results(out_of_order, sparse.size, CHUNK)):
+                return sparse
+            taken = sparse.dense()
         n, start = taken.size, self.start
 
         def snap(lo: int, hi: int) -> None:  # cache-sized pieces: no full-size temporary
@@ -116,12 +187,12 @@ class HullIncrements:
         counts, dc, dv = hull.steps(options.cost, options.value)
         start = np.zeros(counts.size + 1, dtype=np.int64)
         np.cumsum(counts, out=start[1:])
-        first = hull.points[hull.offsets[:-1]]
+        first = hull.points[hull.offsets[:-1]].astype(np.int64)  # (32-bit points)
         small = np.int16 if options.n_cells < np.iinfo(np.int16).max else np.int64
         cell = np.repeat(options.cell.astype(small), counts)
         return Increments(dc, dv, cell, start, first)
 
-    def invert(self, inc: Increments, taken: NDArray[np.float64]) -> Allocation:
+    def invert(self, inc: Increments, taken: NDArray[np.float64] | Shares) -> Allocation:
         """The allocation over levels taking share ``taken[j]`` of increment ``j`` of ``inc``
         (the result of :meth:`apply`; shares taken in order per unit, as ``prefix_fill``
         leaves them): each unit sits at the hull point after its whole increments, or between
@@ -131,13 +202,13 @@ class HullIncrements:
         hull = options.hull
         start = inc.start
         whole = np.zeros(n, dtype=np.int64)
-        lo = np.empty(n, dtype=hull.points.dtype)
+        lo = np.empty(n, dtype=np.int64)  # the allocation's indices (the hull's may be 32-bit)
 
         def units(u0: int, u1: int) -> NDArray[np.int64]:
             """Units u0..u1-1 (their increments are start[u0]:start[u1]): their whole
             steps and lower hull points; returns their partly taken increments."""
             a, b = int(start[u0]), int(start[u1])
-            t = taken[a:b]
+            t = taken[a:b] if isinstance(taken, np.ndarray) else taken.piece(a, b)
             stepped = start[u0:u1][np.diff(start[u0:u1 + 1]) > 0] - a
             if stepped.size:  # whole steps taken per unit: a segment sum over its increments
                 # uint8 summed in numpy's default unsigned accumulator: no cast pass (an
@@ -151,7 +222,7 @@ class HullIncrements:
         parts = parallel.results(units, n, _UNITS)
         part = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         theta = np.zeros(n)
-        theta[inc.unit_of(part)] = taken[part]
+        theta[inc.unit_of(part)] = taken[part] if isinstance(taken, np.ndarray) else taken.at(part)
         hi = lo.copy()
         has = theta > 0
         hi[has] = hull.points[hull.offsets[:-1][has] + whole[has] + 1]

@@ -45,13 +45,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from engine import parallel
+from engine import memory, parallel
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, sparse_row_matrix, spend_only
 from engine.errors import CancelledError, InfeasiblePlanError, SolverError
 from engine.optimize import small, solvers
-from engine.optimize.blocks import Blocks, expand, fill
-from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments
+from engine.optimize.blocks import Blocks, expand, fill, shares
+from engine.optimize.increments import CHUNK, SNAP, HullIncrements, Increments, Shares
 from engine.optimize.lagrange import solve_lagrange, two_largest
 from engine.optimize.proof import GAP, prove
 from engine.optimize.repair import repair
@@ -59,6 +59,7 @@ from engine.options import OptionSet
 
 EPS = 1e-9
 MERGE_ABOVE = 4096  # block LP columns past which settled blocks are merged
+TRIM_OPTIONS = 1_000_000  # options above which the solve returns its free heap pages
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def solve(
     if method == "auto":
         method = "blocks"
     blocks: Blocks | None = None
+    taken: NDArray[np.float64] | Shares
     status = "optimal"
     if not rows or not constrained.any():
         taken = (inc.dv > 0).astype(np.float64)
@@ -132,10 +134,12 @@ def solve(
     else:
         raise SolverError(f"unknown LP method {method!r}")
     taken = inc.prefix_fill(taken)
-    lp_objective = base_value + float(inc.dv @ taken)
+    lp_objective = base_value + (
+        taken.dot(inc.dv) if isinstance(taken, Shares) else float(inc.dv @ taken))
     prices = matrix.T @ duals if rows else np.zeros(n_cells)
     bound = _lagrangian(inc, prices, duals, rhs_eff, base_value)
     allocation = hull.invert(inc, taken)
+    del taken  # when dense, one float per increment (320 MB at 10M): not held through repair
     allocation.method, allocation.solver, allocation.iterations = method, solver_name, rounds
     allocation.lp_objective, allocation.bound = lp_objective, max(bound, lp_objective)
     allocation.shadow_prices = {
@@ -150,6 +154,9 @@ def solve(
     if settings.repair:
         _integral(options, rows, allocation, inc, constrained, blocks, prices, duals, settings,
                   should_stop)
+    if options.cost.size > TRIM_OPTIONS:  # the increments and blocks are garbage now: their
+        del inc, blocks, constrained  # heap pages go back to the system before the plan's
+        memory.release()  # table is built (at 10M customers its peak, 0.3 GB lower)
     allocation.seconds = time.perf_counter() - started
     return allocation
 
@@ -289,7 +296,7 @@ def _solve_blocks(
     should_stop: Callable[[], bool],
     options: OptionSet,
     rows: list[Constraint],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], str, int, Blocks]:
+) -> tuple[NDArray[np.float64] | Shares, NDArray[np.float64], str, int, Blocks]:
     """Block LP, then refinement of the blocks next to each cell's price until exact.
 
     Every round costs one LP over blocks plus one pass over the increments (finding the
@@ -371,7 +378,7 @@ def _solve_blocks(
         blocks.split(pos[cut], prices, settings.bins, owner[cut])
         if merge:
             blocks.merge(np.append(settled, np.full(blocks.cell.size - settled.size, -1)))
-    return expand(blocks, full, pos, taken, inc, constrained), duals, solver_name, rounds, blocks
+    return shares(blocks, full, pos, taken, inc, constrained), duals, solver_name, rounds, blocks
 
 
 class _Stopped(Exception):
