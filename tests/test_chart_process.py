@@ -133,3 +133,20 @@ def test_the_report_command_draws_no_chart_in_its_own_process(tmp_path: Path) ->
     assert proc.stderr == ""
     _check_report({**{n: out / f"{n}.png" for n in CHARTS}, "html": out / "report.html",
                    "json": out / "report.json"}, scenarios=True)
+
+
+def test_without_a_second_process_the_command_draws_the_charts_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from engine.cli import main
+    from engine.planning import chart_process
+
+    def cannot_start(*args: object, **kwargs: object) -> None:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(chart_process.ChartProcess, "__init__", cannot_start)
+    out = tmp_path / "r"
+    assert main(["report", "--example", "--example-size", "400", "--quiet", "--out",
+                 str(out)]) == 0
+    assert "charts drawn in process: no more processes" in caplog.text
+    _check_report({**{n: out / f"{n}.png" for n in CHARTS}, "html": out / "report.html",
+                   "json": out / "report.json"}, scenarios=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
@@ -289,20 +290,22 @@ def _input_files(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
 
-    from engine.planning.report import (
-        ChartProcess,
-        build_report,
-        report_json,
-        send_charts,
-        write_report,
-    )
+    from engine.planning.chart_process import ChartProcess
 
-    # the charts' process starts first: it loads matplotlib while this one reads the inputs
-    # and solves, draws the charts while this one solves the scenarios
-    charts = ChartProcess() if args.format == "html" else None
+    # the charts' process starts first: it loads matplotlib while this one loads the engine,
+    # reads the inputs and solves, and draws the charts while this one solves the scenarios
+    html = args.format == "html"
+    charts = None
+    if html:
+        try:
+            charts = ChartProcess()
+        except OSError as exc:  # no second process here: the charts are drawn in this one
+            logging.getLogger(__name__).warning("charts drawn in process: %s", exc)
     progress = Progress(quiet=args.quiet)
     paths = None
     try:
+        from engine.planning.report import build_report, report_json, send_charts, write_report
+
         portfolio, plan = load_inputs(args)
         current = _read_current(args.current_plan)
         rates, factors = _scenario_values(args, plan.discount_rate)
@@ -313,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                             seed=args.seed,
                             figures_ready=None if charts is None else
                             lambda ready: send_charts(charts, ready))
-        if charts is not None:
+        if html:
             paths = write_report(data, args.out, progress, charts)
     finally:
         progress.close()

@@ -24,6 +24,7 @@ import builtins
 import contextlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -61,11 +62,16 @@ class ChartProcess:
         self._ended = False
         self._stderr = ""
         self._cond = threading.Condition()
+        # jobs go out from a thread of their own: a job (the frontier's points: megabytes) does
+        # not wait in submit() for the child to finish loading matplotlib and read it
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._readers = [
             threading.Thread(target=self._read, args=(self._proc.stdout,),
                              name="chart-process-out", daemon=True),
             threading.Thread(target=self._drain, name="chart-process-err", daemon=True)]
-        for thread in self._readers:
+        self._writer = threading.Thread(target=self._write, name="chart-process-in",
+                                        daemon=True)
+        for thread in (*self._readers, self._writer):
             thread.start()
 
     @property
@@ -86,14 +92,7 @@ class ChartProcess:
         payload = pickle.dumps((name, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)),
                                protocol=pickle.HIGHEST_PROTOCOL)
         self._sent.append(name)
-        try:
-            self._stdin.write(payload)
-            self._stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            # the child has ended: result() says why, with its exit code and stderr
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
+        self._outbox.put(payload)
 
     def result(self, name: str, timeout: float | None = None) -> bytes:
         """The PNG of chart ``name``; raises ``ChartError`` when it failed or the child
@@ -128,10 +127,10 @@ class ChartProcess:
         does not end within a few seconds."""
         with self._cond:
             pending = not self._ended and any(n not in self._done for n in self._sent)
-        with contextlib.suppress(OSError):
-            self._stdin.close()
         if pending:
             self._proc.kill()
+        self._outbox.put(None)  # the writer closes the child's stdin
+        self._writer.join(timeout=5)
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -148,6 +147,17 @@ class ChartProcess:
         self.close()
 
     # ---------------------------------------------------------------------------- internals
+
+    def _write(self) -> None:
+        try:
+            while (payload := self._outbox.get()) is not None:
+                self._stdin.write(payload)
+                self._stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the child has ended: result() says why, with its exit code and stderr
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self._stdin.close()
 
     def _read(self, stream: IO[bytes]) -> None:
         try:
@@ -220,6 +230,11 @@ def main(argv: list[str]) -> None:
 
         importlib.import_module(argv[0])
     serve(sys.stdin.buffer, replies)
+    replies.close()
+    sys.stderr.flush()
+    # nothing left to keep: no interpreter teardown (matplotlib's modules take ~0.2 s to
+    # unload), which the parent would wait for when it closes the process
+    os._exit(0)
 
 
 if __name__ == "__main__":

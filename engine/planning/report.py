@@ -91,6 +91,8 @@ def write_report(data: ReportData, out: Path, progress: Progress | None = None,
     jobs = _jobs(data)
     if charts is not None:
         send_charts(charts, data)
+    # the JSON first: it is written while the chart process draws the last charts
+    figures = json.dumps(report_json(data), indent=1, allow_nan=False)
     images: dict[str, bytes] = {}
     paths: dict[str, Path] = {}
     for i, (name, make) in enumerate(jobs.items()):
@@ -103,6 +105,6 @@ def write_report(data: ReportData, out: Path, progress: Progress | None = None,
     page = render_html(data, images)
     paths["html"].write_text(page if clv is None else splice(page, clv_html(clv, images)))
     paths["json"] = out / "report.json"
-    paths["json"].write_text(json.dumps(report_json(data), indent=1, allow_nan=False))
+    paths["json"].write_text(figures)
     progress("report", 1.0)
     return paths
