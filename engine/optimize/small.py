@@ -282,7 +282,7 @@ def _branch_and_bound(
             continue
         if status != highspy.HighsModelStatus.kOptimal:
             return None
-        objective = float(h.getInfo().objective_function_value)
+        objective = float(h.getObjectiveValue())  # (getInfo builds every figure: ~5 us)
         if best_x is not None and objective - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, objective)
             continue
