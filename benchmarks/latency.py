@@ -10,8 +10,10 @@ another over one loopback connection to an ``equity serve`` process.
 
 ``--solver``: no server; the direct path's solver (``engine.optimize.small.solve``) on
 ``--seeds`` example portfolios, side by side in one run: its branch and bound over the
-core against HiGHS' MIP on the same cores (``NODE_LIMIT = 0``), the median CPU time of the
-process (HiGHS' MIP also runs threads) per portfolio and the proven optima (equal).
+core, the same without closing nodes at earlier nodes' prices (``PRICES = 0``), and HiGHS'
+MIP on the same cores (``NODE_LIMIT = 0``); the median CPU time of the process (HiGHS'
+MIP also runs threads) per portfolio, the HiGHS runs of one solve and the proven optima
+(equal).
 
 Reports p50 / p90 / p99 of each (after ``--warmup`` calls), and, for Allocate, how the
 median splits into the engine's own time (``summary.seconds.total``, measured in the
@@ -53,7 +55,11 @@ def _quantiles(seconds: list[float]) -> dict[str, float]:
 
 
 def _solver(seeds: int, calls: int) -> dict[str, object]:
-    """The direct path's search against HiGHS' MIP on the same models (see the module)."""
+    """The direct path's search against itself without the earlier nodes' prices and
+    against HiGHS' MIP on the same models (see the module), with the HiGHS runs of one
+    solve."""
+    import highspy
+
     from engine.limits import Limits
     from engine.optimize import small
     from engine.pipeline import build_model
@@ -61,15 +67,35 @@ def _solver(seeds: int, calls: int) -> dict[str, object]:
 
     registry = default_registry()
     rows: list[dict[str, object]] = []
-    totals = {"search": 0.0, "highs_mip": 0.0}
-    limit = small.NODE_LIMIT
+    limit, prices, make = small.NODE_LIMIT, small.PRICES, small._highs
+    variants = (("search", limit, prices), ("search_unpriced", limit, 0),
+                ("highs_mip", 0, prices))
+    totals = {name: 0.0 for name, _, _ in variants}
+    runs = [0]
+
+    def counted(time_limit: float | None) -> highspy.Highs:
+        h = make(time_limit)
+        run = h.run
+
+        def counted_run() -> highspy.HighsStatus:
+            runs[0] += 1
+            return run()
+
+        h.run = counted_run  # type: ignore[method-assign]
+        return h
+
     try:
         for seed in range(1, seeds + 1):
             customers, pools, plan = example(100, seed=seed)
             model = build_model(Portfolio(customers, pools), plan, registry, Limits())
             row: dict[str, object] = {"seed": seed}
-            for name, nodes in (("search", limit), ("highs_mip", 0)):
-                small.NODE_LIMIT = nodes
+            for name, nodes, keep in variants:
+                small.NODE_LIMIT, small.PRICES = nodes, keep
+                small._highs = counted
+                runs[0] = 0
+                found = small.solve(model.options, model.rows)
+                row[f"{name}_highs_runs"] = runs[0]
+                small._highs = make
                 cpu = []
                 for _ in range(calls):
                     started = time.process_time()
@@ -82,11 +108,10 @@ def _solver(seeds: int, calls: int) -> dict[str, object]:
                 row[f"{name}_value"] = float(found.equity(model.options).sum())
             rows.append(row)
     finally:
-        small.NODE_LIMIT = limit
+        small.NODE_LIMIT, small.PRICES, small._highs = limit, prices, make
     return {
         "seeds": rows,
-        "search_cpu_ms_total": round(totals["search"], 2),
-        "highs_mip_cpu_ms_total": round(totals["highs_mip"], 2),
+        **{f"{name}_cpu_ms_total": round(total, 2) for name, total in totals.items()},
         "load_average": os.getloadavg(),
     }
 
