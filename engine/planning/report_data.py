@@ -133,7 +133,7 @@ def build_report(
     """Everything the report shows. ``inputs`` names the input files (for the assumptions);
     ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
     give the gain's interval (``compare``). ``figures_ready`` gets everything but the
-    scenarios (solved last) to draw the other charts meanwhile."""
+    acquisition-vs-retention split and the scenarios (solved after it) to draw the charts."""
     progress = progress or no_progress
     comparison = compare(portfolio, plan, current, registry, progress,
                          uncertainty=uncertainty, seed=seed)
@@ -142,8 +142,6 @@ def build_report(
     rows = build_constraints(plan, options)
     progress("frontier", 0.0)
     front = comparison.frontier or frontier_of(options, rows, plan.total_budget, progress)
-    progress("acquisition vs retention", 0.0)
-    kinds = kind_split(optimum, rows)
     progress("report figures", 0.0)
     units = optimum.units
     customers = units.filter(pl.col("pool").is_null())
@@ -155,7 +153,7 @@ def build_report(
         else seg["segment"].to_list()
     limits = limit_table(comparison, rows)
     data = ReportData(
-        frontier=front, comparison=comparison, kinds=kinds, robustness=None, top=top_units,
+        frontier=front, comparison=comparison, kinds={}, robustness=None, top=top_units,
         segments=seg, groups=groups,
         curves=response_curves(options, comparison, groups),
         limits=limits,
@@ -163,10 +161,12 @@ def build_report(
         assumptions=assumptions(portfolio, plan, optimum.summary, inputs),
         concentration=concentration(customers["uplift"].to_numpy(),
                                     customers["spend"].to_numpy()),
-        notes=list(kinds.get("notes", [])),
     )
-    if figures_ready is not None:  # all but the scenarios: charts can be drawn meanwhile
+    if figures_ready is not None:  # no chart shows these two: drawn while they are solved
         figures_ready(data)
+    progress("acquisition vs retention", 0.0)
+    data.kinds = kind_split(optimum, rows)
+    data.notes = list(data.kinds.get("notes", []))
     if discount_rates or response_factors:
         plans: dict[str, pl.DataFrame | FixedLevels] = {
             "optimum": FixedLevels.of(optimum, comparison.evaluations[0]),
