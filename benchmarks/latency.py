@@ -142,6 +142,9 @@ def main() -> int:
     parser.add_argument("--against", type=Path,
                         help="a source tree of the engine (e.g. `git archive COMMIT | tar -x "
                         "-C DIR`) served side by side: calls alternate between the servers")
+    parser.add_argument("--against-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the other server (repeatable): "
+                        "without --against, this tree served beside itself so")
     parser.add_argument("serve_flags", nargs="*", help="extra `equity serve` flags (after --)")
     args = parser.parse_args()
     if args.solver:
@@ -152,10 +155,12 @@ def main() -> int:
         return 0
 
     trees: dict[str, Path | None] = {"this": None}
-    if args.against is not None:
-        trees["against"] = args.against.resolve()
+    if args.against is not None or args.against_env:
+        trees["against"] = None if args.against is None else args.against.resolve()
+    against_env = dict(pair.split("=", 1) for pair in args.against_env)
     ports = {name: _free_port() for name in trees}
-    servers = {name: serve_tree(ports[name], args.serve_flags, tree)
+    servers = {name: serve_tree(ports[name], args.serve_flags, tree,
+                                against_env if name == "against" else None)
                for name, tree in trees.items()}
     clients: dict[str, Client] = {}
     try:
@@ -187,8 +192,9 @@ def main() -> int:
                     method = method or reply.summary.method
         figures: dict[str, object] = {"customers": args.customers, "calls": args.calls}
         figures.update(_figures(*runs["this"], method))
-        if args.against is not None:
+        if "against" in trees:
             figures["against"] = _figures(*runs["against"], method)
+            figures["against_env"] = against_env
         figures["load_average"] = os.getloadavg()
     finally:
         for client in clients.values():

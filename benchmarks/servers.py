@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 
-def serve_tree(port: int, flags: list[str], tree: Path | None) -> subprocess.Popen[bytes]:
+def serve_tree(port: int, flags: list[str], tree: Path | None,
+               env_vars: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``equity serve`` on ``port``; with ``tree``, the engine of that source tree (run from
-    it, its ``engine`` package first on the path)."""
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    it, its ``engine`` package first on the path); ``env_vars`` added to its environment."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env_vars or {})
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     return subprocess.Popen(
