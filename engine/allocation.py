@@ -39,7 +39,15 @@ class Allocation:
         return cls(choice, choice.copy(), np.zeros(choice.size), status, "none", method)
 
     def mix(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return (1.0 - self.theta) * values[self.lo] + self.theta * values[self.hi]
+        """Per unit ``(1 - theta) values[lo] + theta values[hi]``: computed only where theta
+        > 0 (a few pools and customers), so one full-size array instead of five (10M
+        units: 0.3 GB less at the plan's peak); the same numbers (a zero may lose its sign)."""
+        out = values[self.lo]
+        mixed = np.flatnonzero(self.theta > 0.0)
+        if mixed.size:
+            t = self.theta[mixed]
+            out[mixed] = (1.0 - t) * out[mixed] + t * values[self.hi[mixed]]
+        return out
 
     def spend(self, options: OptionSet) -> NDArray[np.float64]:
         return self.mix(options.cost)

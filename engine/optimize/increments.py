@@ -201,7 +201,7 @@ class HullIncrements:
         n = options.n_units
         hull = options.hull
         start = inc.start
-        whole = np.zeros(n, dtype=np.int64)
+        whole = np.zeros(n, dtype=np.int32)  # whole steps per unit: a few
         lo = np.empty(n, dtype=np.int64)  # the allocation's indices (the hull's may be 32-bit)
 
         def units(u0: int, u1: int) -> NDArray[np.int64]:
