@@ -22,35 +22,36 @@ gaps, so a customer's option whose gap exceeds ``bound`` minus a plan found is i
 plan; customers left with one option take it and the MIP sees the few others (a core too
 small for the optimum is widened and solved again). The core's MIP is a small best-first
 branch and bound over its LP (HiGHS' simplex warm-started node to node, each node's LP
-rounded for an incumbent, reduced-cost fixing): HiGHS' MIP solver spends 5-15 ms setting up
-a model it closes at its root. Past ``NODE_LIMIT`` nodes the core goes to HiGHS' MIP.
+rounded for an incumbent, reduced-cost fixing, a node closed without a run when its
+Lagrangian at the latest nodes' prices is within the gap of the incumbent): HiGHS' MIP
+solver spends 5-15 ms setting up a model it closes at its root. Past ``NODE_LIMIT`` nodes
+the core goes to HiGHS' MIP.
 
 Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
 its options) returns ``None``: the caller then takes the general path, which explains
-infeasibility by row and handles time limits.
+infeasibility by row and handles time limits. The solver objects and the models passed as
+arrays: ``engine.optimize.small_highs``.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from collections.abc import Callable
 
 import highspy
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
 
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, spend_only
+from engine.optimize.small_highs import GAP
+from engine.optimize.small_highs import pass_model as _pass
+from engine.optimize.small_highs import solver as _highs
 from engine.options import OptionSet
-from engine.stdio import native_stdout_silenced
 
 MAX_OPTIONS = 5_000  # options at most for the direct model (100 customers x 5 levels: 500)
 MAX_ROWS = 200  # constraint rows at most
-GAP = 1e-9  # relative and absolute MIP gap; the proof's GAP (engine.optimize.proof)
-_INF = highspy.kHighsInf
 
 
 def eligible(options: OptionSet, rows: list[Constraint]) -> bool:
@@ -476,104 +477,6 @@ def _rounded_core(
     chosen = heaviest[integral[heaviest]]
     rounded[chosen] = 1.0
     return rounded
-
-
-_quiet = False  # HiGHS (1.16) prints its banner on the first solver object of a process
-
-
-def _highs(time_limit: float | None) -> highspy.Highs:
-    global _quiet
-    if _quiet:
-        h = highspy.Highs()
-    else:
-        with native_stdout_silenced():
-            h = highspy.Highs()
-        _quiet = True
-    h.setOptionValue("output_flag", False)
-    # HiGHS' thread pool is global to the process and made by the first solve; a solver
-    # object asking for another size fails to run at all. Left unset, every run counts the
-    # machine's cores from /sys (~35 us of each ~75 us run of a tiny LP, a branch and
-    # bound's nodes included); set to the pool's own size, it does not
-    threads = _pool_threads()
-    if threads:
-        h.setOptionValue("threads", threads)
-    # the feasibility-jump heuristic costs ~8 ms per MIP however small (HiGHS 1.16); these
-    # MIPs start from a core that the LP's prices leave, where it finds nothing the
-    # branch-and-bound does not find at once
-    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
-    h.setOptionValue("mip_rel_gap", GAP)
-    h.setOptionValue("mip_abs_gap", GAP)
-    # absolute by default (1e-6): tightened so that a small minimum is met, not left short
-    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
-    if time_limit is not None:
-        h.setOptionValue("time_limit", float(time_limit))
-    return h
-
-
-_threads: int | None = None  # the size of HiGHS' thread pool in this process, 0: not known
-
-
-def _pool_threads() -> int:
-    """The size of HiGHS' thread pool (made first, at its default size, by a run without
-    the option, if no solve of the process made it yet): the one ``threads`` value a
-    solver object can take. Found once per process by asking for each size in turn on a
-    one-column model (a wrong size only makes that run fail); 0 when none fits (the
-    option then stays unset)."""
-    global _threads
-    if _threads is None:
-        found = 0
-        sizes = [0, *range(1, max(os.cpu_count() or 1, 1) * 2 + 1)]
-        for size in sizes:
-            h = highspy.Highs()
-            h.setOptionValue("output_flag", False)
-            if size:
-                h.setOptionValue("threads", size)
-            h.passModel(1, 0, 0, int(highspy.MatrixFormat.kColwise),
-                        int(highspy.ObjSense.kMaximize), 0.0, np.ones(1), np.zeros(1),
-                        np.ones(1), np.zeros(0), np.zeros(0), np.zeros(2, dtype=np.int32),
-                        np.zeros(0, dtype=np.int32), np.zeros(0), np.zeros(1, dtype=np.int32))
-            if h.run() == highspy.HighsStatus.kOk and size:
-                found = size
-                break
-        _threads = found
-    return _threads
-
-
-def _pass(
-    h: highspy.Highs,
-    value: NDArray[np.float64],
-    coupling: NDArray[np.float64] | sparse.spmatrix,
-    rhs: NDArray[np.float64],
-    offsets: NDArray[np.int64],
-    integral: NDArray[np.bool_] | None,
-) -> bool:
-    """max value.x s.t. coupling x <= rhs (dense, or sparse for the proof's cores), each
-    unit's weights (columns offsets[u] to offsets[u+1]) summing to 1, 0 <= x <= 1, binary
-    where ``integral``."""
-    n, m, units = value.size, rhs.size, offsets.size - 1
-    if sparse.issparse(coupling):  # the proof's core (engine.optimize.proof): CSR rows
-        csr = sparse.csr_matrix(coupling)
-        k_rows = np.repeat(np.arange(m), np.diff(csr.indptr))
-        cols, entries = csr.indices.astype(np.int64), csr.data
-    else:
-        k_rows, cols = np.nonzero(coupling)  # row-major: the coupling rows' CSR order
-        entries = coupling[k_rows, cols]
-    start = np.concatenate([np.searchsorted(k_rows, np.arange(m + 1)), k_rows.size + offsets[1:]])
-    index = np.concatenate([cols, np.arange(n)]).astype(np.int32)
-    # integer where ``integral`` (the core's columns), else continuous: an LP
-    kinds = np.zeros(n, dtype=np.int32) if integral is None else integral.astype(np.int32)
-    # the model as arrays (HiGHS' C-style passModel): a HighsLp's matrix takes its vectors
-    # element by element (0.17 ms of 0.2 ms per model at 530 options)
-    status = h.passModel(
-        n, m + units, index.size, int(highspy.MatrixFormat.kRowwise),
-        int(highspy.ObjSense.kMaximize), 0.0,
-        np.ascontiguousarray(value, dtype=np.float64), np.zeros(n), np.ones(n),
-        np.concatenate([np.full(m, -_INF), np.ones(units)]),
-        np.concatenate([rhs, np.ones(units)]).astype(np.float64),
-        start.astype(np.int32), index, np.concatenate([entries, np.ones(n)]), kinds)
-    # a warning is a model HiGHS took, with entries below 1e-9 dropped as it does through
-    # PuLP too (a level costing 4e-215 once stopped the proof here)
-    return bool(status != highspy.HighsStatus.kError)
 
 
 def _rounded(
