@@ -307,13 +307,12 @@ def _branch_and_bound(
         # the node's LP rounded (each customer at its heaviest option): a plan when it
         # keeps every row, an incumbent that closes other nodes early
         rounded = _rounded_core(x, unit, starts, integral, lower)
-        if _fits(rounded, coupling, limit, starts, integral):
-            rounded_value = float(value @ rounded)
-            if rounded_value > best:
-                best, best_x = rounded_value, rounded
-                if objective - best <= GAP * max(1.0, abs(best)) / 2:
-                    closed = max(closed, objective)
-                    continue
+        rounded_value = float(value @ rounded)  # checked only when it would be the best
+        if rounded_value > best and _fits(rounded, coupling, limit, starts, integral):
+            best, best_x = rounded_value, rounded
+            if objective - best <= GAP * max(1.0, abs(best)) / 2:
+                closed = max(closed, objective)
+                continue
         if best_x is not None:  # reduced-cost fixing (see below)
             lower, upper, cut = _fixed_by_reduced_costs(solution, x, objective, best, binary,
                                                        lower, upper)
