@@ -52,7 +52,7 @@ class Hull:
             a, b = int(self.offsets[lo]), int(self.offsets[hi])
             if b - a < 2:
                 return
-            points = self.points[a:b]
+            points = self.points[a:b].astype(np.intp)  # cast once for both gathers
             step = np.ones(b - a - 1, dtype=bool)  # consecutive points of one unit
             inner = self.offsets[lo + 1:hi] - a
             step[inner[inner > 0] - 1] = False

@@ -71,11 +71,16 @@ class Shares:
         return out
 
     def dot(self, x: NDArray[np.float64]) -> float:
-        """``x @ shares``, summed piece by piece in order (the same bits on any threads)."""
+        """``x @ shares``, summed piece by piece in order (the same bits on any threads;
+        numpy's pairwise sum, not a BLAS call per piece: those wake BLAS's threads each)."""
+        def part(lo: int, hi: int) -> float:
+            t = self.piece(lo, hi)
+            t *= x[lo:hi]
+            return float(t.sum())
+
         total = 0.0
-        for part in parallel.results(lambda lo, hi: float(x[lo:hi] @ self.piece(lo, hi)),
-                                     self.size, CHUNK):
-            total += part
+        for value in parallel.results(part, self.size, CHUNK):
+            total += value
         return total
 
 
