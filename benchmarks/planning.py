@@ -9,7 +9,11 @@ example plan with a limit on contacts besides spend (one contact per head spent 
 0.3 per customer: exact LP solves at budgets, each started from its neighbour's prices). The
 frontier's own seconds come from its JSON
 (``seconds``: from the inputs to the result; ``model_seconds``: the part of it that builds the
-options and rows, the same work ``allocate`` does first).
+options and rows, the same work ``allocate`` does first). Beside each wall time, the CPU
+seconds (user + system) of the command and of the processes it waited for, the report's chart
+process among them: the report works in two processes, so its wall time gains from a free
+second core and from none on a machine whose cores are busy; its CPU seconds are what it costs
+either way.
 
     .venv/bin/python benchmarks/planning.py --sizes 100k,1M --report-max 100k --repeat 3 \
         --json benchmarks/results/planning.json
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -55,15 +60,23 @@ def _tree_env(tree: Path, work: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
+def _cpu_of_children() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-         ) -> tuple[float, str]:
+         ) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of the command and the processes it waited
+    for: the report's chart process among them) and stdout of one command."""
+    cpu = _cpu_of_children()
     started = time.perf_counter()
     proc = subprocess.run([*EQUITY, *args], capture_output=True, text=True, check=False,
                           env=env, cwd=cwd)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds, proc.stdout
+    return seconds, _cpu_of_children() - cpu, proc.stdout
 
 
 def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = False,
@@ -100,8 +113,8 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
         runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
         for _ in range(repeat):
             for tree, (env, cwd) in trees.items():  # in turn: the same load for both
-                seconds, stdout = _run(args, env, cwd)
-                run: dict[str, Any] = {"seconds": round(seconds, 3)}
+                seconds, cpu, stdout = _run(args, env, cwd)
+                run: dict[str, Any] = {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3)}
                 if name.startswith("frontier"):
                     summary = json.loads(stdout)["frontier"]
                     run["frontier_seconds"] = round(summary["seconds"], 3)
@@ -123,16 +136,19 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
                 what = (f"  (frontier {best['frontier_seconds']:.2f} s of which model "
                         f"{best['model_seconds']:.2f} s, {points}, {best['method']})")
             label = "" if tree == THIS else "  [against]"
-            print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s{what}{label}", flush=True)
+            print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s, CPU {best['cpu_seconds']:5.2f} s"
+                  f"{what}{label}", flush=True)
     for held in [out["runs"]] + ([out["against"]["runs"]] if against is not None else []):
-        ref = held["allocate"]["seconds"]
+        ref, ref_cpu = held["allocate"]["seconds"], held["allocate"]["cpu_seconds"]
         for run in held.values():
             run["x_allocate"] = round(run["seconds"] / ref, 2)
+            run["x_allocate_cpu"] = round(run["cpu_seconds"] / ref_cpu, 2) if ref_cpu else None
     for name, run in out["runs"].items():
         other = out["against"]["runs"][name] if against is not None else None
         versus = (f", against {other['seconds']:.2f} s = {other['x_allocate']:.2f}x"
-                  if other is not None else "")
-        print(f"{n:>9,}  {name:<28} {run['x_allocate']:5.2f}x allocate{versus}")
+                  f" (CPU {other['x_allocate_cpu']:.2f}x)" if other is not None else "")
+        print(f"{n:>9,}  {name:<28} {run['x_allocate']:5.2f}x allocate (CPU "
+              f"{run['x_allocate_cpu']:.2f}x){versus}")
     return out
 
 
