@@ -11,9 +11,10 @@ frontier's own seconds come from its JSON
 (``seconds``: from the inputs to the result; ``model_seconds``: the part of it that builds the
 options and rows, the same work ``allocate`` does first). Beside each wall time, the CPU
 seconds (user + system) of the command and of the processes it waited for, the report's chart
-process among them: the report works in two processes, so its wall time gains from a free
-second core and from none on a machine whose cores are busy; its CPU seconds are what it costs
-either way.
+process among them, and the part of them in the command's own process: the report works in
+two processes, so its wall time gains from a free second core and from none on a machine whose
+cores are busy; its CPU seconds are what it costs either way, its own process' CPU seconds
+about what its wall time comes to with a core free for the charts.
 
     .venv/bin/python benchmarks/planning.py --sizes 100k,1M --report-max 100k --repeat 3 \
         --json benchmarks/results/planning.json
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -36,7 +38,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-EQUITY = [sys.executable, "-m", "engine.cli"]
+# ``python -m engine.cli ARGS`` that also writes, as its last line on stderr, the CPU seconds
+# of its own process and of the processes it waited for (the report's chart process)
+CPU_MARK = "planning-benchmark-cpu"
+EQUITY = [sys.executable, "-c", f"""
+import atexit, json, resource, runpy, sys
+
+def cpu():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print("{CPU_MARK}", json.dumps([own.ru_utime + own.ru_stime,
+                                    kids.ru_utime + kids.ru_stime]), file=sys.stderr)
+
+atexit.register(cpu)
+sys.argv[0] = "equity"
+runpy.run_module("engine.cli", run_name="__main__", alter_sys=True)
+"""]
 THIS = "this"
 
 
@@ -66,9 +83,10 @@ def _cpu_of_children() -> float:
 
 
 def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-         ) -> tuple[float, float, str]:
+         ) -> tuple[float, float, float, str]:
     """Wall seconds, CPU seconds (user + system of the command and the processes it waited
-    for: the report's chart process among them) and stdout of one command."""
+    for: the report's chart process among them), the part of them in the command's own
+    process, and the stdout of one command."""
     cpu = _cpu_of_children()
     started = time.perf_counter()
     proc = subprocess.run([*EQUITY, *args], capture_output=True, text=True, check=False,
@@ -76,7 +94,9 @@ def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds, _cpu_of_children() - cpu, proc.stdout
+    marks = [line for line in proc.stderr.splitlines() if line.startswith(CPU_MARK)]
+    own = json.loads(marks[-1].split(" ", 1)[1])[0] if marks else math.nan
+    return seconds, _cpu_of_children() - cpu, own, proc.stdout
 
 
 def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = False,
@@ -113,8 +133,9 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
         runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
         for _ in range(repeat):
             for tree, (env, cwd) in trees.items():  # in turn: the same load for both
-                seconds, cpu, stdout = _run(args, env, cwd)
-                run: dict[str, Any] = {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3)}
+                seconds, cpu, own, stdout = _run(args, env, cwd)
+                run: dict[str, Any] = {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                                       "own_cpu_seconds": round(own, 3)}
                 if name.startswith("frontier"):
                     summary = json.loads(stdout)["frontier"]
                     run["frontier_seconds"] = round(summary["seconds"], 3)
@@ -137,7 +158,7 @@ def measure(n: int, work: Path, report: bool, repeat: int, resources: bool = Fal
                         f"{best['model_seconds']:.2f} s, {points}, {best['method']})")
             label = "" if tree == THIS else "  [against]"
             print(f"{n:>9,}  {name:<28} {best['seconds']:7.2f} s, CPU {best['cpu_seconds']:5.2f} s"
-                  f"{what}{label}", flush=True)
+                  f" (its own process {best['own_cpu_seconds']:5.2f} s){what}{label}", flush=True)
     for held in [out["runs"]] + ([out["against"]["runs"]] if against is not None else []):
         ref, ref_cpu = held["allocate"]["seconds"], held["allocate"]["cpu_seconds"]
         for run in held.values():
