@@ -65,6 +65,22 @@ def test_a_chart_that_raises_names_the_chart_and_the_process_goes_on() -> None:
         assert charts.result("fine") == b"drawn"
 
 
+def test_a_job_whose_input_fails_names_the_chart() -> None:
+    def broken() -> tuple[str, str, tuple[object, ...]]:
+        raise ZeroDivisionError("no segments")
+
+    with ChartProcess() as charts:
+        charts.submit("made", broken)  # computed in the sending thread
+        charts.submit("unpicklable", (JOBS, "sleep_and_draw", (lambda: 0.0,)))
+        charts.submit("fine", lambda: (JOBS, "sleep_and_draw", (0.0,)))
+        with pytest.raises(ChartError, match=r"chart 'made' failed(.|\n)*its input could not "
+                                             r"be made or sent(.|\n)*ZeroDivisionError"):
+            charts.result("made")
+        with pytest.raises(ChartError, match=r"chart 'unpicklable' failed(.|\n)*pickle"):
+            charts.result("unpicklable")
+        assert charts.result("fine") == b"drawn"
+
+
 def test_a_reply_that_is_no_image_is_an_error() -> None:
     with ChartProcess() as charts:
         charts.submit("none", (JOBS, "not_a_png", ()))

@@ -30,6 +30,7 @@ import sys
 import threading
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -63,8 +64,10 @@ class ChartProcess:
         self._stderr = ""
         self._cond = threading.Condition()
         # jobs go out from a thread of their own: a job (the frontier's points: megabytes) does
-        # not wait in submit() for the child to finish loading matplotlib and read it
-        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        # not wait in submit() for the child to finish loading matplotlib and read it, and a
+        # job given as a function is computed there, beside the caller's own work
+        self._outbox: queue.SimpleQueue[tuple[str, Job | Callable[[], Job]] | None] = \
+            queue.SimpleQueue()
         self._readers = [
             threading.Thread(target=self._read, args=(self._proc.stdout,),
                              name="chart-process-out", daemon=True),
@@ -83,16 +86,13 @@ class ChartProcess:
         """The charts sent so far, in order."""
         return list(self._sent)
 
-    def submit(self, name: str, job: Job) -> None:
-        """Send ``job`` to be drawn as chart ``name``."""
+    def submit(self, name: str, job: Job | Callable[[], Job]) -> None:
+        """Send ``job`` to be drawn as chart ``name``; a function returning the job is called
+        in the thread that sends it (an error there is the chart's error in ``result``)."""
         if name in self._sent:
             raise ValueError(f"chart {name!r} was already sent to the chart process")
-        # the job pickled apart: the child knows the chart's name even when the job cannot
-        # be read there
-        payload = pickle.dumps((name, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)),
-                               protocol=pickle.HIGHEST_PROTOCOL)
         self._sent.append(name)
-        self._outbox.put(payload)
+        self._outbox.put((name, job))
 
     def result(self, name: str, timeout: float | None = None) -> bytes:
         """The PNG of chart ``name``; raises ``ChartError`` when it failed or the child
@@ -150,7 +150,21 @@ class ChartProcess:
 
     def _write(self) -> None:
         try:
-            while (payload := self._outbox.get()) is not None:
+            while (item := self._outbox.get()) is not None:
+                name, job = item
+                try:
+                    made = job() if callable(job) else job
+                    # the job pickled apart: the child knows the chart's name even when the
+                    # job cannot be read there
+                    payload = pickle.dumps(
+                        (name, pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)),
+                        protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:
+                    with self._cond:
+                        self._done[name] = (False, "its input could not be made or sent:\n"
+                                            + traceback.format_exc(), [])
+                        self._cond.notify_all()
+                    continue
                 self._stdin.write(payload)
                 self._stdin.flush()
         except (BrokenPipeError, OSError, ValueError):

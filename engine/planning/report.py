@@ -78,8 +78,8 @@ def send_charts(charts: ChartProcess, data: ReportData) -> None:
     the scenarios are solved)."""
     sent = set(charts.submitted)
     for name, make in _jobs(data).items():
-        if name not in sent:
-            charts.submit(name, make())
+        if name not in sent:  # its input is computed in the thread that sends it
+            charts.submit(name, make)
 
 
 def write_report(data: ReportData, out: Path, progress: Progress | None = None,
