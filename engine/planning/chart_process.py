@@ -6,15 +6,18 @@ the inputs and solves the plan, then draws each chart it is sent while this proc
 the scenarios. matplotlib holds the interpreter lock as it draws, so a thread would not
 overlap it; a process on the other core does.
 
-The protocol is pickle over the child's stdin and stdout: a job is ``(name, (module,
-function, arguments))`` (``engine.planning.report_chart_data.Job``: plain arrays, lists and
-numbers), a reply ``(name, ok, png or traceback, warnings)``. The child's stdout carries
-nothing else (its own prints go to its stderr), its stderr is kept for the error message;
-warnings raised while drawing are raised again here, under this process' filters.
+The protocol is pickle over the child's stdin and stdout: a job is ``(name, pickle of
+(module, function, arguments))`` (``engine.planning.report_chart_data.Job``: plain arrays,
+lists and numbers; pickled apart so the child can name the chart it cannot read), a reply
+``(name, ok, png or traceback, warnings)``. Jobs are written by a thread of this process,
+which also computes those given as a function. The child's stdout carries nothing else (its
+own prints go to its stderr), its stderr is kept for the error message; warnings raised while
+drawing are raised again here, under this process' filters.
 
-Failures surface as ``ChartError`` naming the chart: a drawing that raises (with the child's
-traceback), a child that ends or cannot start (with its exit code and the end of its stderr);
-a child never leaves ``result`` waiting once it has ended. Closing the process (or this one
+Failures surface as ``ChartError`` naming the chart: a job whose input fails or cannot be
+pickled, a drawing that raises (with the child's traceback), a child that ends or cannot
+start (with its exit code and the end of its stderr); a child never leaves ``result`` waiting
+once it has ended, and ``result`` takes a timeout. Closing the process (or this one
 ending) closes the child's stdin, which ends it.
 """
 
