@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from engine.planning.chart_process import ChartError, ChartProcess
-from engine.planning.report import CHARTS, build_report, send_charts, write_report
+from engine.planning.report import (
+    CHARTS,
+    build_report,
+    frontier_sender,
+    send_charts,
+    write_report,
+)
 from engine.portfolio import Portfolio
 from engine.synthetic import example
 from tests.test_report import _check_report, _current
@@ -30,17 +36,20 @@ def test_the_page_and_charts_drawn_in_the_chart_process_are_those_drawn_in_proce
         tmp_path: Path) -> None:
     cust, pros, plan = example(1500)
     with ChartProcess() as charts:
-        # as the command does it: every chart but the scenarios' sent before they are solved
+        # as the command does it: the frontier's chart as soon as the frontier is known, every
+        # other chart but the scenarios' before the acquisition-vs-retention split and the
+        # scenarios are solved
         sent: list[list[str]] = []
 
         def ready(data: object) -> None:
+            sent.append(charts.submitted)
             send_charts(charts, data)  # type: ignore[arg-type]
             sent.append(charts.submitted)
 
         data = build_report(Portfolio(cust, pros), plan, _current(cust, pros),
                             discount_rates=[0.05, 0.15], response_factors=[0.5, 1.5],
-                            figures_ready=ready)
-        assert sent == [[n for n in CHARTS if n != "scenarios"]]
+                            frontier_ready=frontier_sender(charts), figures_ready=ready)
+        assert sent == [["frontier"], [n for n in CHARTS if n != "scenarios"]]
         assert data.robustness is not None
         parallel = write_report(data, tmp_path / "parallel", charts=charts)
         assert charts.submitted[-1] == "scenarios"

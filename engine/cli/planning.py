@@ -304,7 +304,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     paths = None
     try:
-        from engine.planning.report import build_report, report_json, send_charts, write_report
+        from engine.planning.report import (
+            build_report,
+            frontier_sender,
+            report_json,
+            send_charts,
+            write_report,
+        )
 
         portfolio, plan = load_inputs(args)
         current = _read_current(args.current_plan)
@@ -314,6 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                             discount_rates=rates, response_factors=factors,
                             inputs=_input_files(args), uncertainty=args.uncertainty,
                             seed=args.seed,
+                            frontier_ready=None if charts is None else frontier_sender(charts),
                             figures_ready=None if charts is None else
                             lambda ready: send_charts(charts, ready))
         if html:

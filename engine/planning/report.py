@@ -29,8 +29,9 @@ from typing import Any, Concatenate, ParamSpec
 from engine.plan import Plan
 from engine.planning import report_data
 from engine.planning.chart_process import ChartProcess
+from engine.planning.frontier import Frontier
 from engine.planning.progress import Progress, no_progress
-from engine.planning.report_chart_data import Job, chart_jobs, run_job
+from engine.planning.report_chart_data import Job, chart_jobs, frontier_job, run_job
 from engine.planning.report_clv import clv_charts, clv_html, clv_json, clv_of, splice, with_clv
 from engine.planning.report_data import ReportData
 from engine.planning.report_html import CHARTS, SECTIONS, render_html
@@ -60,8 +61,8 @@ def report_json(data: ReportData) -> dict[str, Any]:
         doc["clv"] = json.loads(json.dumps(clv_json(clv)))
     return doc
 
-__all__ = ["CHARTS", "SECTIONS", "ChartProcess", "ReportData", "build_report", "render_html",
-           "report_json", "send_charts", "write_report"]
+__all__ = ["CHARTS", "SECTIONS", "ChartProcess", "ReportData", "build_report", "frontier_sender",
+           "render_html", "report_json", "send_charts", "write_report"]
 
 
 def _jobs(data: ReportData) -> dict[str, Callable[[], Job]]:
@@ -80,6 +81,15 @@ def send_charts(charts: ChartProcess, data: ReportData) -> None:
     for name, make in _jobs(data).items():
         if name not in sent:  # its input is computed in the thread that sends it
             charts.submit(name, make)
+
+
+def frontier_sender(charts: ChartProcess) -> Callable[[Frontier, dict[str, float] | None], None]:
+    """For ``build_report``'s ``frontier_ready``: the frontier's chart sent to ``charts`` as
+    soon as the frontier is known, ahead of the other charts."""
+    def send(front: Frontier, interval: dict[str, float] | None) -> None:
+        charts.submit("frontier", lambda: frontier_job(front, interval))
+
+    return send
 
 
 def write_report(data: ReportData, out: Path, progress: Progress | None = None,

@@ -44,7 +44,7 @@ def chart_jobs(data: ReportData) -> dict[str, Callable[[], Job]]:
         return lambda: (CHARTS_MODULE, function, (make(),))
 
     return {
-        "frontier": job("draw_frontier", lambda: frontier_spec(data.frontier, interval)),
+        "frontier": lambda: frontier_job(data.frontier, interval),
         "response": job("draw_response", lambda: {"curves": data.curves}),
         "shares": job("draw_shares", lambda: shares_spec(data)),
         "spend": job("draw_spend", lambda: spend_spec(data)),
@@ -54,6 +54,12 @@ def chart_jobs(data: ReportData) -> dict[str, Callable[[], Job]]:
            if data.robustness is not None else {}),
         "uplift": job("draw_uplift", lambda: {"concentration": data.concentration}),
     }
+
+
+def frontier_job(front: Frontier, interval: dict[str, float] | None) -> Job:
+    """The frontier's chart, which needs only the frontier and the gain's interval: it can be
+    sent as soon as the frontier is known (``build_report``'s ``frontier_ready``)."""
+    return CHARTS_MODULE, "draw_frontier", (frontier_spec(front, interval),)
 
 
 # --------------------------------------------------------------------------------------------

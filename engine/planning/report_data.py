@@ -129,11 +129,13 @@ def build_report(
     uncertainty: int = 0,
     seed: int = 0,
     figures_ready: Callable[[ReportData], None] | None = None,
+    frontier_ready: Callable[[Frontier, dict[str, float] | None], None] | None = None,
 ) -> ReportData:
     """Everything the report shows. ``inputs`` names the input files (for the assumptions);
     ``segments_shown`` how many segments the charts show one by one; ``uncertainty`` draws
-    give the gain's interval (``compare``). ``figures_ready`` gets everything but the
-    acquisition-vs-retention split and the scenarios (solved after it) to draw the charts."""
+    give the gain's interval (``compare``). To draw the charts meanwhile: ``frontier_ready``
+    gets the frontier and that interval once known, ``figures_ready`` everything but the
+    acquisition-vs-retention split and the scenarios (solved after it)."""
     progress = progress or no_progress
     comparison = compare(portfolio, plan, current, registry, progress,
                          uncertainty=uncertainty, seed=seed)
@@ -142,9 +144,10 @@ def build_report(
     rows = build_constraints(plan, options)
     progress("frontier", 0.0)
     front = comparison.frontier or frontier_of(options, rows, plan.total_budget, progress)
+    if frontier_ready is not None:
+        frontier_ready(front, _interval(optimum.summary.get("equity_gain_interval")))
     progress("report figures", 0.0)
-    units = optimum.units
-    customers = units.filter(pl.col("pool").is_null())
+    customers = optimum.units.filter(pl.col("pool").is_null())
     top_units = customers.sort("uplift", descending=True).head(top).select(
         "customer_id", "segment", "kind", "level", "spend", "equity_before", "equity_after",
         "uplift")
@@ -154,13 +157,10 @@ def build_report(
     limits = limit_table(comparison, rows)
     data = ReportData(
         frontier=front, comparison=comparison, kinds={}, robustness=None, top=top_units,
-        segments=seg, groups=groups,
-        curves=response_curves(options, comparison, groups),
-        limits=limits,
-        decision=decision(comparison, front, limits),
+        segments=seg, groups=groups, curves=response_curves(options, comparison, groups),
+        limits=limits, decision=decision(comparison, front, limits),
         assumptions=assumptions(portfolio, plan, optimum.summary, inputs),
-        concentration=concentration(customers["uplift"].to_numpy(),
-                                    customers["spend"].to_numpy()),
+        concentration=concentration(customers["uplift"].to_numpy(), customers["spend"].to_numpy()),
     )
     if figures_ready is not None:  # no chart shows these two: drawn while they are solved
         figures_ready(data)
