@@ -52,12 +52,15 @@ class HighsCore:
                  time_limit: float | None = None) -> None:
         import highspy
 
+        from engine.optimize.small_highs import take_pool_size
+
         self._hs = highspy
         self._lut = [highspy.HighsBasisStatus(i) for i in range(5)]
         with native_stdout_silenced():  # highspy prints a banner when a solver is made
             self._h = highspy.Highs()
         h = self._h
         h.setOptionValue("output_flag", False)
+        take_pool_size(h)  # no count of the machine's cores per run (small_highs)
         # tight tolerances: the plan must keep every limit within 1e-9, and the prices are
         # the certificate's
         h.setOptionValue("primal_feasibility_tolerance", 1e-9)

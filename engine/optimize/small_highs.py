@@ -35,13 +35,7 @@ def solver(time_limit: float | None) -> highspy.Highs:
             h = highspy.Highs()
         _quiet = True
     h.setOptionValue("output_flag", False)
-    # HiGHS' thread pool is global to the process and made by the first solve; a solver
-    # object asking for another size fails to run at all. Left unset, every run counts the
-    # machine's cores from /sys (~35 us of each ~75 us run of a tiny LP, a branch and
-    # bound's nodes included); set to the pool's own size, it does not
-    threads = _pool_threads()
-    if threads:
-        h.setOptionValue("threads", threads)
+    take_pool_size(h)
     # the feasibility-jump heuristic costs ~8 ms per MIP however small (HiGHS 1.16); these
     # MIPs start from a core that the LP's prices leave, where it finds nothing the
     # branch-and-bound does not find at once
@@ -53,6 +47,18 @@ def solver(time_limit: float | None) -> highspy.Highs:
     if time_limit is not None:
         h.setOptionValue("time_limit", float(time_limit))
     return h
+
+
+def take_pool_size(h: highspy.Highs) -> None:
+    """``h`` asks for HiGHS' thread pool at its own size. The pool is global to the process
+    and made by the first solve; a solver object asking for another size fails to run at
+    all. Left unset, every run counts the machine's cores from /sys (~35 us of each ~75 us
+    run of a tiny LP, a branch and bound's nodes included); set to the pool's own size, it
+    does not. (The general path's solver objects, ``engine.optimize.solvers`` and
+    ``engine.optimize.core_lp``, ask the same.)"""
+    threads = _pool_threads()
+    if threads:
+        h.setOptionValue("threads", threads)
 
 
 _threads: int | None = None  # the size of HiGHS' thread pool in this process, 0: not known

@@ -211,6 +211,8 @@ def _highs_lp(
     prices and checks as through PuLP."""
     import highspy
 
+    from engine.optimize.small_highs import take_pool_size
+
     global _banner_silenced
     if _banner_silenced:
         h = highspy.Highs()
@@ -219,6 +221,7 @@ def _highs_lp(
             h = highspy.Highs()
         _banner_silenced = True
     h.setOptionValue("output_flag", False)
+    take_pool_size(h)  # no count of the machine's cores per run (engine.optimize.small_highs)
     if not presolve:
         h.setOptionValue("presolve", "off")
     if time_limit is not None:
