@@ -290,7 +290,8 @@ def _branch_and_bound(
         solution = h.getSolution()
         x = np.asarray(solution.col_value)
         prices.add(np.asarray(solution.row_dual)[: rhs.size])
-        frac = np.abs(x[binary] - np.round(x[binary]))
+        xb = x[binary]
+        frac = np.abs(xb - np.round(xb))
         k = int(np.argmax(frac)) if binary.size else 0
         if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
             plan = x.copy()
@@ -314,7 +315,7 @@ def _branch_and_bound(
                 closed = max(closed, objective)
                 continue
         if best_x is not None:  # reduced-cost fixing (see below)
-            lower, upper, cut = _fixed_by_reduced_costs(solution, x, objective, best, binary,
+            lower, upper, cut = _fixed_by_reduced_costs(solution, xb, objective, best, binary,
                                                        lower, upper)
             closed = max(closed, cut)
         col = binary[k]
@@ -385,11 +386,13 @@ def _start_at_best(h: highspy.Highs, options: OptionSet, m: int) -> None:
     other column at 0, the rows' slacks basic, the units' rows at their bound. Every column's
     reduced cost is then its value minus its unit's best (<= 0): dual feasible, and the dual
     simplex only restores the rows this plan breaks. A basis HiGHS refuses is left out."""
-    unit = options.unit_of_option
-    best = np.maximum.reduceat(options.value, options.offsets[:-1])
-    top = np.flatnonzero(options.value == best[unit])
-    first = top[np.unique(unit[top], return_index=True)[1]]
-    basic = np.zeros(options.cost.size, dtype=np.int64)
+    n, starts = options.cost.size, options.offsets[:-1]
+    best = np.maximum.reduceat(options.value, starts)
+    # each unit's first option at its best value (none for a unit of NaN values: n)
+    first = np.minimum.reduceat(
+        np.where(options.value == best[options.unit_of_option], np.arange(n), n), starts)
+    first = first[first < n]
+    basic = np.zeros(n, dtype=np.int64)
     basic[first] = 1
     basis = highspy.HighsBasis()
     basis.col_status = _STATUS[basic].tolist()
@@ -432,7 +435,7 @@ def _fits(
 
 def _fixed_by_reduced_costs(
     solution: highspy.HighsSolution,
-    x: NDArray[np.float64],
+    xb: NDArray[np.float64],
     objective: float,
     best: float,
     binary: NDArray[np.int64],
@@ -443,9 +446,9 @@ def _fixed_by_reduced_costs(
     objective minus the incumbent, fixed at that bound for the node's subtree: moving one
     to its other bound costs the LP at least |d|, so no plan there beats the incumbent by
     more than the slack. Returns the new bounds and the largest LP bound of what was cut
-    off (objective - |d|), -inf when nothing was."""
+    off (objective - |d|), -inf when nothing was; ``xb``: the node's binary columns'
+    values."""
     d = np.abs(np.asarray(solution.col_dual)[binary])
-    xb = x[binary]
     free = upper[binary] > lower[binary]
     slack = GAP * max(1.0, abs(best)) / 2
     cut = free & (objective - d <= best + slack) & ((xb <= 1e-9) | (xb >= 1 - 1e-9))
