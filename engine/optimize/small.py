@@ -29,8 +29,8 @@ the core goes to HiGHS' MIP.
 
 Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
 its options) returns ``None``: the caller then takes the general path, which explains
-infeasibility by row and handles time limits. The solver objects and the models passed as
-arrays: ``engine.optimize.small_highs``.
+infeasibility by row and handles time limits. The solver objects (one per thread, kept
+from solve to solve) and the models passed as arrays: ``engine.optimize.small_highs``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from numpy.typing import NDArray
 from engine.allocation import Allocation
 from engine.constraints import Constraint, normalized_rhs, spend_only
 from engine.optimize.small_highs import GAP
+from engine.optimize.small_highs import borrow as _highs
+from engine.optimize.small_highs import give_back as _give_back
 from engine.optimize.small_highs import pass_model as _pass
-from engine.optimize.small_highs import solver as _highs
 from engine.options import OptionSet
 
 MAX_OPTIONS = 5_000  # options at most for the direct model (100 customers x 5 levels: 500)
@@ -70,12 +71,24 @@ def solve(
 ) -> Allocation | None:
     """The proven integer optimum with its LP certificate, or ``None`` (see the module)."""
     started = time.perf_counter()
+    h = _highs(time_limit)  # this thread's solver object, given back when done
+    found = _solve(h, options, rows, should_stop, started)
+    _give_back(h)  # not after an exception: an object in a state not known is dropped
+    return found
+
+
+def _solve(
+    h: highspy.Highs,
+    options: OptionSet,
+    rows: list[Constraint],
+    should_stop: Callable[[], bool],
+    started: float,
+) -> Allocation | None:
     n = options.cost.size
     units = options.n_units
     integral = ~options.fractional[options.unit_of_option]
     coupling = _coupling(options, rows)
     rhs = normalized_rhs(rows)
-    h = _highs(time_limit)
     if not _pass(h, options.value, coupling, rhs, options.offsets, None):
         return None
 
