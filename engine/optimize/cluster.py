@@ -73,9 +73,11 @@ def connect(spec: str, *, memory_limit: str | None = None, timeout: float = 10.0
             kwargs["memory_limit"] = memory_limit
         # Worker processes of their own; no dashboard (no port to clash with); quiet logs.
         # The workers share this machine's cores: their elementwise passes (engine.parallel)
-        # take their share of them, not each all of them.
+        # and polars' thread pool (reading, valuing, writing) take their share of them, not
+        # each all of them.
         n = int(match.group(1))
-        env = {"EQUITY_THREADS": str(max(1, parallel.threads() // n))}
+        share = str(max(1, parallel.threads() // n))
+        env = {"EQUITY_THREADS": share, "POLARS_MAX_THREADS": share}
         with dask.config.set({"distributed.worker.daemon": False}), distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True,
             dashboard_address=None, silence_logs=40, env=env, **kwargs,

@@ -27,6 +27,7 @@ from engine.errors import InvalidInputError
 from engine.io import read_table
 from engine.optimize.blocks import float_key
 from engine.optimize.increments import HullIncrements, Increments
+from engine.optimize.key_index import KeyIndex
 from engine.optimize.lagrange import two_largest
 from engine.optimize.pricing import RowPricer, UnitPricer, best_two, options_of, whole
 from engine.options import KINDS, OptionSet
@@ -62,12 +63,9 @@ class Part:
     source: str = ""  # the partition's file, for errors
     id_field: str = "customers.customer_id"  # where its customer ids come from
     id_hash: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-    # the constrained increments sorted by (cell, key): ``by_cell[cell_start[c]:
-    # cell_start[c + 1]]`` are cell c's, with their keys in ``sorted_key`` (increasing), so a
-    # round finds the members of its ranges by binary search, not by a pass over all
-    by_cell: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    cell_start: NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-    sorted_key: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # the constrained increments by (cell, key), for the rounds' key ranges: binary searches,
+    # not a pass over all (``engine.optimize.key_index``)
+    index: KeyIndex | None = None
     totals: dict[str, Any] = field(default_factory=dict)  # the same every round
     # per input table: its columns and segments (the summary's assumptions, on the driver)
     shape: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
@@ -156,13 +154,6 @@ def attach(part: Part, names: list[str], constrained_cells: NDArray[np.bool_]) -
     inc = hull.apply()
     key = float_key(inc.dv / inc.dc + 0.0)
     constrained = constrained_cells[inc.cell]
-    counts = np.bincount(inc.cell, minlength=options.n_cells) * constrained_cells
-    cell_start = np.zeros(options.n_cells + 1, dtype=np.int64)
-    np.cumsum(counts, out=cell_start[1:])
-    order = np.empty(int(cell_start[-1]), dtype=np.int64)
-    for c in np.flatnonzero(counts):  # per cell, its increments by key (then by index)
-        idx = np.flatnonzero(inc.cell == c)
-        order[cell_start[c]:cell_start[c + 1]] = idx[np.argsort(key[idx], kind="stable")]
     free = inc.dv[~constrained]
     totals = {
         "base_cost": np.bincount(options.cell, weights=options.cost[inc.first],
@@ -171,10 +162,8 @@ def attach(part: Part, names: list[str], constrained_cells: NDArray[np.bool_]) -
         "free_value": float(free[free > 0].sum()),
         "units": options.n_units,
     }
-    dtype = np.int32 if inc.dc.size < np.iinfo(np.int32).max else np.int64
     return replace(part, hull=hull, inc=inc, key=key, constrained=constrained,
-                   by_cell=order.astype(dtype), cell_start=cell_start,
-                   sorted_key=key[order], totals=totals)
+                   index=KeyIndex(key, inc.cell, constrained, options.n_cells), totals=totals)
 
 
 def _inc(part: Part) -> Increments:
@@ -183,29 +172,13 @@ def _inc(part: Part) -> Increments:
 
 
 def members(part: Part, ranges: Ranges) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range), in
-    order of cell, then key, then index. Binary searches in the cell's sorted keys: the
-    work is the ranges and their members, not a pass over the partition."""
+    """Increments falling in one of ``ranges`` (disjoint within a cell): (index, range).
+    Binary searches in the cells' keys (``KeyIndex.members``: its order does not depend on
+    earlier calls): the work is the ranges and their members, not a pass over the
+    partition."""
     _inc(part)
-    found, which = [], []
-    for c in np.unique(ranges[:, 0]):
-        own = np.flatnonzero(ranges[:, 0] == c)
-        own = own[np.argsort(ranges[own, 1])]
-        a, b = int(part.cell_start[c]), int(part.cell_start[c + 1])
-        keys = part.sorted_key[a:b]
-        start = np.searchsorted(keys, ranges[own, 1], side="left")
-        stop = np.maximum(np.searchsorted(keys, ranges[own, 2], side="left"), start)
-        count = stop - start
-        total = int(count.sum())
-        if not total:
-            continue
-        before = np.cumsum(count) - count
-        pos = np.repeat(start - before, count) + np.arange(total)
-        found.append(part.by_cell[a + pos].astype(np.int64))
-        which.append(np.repeat(own, count))
-    if not found:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(found), np.concatenate(which)
+    assert part.index is not None
+    return part.index.members(ranges)
 
 
 def summary(part: Part, ranges: Ranges, lag: Ranges, lag_price: NDArray[np.float64]
@@ -318,12 +291,10 @@ def settle(part: Part, fill: Fill, prices: NDArray[np.float64], cells: NDArray[n
     for c in np.flatnonzero(present & cells):
         # the per_cell ratios nearest the price lie within per_cell places of it on either
         # side in the cell's sorted keys: a binary search, not a pass over the cell
-        a, b = int(part.cell_start[c]), int(part.cell_start[c + 1])
-        if b == a:
+        assert part.index is not None
+        idx = part.index.near(int(c), int(float_key(np.array([prices[c] + 0.0]))[0]), per_cell)
+        if idx.size == 0:
             continue
-        at = a + int(np.searchsorted(part.sorted_key[a:b], float_key(
-            np.array([prices[c] + 0.0]))[0]))
-        idx = part.by_cell[max(a, at - per_cell):min(b, at + per_cell)].astype(np.int64)
         near = np.abs(inc.dv[idx] / inc.dc[idx] - prices[c])
         if idx.size > per_cell:
             idx = idx[np.argpartition(near, per_cell - 1)[:per_cell]]
