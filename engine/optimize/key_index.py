@@ -10,8 +10,9 @@ bucket by key only the first time a range ends inside it (a few buckets per cell
 near the cell's price). A bucket wholly inside a range is a slice, in increment order.
 
 What :meth:`KeyIndex.members` returns does not depend on which buckets were sorted before:
-per cell, the members in whole buckets (bucket order, then increment order), then those in
-partly covered buckets by range and increment order. A worker rebuilt mid-run from its files
+per cell, the members in whole buckets (by range, bucket, then increment), then those in
+partly covered buckets (by bucket, range, then the bucket's own sorted order: key, then
+increment, the same whenever it is sorted). A worker rebuilt mid-run from its files
 (``engine.optimize.cluster``) therefore sums the same numbers in the same order.
 """
 
@@ -97,14 +98,14 @@ class KeyIndex:
                 found.append(self.pos[at].astype(np.int64))
                 which.append(np.repeat(own, count))
             # groups a range ends inside: their sorted keys, by binary search
-            part_g = np.concatenate([a[a_part], b[b_part] - 1])
-            part_r = np.concatenate([own[a_part], own[b_part]])
+            b_only = b_part & ~(a_part & (b - 1 == a))  # a range within one group: once
+            part_g = np.concatenate([a[a_part], b[b_only] - 1])
+            part_r = np.concatenate([own[a_part], own[b_only]])
             if not part_g.size:
                 continue
-            keep = np.unique(np.stack([part_g, part_r], axis=1), axis=0)
             idx_parts, rid_parts = [], []
-            for g in np.unique(keep[:, 0]):
-                rows = keep[keep[:, 0] == g, 1]
+            for g in np.unique(part_g):
+                rows = part_r[part_g == g]
                 pos, keys = self.sorted_group(g0 + int(g))
                 s = np.searchsorted(keys, ranges[rows, 1], side="left")
                 e = np.maximum(np.searchsorted(keys, ranges[rows, 2], side="left"), s)
@@ -114,11 +115,8 @@ class KeyIndex:
                     before = np.cumsum(n) - n
                     idx_parts.append(pos[np.repeat(s - before, n) + np.arange(k)])
                     rid_parts.append(np.repeat(rows, n))
-            if idx_parts:
-                idx, rid = np.concatenate(idx_parts), np.concatenate(rid_parts)
-                order = np.lexsort((idx, rid))
-                found.append(idx[order])
-                which.append(rid[order])
+            found.extend(idx_parts)
+            which.extend(rid_parts)
         if not found:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(found), np.concatenate(which)
