@@ -207,7 +207,8 @@ def _groups(key: NDArray[np.int64], rid: NDArray[np.int64], ranges: Ranges
             ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """The distinct (range, key >> its shift) pairs and each key's pair, without a sort of
     the keys: within a range the sub-key less the range's first one is below 2**17, so the
-    pair is one small integer and a count per value finds the distinct ones."""
+    pair is one small integer and a count per value finds the distinct ones (a sort when
+    the keys are few beside the values counted: a later round's narrow ranges)."""
     if key.size == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
     shift = ranges[rid, 3]
@@ -216,7 +217,7 @@ def _groups(key: NDArray[np.int64], rid: NDArray[np.int64], ranges: Ranges
     local = sub - base[rid]
     code = (rid << LOCAL_BITS) | local
     size = len(ranges) << LOCAL_BITS
-    if size <= 1 << 23:
+    if size <= min(1 << 23, 8 * key.size):  # else a sort of the few keys costs less
         present = np.flatnonzero(np.bincount(code, minlength=size))
         lookup = np.zeros(size, dtype=np.int64)
         lookup[present] = np.arange(present.size)
