@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SCRIPT = """
+POOL_FIRST = """
 import sys
 import highspy, numpy as np
 first = int(sys.argv[1])
@@ -28,6 +28,9 @@ if first >= 0:  # another solver object makes the pool first (0: at HiGHS' defau
     h.addVars(2, np.zeros(2), np.ones(2))
     h.changeColsCost(2, np.arange(2, dtype=np.int32), np.ones(2))
     assert h.run() == highspy.HighsStatus.kOk
+"""
+
+SCRIPT = POOL_FIRST + """
 from engine.constraints import build_constraints
 from engine.optimize import small, small_highs
 from engine.plan import Plan
@@ -40,9 +43,10 @@ print(small_highs._threads, h.getOptionValue("threads")[1])
 """
 
 
-@pytest.mark.parametrize("first", [-1, 0, 1, 2])
-def test_the_solver_objects_take_the_pools_own_size(first: int) -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(first)], cwd=ROOT,
+def _pool_size_and_option(script: str, first: int) -> None:
+    """Runs ``script`` in a fresh process; the pool's size it found and the size its solver
+    object asks for are equal (and the size the first object made, when it set one)."""
+    out = subprocess.run([sys.executable, "-c", script, str(first)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     size, option = (int(v) for v in out.stdout.split()[-2:])
@@ -51,18 +55,12 @@ def test_the_solver_objects_take_the_pools_own_size(first: int) -> None:
         assert size == first
 
 
-GENERAL = """
-import sys
-import highspy, numpy as np
-first = int(sys.argv[1])
-if first >= 0:  # another solver object makes the pool first (0: at HiGHS' default size)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    if first:
-        h.setOptionValue("threads", first)
-    h.addVars(2, np.zeros(2), np.ones(2))
-    h.changeColsCost(2, np.arange(2, dtype=np.int32), np.ones(2))
-    assert h.run() == highspy.HighsStatus.kOk
+@pytest.mark.parametrize("first", [-1, 0, 1, 2])
+def test_the_solver_objects_take_the_pools_own_size(first: int) -> None:
+    _pool_size_and_option(SCRIPT, first)
+
+
+GENERAL = POOL_FIRST + """
 from engine.optimize import small_highs, solvers
 from engine.optimize.core_lp import HighsCore
 # max x0 + 2 x1 s.t. x0 + x1 <= 1.5, 0 <= x <= 1: 2.5 at (0.5, 1), the row's price 1
@@ -77,13 +75,7 @@ print(small_highs._threads, core._h.getOptionValue("threads")[1])
 @pytest.mark.parametrize("first", [-1, 0, 2])
 def test_the_general_paths_solver_objects_take_the_pools_own_size(first: int) -> None:
     # the block LP's models (solvers.maximize passing arrays) and the core LP's object
-    out = subprocess.run([sys.executable, "-c", GENERAL, str(first)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    size, option = (int(v) for v in out.stdout.split()[-2:])
-    assert size >= 1 and option == size
-    if first > 0:
-        assert size == first
+    _pool_size_and_option(GENERAL, first)
 
 
 def _portfolios() -> list[tuple[object, list[object]]]:
