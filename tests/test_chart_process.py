@@ -4,6 +4,8 @@ the same files byte for byte as drawn in process, and every failure of the child
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -57,7 +59,23 @@ def test_the_page_and_charts_drawn_in_the_chart_process_are_those_drawn_in_proce
     _check_report(parallel, scenarios=True)
     a, b = _files(tmp_path / "parallel"), _files(tmp_path / "serial")
     assert set(a) == {f"{n}.png" for n in CHARTS} | {"report.html", "report.json"}
-    assert a == b  # every PNG, the page and the JSON
+    json_a, json_b = json.loads(a.pop("report.json")), json.loads(b.pop("report.json"))
+    assert a == b  # every PNG and the page, byte for byte
+    # The JSON is computed from the same data in both, but in the parallel run while the
+    # send thread computes the charts' inputs: polars' multithreaded float sums can then
+    # split their work differently and differ in the last bit (seen once in a full run).
+    assert _close(json_a, json_b)
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal, floats to 1e-12 relative."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 def test_a_chart_that_raises_names_the_chart_and_the_process_goes_on() -> None:
