@@ -62,8 +62,9 @@ def test_the_page_and_charts_drawn_in_the_chart_process_are_those_drawn_in_proce
     json_a, json_b = json.loads(a.pop("report.json")), json.loads(b.pop("report.json"))
     assert a == b  # every PNG and the page, byte for byte
     # The JSON is computed from the same data in both, but in the parallel run while the
-    # send thread computes the charts' inputs: polars' multithreaded float sums can then
-    # split their work differently and differ in the last bit (seen once in a full run).
+    # send thread computes the charts' inputs. Once in a full run the two JSON files
+    # differed (the PNGs and the page did not); the likely cause is polars' threaded float
+    # sums splitting their work differently beside another thread, a last-bit difference.
     assert _close(json_a, json_b)
 
 
