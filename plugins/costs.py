@@ -39,7 +39,9 @@ def _net_margin(table: pl.DataFrame) -> np.ndarray:
 
 def _segments(table: pl.DataFrame) -> pl.Series:
     if "segment" in table.columns:
-        return table["segment"].cast(pl.String).fill_null("")
+        text = table["segment"].cast(pl.String)
+        # fill_null is a lazy select (~50 us whatever the size): only when there are nulls
+        return text.fill_null("") if text.null_count() else text
     return pl.Series("segment", [""] * table.height, dtype=pl.String)
 
 
@@ -116,15 +118,15 @@ def response_options(
     parts = []
     # One buffer per array for customers and pools alike, each part filling its slice, so
     # that OptionSet.concat joins them without a copy (10M customers: 400 MB per array).
-    n_levels = _levels(plan.retention_levels).size if customers is not None else 0
-    head = customers.height * n_levels if customers is not None else 0
-    tail = prospects.height * _levels(plan.acquisition_levels).size if prospects is not None else 0
+    s, a_levels = _levels(plan.retention_levels), _levels(plan.acquisition_levels)
+    head = customers.height * s.size if customers is not None else 0
+    tail = prospects.height * a_levels.size if prospects is not None else 0
     cost_buf, value_buf = np.empty(head + tail), np.empty(head + tail)
     # the customers' levels are their cost: OptionSet.concat keeps only the pools' own
     # levels (engine.options.LevelsAfter), not a third full-size array
     level_buf = np.empty(tail)
     if customers is not None:
-        s = _levels(plan.retention_levels)
+        segments = _segments(customers)
         r0 = customers["retention"].to_numpy()
         if "retention_ceiling" in customers.columns:
             ceiling = customers["retention_ceiling"].to_numpy()
@@ -138,7 +140,7 @@ def response_options(
         shape = np.zeros(r0.size)
         # A segment's curve: its k and shape, and the same share of each customer's gap to 1
         # that it closes at its own base (docs/response.md).
-        for curve, rows in _curves(plan, RETENTION_NAME, _segments(customers)):
+        for curve, rows in _curves(plan, RETENTION_NAME, segments):
             gap_share = (curve.ceiling - curve.base) / (1.0 - curve.base)
             ceiling[rows] = r0[rows] + gap_share * (1.0 - r0[rows])
             k[rows] = curve.k
@@ -165,7 +167,7 @@ def response_options(
             OptionSet.uniform(
                 customers["customer_id"],
                 np.full(n, RETENTION, dtype=np.int8),
-                _segments(customers),
+                segments,
                 np.zeros(n, dtype=bool),
                 np.ones(n),
                 level,
@@ -174,7 +176,6 @@ def response_options(
             )
         )
     if prospects is not None:
-        a_levels = _levels(plan.acquisition_levels)
         pool = prospects["prospects"].to_numpy()
         a_ceiling, a_k, a_shape = acquisition_parameters(prospects, plan)
         share = _response(
