@@ -24,9 +24,8 @@ class CustomerLifetimeValue(Metric):
         net = table["margin"].to_numpy()
         if "service_cost" in table.columns:
             net = net - table["service_cost"].to_numpy()
-        return pl.DataFrame(
-            {"clv": net * margin_multiplier(table["retention"].to_numpy(), valuation)}
-        )
+        clv = net * margin_multiplier(table["retention"].to_numpy(), valuation)
+        return pl.Series("clv", clv).to_frame()
 
 
 class ReturnOnCustomer(Metric):
