@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from engine.allocation import Allocation
 from engine.constraints import Constraint
@@ -47,38 +48,37 @@ def build_result(
     before = options.value[options.baseline]
     after = allocation.equity(options)
     spend = allocation.spend(options)
-    # labels by code: a gather from the few names (numpy text arrays cost seconds at 10M)
-    kind = labels(KINDS, options.kind)
-    segment = labels(options.segments, options.segment)
-    units = pl.DataFrame(
-        {
-            **unit_ids(options, id_dtype),
-            "kind": kind,
-            "segment": segment,
-            **unit_levels(options, allocation, level_dtype),
-            "spend": spend,
-            "equity_before": before,
-            "equity_after": after,
-            "uplift": after - before,
-        }
-    )
+    # the table from a list of named columns: a dict of arrays costs polars ~50 us more a
+    # call, which is most of a 100-customer table's time (the columns are the same)
+    columns = [
+        *_named(unit_ids(options, id_dtype)),
+        # labels by code: a gather from the few names (numpy text arrays cost seconds at 10M)
+        labels(KINDS, options.kind).alias("kind"),
+        labels(options.segments, options.segment).alias("segment"),
+        *_named(unit_levels(options, allocation, level_dtype)),
+        pl.Series("spend", spend),
+        pl.Series("equity_before", before),
+        pl.Series("equity_after", after),
+        pl.Series("uplift", after - before),
+    ]
+    units = pl.DataFrame(columns)
     if metric_columns is not None:  # what the plan's metric said of each customer
         extra = metric_columns
         if extra["customer_id"].dtype != units["customer_id"].dtype:
             extra = extra.with_columns(
                 pl.col("customer_id").cast(units["customer_id"].dtype, strict=False)
             )
-        extra = extra.rename({c: f"metric_{c}" for c in extra.columns[1:] if c in units.columns})
+        taken = {c: f"metric_{c}" for c in extra.columns[1:] if c in units.columns}
+        if taken:
+            extra = extra.rename(taken)
         # pools have no customer_id (null never matches), so they get no customer metrics
         units = _with_metric_columns(units, extra)
     equity_before, equity_after = float(before.sum()), float(after.sum())
     total_spend = float(spend.sum())
-    by_kind = units.group_by("kind").agg(pl.col("spend").sum())
-    by_segment = (
-        units.group_by("segment")
-        .agg(pl.col("spend").sum(), pl.col("equity_before").sum(), pl.col("equity_after").sum())
-        .sort("segment")
-    )
+    _, (kind_spend,) = sums_by_code(options.kind, len(KINDS), [spend])
+    present, by_segment = sums_by_code(options.segment, len(options.segments),
+                                       [spend, before, after])
+    segments = _segment_sums(options.segments, present, by_segment)
     bound = allocation.bound
     gap = best = None
     if bound is not None and exact:
@@ -88,9 +88,10 @@ def build_result(
         best = max(min(best, bound), equity_after)
         gap = max(0.0, (best - equity_after) / max(abs(best), 1e-12))
 
-    def roc(e0: float, e1: float, s: float) -> float:
-        return float(return_on_customer(e0, e1, s, discount_rate))
-
+    # the plan's ROC and doing nothing's, in one call
+    roc, roc_do_nothing = return_on_customer(
+        np.array([equity_before, equity_before]), np.array([equity_after, equity_before]),
+        np.array([total_spend, 0.0]), discount_rate).tolist()
     summary = PlanSummary(
         status=allocation.status,
         allocator=allocator,
@@ -102,17 +103,11 @@ def build_result(
         equity_after=equity_after,
         equity_gain=equity_after - equity_before,
         total_spend=total_spend,
-        spend_by_kind={k: 0.0 for k in KINDS}
-        | dict(zip(by_kind["kind"].to_list(), by_kind["spend"].to_list(), strict=True)),
-        spend_by_segment=dict(
-            zip(by_segment["segment"].to_list(), by_segment["spend"].to_list(), strict=True)
-        ),
-        equity_by_segment={
-            s: {"before": b, "after": a}
-            for s, b, a in by_segment.select("segment", "equity_before", "equity_after").iter_rows()
-        },
-        roc=roc(equity_before, equity_after, total_spend),
-        roc_do_nothing=roc(equity_before, equity_before, 0.0),
+        spend_by_kind=dict(zip(KINDS, kind_spend.tolist(), strict=True)),
+        spend_by_segment={name: s for name, (s, _, _) in segments.items()},
+        equity_by_segment={name: {"before": b, "after": a} for name, (_, b, a) in segments.items()},
+        roc=roc,
+        roc_do_nothing=roc_do_nothing,
         lp_objective=allocation.lp_objective,
         bound=bound,
         gap=gap,
@@ -129,6 +124,44 @@ def build_result(
     return PlanResult(units, summary, options, allocation)
 
 
+SUM_BLOCK = 1 << 16  # rows a block of ``sums_by_code``
+
+
+def sums_by_code(
+    codes: NDArray[np.integer], n_codes: int, values: list[NDArray[np.float64]]
+) -> tuple[NDArray[np.bool_], list[NDArray[np.float64]]]:
+    """Which of the codes ``0 .. n_codes - 1`` occur, and each of ``values`` summed by code.
+
+    One summation at every size: within a block of ``SUM_BLOCK`` rows each code's values
+    are added in row order (``np.bincount``), then the blocks' sums in block order. The
+    figures depend on nothing but the input: polars' group-by sums, used before, are
+    split among threads and differed in the last bit from run to run (at 1,000 rows and
+    up); a table of 100 rows gets exactly the row-order sums they gave. The blocks keep
+    ``bincount``'s index copy (it takes intp) to one block: no full-size temporary."""
+    seen = np.zeros(n_codes, dtype=np.int64)
+    sums = [np.zeros(n_codes) for _ in values]
+    for start in range(0, codes.size, SUM_BLOCK):  # a loop over blocks, not rows
+        block = codes[start:start + SUM_BLOCK].astype(np.intp)
+        seen += np.bincount(block, minlength=n_codes)
+        for total, v in zip(sums, values, strict=True):
+            total += np.bincount(block, v[start:start + SUM_BLOCK], minlength=n_codes)
+    return seen > 0, sums
+
+
+def _segment_sums(
+    names: list[str], present: NDArray[np.bool_], sums: list[NDArray[np.float64]]
+) -> dict[str, tuple[float, ...]]:
+    """The sums of the segments that have units, by segment name in sorted order (Python
+    orders text by code point, polars by UTF-8 bytes: the same order)."""
+    rows = zip(*(s.tolist() for s in sums), strict=True)
+    named = [(n, r) for n, r, p in zip(names, rows, present.tolist(), strict=True) if p]
+    return dict(sorted(named, key=lambda item: item[0]))
+
+
+def _named(columns: dict[str, pl.Series]) -> list[pl.Series]:
+    return [c.alias(name) for name, c in columns.items()]
+
+
 def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
     """``units`` left-joined with the metric's columns on ``customer_id``. When the units
     start with the metric's customers in the same order and the rest are pools (the
@@ -139,10 +172,10 @@ def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFra
         and ids.slice(m).null_count() == units.height - m
         and ids.slice(0, m).equals(extra["customer_id"])
     ):
-        columns = extra.drop("customer_id")
+        columns = pl.DataFrame(extra.get_columns()[1:])  # not ``drop``: a lazy query's cost
         if units.height > m:
             columns = padded(columns, units.height - m)
-        return units.hstack(columns)
+        return units.hstack(columns.get_columns())
     return units.join(extra, on="customer_id", how="left", maintain_order="left")
 
 
