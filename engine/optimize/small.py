@@ -49,6 +49,7 @@ from engine.optimize.small_highs import GAP
 from engine.optimize.small_highs import borrow as _highs
 from engine.optimize.small_highs import give_back as _give_back
 from engine.optimize.small_highs import pass_model as _pass
+from engine.optimize.small_simplex import Tableau
 from engine.options import OptionSet
 
 MAX_OPTIONS = 5_000  # options at most for the direct model (100 customers x 5 levels: 500)
@@ -193,7 +194,7 @@ def _core_mip(
             offsets = np.concatenate([[0], np.cumsum(counts[counts > 0])])
             sub = (options.value[cols], coupling[:, cols], rhs - coupling @ fixed, offsets)
             start = rounded[cols] if rounded_fits else None
-            searched = _branch_and_bound(h, *sub, integral[cols], start) \
+            searched = _branch_and_bound(h, *sub, integral[cols], start, lp_x[cols]) \
                 if integral[cols].any() else None
             if searched is not None:  # proven (or proven infeasible) by the small search
                 status, sub_x, sub_bound = searched
@@ -229,6 +230,7 @@ def _core_mip(
 
 
 NODE_LIMIT = 60  # the small search's nodes at most; past them HiGHS' MIP takes the core
+DENSE_ENTRIES = 20_000  # a core's tableau entries at most for the dense simplex (160 kB)
 
 
 def _branch_and_bound(
@@ -239,6 +241,7 @@ def _branch_and_bound(
     offsets: NDArray[np.int64],
     integral: NDArray[np.bool_],
     start: NDArray[np.float64] | None = None,
+    relaxed: NDArray[np.float64] | None = None,
 ) -> tuple[highspy.HighsModelStatus, NDArray[np.float64], float] | None:
     """The core's MIP by a best-first branch and bound over its LP relaxation (HiGHS'
     simplex, warm-started from the parent's basis, bounds changed in place), for the tiny
@@ -248,11 +251,27 @@ def _branch_and_bound(
     within GAP of it; kInfeasible when no node has an integral solution; ``None`` past
     ``NODE_LIMIT`` nodes or on any LP status besides optimal and infeasible. ``start``: a
     plan to begin from (the LP's plan rounded), taken when it is one (one option per
-    customer, weights summing to 1, every row kept)."""
-    n = value.size
-    if not _pass(h, value, coupling, rhs, offsets, None):
-        return None
-    h.setOptionValue("presolve", "off")
+    customer, weights summing to 1, every row kept); ``relaxed``: an optimum of the core's
+    LP (the whole model's LP on the core's columns), its basis the first node's.
+
+    Each node's LP is solved by a dense dual simplex (``engine.optimize.small_simplex``:
+    a pivot or two from its parent's tableau, a few microseconds each, where a HiGHS run
+    costs 115-280 us however small) while the core's tableau stays within
+    ``DENSE_ENTRIES``; a larger core (a tableau too big to copy node to node) is solved by
+    HiGHS, warm-started, its bounds changed in place. Either way a node's bound is the
+    Lagrangian at its row prices, recomputed from the model: an upper bound on its LP
+    whatever the solver's rounding."""
+    n, m = value.size, rhs.size
+    dense = (m + offsets.size - 1) * (n + m + 1) <= DENSE_ENTRIES
+    root: Tableau | None = None
+    if dense:
+        root = Tableau.at(value, coupling, rhs, offsets, relaxed) if relaxed is not None \
+            else None
+        root = root or Tableau.start(value, coupling, rhs, offsets)
+    else:
+        if not _pass(h, value, coupling, rhs, offsets, None):
+            return None
+        h.setOptionValue("presolve", "off")
     columns = np.arange(n, dtype=np.int32)
     binary = np.flatnonzero(integral)
     # what every node's checks share, computed once: the rows' limits with their tolerance,
@@ -262,18 +281,19 @@ def _branch_and_bound(
     unit = np.repeat(np.arange(offsets.size - 1), counts)
     starts = offsets[:-1]
     prices = _Prices(value, coupling, rhs, starts, counts)
+    pivots = 10 * (m + offsets.size - 1) + 20  # a node's pivots at most (a few are usual)
     best_x: NDArray[np.float64] | None = None
     best = -np.inf
     if start is not None and _is_plan(start, coupling, rhs, offsets, integral):
         best_x, best = start, float(value @ start)
     # nodes left, best parent bound first: (-parent's LP bound, order, lower and upper
-    # bounds of every column)
-    heap: list[tuple[float, int, NDArray[np.float64], NDArray[np.float64]]] = [
-        (-np.inf, 0, np.zeros(n), np.ones(n))]
+    # bounds of every column, the parent's final tableau)
+    heap: list[tuple[float, int, NDArray[np.float64], NDArray[np.float64], Tableau | None]] \
+        = [(-np.inf, 0, np.zeros(n), np.ones(n), root)]
     closed = -np.inf  # the largest LP bound of a node closed by its bound (not integral)
     nodes = 0
     while heap:
-        parent, _, lower, upper = heapq.heappop(heap)
+        parent, _, lower, upper, tableau = heapq.heappop(heap)
         if best_x is not None and -parent - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, -parent)  # every node left is bounded by its parent
             break
@@ -287,30 +307,43 @@ def _branch_and_bound(
         nodes += 1
         if nodes > NODE_LIMIT:
             return None
-        if nodes > 1:
-            h.changeColsBounds(n, columns, lower, upper)
-        if h.run() != highspy.HighsStatus.kOk:
-            return None
-        status = h.getModelStatus()
-        if status == highspy.HighsModelStatus.kInfeasible:
-            continue
-        if status != highspy.HighsModelStatus.kOptimal:
-            return None
-        objective = float(h.getObjectiveValue())  # (getInfo builds every figure: ~5 us)
+        if tableau is not None:  # the dense simplex, from the parent's tableau
+            if nodes > 1:
+                tableau = tableau.copy()  # the parent's other child starts from it too
+            solved = tableau.solve(lower, upper, pivots)
+            if solved is None:
+                return None
+            feasible, x = solved
+            if not feasible:
+                continue
+            duals, reduced = tableau.duals(), tableau.reduced_costs()
+        else:  # HiGHS, warm-started from the last node it solved
+            if nodes > 1:
+                h.changeColsBounds(n, columns, lower, upper)
+            if h.run() != highspy.HighsStatus.kOk:
+                return None
+            status = h.getModelStatus()
+            if status == highspy.HighsModelStatus.kInfeasible:
+                continue
+            if status != highspy.HighsModelStatus.kOptimal:
+                return None
+            solution = h.getSolution()
+            x = np.asarray(solution.col_value)
+            duals = np.asarray(solution.row_dual)[:m]
+            reduced = np.asarray(solution.col_dual)
+        objective = prices.at(duals, lower, upper)
         if best_x is not None and objective - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, objective)
             continue
-        solution = h.getSolution()
-        x = np.asarray(solution.col_value)
-        prices.add(np.asarray(solution.row_dual)[: rhs.size])
+        prices.add(duals)
         xb = x[binary]
         frac = np.abs(xb - np.round(xb))
         k = int(np.argmax(frac)) if binary.size else 0
         if not binary.size or frac[k] <= 1e-9:  # integral: a plan, and this node's best
             plan = x.copy()
             plan[binary] = np.round(plan[binary])
-            # HiGHS' LP keeps rows within 1e-7; a plan here keeps them within 1e-9 (as the
-            # MIP does at its feasibility tolerance): else HiGHS' MIP decides
+            # the LP keeps rows within its tolerance; a plan here keeps them within 1e-9
+            # (as HiGHS' MIP does at its feasibility tolerance): else HiGHS' MIP decides
             if not _fits(plan, coupling, limit, starts, integral):
                 return None
             closed = max(closed, objective)
@@ -328,7 +361,7 @@ def _branch_and_bound(
                 closed = max(closed, objective)
                 continue
         if best_x is not None:  # reduced-cost fixing (see below)
-            lower, upper, cut = _fixed_by_reduced_costs(solution, xb, objective, best, binary,
+            lower, upper, cut = _fixed_by_reduced_costs(reduced, xb, objective, best, binary,
                                                        lower, upper)
             closed = max(closed, cut)
         col = binary[k]
@@ -336,8 +369,8 @@ def _branch_and_bound(
         down_upper[col] = 0.0
         up_lower = lower.copy()
         up_lower[col] = 1.0
-        heapq.heappush(heap, (-objective, 2 * nodes, up_lower, upper))
-        heapq.heappush(heap, (-objective, 2 * nodes + 1, lower, down_upper))
+        heapq.heappush(heap, (-objective, 2 * nodes, up_lower, upper, tableau))
+        heapq.heappush(heap, (-objective, 2 * nodes + 1, lower, down_upper, tableau))
     if best_x is None:
         return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
     found = float(value @ best_x)
@@ -380,14 +413,28 @@ class _Prices:
         least is within the gap of the incumbent holds no better plan."""
         if not self.size:
             return np.inf
+        net = np.where(self._allowed(lower, upper), self.net[: self.size], -np.inf)
+        best = np.maximum.reduceat(net, self.starts, axis=1).sum(axis=1)
+        return float((self.const[: self.size] + best).min())
+
+    def at(self, duals: NDArray[np.float64], lower: NDArray[np.float64],
+           upper: NDArray[np.float64]) -> float:
+        """A node's Lagrangian at its own LP's duals (clipped at 0): its LP bound, equal to
+        its LP optimum at optimal duals and above it at any others."""
+        y = np.maximum(duals, 0.0)
+        net = np.where(self._allowed(lower, upper), self.value - y @ self.coupling, -np.inf)
+        return float(y @ self.rhs) + float(np.maximum.reduceat(net, self.starts).sum())
+
+    def _allowed(self, lower: NDArray[np.float64],
+                 upper: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """The options a node's bounds allow: not at an upper bound of 0, and the one a
+        customer is fixed at (lower bound 1) when it is."""
         allowed = upper > 0.0
         forced = lower > 0.0
         if forced.any():
             allowed &= forced | ~np.repeat(np.logical_or.reduceat(forced, self.starts),
                                            self.counts)
-        net = np.where(allowed, self.net[: self.size], -np.inf)
-        best = np.maximum.reduceat(net, self.starts, axis=1).sum(axis=1)
-        return float((self.const[: self.size] + best).min())
+        return allowed
 
 
 _STATUS = np.array([highspy.HighsBasisStatus.kLower, highspy.HighsBasisStatus.kBasic],
@@ -447,7 +494,7 @@ def _fits(
 
 
 def _fixed_by_reduced_costs(
-    solution: highspy.HighsSolution,
+    reduced: NDArray[np.float64],
     xb: NDArray[np.float64],
     objective: float,
     best: float,
@@ -459,9 +506,9 @@ def _fixed_by_reduced_costs(
     objective minus the incumbent, fixed at that bound for the node's subtree: moving one
     to its other bound costs the LP at least |d|, so no plan there beats the incumbent by
     more than the slack. Returns the new bounds and the largest LP bound of what was cut
-    off (objective - |d|), -inf when nothing was; ``xb``: the node's binary columns'
-    values."""
-    d = np.abs(np.asarray(solution.col_dual)[binary])
+    off (objective - |d|), -inf when nothing was; ``reduced``: the node's LP's reduced
+    costs, ``xb``: its binary columns' values."""
+    d = np.abs(reduced[binary])
     free = upper[binary] > lower[binary]
     slack = GAP * max(1.0, abs(best)) / 2
     cut = free & (objective - d <= best + slack) & ((xb <= 1e-9) | (xb >= 1 - 1e-9))
