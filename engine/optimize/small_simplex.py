@@ -31,17 +31,28 @@ PIVOT_TOLERANCE = 1e-11  # a tableau entry this small (scaled by its row) is no 
 
 
 class Tableau:
-    """The tableau ``B^-1 [A | b]`` of the model's standard form (columns: the options, then
-    one slack per coupling row), its basis (the column basic in each row), which nonbasic
-    columns sit at their upper bound, and the reduced costs of every column."""
+    """The tableau ``B^-1 A`` of the model's standard form (columns: the options, then one
+    slack per coupling row), the basic values, the basis (the column basic in each row),
+    which nonbasic columns sit at their upper bound, the reduced costs of every column, and
+    the bounds it was last solved under."""
 
-    __slots__ = ("at_upper", "basis", "m", "n", "reduced", "t")
+    __slots__ = ("at_upper", "basis", "beta", "lo", "m", "n", "reduced", "t", "tolerance",
+                 "up")
 
-    def __init__(self, t: NDArray[np.float64], basis: NDArray[np.int64],
-                 at_upper: NDArray[np.bool_], reduced: NDArray[np.float64], n: int,
-                 m: int) -> None:
-        self.t, self.basis, self.at_upper, self.reduced = t, basis, at_upper, reduced
-        self.n, self.m = n, m
+    def __init__(self, t: NDArray[np.float64], beta: NDArray[np.float64],
+                 basis: NDArray[np.int64], reduced: NDArray[np.float64], n: int,
+                 tolerance: NDArray[np.float64]) -> None:
+        self.t, self.beta, self.basis, self.reduced = t, beta, basis, reduced
+        self.n, self.m = n, t.shape[1] - n
+        self.at_upper = np.zeros(t.shape[1], dtype=bool)
+        self.lo = np.zeros(t.shape[1])
+        self.up = np.concatenate([np.ones(n), np.full(self.m, np.inf)])
+        self.tolerance = tolerance  # each column's primal tolerance (shared, not copied)
+
+    @staticmethod
+    def _tolerance(n: int, rhs: NDArray[np.float64]) -> NDArray[np.float64]:
+        """PRIMAL_TOLERANCE, scaled for a slack by its row's limit."""
+        return PRIMAL_TOLERANCE * np.concatenate([np.ones(n), np.maximum(1.0, np.abs(rhs))])
 
     @classmethod
     def start(cls, value: NDArray[np.float64], coupling: NDArray[np.float64],
@@ -49,19 +60,17 @@ class Tableau:
         """Every unit at its first option of highest value, the rows' slacks basic."""
         m, n, units = rhs.size, value.size, offsets.size - 1
         starts = offsets[:-1]
-        counts = np.diff(offsets)
-        unit = np.repeat(np.arange(units), counts)
+        unit = np.repeat(np.arange(units), np.diff(offsets))
         best = np.maximum.reduceat(value, starts)
         key = np.minimum.reduceat(np.where(value == best[unit], np.arange(n), n), starts)
-        t = np.zeros((m + units, n + m + 1))
+        t = np.zeros((m + units, n + m))
         t[:m, :n] = coupling - coupling[:, key[unit]]
-        t[:m, n:n + m] = np.eye(m)
-        t[:m, -1] = rhs - coupling[:, key].sum(axis=1)
+        t[:m, n:] = np.eye(m)
         t[m + unit, np.arange(n)] = 1.0
-        t[m:, -1] = 1.0
+        beta = np.concatenate([rhs - coupling[:, key].sum(axis=1), np.ones(units)])
         basis = np.concatenate([np.arange(n, n + m), key]).astype(np.int64)
         reduced = np.concatenate([value - best[unit], np.zeros(m)])
-        return cls(t, basis, np.zeros(n + m, dtype=bool), reduced, n, m)
+        return cls(t, beta, basis, reduced, n, cls._tolerance(n, rhs))
 
     @classmethod
     def at(cls, value: NDArray[np.float64], coupling: NDArray[np.float64],
@@ -85,7 +94,7 @@ class Tableau:
         a[m + np.repeat(np.arange(units), np.diff(offsets)), np.arange(n)] = 1.0
         a[m:, -1] = 1.0
         try:
-            t = np.linalg.solve(a[:, basis], a)
+            t = np.asarray(np.linalg.solve(a[:, basis], a), dtype=np.float64)
         except np.linalg.LinAlgError:
             return None
         cost = np.concatenate([value, np.zeros(m)])
@@ -95,11 +104,16 @@ class Tableau:
         scale = max(1.0, float(np.abs(value).max()))
         if (reduced > PRIMAL_TOLERANCE * scale).any() or (t[:, -1] < -PRIMAL_TOLERANCE).any():
             return None  # not the optimum's basis (degenerate, or x not a vertex)
-        return cls(t, basis.astype(np.int64), np.zeros(n + m, dtype=bool), reduced, n, m)
+        return cls(np.ascontiguousarray(t[:, :-1]), t[:, -1].copy(), basis.astype(np.int64),
+                   reduced, n, cls._tolerance(n, rhs))
 
     def copy(self) -> Tableau:
-        return Tableau(self.t.copy(), self.basis.copy(), self.at_upper.copy(),
-                       self.reduced.copy(), self.n, self.m)
+        out = Tableau.__new__(Tableau)
+        out.t, out.beta, out.basis = self.t.copy(), self.beta.copy(), self.basis.copy()
+        out.at_upper, out.reduced = self.at_upper.copy(), self.reduced.copy()
+        out.lo, out.up = self.lo.copy(), self.up.copy()
+        out.n, out.m, out.tolerance = self.n, self.m, self.tolerance
+        return out
 
     def solve(self, lower: NDArray[np.float64], upper: NDArray[np.float64],
               max_pivots: int) -> tuple[bool, NDArray[np.float64]] | None:
@@ -108,44 +122,55 @@ class Tableau:
         (``x``: the options' weights), (False, empty) when the LP is infeasible (a row
         whose basic column no column can bring within its bounds), ``None`` past
         ``max_pivots`` pivots."""
-        n, m = self.n, self.m
-        t, basis, at_upper, reduced = self.t, self.basis, self.at_upper, self.reduced
-        width = n + m
-        lo = np.concatenate([lower, np.zeros(m)])
-        up = np.concatenate([upper, np.full(m, np.inf)])
-        free = lo < up
-        is_basic = np.zeros(width, dtype=bool)
+        n = self.n
+        t, beta, basis, reduced = self.t, self.beta, self.basis, self.reduced
+        lo, up, at_upper = self.lo, self.up, self.at_upper
+        is_basic = np.zeros(t.shape[1], dtype=bool)
         is_basic[basis] = True
+        # the nonbasic columns whose value the new bounds move: the basic values follow
+        moved = np.flatnonzero(((lower != lo[:n]) | (upper != up[:n])) & ~is_basic[:n])
+        if moved.size:
+            before = np.where(at_upper[moved], up[moved], lo[moved])
+            after = np.where(at_upper[moved], upper[moved], lower[moved])
+            beta -= t[:, moved] @ (after - before)
+        lo[:n], up[:n] = lower, upper
+        movable = (lo < up) & ~is_basic
+        flip = np.where(at_upper, -1.0, 1.0)  # +1: a column rises from its bound, -1: falls
         for _ in range(max_pivots + 1):
-            at = np.where(at_upper, up, lo)
-            at[is_basic] = 0.0
-            moved = np.flatnonzero(at)
-            xb = t[:, -1] - t[:, moved] @ at[moved]
-            lb, ub = lo[basis], up[basis]
-            below, above = lb - xb, xb - ub
-            worst = np.maximum(below, above) / np.maximum(1.0, np.abs(xb))
+            below = lo[basis] - beta
+            worst = np.maximum(below, beta - up[basis]) - self.tolerance[basis]
             r = int(np.argmax(worst))
-            if worst[r] <= PRIMAL_TOLERANCE:
-                at[basis] = xb
-                return True, at[:n]
-            sign = 1.0 if below[r] > above[r] else -1.0  # the basic value must rise (+1)
-            alpha = t[r, :width]
-            signed = sign * alpha
+            if worst[r] <= 0.0:
+                x = np.where(at_upper[:n], up[:n], lo[:n])
+                inside = basis < n
+                x[basis[inside]] = beta[inside]
+                return True, x
+            rise = below[r] > 0.0  # the basic value must rise to its lower bound
+            alpha = t[r]
+            # columns whose move (up from a lower bound, down from an upper one) brings the
+            # row's basic value toward its bound
+            step = alpha * flip
             tiny = PIVOT_TOLERANCE * max(1.0, float(np.abs(alpha).max()))
-            eligible = free & ~is_basic & np.where(at_upper, signed > tiny, signed < -tiny)
-            if not eligible.any():
+            candidates = np.flatnonzero(movable & ((step < -tiny) if rise else (step > tiny)))
+            if not candidates.size:
                 return False, np.zeros(0)
-            candidates = np.flatnonzero(eligible)
-            ratio = np.abs(reduced[candidates]) / np.abs(alpha[candidates])
+            size = np.abs(alpha[candidates])
+            ratio = np.abs(reduced[candidates]) / size
             least = ratio.min()
             # among the least ratios (to rounding), the largest entry: the stablest pivot
-            near = candidates[ratio <= least + 1e-12 * max(1.0, least)]
-            q = int(near[np.argmax(np.abs(alpha[near]))])
+            near = ratio <= least + 1e-12 * max(1.0, least)
+            q = int(candidates[np.argmax(np.where(near, size, 0.0))])
             leaving = int(basis[r])
+            target = lo[leaving] if rise else up[leaving]
+            entering_at = up[q] if at_upper[q] else lo[q]
+            delta = (beta[r] - target) / alpha[q]
+            beta -= delta * t[:, q]
+            beta[r] = entering_at + delta
             self._pivot(r, q)
-            is_basic[leaving], is_basic[q] = False, True
-            at_upper[leaving] = sign < 0
-            at_upper[q] = False
+            movable[q], is_basic[q], at_upper[q], flip[q] = False, True, False, 1.0
+            movable[leaving] = lo[leaving] < up[leaving]
+            is_basic[leaving], at_upper[leaving] = False, not rise
+            flip[leaving] = 1.0 if rise else -1.0
         return None
 
     def _pivot(self, r: int, q: int) -> None:
@@ -158,7 +183,7 @@ class Tableau:
             t[rows] -= np.outer(column[rows], t[r])
             t[rows, q] = 0.0
         t[r, q] = 1.0
-        self.reduced -= self.reduced[q] * t[r, :-1]
+        self.reduced -= self.reduced[q] * t[r]
         self.reduced[q] = 0.0
         self.basis[r] = q
 
