@@ -136,15 +136,22 @@ class Tableau:
         lo[:n], up[:n] = lower, upper
         movable = (lo < up) & ~is_basic
         flip = np.where(at_upper, -1.0, 1.0)  # +1: a column rises from its bound, -1: falls
-        for _ in range(max_pivots + 1):
+        # past this many pivots, Bland's rule (the broken row of least basic column, the
+        # entering column of least index among the least ratios): no basis comes back,
+        # where ties in the ratios (equal values, a degenerate dual) could cycle
+        bland = t.shape[0] + 10
+        for pivots in range(max_pivots + 1):
             below = lo[basis] - beta
             worst = np.maximum(below, beta - up[basis]) - self.tolerance[basis]
             r = int(np.argmax(worst))
+            if worst[r] > 0.0 and pivots >= bland:
+                broken = np.flatnonzero(worst > 0.0)
+                r = int(broken[np.argmin(basis[broken])])
             if worst[r] <= 0.0:
                 x = np.where(at_upper[:n], up[:n], lo[:n])
                 inside = basis < n
                 x[basis[inside]] = beta[inside]
-                return True, x
+                return True, np.minimum(np.maximum(x, lower), upper)  # within the tolerance
             rise = below[r] > 0.0  # the basic value must rise to its lower bound
             alpha = t[r]
             # columns whose move (up from a lower bound, down from an upper one) brings the
@@ -159,7 +166,7 @@ class Tableau:
             least = ratio.min()
             # among the least ratios (to rounding), the largest entry: the stablest pivot
             near = ratio <= least + 1e-12 * max(1.0, least)
-            q = int(candidates[np.argmax(np.where(near, size, 0.0))])
+            q = int(candidates[np.argmax(near if pivots >= bland else np.where(near, size, 0.0))])
             leaving = int(basis[r])
             target = lo[leaving] if rise else up[leaving]
             entering_at = up[q] if at_upper[q] else lo[q]
