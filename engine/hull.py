@@ -192,11 +192,16 @@ def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hul
     counts = np.diff(offsets)
     n_units = counts.size
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
-    order = np.lexsort((-value, cost, unit))
-    u, c = unit[order], cost[order]
-    duplicate = np.zeros(order.size, dtype=bool)
-    duplicate[1:] = (u[1:] == u[:-1]) & (c[1:] == c[:-1])
-    idx = order[~duplicate]
+    if n_units and bool((counts > 0).all()) and rising(cost, offsets[:-1]):
+        # each unit's options by strictly rising cost (the common layout): the sort's
+        # order is their own, with no equal costs to drop
+        idx = np.arange(cost.size, dtype=np.int64)
+    else:
+        order = np.lexsort((-value, cost, unit))
+        u, c = unit[order], cost[order]
+        duplicate = np.zeros(order.size, dtype=bool)
+        duplicate[1:] = (u[1:] == u[:-1]) & (c[1:] == c[:-1])
+        idx = order[~duplicate]
     while idx.size >= 3:
         u, c, v = unit[idx], cost[idx], value[idx]
         interior = (u[1:-1] == u[:-2]) & (u[1:-1] == u[2:])
@@ -210,6 +215,21 @@ def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hul
     hull_offsets = np.zeros(n_units + 1, dtype=np.int64)
     np.cumsum(hull_counts, out=hull_offsets[1:])
     return Hull(points=idx, offsets=hull_offsets)
+
+
+def rising(cost: FloatArray, starts: IntArray) -> bool:
+    """Whether every unit lists its options in strictly increasing cost (one linear pass,
+    in blocks so that no full-size temporary is made)."""
+    block = 1 << 20
+    for lo in range(0, max(cost.size - 1, 0), block):
+        hi = min(lo + block, cost.size - 1)
+        up = cost[lo + 1:hi + 1] > cost[lo:hi]
+        # pairs across two units don't count: pair j spans j, j + 1 with j + 1 a start
+        first = starts[np.searchsorted(starts, lo, "right"):np.searchsorted(starts, hi, "right")]
+        up[first - lo - 1] = True
+        if not up.all():
+            return False
+    return True
 
 
 def _below(

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from engine import small_tables
 from engine.errors import FieldViolation, InvalidInputError
-from engine.hull import Hull, upper_hull
+from engine.hull import Hull, rising, upper_hull
 
 KINDS: tuple[str, str] = ("retention", "acquisition")
 RETENTION, ACQUISITION = 0, 1
@@ -93,7 +93,7 @@ class OptionSet:
         the first listed on full ties). Segment minima, not a sort of all options."""
         starts = self.offsets[:-1]
         counts = np.diff(self.offsets)
-        if self.n_units and bool((counts > 0).all()) and _rising(self.cost, starts):
+        if self.n_units and bool((counts > 0).all()) and rising(self.cost, starts):
             return starts.copy()  # the common layout: each unit's levels by cost
         if self.n_units == 0 or (counts == 0).any():  # empty units: the sort
             order = np.lexsort((-self.value, self.cost, self.unit_of_option))
@@ -113,7 +113,7 @@ class OptionSet:
         levels in); None when that is their own order (each unit's levels by rising cost,
         the common layout: one linear check instead of a sort)."""
         counts = np.diff(self.offsets)
-        if self.n_units and bool((counts > 0).all()) and _rising(self.cost, self.offsets[:-1]):
+        if self.n_units and bool((counts > 0).all()) and rising(self.cost, self.offsets[:-1]):
             return None
         return np.lexsort((self.value, self.cost, self.unit_of_option))
 
@@ -152,7 +152,7 @@ class OptionSet:
     ) -> OptionSet:
         """Units that all have the same number of levels: 2-D (units x levels) arrays."""
         n, n_levels = cost.shape
-        codes, names = _encode(segment_names)
+        codes, names = encode_segments(segment_names)
         flat_cost = np.ascontiguousarray(cost, dtype=np.float64).ravel()
         # levels that are the cost (customers: spend per head) stay one array
         flat_level = flat_cost if level is cost else np.ascontiguousarray(
@@ -177,11 +177,7 @@ class OptionSet:
             raise InvalidInputError.single("portfolio", "has no customers, prospects or options")
         if len(parts) == 1:
             return parts[0]
-        names = sorted({s for p in parts for s in p.segments})
-        index = {s: i for i, s in enumerate(names)}
-        segment = np.concatenate(
-            [np.array([index[s] for s in p.segments], dtype=np.int32)[p.segment] for p in parts]
-        )
+        segment, names = merge_codes([(p.segment, p.segments) for p in parts])
         offsets = [np.zeros(1, dtype=np.int64)]
         base = 0
         for p in parts:
@@ -205,7 +201,7 @@ class OptionSet:
             size=np.concatenate([p.size for p in parts]),
             offsets=np.concatenate(offsets),
             # the property's setter takes LevelsAfter too (read back, level is an array)
-            level=cast(NDArray[np.float64], _joined_levels(parts, cost)),
+            level=cast("NDArray[np.float64]", _joined_levels(parts, cost)),
             cost=cost,
             value=_joined([p.value for p in parts]),
             extra=extra,
@@ -304,24 +300,22 @@ def _joined(arrays: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     return np.concatenate(arrays)
 
 
-def _rising(cost: NDArray[np.float64], starts: NDArray[np.int64]) -> bool:
-    """Whether every unit lists its options in strictly increasing cost (one linear pass,
-    in blocks so that no full-size temporary is made)."""
-    block = 1 << 20
-    for lo in range(0, max(cost.size - 1, 0), block):
-        hi = min(lo + block, cost.size - 1)
-        up = cost[lo + 1:hi + 1] > cost[lo:hi]
-        # pairs across two units don't count: pair j spans j, j + 1 with j + 1 a start
-        first = starts[np.searchsorted(starts, lo, "right"):np.searchsorted(starts, hi, "right")]
-        up[first - lo - 1] = True
-        if not up.all():
-            return False
-    return True
-
-
-def _encode(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
+def encode_segments(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
     """Segment labels to dense codes, sorted names so results are reproducible."""
     return _codes(names, names.len())
+
+
+def merge_codes(
+    coded: list[tuple[NDArray[np.int32], list[str]]],
+) -> tuple[NDArray[np.int32], list[str]]:
+    """Several columns' segment codes (each over its own sorted names) as one column's, over
+    the sorted union of the names."""
+    names = sorted({s for _, own in coded for s in own})
+    index = {s: i for i, s in enumerate(names)}
+    segment = np.concatenate(
+        [np.array([index[s] for s in own], dtype=np.int32)[codes] for codes, own in coded]
+    )
+    return segment, names
 
 
 def from_table(table: pl.DataFrame) -> OptionSet:

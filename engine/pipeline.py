@@ -430,7 +430,7 @@ def option_set_problem(options: OptionSet) -> str | None:
     offsets = options.offsets
     if offsets.shape != (n + 1,):
         return f"offsets has shape {offsets.shape}; {n} units need ({n + 1},)"
-    if not np.issubdtype(offsets.dtype, np.integer):
+    if offsets.dtype.kind not in _INTEGER:
         return f"offsets has dtype {offsets.dtype}, not an integer type"
     total = options.cost.shape
     if len(total) != 1:
@@ -450,16 +450,15 @@ def option_set_problem(options: OptionSet) -> str | None:
         return f"unit {options.unit_id[first]!r} has no options (offsets must increase)"
     for name in ("level", "cost", "value", "size"):
         dtype = level.dtype if name == "level" else getattr(options, name).dtype
-        if not np.issubdtype(dtype, np.number):
+        if dtype.kind not in _NUMBER:
             return f"{name} has dtype {dtype}, not numeric"
     kind = options.kind
     if ((kind != 0) & (kind != 1)).any():
         return "kind must be 0 (retention) or 1 (acquisition)"
     segment = options.segment
     if (
-        not np.issubdtype(segment.dtype, np.integer)
-        or (segment < 0).any()
-        or (segment >= len(options.segments)).any()
+        segment.dtype.kind not in _INTEGER
+        or (segment.size and (segment.min() < 0 or segment.max() >= len(options.segments)))
     ):
         return f"segment codes must index the {len(options.segments)} segment names"
     size = options.size
@@ -468,10 +467,17 @@ def option_set_problem(options: OptionSet) -> str | None:
     if options.unit_id.null_count():
         return "unit_id has nulls"
     mixed = bool((kind != kind[0]).any())
+    # kinds in two runs (customers, then pools: as cost models build them): slices, no mask
+    runs = mixed and bool((kind[1:] >= kind[:-1]).all())
+    first_pool = int(np.searchsorted(kind, 1)) if runs else 0
     for code, label in ((0, "retention"), (1, "acquisition")):
         if not mixed and kind[0] != code:
             continue
-        ids = options.unit_id.filter(pl.Series(kind == code)) if mixed else options.unit_id
+        if runs:
+            ids = options.unit_id.slice(0, first_pool) if code == 0 else options.unit_id.slice(
+                first_pool)
+        else:
+            ids = options.unit_id.filter(pl.Series(kind == code)) if mixed else options.unit_id
         if _distinct(ids):
             continue
         repeat = _first_repeat(ids)
@@ -479,6 +485,9 @@ def option_set_problem(options: OptionSet) -> str | None:
         return (f"duplicate unit_id among {label} units ({repeat[0]} repeat an earlier "
                 f"unit, first {repeat[1]!r})")
     return None
+
+
+_INTEGER, _NUMBER = "iu", "iufc"  # numpy dtype kinds: np.integer, np.number
 
 
 def _distinct(ids: pl.Series) -> bool:

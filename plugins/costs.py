@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple, cast
 
 import numpy as np
 import polars as pl
@@ -11,7 +11,15 @@ import polars as pl
 from engine import parallel
 from engine.errors import FieldViolation, InvalidInputError
 from engine.hookspecs import hookimpl
-from engine.options import ACQUISITION, RETENTION, OptionSet, from_table
+from engine.options import (
+    ACQUISITION,
+    RETENTION,
+    LevelsAfter,
+    OptionSet,
+    encode_segments,
+    from_table,
+    merge_codes,
+)
 from engine.plan import Plan, ResponseCurve
 from engine.portfolio import Portfolio
 from engine.response.curves import lift
@@ -115,15 +123,15 @@ def response_options(
 ) -> OptionSet:
     """Options from the exponential response curves (README, "Model"), whole arrays at once."""
     valuation = plan.valuation
-    parts = []
+    blocks: list[_Block] = []
     # One buffer per array for customers and pools alike, each part filling its slice, so
-    # that OptionSet.concat joins them without a copy (10M customers: 400 MB per array).
+    # that the options are these buffers, not a copy (10M customers: 400 MB per array).
     s, a_levels = _levels(plan.retention_levels), _levels(plan.acquisition_levels)
     head = customers.height * s.size if customers is not None else 0
     tail = prospects.height * a_levels.size if prospects is not None else 0
     cost_buf, value_buf = np.empty(head + tail), np.empty(head + tail)
-    # the customers' levels are their cost: OptionSet.concat keeps only the pools' own
-    # levels (engine.options.LevelsAfter), not a third full-size array
+    # the customers' levels are their cost: only the pools' own levels are kept
+    # (engine.options.LevelsAfter), not a third full-size array
     level_buf = np.empty(tail)
     if customers is not None:
         segments = _segments(customers)
@@ -149,7 +157,6 @@ def response_options(
         n = customers.height
         value = value_buf[:head].reshape(n, s.size)
         cost = cost_buf[:head].reshape(n, s.size)
-        level = cost  # level and cost are the same numbers: one array serves both
 
         # In chunks: the closed forms' temporaries stay small (cache-sized, reused memory)
         # however many customers there are; only the results are allocated at full size.
@@ -163,18 +170,7 @@ def response_options(
             cost[lo:hi] = s
 
         parallel.each(chunk, n, _CHUNK)
-        parts.append(
-            OptionSet.uniform(
-                customers["customer_id"],
-                np.full(n, RETENTION, dtype=np.int8),
-                segments,
-                np.zeros(n, dtype=bool),
-                np.ones(n),
-                level,
-                cost,
-                value,
-            )
-        )
+        blocks.append(_Block(customers["customer_id"], RETENTION, segments, np.ones(n), s.size))
     if prospects is not None:
         pool = prospects["prospects"].to_numpy()
         a_ceiling, a_k, a_shape = acquisition_parameters(prospects, plan)
@@ -188,23 +184,60 @@ def response_options(
         m = prospects.height
         value = value_buf[head:].reshape(m, a_levels.size)
         value[:] = pool[:, None] * (share * clv_new[:, None] - a_levels[None, :])
-        level = level_buf.reshape(m, a_levels.size)
-        level[:] = a_levels
+        level_buf.reshape(m, a_levels.size)[:] = a_levels
         cost = cost_buf[head:].reshape(m, a_levels.size)
         cost[:] = pool[:, None] * a_levels[None, :]
-        parts.append(
-            OptionSet.uniform(
-                prospects["segment"].cast(pl.String),
-                np.full(m, ACQUISITION, dtype=np.int8),
-                prospects["segment"],
-                np.ones(m, dtype=bool),
-                pool.astype(np.float64),
-                level,
-                cost,
-                value,
-            )
-        )
-    return OptionSet.concat(parts)
+        blocks.append(_Block(prospects["segment"].cast(pl.String), ACQUISITION,
+                             prospects["segment"], pool.astype(np.float64), a_levels.size))
+    return _assemble(blocks, cost_buf, value_buf, level_buf)
+
+
+class _Block(NamedTuple):
+    """Units of one kind, each with ``width`` levels, in consecutive rows of the buffers."""
+
+    unit_id: pl.Series
+    kind: int
+    labels: pl.Series  # segment labels
+    size: np.ndarray
+    width: int
+
+
+def _assemble(
+    blocks: list[_Block], cost: np.ndarray, value: np.ndarray, pool_levels: np.ndarray
+) -> OptionSet:
+    """The customers' and the pools' units as one OptionSet over the buffers they filled:
+    ``OptionSet.concat`` of each block's ``OptionSet.uniform`` (ids as text when both kinds
+    are there, segment codes over the union of names, the customers' levels their cost), bit
+    for bit, without the parts' arrays and checks (a few dozen calls at any size)."""
+    blocks = [b for b in blocks if b.unit_id.len()]
+    if not blocks:
+        raise InvalidInputError.single("portfolio", "has no customers, prospects or options")
+    coded = [encode_segments(b.labels) for b in blocks]
+    segment, names = coded[0] if len(blocks) == 1 else merge_codes(coded)
+    counts = [b.unit_id.len() for b in blocks]
+    kind = np.repeat(np.array([b.kind for b in blocks], dtype=np.int8), counts)
+    offsets = np.zeros(len(kind) + 1, dtype=np.int64)
+    np.cumsum(np.repeat(np.array([b.width for b in blocks], dtype=np.int64), counts),
+              out=offsets[1:])
+    head = counts[0] * blocks[0].width if blocks[0].kind == RETENTION else 0
+    level: np.ndarray | LevelsAfter = cost  # customers' levels are their cost
+    if head == 0:
+        level = pool_levels
+    elif len(blocks) > 1:
+        level = LevelsAfter(head, pool_levels)
+    return OptionSet(
+        unit_id=blocks[0].unit_id if len(blocks) == 1 else pl.concat(
+            [b.unit_id.cast(pl.String) for b in blocks]),
+        kind=kind,
+        segment=segment,
+        segments=names,
+        fractional=kind == ACQUISITION,  # pools may mix levels, customers take one
+        size=np.concatenate([b.size for b in blocks]) if len(blocks) > 1 else blocks[0].size,
+        offsets=offsets,
+        level=cast("np.ndarray", level),  # the property's setter takes LevelsAfter too
+        cost=cost,
+        value=value,
+    )
 
 
 def with_contacts(options: OptionSet, per_head: float) -> OptionSet:
