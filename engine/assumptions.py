@@ -27,10 +27,12 @@ TABLE_COSTS = ("spend-table", "segment-spend-table")
 def _segments(table: pl.DataFrame) -> list[str]:
     if "segment" not in table.columns:
         return [""]
-    text = table["segment"].cast(pl.String)
-    small = small_tables.codes(text)  # a few rows: the names without polars' fixed costs
+    text = table["segment"]
+    if text.dtype != pl.String:
+        text = text.cast(pl.String)
+    small = small_tables.names(text)  # a few rows: the names without polars' fixed costs
     if small is not None:
-        return small[1]
+        return small
     return sorted(text.fill_null("").unique().to_list())
 
 

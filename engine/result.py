@@ -13,7 +13,7 @@ from engine.allocation import Allocation
 from engine.constraints import Constraint
 from engine.diagnosis import nothing_spent_notes
 from engine.options import KINDS, OptionSet
-from engine.small_tables import labels, nulls, padded
+from engine.small_tables import labels, nulls, padded, scattered
 from engine.summary import ConstraintInfo, PlanSummary
 from engine.valuation import return_on_customer
 
@@ -51,11 +51,11 @@ def build_result(
     # the table from a list of named columns: a dict of arrays costs polars ~50 us more a
     # call, which is most of a 100-customer table's time (the columns are the same)
     columns = [
-        *_named(unit_ids(options, id_dtype)),
+        *unit_ids(options, id_dtype).values(),  # each column named by its key
         # labels by code: a gather from the few names (numpy text arrays cost seconds at 10M)
         labels(KINDS, options.kind).alias("kind"),
         labels(options.segments, options.segment).alias("segment"),
-        *_named(unit_levels(options, allocation, level_dtype)),
+        *unit_levels(options, allocation, level_dtype).values(),
         pl.Series("spend", spend),
         pl.Series("equity_before", before),
         pl.Series("equity_after", after),
@@ -158,10 +158,6 @@ def _segment_sums(
     return dict(sorted(named, key=lambda item: item[0]))
 
 
-def _named(columns: dict[str, pl.Series]) -> list[pl.Series]:
-    return [c.alias(name) for name, c in columns.items()]
-
-
 def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
     """``units`` left-joined with the metric's columns on ``customer_id``. When the units
     start with the metric's customers in the same order and the rest are pools (the
@@ -232,7 +228,7 @@ def unit_levels(
         for name, v in (("level_lower", np.where(mixed, low, single)),
                         ("level_upper", np.where(mixed, high, single)),
                         ("share_upper", np.where(mixed, share, 0.0))):
-            out[name] = nulls(n, pl.Float64).alias(name).scatter(pools, v)
+            out[name] = scattered(n, pools, v).alias(name)
     else:
         out = {name: nulls(n, pl.Float64).alias(name)
                for name in ("level_lower", "level_upper", "share_upper")}

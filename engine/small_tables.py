@@ -38,6 +38,17 @@ def nulls(n: int, dtype: PolarsDataType) -> pl.Series:
     return pl.repeat(None, n, dtype=dtype, eager=True)
 
 
+def scattered(n: int, rows: NDArray[np.integer], values: NDArray[np.float64]) -> pl.Series:
+    """A Float64 column of ``n`` nulls with ``values`` at ``rows`` (``nulls(n, pl.Float64)
+    .scatter(rows, values)``, named as ``pl.repeat`` names it, 0.0 under the nulls)."""
+    if n <= SMALL_ROWS:
+        column: list[float | None] = [None] * n
+        for row, value in zip(rows.tolist(), values.tolist(), strict=True):  # a few rows
+            column[row] = value
+        return pl.Series("literal", column, dtype=pl.Float64)
+    return nulls(n, pl.Float64).scatter(rows, values)
+
+
 def null_rows(table: pl.DataFrame, n: int) -> pl.DataFrame:
     """``n`` rows of nulls with ``table``'s columns and types (``table.clear(n)``)."""
     if n <= SMALL_ROWS:
@@ -77,10 +88,23 @@ def codes(segment: pl.Series) -> tuple[NDArray[np.int32], list[str]] | None:
     ``engine.options`` makes of segment labels), or ``None`` for a column that is not
     small text (the caller's columnar path then encodes it). Python orders text by code
     point, polars by UTF-8 bytes: the same order."""
+    found = _labels(segment)
+    if found is None:
+        return None
+    values, names = found
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter((index[v] for v in values), dtype=np.int32, count=len(values)), names
+
+
+def names(segment: pl.Series) -> list[str] | None:
+    """The sorted names of ``codes`` without the codes (``None`` when ``codes`` is)."""
+    found = _labels(segment)
+    return None if found is None else found[1]
+
+
+def _labels(segment: pl.Series) -> tuple[list[str], list[str]] | None:
     if segment.len() > SMALL_ROWS or segment.dtype != pl.String:
         return None
     values = ["" if v is None else v for v in segment.to_list()]
-    names = sorted(set(values))
-    index = {name: i for i, name in enumerate(names)}
-    return np.fromiter((index[v] for v in values), dtype=np.int32, count=len(values)), names
+    return values, sorted(set(values))
 

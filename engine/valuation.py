@@ -128,5 +128,5 @@ def return_on_customer(
     e1 = np.asarray(equity_after, dtype=np.float64)
     s = np.asarray(spend, dtype=np.float64)
     numerator = (1.0 + discount_rate) * (e1 + s) - s - e0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(e0 > 0, numerator / np.where(e0 > 0, e0, 1.0), np.nan)
+    # divided only where E0 > 0 (no warnings to silence), NaN elsewhere
+    return np.divide(numerator, e0, out=np.full(numerator.shape, np.nan), where=e0 > 0)

@@ -126,16 +126,30 @@ def test_each_helper_matches_its_general_path(n: int, monkeypatch: pytest.Monkey
     frame = pl.DataFrame({"a": pl.Series([1.5], dtype=pl.Float64),
                           "b": pl.Series(["z"], dtype=pl.String),
                           "c": pl.Series([3], dtype=pl.Int32)})
+    rows = np.flatnonzero(rng.random(n) < 0.3)
+    values = rng.normal(size=rows.size)
+    special = min(3, rows.size)
+    values[:special] = [np.nan, -0.0, np.inf][:special]  # kept as they are
     small = (small_tables.labels(names, codes), small_tables.nulls(n, pl.Int64),
-             small_tables.nulls(n, pl.String), small_tables.null_rows(frame, n))
+             small_tables.nulls(n, pl.String), small_tables.scattered(n, rows, values),
+             small_tables.null_rows(frame, n))
     _general(monkeypatch)
     general = (small_tables.labels(names, codes), small_tables.nulls(n, pl.Int64),
-               small_tables.nulls(n, pl.String), small_tables.null_rows(frame, n))
-    for a, b in zip(small[:3], general[:3], strict=True):
+               small_tables.nulls(n, pl.String), small_tables.scattered(n, rows, values),
+               small_tables.null_rows(frame, n))
+    for a, b in zip(small[:4], general[:4], strict=True):
         assert a.name == b.name and a.dtype == b.dtype
         assert a.equals(b, null_equal=True)
-    assert small[3].schema == general[3].schema and small[3].equals(general[3])
+    assert small[4].schema == general[4].schema and small[4].equals(general[4])
     assert small[0].to_list() == [names[c] for c in codes]
+    expected = [None] * n
+    for row, value in zip(rows.tolist(), values.tolist(), strict=True):
+        expected[row] = value
+    assert small[3].to_list() == expected or np.isnan(values).any()
+    assert np.array_equal(small[3].to_numpy()[rows], values, equal_nan=True)
+    assert small[3].null_count() == n - rows.size
+    values_bytes = [c.to_arrow().buffers()[1].to_pybytes() for c in (small[3], general[3])]
+    assert values_bytes[0] == values_bytes[1]  # the same bytes, 0.0 under the nulls too
 
 
 def test_distinct_rows_decides_only_what_it_can() -> None:
@@ -161,8 +175,11 @@ def test_segment_codes_match_the_columnar_encoding(
                pl.Series("segment", values[:1], dtype=pl.String),
                pl.Series("segment", [], dtype=pl.String)]
     small = [_codes(c, c.len()) for c in columns]
+    found = [small_tables.names(c) for c in columns]  # the names alone, as the codes name them
     _general(monkeypatch)
     general = [_codes(c, c.len()) for c in columns]
+    assert found == [names for _, names in general]
+    assert small_tables.names(columns[0]) is None  # past SMALL_ROWS: the caller's own path
     for (a_codes, a_names), (b_codes, b_names) in zip(small, general, strict=True):
         assert a_names == b_names
         assert a_codes.dtype == b_codes.dtype and np.array_equal(a_codes, b_codes)
