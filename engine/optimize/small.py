@@ -297,10 +297,11 @@ def _branch_and_bound(
         if best_x is not None and -parent - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, -parent)  # every node left is bounded by its parent
             break
+        allowed = prices.allowed(lower, upper)
         if best_x is not None:
             # the node's Lagrangian at the prices of the latest nodes solved: an upper
             # bound on its LP for any prices >= 0, no run needed when it closes the node
-            priced = prices.bound(lower, upper)
+            priced = prices.bound(lower, upper, allowed)
             if priced - best <= GAP * max(1.0, abs(best)) / 2:
                 closed = max(closed, priced)
                 continue
@@ -331,11 +332,10 @@ def _branch_and_bound(
             x = np.asarray(solution.col_value)
             duals = np.asarray(solution.row_dual)[:m]
             reduced = np.asarray(solution.col_dual)
-        objective = prices.at(duals, lower, upper)
+        objective = prices.at(duals, allowed)  # its prices kept for the nodes after it
         if best_x is not None and objective - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, objective)
             continue
-        prices.add(duals)
         xb = x[binary]
         frac = np.abs(xb - np.round(xb))
         k = int(np.argmax(frac)) if binary.size else 0
@@ -396,16 +396,21 @@ class _Prices:
         self.size = 0
         self.next = 0
 
-    def add(self, duals: NDArray[np.float64]) -> None:
-        if not self.keep:
-            return
+    def add(self, duals: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+        """Keeps the prices ``duals`` (clipped at 0) among the latest; returns the options'
+        values net of their use at them, and their value of the rows' limits."""
         y = np.maximum(duals, 0.0)
-        self.net[self.next] = self.value - y @ self.coupling
-        self.const[self.next] = y @ self.rhs
-        self.next = (self.next + 1) % self.keep
-        self.size = min(self.size + 1, self.keep)
+        net = self.value - y @ self.coupling
+        const = float(y @ self.rhs)
+        if self.keep:
+            self.net[self.next] = net
+            self.const[self.next] = const
+            self.next = (self.next + 1) % self.keep
+            self.size = min(self.size + 1, self.keep)
+        return net, const
 
-    def bound(self, lower: NDArray[np.float64], upper: NDArray[np.float64]) -> float:
+    def bound(self, lower: NDArray[np.float64], upper: NDArray[np.float64],
+              allowed: NDArray[np.bool_] | None = None) -> float:
         """The least of a node's Lagrangians at the prices kept (+inf when none):
         prices . rhs plus per unit its best option net of its use at those prices, among
         the options the node's bounds allow (a customer fixed at an option: that one).
@@ -413,19 +418,21 @@ class _Prices:
         least is within the gap of the incumbent holds no better plan."""
         if not self.size:
             return np.inf
-        net = np.where(self._allowed(lower, upper), self.net[: self.size], -np.inf)
+        if allowed is None:
+            allowed = self.allowed(lower, upper)
+        net = np.where(allowed, self.net[: self.size], -np.inf)
         best = np.maximum.reduceat(net, self.starts, axis=1).sum(axis=1)
         return float((self.const[: self.size] + best).min())
 
-    def at(self, duals: NDArray[np.float64], lower: NDArray[np.float64],
-           upper: NDArray[np.float64]) -> float:
-        """A node's Lagrangian at its own LP's duals (clipped at 0): its LP bound, equal to
-        its LP optimum at optimal duals and above it at any others."""
-        y = np.maximum(duals, 0.0)
-        net = np.where(self._allowed(lower, upper), self.value - y @ self.coupling, -np.inf)
-        return float(y @ self.rhs) + float(np.maximum.reduceat(net, self.starts).sum())
+    def at(self, duals: NDArray[np.float64], allowed: NDArray[np.bool_]) -> float:
+        """A node's Lagrangian at its own LP's duals (clipped at 0; kept, ``add``): its LP
+        bound, equal to its LP optimum at optimal duals and above it at any others;
+        ``allowed``: the node's options (``allowed``)."""
+        net, const = self.add(duals)
+        return const + float(np.maximum.reduceat(np.where(allowed, net, -np.inf),
+                                                 self.starts).sum())
 
-    def _allowed(self, lower: NDArray[np.float64],
+    def allowed(self, lower: NDArray[np.float64],
                  upper: NDArray[np.float64]) -> NDArray[np.bool_]:
         """The options a node's bounds allow: not at an upper bound of 0, and the one a
         customer is fixed at (lower bound 1) when it is."""
