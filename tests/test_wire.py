@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import math
+from decimal import Decimal
 
 import grpc
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -140,3 +143,84 @@ def test_summary_round_trip_keeps_undefined_as_none() -> None:
     assert back["constraints"] == summary["constraints"]
     assert back["shadow_prices"] == summary["shadow_prices"]
     assert list(back["spend_by_kind"]) == ["retention", "acquisition"]
+
+
+# --- Arrow: each column type the decoder allows, as the engine reads it -----------------------
+
+_N = 6
+_ARROW_SAMPLES = {  # one column of each type engine.service.arrow_ipc allows
+    "null": pa.nulls(_N),
+    "bool": pa.array([True, False, None, True, False, True]),
+    **{str(t): pa.array([0, 1, None, 3, 4, 5], t) for t in (
+        pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+        pa.uint64())},
+    "float": pa.array([0.5, None, -1.0, 2.0, 3.0, 4.0], pa.float32()),
+    "double": pa.array([0.5, None, math.nan, 2.0, 1e300, -0.0], pa.float64()),
+    "decimal": pa.array([Decimal("1.25"), None, Decimal("-2"), Decimal(0), Decimal(1),
+                         Decimal(2)], pa.decimal128(10, 2)),
+    "string": pa.array(["a", None, "ü", "", "b", "c"], pa.string()),
+    "large_string": pa.array(["a", None, "ü", "", "b", "c"], pa.large_string()),
+    "string_view": pa.array(["a", None, "a string longer than twelve bytes", "", "b", "c"],
+                            pa.string_view()),
+    "date32": pa.array([dt.date(2024, 1, d) for d in range(1, 7)], pa.date32()),
+    "timestamp": pa.array([dt.datetime(2024, 1, d) for d in range(1, 7)], pa.timestamp("ms")),
+    "timestamp_tz": pa.array([dt.datetime(2024, 1, d) for d in range(1, 7)],
+                             pa.timestamp("us", tz="UTC")),
+    "dictionary": pa.array(["x", "y", None, "x", "y", "x"]).dictionary_encode(),
+}
+
+
+def _ipc(table: pa.Table, compression: str | None = None, chunk: int | None = None,
+         file: bool = False) -> bytes:
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with (pa.ipc.new_file if file else pa.ipc.new_stream)(sink, table.schema,
+                                                          options=options) as writer:
+        writer.write_table(table, max_chunksize=chunk)
+    return sink.getvalue()
+
+
+def test_every_allowed_arrow_type_decodes_to_a_column_type_the_engine_reads() -> None:
+    # the decoder checks types on the Arrow schema only: each allowed type must come out as
+    # a number, boolean, string, date, datetime or null column (what the engine reads)
+    from engine.service.arrow_ipc import _PLAIN
+
+    assert {a.type.id for a in _ARROW_SAMPLES.values()} - {_ARROW_SAMPLES["dictionary"].type.id} \
+        == set(_PLAIN), "a type allowed by the decoder has no sample here"
+    table = pa.table(_ARROW_SAMPLES)
+    for file in (False, True):
+        for compression in (None, "zstd"):
+            frame = wire.decode_table(portfolio_pb2.Table(
+                arrow_ipc=_ipc(table, compression, chunk=4, file=file)), "customers")
+            assert frame is not None and frame.columns == list(_ARROW_SAMPLES)
+            for name, dtype in frame.schema.items():
+                assert dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null, pl.Date) \
+                    or isinstance(dtype, pl.Datetime), (name, dtype)
+            assert frame["dictionary"].dtype == pl.String
+            assert frame["dictionary"].to_list() == ["x", "y", None, "x", "y", "x"]
+            plain = table.drop_columns("dictionary")
+            reference = pl.from_arrow(plain)
+            assert isinstance(reference, pl.DataFrame)
+            assert_frame_equal(frame.drop("dictionary"), reference)
+
+
+def test_arrow_metadata_of_the_sender_does_not_reach_polars() -> None:
+    # polars reads types from field metadata: a categorical or an enum written by polars, or
+    # a column marked as an extension type, arrives as the plain column it encodes
+    frame = pl.DataFrame({"c": ["a", "b", None], "e": ["x", "y", "x"], "n": [3, 1, 2]})
+    typed = frame.with_columns(pl.col("c").cast(pl.Categorical),
+                               pl.col("e").cast(pl.Enum(["x", "y"])))
+    buf = io.BytesIO()
+    typed.write_ipc_stream(buf, compat_level=pl.CompatLevel.oldest())
+    back = wire.decode_table(portfolio_pb2.Table(arrow_ipc=buf.getvalue()), "customers")
+    assert back is not None
+    assert_frame_equal(back, frame)
+    # polars would read this column as its extension type: the metadata must not reach it
+    extension = {b"ARROW:extension:name": b"polars.object"}
+    fields = [pa.field("n", pa.int64(), nullable=False, metadata=extension),
+              pa.field("s", pa.large_string(), metadata={b"_PL_CATEGORICAL2": b"0;0;u32;"})]
+    table = pa.Table.from_arrays([pa.array([3, 1]), pa.array(["a", "b"], pa.large_string())],
+                                 schema=pa.schema(fields, metadata={b"x": b"y"}))
+    back = wire.decode_table(portfolio_pb2.Table(arrow_ipc=_ipc(table)), "customers")
+    assert back is not None
+    assert_frame_equal(back, pl.DataFrame({"n": [3, 1], "s": ["a", "b"]}))

@@ -10,10 +10,13 @@ Arrow's own C++ reader with full validation, and only then handed to polars:
    longer than its batch, and, when its body is compressed, at most ``max_bytes`` once
    decompressed (each compressed buffer states its decompressed length in its first 8
    bytes: that is what is summed, before any decompression).
-2. ``pyarrow`` reads the stream and ``validate(full=True)`` checks every column (offsets,
-   UTF-8, dictionary indices); a failure names the column.
+2. ``pyarrow`` decodes the checked messages (each record batch as it was read; a stream
+   with dictionaries by Arrow's own reader) and ``validate(full=True)`` checks every column
+   (offsets, UTF-8, dictionary indices); a failure names the column.
 3. Dictionary-encoded columns are expanded to plain strings in Arrow, after their expanded
-   size is bounded by ``max_bytes``; polars gets only plain, validated columns.
+   size is bounded by ``max_bytes``, and the sender's schema metadata is dropped; polars
+   gets only plain, validated columns of the types step 1 allows (each of which polars
+   reads as a number, boolean, string, date, datetime or null column: the engine's types).
 
 Every failure is an ``InvalidInputError`` naming ``<table>.arrow_ipc`` or
 ``<table>.<column>``: the polars IPC reader, which aborts the process or panics on some
@@ -23,7 +26,6 @@ malformed streams, never sees the bytes.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -112,31 +114,42 @@ def _root(buf: bytes) -> _Table:
 # --- checks ------------------------------------------------------------------------------
 
 
+# the column types the engine reads, by Arrow type id (one set lookup a column)
+_PLAIN = frozenset(t.id for t in (
+    pa.null(), pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(),
+    pa.uint16(), pa.uint32(), pa.uint64(), pa.float32(), pa.float64(), pa.decimal128(1),
+    pa.string(), pa.large_string(), pa.string_view(), pa.date32(), pa.timestamp("s")))
+_DICTIONARY = pa.dictionary(pa.int8(), pa.string()).id
+
+
 def _allowed(dtype: pa.DataType) -> bool:
-    if pa.types.is_dictionary(dtype):
+    if dtype.id == _DICTIONARY:
         return pa.types.is_integer(dtype.index_type) and (
             pa.types.is_string(dtype.value_type) or pa.types.is_large_string(dtype.value_type))
-    return (pa.types.is_null(dtype) or pa.types.is_boolean(dtype)
-            or pa.types.is_integer(dtype) or pa.types.is_float32(dtype)
-            or pa.types.is_float64(dtype) or pa.types.is_decimal128(dtype)
-            or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-            or pa.types.is_string_view(dtype) or pa.types.is_date32(dtype)
-            or pa.types.is_timestamp(dtype))
+    return dtype.id in _PLAIN
 
 
-def _check_schema(schema: pa.Schema, field: str) -> None:
+def _check_schema(schema: pa.Schema, field: str) -> bool:
+    """Refuse column types the engine does not read and repeated names; returns whether
+    the schema is plain: no dictionary-encoded column and no metadata of the sender's
+    (nothing to rewrite before polars reads the columns)."""
     problems = []
     names: set[str] = set()
+    plain = schema.metadata is None
     for f in schema:
-        if not _allowed(f.type):
+        dtype = f.type
+        if not _allowed(dtype):
             problems.append(FieldViolation(
-                f"{field}.{f.name}", f"unsupported column type {f.type}; send numbers, "
+                f"{field}.{f.name}", f"unsupported column type {dtype}; send numbers, "
                 "booleans, strings (plain or dictionary-encoded), dates or timestamps"))
         elif f.name in names:
             problems.append(FieldViolation(f"{field}.{f.name}", "column name appears twice"))
         names.add(f.name)
+        if dtype.id == _DICTIONARY or f.metadata is not None or not f.nullable:
+            plain = False
     if problems:
         raise InvalidInputError(problems)
+    return plain
 
 
 def _check_batch(message: pa.ipc.Message, max_rows: int, max_bytes: int) -> int:
@@ -228,7 +241,7 @@ def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.Dat
     where = f"{field}.arrow_ipc"
     try:
         schema, messages = _messages(data)
-        _check_schema(schema, field)
+        plain = _check_schema(schema, field)
         rows = 0
         for message in messages:
             if message.type == "schema":
@@ -236,36 +249,56 @@ def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.Dat
             rows += _check_batch(message, max_rows, max_bytes)
             if rows > max_rows:
                 raise LimitExceededError("max_rows", rows, max_rows)
-        del messages
-        if data[:6] == FILE_MAGIC:
-            table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
-        else:
-            table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-        if not table.schema.equals(schema):
-            raise _Malformed("batches do not match the schema")
+        table = _read(data, schema, messages)
     except (InvalidInputError, LimitExceededError):
         raise
     except (_Malformed, pa.ArrowException, ValueError, OSError, EOFError, struct.error,
             IndexError, OverflowError, StopIteration) as exc:
         raise InvalidInputError.single(
             where, f"not a readable Arrow IPC stream or file: {_first_line(exc)}") from None
-    return _to_polars(table, field, max_bytes)
+    return _to_polars(table, field, max_bytes, plain)
 
 
-def _to_polars(table: pa.Table, field: str, max_bytes: int) -> pl.DataFrame:
-    columns: dict[str, Any] = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        try:
-            column.validate(full=True)
-        except pa.ArrowException as exc:
-            raise InvalidInputError.single(
-                f"{field}.{name}", f"malformed Arrow column: {_first_line(exc)}") from None
-        if pa.types.is_dictionary(column.type):
-            column = _expand(column, f"{field}.{name}", max_bytes)
-        columns[name] = column
-    plain = pa.table(columns) if columns else table
+def _read(data: bytes, schema: pa.Schema, messages: list[pa.ipc.Message]) -> pa.Table:
+    """The checked messages decoded (decompressed) into a table. Without dictionaries each
+    record batch message is decoded as it was read; a dictionary needs Arrow's own reader
+    of the whole stream or file (``read_record_batch`` takes no dictionary messages)."""
+    if not any(t.id == _DICTIONARY for t in schema.types):
+        return pa.Table.from_batches(
+            [pa.ipc.read_record_batch(message, schema) for message in messages], schema)
+    del messages
+    if data[:6] == FILE_MAGIC:
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+    else:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    if not table.schema.equals(schema):
+        raise _Malformed("batches do not match the schema")
+    return table
+
+
+def _to_polars(table: pa.Table, field: str, max_bytes: int, plain: bool) -> pl.DataFrame:
+    """The validated columns as a DataFrame; unless the schema is ``plain``, dictionaries
+    expanded and the sender's metadata dropped first."""
     try:
-        frame = pl.from_arrow(plain, rechunk=False)
+        table.validate(full=True)  # every column at once; a failure is named below
+    except pa.ArrowException:
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            try:
+                column.validate(full=True)
+            except pa.ArrowException as exc:
+                raise InvalidInputError.single(
+                    f"{field}.{name}", f"malformed Arrow column: {_first_line(exc)}") from None
+        raise InvalidInputError.single(
+            f"{field}.arrow_ipc", "malformed Arrow table: its columns differ in length"
+        ) from None
+    if not plain and table.num_columns:
+        # polars gets no metadata of the sender's (e.g. polars' own flags for its types)
+        table = pa.table({
+            f.name: _expand(column, f"{field}.{f.name}", max_bytes)
+            if f.type.id == _DICTIONARY else column
+            for f, column in zip(table.schema, table.columns, strict=True)})
+    try:
+        frame = pl.from_arrow(table, rechunk=False)
     except BaseException as exc:  # a polars panic is a BaseException
         if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
             raise

@@ -95,8 +95,8 @@ def decode_table(
     which = msg.WhichOneof("data")
     if which is None:
         return None
-    if which == "arrow_ipc":
-        return _plain_columns(read_arrow(msg.arrow_ipc, field, max_rows, max_bytes), field)
+    if which == "arrow_ipc":  # plain columns only (engine.service.arrow_ipc)
+        return read_arrow(msg.arrow_ipc, field, max_rows, max_bytes)
     problems: list[FieldViolation] = []
     series: list[pl.Series] = []
     names: set[str] = set()
@@ -141,27 +141,6 @@ def decode_table(
     if problems:
         raise InvalidInputError(problems)
     return pl.DataFrame(series)
-
-
-def _plain_columns(table: pl.DataFrame, field: str) -> pl.DataFrame:
-    """Only the column types the engine reads: numbers, booleans, strings (categoricals
-    become strings), dates and all-null columns; anything else (lists, structs, binary,
-    durations...) is a field violation here rather than a surprise deeper in."""
-    problems = []
-    casts = []
-    for name, dtype in table.schema.items():
-        if dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Null, pl.Date) \
-                or isinstance(dtype, pl.Datetime):  # dates: transaction logs
-            continue
-        if isinstance(dtype, pl.Categorical | pl.Enum):
-            casts.append(pl.col(name).cast(pl.String))
-            continue
-        problems.append(FieldViolation(
-            f"{field}.{name}", f"unsupported column type {dtype}; send numbers, booleans or "
-            "strings"))
-    if problems:
-        raise InvalidInputError(problems)
-    return table.with_columns(casts) if casts else table
 
 
 def first_format(*tables: portfolio_pb2.Table) -> int:
