@@ -92,6 +92,13 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
+def _send_id(stats: CallStats, context: grpc.ServicerContext) -> None:
+    """The call's request id in the response's initial metadata, once."""
+    if not stats.id_sent:
+        stats.id_sent = True
+        context.send_initial_metadata(((REQUEST_ID_HEADER, stats.request_id),))
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Maps every exception of the service to a status with details, and logs each call.
 
@@ -153,26 +160,30 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 self._unary(handler.stream_unary, stats), deserialize, serialize)
         return handler  # pragma: no cover
 
-    def _begin(self, stats: CallStats, context: grpc.ServicerContext) -> CallContext:
+    def _begin(self, stats: CallStats, context: grpc.ServicerContext,
+               send_id: bool) -> CallContext:
         """Count the call in flight and log it once gRPC has finished it (the response
         serialized, its size known, and sent; or the call cancelled); the servicer gets
-        the call's record with its context."""
+        the call's record with its context. A stream's request id goes out at once; a
+        unary call's with its response or its status (``_send_id``), in the same write."""
         self.inflight.enter()
         if not context.add_callback(lambda: self._finish(stats, context)):
             self._finish(stats, context)
         request_id_var.set(stats.request_id)  # this thread's log lines name the call
-        context.send_initial_metadata(((REQUEST_ID_HEADER, stats.request_id),))
+        if send_id:
+            _send_id(stats, context)
         return CallContext(context, stats)
 
     def _unary(self, behavior: Callable[..., Any], stats: CallStats) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
-            call_context = self._begin(stats, context)
+            call_context = self._begin(stats, context, send_id=False)
             try:
                 if isinstance(request, Malformed):
                     raise request.error()
                 if isinstance(request, Iterator):  # a client stream
                     request = _checked(request)
                 response = behavior(request, call_context)
+                _send_id(stats, context)
                 stats.code = grpc.StatusCode.OK
                 return response
             except Exception as exc:
@@ -192,7 +203,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self, behavior: Callable[..., Iterable[Any]], stats: CallStats
     ) -> Callable[..., Iterator[Any]]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call_context = self._begin(stats, context)
+            call_context = self._begin(stats, context, send_id=True)
             try:
                 if isinstance(request, Malformed):
                     raise request.error()
@@ -235,6 +246,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         status = status_from_error(exc, deadline_passed, stats.request_id, self.max_details)
         stats.code = grpc_code(status.code)
         stats.error = status.message if isinstance(exc, EquityError) else type(exc).__name__
+        _send_id(stats, context)
         context.abort_with_status(rpc_status.to_status(status))
 
     def _finish(self, stats: CallStats, context: grpc.ServicerContext) -> None:

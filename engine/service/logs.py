@@ -89,6 +89,7 @@ class CallStats:
     rows: int | None = None
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
     error: str | None = None
+    id_sent: bool = False  # the request id is in the response's initial metadata
 
 
 class CallContext(grpc.ServicerContext):
