@@ -68,7 +68,10 @@ class Hull:
 
 def index_dtype(n_options: int) -> type[np.int32] | type[np.int64]:
     """The integer type of hull indices over ``n_options`` options: 32 bits when they fit."""
-    return np.int32 if n_options < np.iinfo(np.int32).max else np.int64
+    return np.int32 if n_options < _INT32_MAX else np.int64
+
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:

@@ -207,7 +207,8 @@ class Plan:
                 f"got {self.discount_rate:g}",
             ))
         try:
-            _ = replace(self, discount_rate=0.10 if not rate_ok else self.discount_rate).valuation
+            # the valuation's own checks (horizon, growth), the rate's reported above
+            Valuation(self.discount_rate if rate_ok else 0.10, self.horizon, self.margin_growth)
         except InvalidInputError as exc:
             problems.extend(exc.violations)
         for name in ("metric", "cost", "allocation"):

@@ -95,6 +95,7 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
         raise InvalidInputError.single(name, "is empty")
     # the columns by name at once (a lookup per column, or the schema, costs microseconds)
     present = dict(zip(table.columns, table.get_columns(), strict=True))
+    uncast = False  # a numeric column that is not Float64 yet
     for col in columns:
         field = f"{name}.{col.name}"
         series = present.get(col.name)
@@ -102,39 +103,46 @@ def validate_table(table: pl.DataFrame, name: str, columns: tuple[Column, ...]) 
             if col.required:
                 problems.append(FieldViolation(field, "required column is missing"))
             continue
+        dtype = series.dtype
+        float64 = isinstance(dtype, pl.Float64)
+        uncast |= col.numeric and not float64
         if series.null_count():  # a count the column keeps: no mask unless there are nulls
             if not col.nullable:
                 problems.append(_first(field, "is null", series.is_null()))
             continue
         if not col.numeric:
             continue
-        if not series.dtype.is_numeric():
+        if not dtype.is_numeric():
             problems.append(_not_numeric(field, series))
             continue
-        values = (series if series.dtype == pl.Float64 else series.cast(pl.Float64)).to_numpy()
-        if _within(values, col):  # two reductions; the masks below only to name a row
-            continue
-        bad = ~np.isfinite(values)
-        if bad.any():
-            problems.append(_first(field, "must be finite (no NaN or infinity)", bad))
-            continue
-        huge = np.abs(values) > MAX_MAGNITUDE
-        if huge.any():
-            problems.append(_first(field, f"must be within +-{MAX_MAGNITUDE:g}", huge))
-            continue
-        if col.minimum is not None and (values < col.minimum).any():
-            problems.append(_first(field, f"must be >= {col.minimum:g}", values < col.minimum))
-        if col.maximum is not None:
-            over = values >= col.maximum if col.below_maximum else values > col.maximum
-            relation = "<" if col.below_maximum else "<="
-            if over.any():
-                problems.append(_first(field, f"must be {relation} {col.maximum:g}", over))
+        values = (series if float64 else series.cast(pl.Float64)).to_numpy()
+        if not _within(values, col):  # two reductions; the masks only to name a row
+            problems.extend(_value_problems(field, values, col))
     if problems:
         raise InvalidInputError(problems)
-    numeric = [c.name for c in columns if c.numeric and c.name in present]
-    if all(present[c].dtype == pl.Float64 for c in numeric):
+    if not uncast:
         return table  # nothing to cast (Arrow from the client usually)
+    numeric = [c.name for c in columns if c.numeric and c.name in present]
     return table.with_columns(pl.col(numeric).cast(pl.Float64))
+
+
+def _value_problems(field: str, values: np.ndarray, col: Column) -> list[FieldViolation]:
+    """What is wrong with a numeric column's values, each problem at its first row."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        return [_first(field, "must be finite (no NaN or infinity)", bad)]
+    huge = np.abs(values) > MAX_MAGNITUDE
+    if huge.any():
+        return [_first(field, f"must be within +-{MAX_MAGNITUDE:g}", huge)]
+    problems = []
+    if col.minimum is not None and (values < col.minimum).any():
+        problems.append(_first(field, f"must be >= {col.minimum:g}", values < col.minimum))
+    if col.maximum is not None:
+        over = values >= col.maximum if col.below_maximum else values > col.maximum
+        relation = "<" if col.below_maximum else "<="
+        if over.any():
+            problems.append(_first(field, f"must be {relation} {col.maximum:g}", over))
+    return problems
 
 
 def _within(values: np.ndarray, col: Column) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple, cast
 
@@ -35,7 +36,16 @@ _CHUNK = 1 << 16  # customers per block of the vectorised closed forms
 
 
 def _levels(plan_levels: tuple[float, ...]) -> np.ndarray:
-    return np.unique(np.asarray(plan_levels, dtype=np.float64))
+    """The plan's distinct levels, sorted (read-only: kept for the next plan that has them)."""
+    return _distinct_levels(np.asarray(plan_levels, dtype=np.float64).tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _distinct_levels(levels: bytes) -> np.ndarray:
+    # keyed by the bytes: 0.0 and -0.0 (equal as floats) stay apart
+    out = np.unique(np.frombuffer(levels, dtype=np.float64))
+    out.setflags(write=False)
+    return out
 
 
 def _net_margin(table: pl.DataFrame) -> np.ndarray:
