@@ -274,29 +274,15 @@ _MAPS = ("spend_by_segment", "seconds")
 
 
 def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
-    """``PlanResult.summary`` as a ``PlanSummary`` (undefined figures left absent)."""
+    """``PlanResult.summary`` as a ``PlanSummary`` (undefined figures left absent). The
+    messages inside (segments' equity, constraints, responses) are filled in place, not
+    built apart and copied in."""
     fields: dict[str, Any] = {name: getattr(summary, name) for name in (*_SCALARS, *_MAPS)}
     fields |= {name: _finite(getattr(summary, name)) for name in _OPTIONAL}
     msg = result_pb2.PlanSummary(
         **fields,
         spend_by_kind=summary.spend_by_kind,
-        equity_by_segment={
-            s: result_pb2.SegmentEquity(before=e["before"], after=e["after"])
-            for s, e in summary.equity_by_segment.items()
-        },
-        constraints=[
-            result_pb2.ConstraintSummary(
-                name=c.name,
-                sense=result_pb2.CONSTRAINT_SENSE_AT_MOST
-                if c.sense == "<="
-                else result_pb2.CONSTRAINT_SENSE_AT_LEAST,
-                rhs=c.rhs,
-                shadow_price=_finite(summary.shadow_prices.get(c.name)),
-            )
-            for c in summary.constraints
-        ],
         notes=summary.notes,
-        assumptions=_assumptions_to_proto(summary.assumptions),
         equity_gain_interval=summary.equity_gain_interval,
         probability_beats_nothing=_finite(summary.probability_beats_nothing),
         uncertainty_draws=summary.uncertainty_draws,
@@ -308,15 +294,28 @@ def summary_to_proto(summary: PlanSummary) -> result_pb2.PlanSummary:
         partitions=summary.partitions,
         lp_columns=summary.lp_columns,
     )
+    for segment, equity in summary.equity_by_segment.items():
+        entry = msg.equity_by_segment[segment]
+        entry.before = equity["before"]
+        entry.after = equity["after"]
+    add = msg.constraints.add
+    prices = summary.shadow_prices
+    for c in summary.constraints:
+        add(name=c.name, sense=result_pb2.CONSTRAINT_SENSE_AT_MOST if c.sense == "<="
+            else result_pb2.CONSTRAINT_SENSE_AT_LEAST, rhs=c.rhs,
+            shadow_price=_finite(prices.get(c.name)))
+    _assumptions_to_proto(summary.assumptions, msg.assumptions)
     return msg
 
 
-def _assumptions_to_proto(assumptions: dict[str, Any]) -> result_pb2.PlanAssumptions:
+def _assumptions_to_proto(assumptions: dict[str, Any], msg: result_pb2.PlanAssumptions) -> None:
+    msg.SetInParent()  # present even when empty, as the summary always states its basis
     basis = assumptions.get("valuation", {})
-    return result_pb2.PlanAssumptions(
-        valuation=result_pb2.ValuationBasis(**basis) if basis else None,
-        responses=[result_pb2.ResponseSource(**r) for r in assumptions.get("responses", [])],
-    )
+    if basis:
+        msg.valuation.CopyFrom(result_pb2.ValuationBasis(**basis))
+    add = msg.responses.add
+    for r in assumptions.get("responses", []):
+        add(**r)
 
 
 def _assumptions_from_proto(msg: result_pb2.PlanAssumptions) -> dict[str, Any]:
