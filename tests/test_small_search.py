@@ -2,7 +2,8 @@
 against HiGHS' MIP on the same cores (each path forced by the node limit) and against the
 full MIP (tests.reference): the same plan value and a bound within 1e-9, on random
 portfolios with caps, minimums, kind budgets and pools; past its node limit the core goes
-to HiGHS' MIP unchanged."""
+to HiGHS' MIP unchanged. The first plan (the LP's split customers' best combination)
+against every combination tried one by one."""
 
 from __future__ import annotations
 
@@ -131,3 +132,58 @@ def test_past_the_node_limit_the_search_gives_way(monkeypatch: pytest.MonkeyPatc
     assert (np.abs(lp_x - np.round(lp_x)) > 1e-9).any()  # the root is fractional
     assert small._branch_and_bound(small._highs(None), value, coupling, rhs, offsets,
                                    integral) is None
+
+
+def _lp(options: OptionSet, rows: list[Constraint]) -> tuple[NDArray[np.float64], ...]:
+    """The model's coupling rows, their limits and its LP's optimum (HiGHS)."""
+    coupling, rhs = small._coupling(options, rows), normalized_rhs(rows)
+    h = small._highs(None)
+    assert small._pass(h, options.value, coupling, rhs, options.offsets, None)
+    assert h.run() == highspy.HighsStatus.kOk
+    return coupling, rhs, np.asarray(h.getSolution().col_value)
+
+
+@pytest.mark.parametrize(("name", "options", "rows"), _cases(), ids=lambda v: str(v)[:12])
+def test_the_best_rounding_is_the_best_of_the_split_customers_combinations(
+    name: str, options: OptionSet, rows: list[Constraint]
+) -> None:
+    """Every combination of the LP's split customers' options, tried one by one: the best
+    that keeps the rows is the one ``_best_rounding`` gives (None when none does), and the
+    customers the LP does not split keep their option."""
+    import itertools
+
+    coupling, rhs, x = _lp(options, rows)
+    integral = ~options.fractional[options.unit_of_option]
+    limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
+    found = small._best_rounding(options, coupling, limit, x, integral)
+    used = integral & (x > 1e-9)
+    unit = options.unit_of_option
+    split = [np.flatnonzero(used & (unit == u)) for u in np.unique(unit[used])
+             if (used & (unit == u)).sum() > 1]
+    base = np.where(integral, np.where(np.isin(np.arange(x.size), np.concatenate(
+        [[], *split]).astype(int)), 0.0, np.round(x)), x)
+    best, best_plan = -np.inf, None
+    for combo in itertools.product(*split):
+        plan = base.copy()
+        plan[list(combo)] = 1.0
+        if (coupling @ plan <= limit).all() and float(options.value @ plan) > best:
+            best, best_plan = float(options.value @ plan), plan
+    if not split or best_plan is None:
+        assert found is None, name
+        return
+    assert found is not None, name
+    assert np.array_equal(found, best_plan), name
+    assert not violations(options, rows, small._allocation(options, found, integral),
+                          tolerance=1e-9)
+
+
+def test_past_its_combinations_the_best_rounding_gives_way(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, options, rows = _cases()[1]
+    coupling, rhs, x = _lp(options, rows)
+    integral = ~options.fractional[options.unit_of_option]
+    limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
+    assert small._best_rounding(options, coupling, limit, x, integral) is not None, name
+    monkeypatch.setattr(small, "ROUNDINGS", 1)
+    assert small._best_rounding(options, coupling, limit, x, integral) is None

@@ -164,8 +164,11 @@ def _core_mip(
     bound - sum(w * gap), so a customer's option with gap > delta is in no plan better than
     one within delta of the bound."""
     slack = 1e-9 * max(1.0, abs(bound))
-    rounded = _rounded(options, lp_x, integral)
-    rounded_fits = bool((coupling @ rounded <= rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))).all())
+    limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
+    rounded = _best_rounding(options, coupling, limit, lp_x, integral)
+    if rounded is None:
+        rounded = _rounded(options, lp_x, integral)
+    rounded_fits = bool((coupling @ rounded <= limit).all())
     if rounded_fits:
         rounded_value = float(options.value @ rounded)
         if bound - rounded_value <= slack:  # the LP's plan is integral already: proven
@@ -558,6 +561,48 @@ def _rounded(
     chosen = heaviest[integral[heaviest]]
     rounded[chosen] = 1.0
     return rounded
+
+
+ROUNDINGS = 256  # the LP's split customers' combinations tried at most
+
+
+def _best_rounding(
+    options: OptionSet,
+    coupling: NDArray[np.float64],
+    limit: NDArray[np.float64],
+    x: NDArray[np.float64],
+    integral: NDArray[np.bool_],
+) -> NDArray[np.float64] | None:
+    """The LP's plan with each customer it splits (at a vertex, at most one per row) at
+    one of the options it mixes: of every such combination, the best that keeps every row
+    (``limit``: the rows' limits with their tolerance), the first of equal ones. A better
+    first plan than each at its heaviest option (one of the combinations), and one where
+    that breaks a row: the core, sized by the plan's gap to the bound, is then small.
+    ``None`` when no combination keeps the rows, or past ``ROUNDINGS`` of them."""
+    unit = options.unit_of_option
+    used = integral & (x > 1e-9)
+    per_unit = np.bincount(unit[used], minlength=options.n_units)
+    split_option = used & (per_unit[unit] > 1)
+    split_units = np.flatnonzero(per_unit > 1)
+    sizes = per_unit[split_units]
+    if not split_units.size or int(np.prod(sizes)) > ROUNDINGS:
+        return None
+    base = np.where(integral, np.where(split_option, 0.0, np.round(x)), x)
+    # each combination as its options' indices: combination c takes, for split customer i,
+    # the (c // stride_i) % size_i -th of its options
+    options_of = np.flatnonzero(split_option)  # grouped by customer, in unit order
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    count = int(np.prod(sizes))
+    stride = np.concatenate([[1], np.cumprod(sizes)[:-1]])
+    picks = options_of[first + (np.arange(count)[:, None] // stride) % sizes]  # (combos, k)
+    use = (coupling @ base)[:, None] + coupling[:, picks].sum(axis=2)
+    fits = (use <= limit[:, None]).all(axis=0)
+    if not fits.any():
+        return None
+    worth = np.where(fits, options.value[picks].sum(axis=1), -np.inf)
+    plan = base.copy()
+    plan[picks[int(np.argmax(worth))]] = 1.0
+    return plan
 
 
 def _coupling(options: OptionSet, rows: list[Constraint]) -> NDArray[np.float64]:
