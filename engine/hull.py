@@ -195,25 +195,27 @@ def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hul
     counts = np.diff(offsets)
     n_units = counts.size
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
-    if n_units and bool((counts > 0).all()) and rising(cost, offsets[:-1]):
-        # each unit's options by strictly rising cost (the common layout): the sort's
-        # order is their own, with no equal costs to drop
-        idx = np.arange(cost.size, dtype=np.int64)
-    else:
+    idx: IntArray | None = None  # the options kept, in order; None: all, as listed
+    if not (n_units and bool((counts > 0).all()) and rising(cost, offsets[:-1])):
+        # (options listed by strictly rising cost in each unit, the common layout, are in
+        # the sort's order already, with no equal costs to drop)
         order = np.lexsort((-value, cost, unit))
         u, c = unit[order], cost[order]
         duplicate = np.zeros(order.size, dtype=bool)
         duplicate[1:] = (u[1:] == u[:-1]) & (c[1:] == c[:-1])
         idx = order[~duplicate]
-    while idx.size >= 3:
-        u, c, v = unit[idx], cost[idx], value[idx]
+    while (cost.size if idx is None else idx.size) >= 3:
+        u, c, v = (unit, cost, value) if idx is None else (unit[idx], cost[idx], value[idx])
         interior = (u[1:-1] == u[:-2]) & (u[1:-1] == u[2:])
         below = interior & _below(c[:-2], v[:-2], c[1:-1], v[1:-1], c[2:], v[2:])
         if not below.any():
             break
-        keep = np.ones(idx.size, dtype=bool)
+        keep = np.ones(u.size, dtype=bool)
         keep[1:-1] = ~below
-        idx = idx[keep]
+        idx = np.flatnonzero(keep) if idx is None else idx[keep]
+    if idx is None:  # every option listed is a hull point
+        return Hull(points=np.arange(cost.size, dtype=np.int64),
+                    offsets=offsets.astype(np.int64))
     hull_counts = np.bincount(unit[idx], minlength=n_units)
     hull_offsets = np.zeros(n_units + 1, dtype=np.int64)
     np.cumsum(hull_counts, out=hull_offsets[1:])

@@ -211,3 +211,20 @@ def test_repeated_unit_ids_are_named_alike_in_kind_runs_and_mixed(repeat: str) -
         label, count = ("acquisition", 2) if repeat == "pools" else ("retention", 4)
         assert found is not None
         assert found.startswith(f"duplicate unit_id among {label} units ({count} repeat")
+
+
+def test_a_concave_unit_keeps_every_level_on_both_paths() -> None:
+    counts = np.array([1, 2, 5, 3, 6])
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cost = np.concatenate([np.arange(c, dtype=np.float64) * 2.0 for c in counts])
+    value = np.sqrt(cost) * 10.0  # strictly concave: every level is a hull point
+    back = np.concatenate([np.arange(offsets[u + 1] - 1, offsets[u] - 1, -1)
+                           for u in range(counts.size)]).astype(np.int64)
+    rising, sorted_ = upper_hull(offsets, cost, value), upper_hull(offsets, cost[back],
+                                                                   value[back])
+    assert np.array_equal(rising.points, np.arange(cost.size))
+    assert np.array_equal(rising.offsets, offsets)
+    assert np.array_equal(back[sorted_.points], rising.points)
+    assert np.array_equal(sorted_.offsets, rising.offsets)
+    assert rising.offsets.dtype == sorted_.offsets.dtype == np.int32
