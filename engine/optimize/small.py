@@ -20,12 +20,15 @@ plan; it is "optimal" only when HiGHS proves it so, with HiGHS' dual bound as
 best net value minus its own), every plan is worth at most ``bound`` minus its options'
 gaps, so a customer's option whose gap exceeds ``bound`` minus a plan found is in no better
 plan; customers left with one option take it and the MIP sees the few others (a core too
-small for the optimum is widened and solved again). The core's MIP is a small best-first
-branch and bound over its LP (HiGHS' simplex warm-started node to node, each node's LP
-rounded for an incumbent, reduced-cost fixing, a node closed without a run when its
-Lagrangian at the latest nodes' prices is within the gap of the incumbent): HiGHS' MIP
-solver spends 5-15 ms setting up a model it closes at its root. Past ``NODE_LIMIT`` nodes
-the core goes to HiGHS' MIP.
+small for the optimum is widened and solved again); the first plan, which sizes the core,
+is the best combination of the options the LP mixes for the customers it splits. The
+core's MIP is a small best-first branch and bound over its LP (a dense dual simplex,
+``engine.optimize.small_simplex``, warm-started node to node from the LP's optimum basis;
+each node's LP rounded for an incumbent, reduced-cost fixing, a node bounded by its
+Lagrangian at its LP's prices, and closed without a solve when its Lagrangian at the latest
+nodes' prices is within the gap of the incumbent): HiGHS' MIP solver spends 5-15 ms
+setting up a model it closes at its root, and a HiGHS run per node 115-280 us. Past
+``NODE_LIMIT`` nodes the core goes to HiGHS' MIP.
 
 Anything out of the ordinary (infeasible, a time limit, a pool spread over more than two of
 its options) returns ``None``: the caller then takes the general path, which explains
