@@ -61,18 +61,23 @@ def build_result(
         pl.Series("equity_after", after),
         pl.Series("uplift", after - before),
     ]
-    units = pl.DataFrame(columns)
+    join = None
     if metric_columns is not None:  # what the plan's metric said of each customer
-        extra = metric_columns
-        if extra["customer_id"].dtype != units["customer_id"].dtype:
-            extra = extra.with_columns(
-                pl.col("customer_id").cast(units["customer_id"].dtype, strict=False)
-            )
-        taken = {c: f"metric_{c}" for c in extra.columns[1:] if c in units.columns}
+        ids, extra = columns[0], metric_columns
+        if extra["customer_id"].dtype != ids.dtype:
+            extra = extra.with_columns(pl.col("customer_id").cast(ids.dtype, strict=False))
+        names = {c.name for c in columns}
+        taken = {c: f"metric_{c}" for c in extra.columns[1:] if c in names}
         if taken:
             extra = extra.rename(taken)
-        # pools have no customer_id (null never matches), so they get no customer metrics
-        units = _with_metric_columns(units, extra)
+        beside = _metric_beside(ids, extra)
+        if beside is None:
+            join = extra
+        else:  # in the one table built below
+            columns += beside
+    units = pl.DataFrame(columns)
+    if join is not None:
+        units = _metric_joined(units, join)
     equity_before, equity_after = float(before.sum()), float(after.sum())
     total_spend = float(spend.sum())
     _, (kind_spend,) = sums_by_code(options.kind, len(KINDS), [spend])
@@ -159,19 +164,25 @@ def _segment_sums(
 
 
 def _with_metric_columns(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
-    """``units`` left-joined with the metric's columns on ``customer_id``. When the units
-    start with the metric's customers in the same order and the rest are pools (the
-    usual layout), the columns are placed side by side without hashing 10M ids."""
-    m, ids = extra.height, units["customer_id"]
-    if (
-        m <= units.height
-        and ids.slice(m).null_count() == units.height - m
-        and ids.slice(0, m).equals(extra["customer_id"])
-    ):
-        columns = pl.DataFrame(extra.get_columns()[1:])  # not ``drop``: a lazy query's cost
-        if units.height > m:
-            columns = padded(columns, units.height - m)
-        return units.hstack(columns.get_columns())
+    """``units`` left-joined with the metric's columns on ``customer_id``."""
+    beside = _metric_beside(units["customer_id"], extra)
+    return _metric_joined(units, extra) if beside is None else units.hstack(beside)
+
+
+def _metric_beside(ids: pl.Series, extra: pl.DataFrame) -> list[pl.Series] | None:
+    """The metric's columns as they stand beside units whose ``customer_id`` is ``ids``,
+    when the units start with the metric's customers in the same order and the rest are
+    pools (the usual layout: no hashing of 10M ids); None otherwise."""
+    m, n = extra.height, ids.len()
+    if m <= n and ids.slice(m).null_count() == n - m and ids.slice(0, m).equals(
+            extra["customer_id"]):
+        columns = extra.get_columns()[1:]  # not ``drop``: a lazy query's cost
+        return padded(columns, n - m) if n > m else columns
+    return None
+
+
+def _metric_joined(units: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    # pools have no customer_id (null never matches), so they get no customer metrics
     return units.join(extra, on="customer_id", how="left", maintain_order="left")
 
 
@@ -195,12 +206,11 @@ def unit_ids(options: OptionSet, id_dtype: pl.DataType | None = None) -> dict[st
             "customer_id": customer.alias("customer_id"),
             "pool": nulls(n, pl.String).alias("pool"),
         }
-    is_pool = pl.Series(pool)
-    null_customer = nulls(n, customer.dtype)
-    null_pool = nulls(n, pl.String)
+    names = ids if ids.dtype == pl.String else ids.cast(pl.String)
     return {
-        "customer_id": customer.zip_with(~is_pool, null_customer).alias("customer_id"),
-        "pool": ids.cast(pl.String).zip_with(is_pool, null_pool).alias("pool"),
+        "customer_id": customer.zip_with(pl.Series(~pool), nulls(n, customer.dtype))
+        .alias("customer_id"),
+        "pool": names.zip_with(pl.Series(pool), nulls(n, pl.String)).alias("pool"),
     }
 
 

@@ -27,7 +27,7 @@ SMALL_ROWS = 4_096  # rows at most for the list and numpy paths
 def labels(names: Sequence[str], codes: NDArray[np.integer]) -> pl.Series:
     """``names[codes]`` as an unnamed String column (the labels of kind or segment codes)."""
     if codes.size <= SMALL_ROWS and len(names):
-        return pl.Series("", np.asarray(names, dtype=object)[codes], dtype=pl.String)
+        return pl.Series("", np.asarray(names, dtype=object)[codes].tolist(), dtype=pl.String)
     return pl.Series(names, dtype=pl.String).gather(codes.astype(np.uint32))
 
 
@@ -57,14 +57,14 @@ def null_rows(table: pl.DataFrame, n: int) -> pl.DataFrame:
     return table.clear(n)
 
 
-def padded(table: pl.DataFrame, n: int) -> pl.DataFrame:
-    """``table`` followed by ``n`` rows of nulls. A small table's columns are rebuilt from
-    their values (a concatenation wakes polars' thread pool, which on a busy machine
+def padded(columns: list[pl.Series], n: int) -> list[pl.Series]:
+    """``columns`` (of one length) each followed by ``n`` nulls. Small columns are rebuilt
+    from their values (a concatenation wakes polars' thread pool, which on a busy machine
     costs milliseconds)."""
-    if table.height + n <= SMALL_ROWS:
-        return pl.DataFrame([pl.Series(name, table[name].to_list() + [None] * n, dtype=dtype)
-                             for name, dtype in table.schema.items()])
-    return pl.concat([table, null_rows(table, n)])
+    if not columns or columns[0].len() + n <= SMALL_ROWS:
+        return [pl.Series(c.name, c.to_list() + [None] * n, dtype=c.dtype) for c in columns]
+    table = pl.DataFrame(columns)
+    return pl.concat([table, null_rows(table, n)]).get_columns()
 
 
 def distinct_rows(table: pl.DataFrame, keys: list[str]) -> bool:

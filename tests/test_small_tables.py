@@ -190,9 +190,9 @@ def test_padding_keeps_values_types_and_nan(monkeypatch: pytest.MonkeyPatch) -> 
     frame = pl.DataFrame({"a": [1.5, float("nan"), None], "b": ["x", None, "y"],
                           "c": pl.Series([1, 2, 3], dtype=pl.Int16),
                           "d": [[1.0], [], None]})
-    small = small_tables.padded(frame, 4)
+    small = pl.DataFrame(small_tables.padded(frame.get_columns(), 4))
     _general(monkeypatch)
-    general = small_tables.padded(frame, 4)
+    general = pl.DataFrame(small_tables.padded(frame.get_columns(), 4))
     assert small.schema == general.schema and small.height == 7
     assert small.equals(general, null_equal=True)
     assert np.isnan(small["a"][1]) and small["a"].null_count() == 5
