@@ -224,3 +224,25 @@ def test_arrow_metadata_of_the_sender_does_not_reach_polars() -> None:
     back = wire.decode_table(portfolio_pb2.Table(arrow_ipc=_ipc(table)), "customers")
     assert back is not None
     assert_frame_equal(back, pl.DataFrame({"n": [3, 1], "s": ["a", "b"]}))
+
+
+def test_a_streams_checked_schema_is_kept_and_a_refused_one_is_not() -> None:
+    from engine.service import arrow_ipc
+
+    arrow_ipc._SCHEMAS.clear()
+    data = _ipc(pa.table({"customer_id": ["a", "b"], "margin": [1.0, 2.0]}))
+    first = wire.decode_table(portfolio_pb2.Table(arrow_ipc=data), "customers")
+    again = wire.decode_table(portfolio_pb2.Table(arrow_ipc=data), "prospects")
+    assert first is not None and again is not None
+    assert_frame_equal(first, again)
+    assert len(arrow_ipc._SCHEMAS) == 1
+    bad = _ipc(pa.table({"customer_id": ["a"], "tags": [["x"]]}))
+    for field in ("customers", "prospects"):  # refused each time, naming its own table
+        with pytest.raises(InvalidInputError) as err:
+            wire.decode_table(portfolio_pb2.Table(arrow_ipc=bad), field)
+        assert [v.field for v in err.value.violations] == [f"{field}.tags"]
+    assert len(arrow_ipc._SCHEMAS) == 1
+    big = pa.table({f"c{i}": [1] for i in range(arrow_ipc._SCHEMAS_KEPT + 1)})
+    for i in range(arrow_ipc._SCHEMAS_KEPT + 1):  # as many schemas as are kept, and one more
+        wire.decode_table(portfolio_pb2.Table(arrow_ipc=_ipc(big.select(range(i + 1)))), "c")
+    assert 1 <= len(arrow_ipc._SCHEMAS) <= arrow_ipc._SCHEMAS_KEPT

@@ -101,8 +101,8 @@ class _Table:
         size = struct.calcsize("<" + fmt)
         if target + 4 + count * size > len(self.buf):
             raise _Malformed("vector longer than the metadata")
-        return [struct.unpack_from("<" + fmt, self.buf, target + 4 + i * size)
-                for i in range(count)]
+        start = target + 4
+        return list(struct.iter_unpack("<" + fmt, memoryview(self.buf)[start:start + count * size]))
 
 
 def _root(buf: bytes) -> _Table:
@@ -202,9 +202,9 @@ def _check_batch(message: pa.ipc.Message, max_rows: int, max_bytes: int) -> int:
     return length if header_type == _HEADER_RECORD_BATCH else 0
 
 
-def _messages(data: bytes) -> tuple[pa.Schema, list[pa.ipc.Message]]:
-    """The schema and the batch messages of a stream, or of a file (its footer's schema and
-    the blocks the footer lists)."""
+def _messages(data: bytes, field: str) -> tuple[pa.Schema, bool, list[pa.ipc.Message]]:
+    """The checked schema, whether it is plain (``_check_schema``) and the batch messages
+    of a stream, or of a file (its footer's schema and the blocks the footer lists)."""
     buf = pa.py_buffer(data)
     if data[:6] != FILE_MAGIC:
         reader = pa.ipc.MessageReader.open_stream(buf)
@@ -216,7 +216,8 @@ def _messages(data: bytes) -> tuple[pa.Schema, list[pa.ipc.Message]]:
                 break
         if not out or out[0].type != "schema":
             raise _Malformed("the first message is not a schema")
-        return pa.ipc.read_schema(out[0]), out[1:]
+        schema, plain = _stream_schema(out[0], field)
+        return schema, plain, out[1:]
     if len(data) < 18 or data[-6:] != FILE_MAGIC:
         raise _Malformed("Arrow file without its footer")
     footer_size = struct.unpack_from("<i", data, len(data) - 10)[0]
@@ -232,7 +233,28 @@ def _messages(data: bytes) -> tuple[pa.Schema, list[pa.ipc.Message]]:
             if offset < 8 or meta <= 0 or body < 0 or end > start:
                 raise _Malformed("footer block outside the file")
             out.append(pa.ipc.read_message(buf.slice(offset, meta + body)))
-    return schema, out
+    return schema, _check_schema(schema, field), out
+
+
+# Checked schemas of streams by the bytes of their schema message: a client sends the same
+# few schemas again and again. Bounded: at most _SCHEMAS_KEPT of at most _SCHEMA_BYTES_KEPT
+# bytes each (all forgotten when full); a schema that fails its checks is never kept.
+_SCHEMAS: dict[bytes, tuple[pa.Schema, bool]] = {}
+_SCHEMAS_KEPT = 64
+_SCHEMA_BYTES_KEPT = 64 << 10
+
+
+def _stream_schema(message: pa.ipc.Message, field: str) -> tuple[pa.Schema, bool]:
+    key = message.metadata.to_pybytes()
+    known = _SCHEMAS.get(key)
+    if known is None:
+        schema = pa.ipc.read_schema(message)
+        known = schema, _check_schema(schema, field)
+        if len(key) <= _SCHEMA_BYTES_KEPT:
+            if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+                _SCHEMAS.clear()
+            _SCHEMAS[key] = known
+    return known
 
 
 def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.DataFrame:
@@ -240,8 +262,7 @@ def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.Dat
     docstring); problems name ``field`` (``customers``...) and the column."""
     where = f"{field}.arrow_ipc"
     try:
-        schema, messages = _messages(data)
-        plain = _check_schema(schema, field)
+        schema, plain, messages = _messages(data, field)
         rows = 0
         for message in messages:
             if message.type == "schema":
