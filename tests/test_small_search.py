@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from engine.allocation import violations
 from engine.constraints import Constraint, build_constraints, normalized_rhs
-from engine.optimize import small
+from engine.optimize import small, small_plans
 from engine.options import OptionSet
 from engine.plan import Plan, SegmentLimit
 from tests.conftest import random_options
@@ -155,7 +155,7 @@ def test_the_best_rounding_is_the_best_of_the_split_customers_combinations(
     coupling, rhs, x = _lp(options, rows)
     integral = ~options.fractional[options.unit_of_option]
     limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
-    found = small._best_rounding(options, coupling, limit, x, integral)
+    found = small_plans.best_rounding(options, coupling, limit, x, integral)
     used = integral & (x > 1e-9)
     unit = options.unit_of_option
     split = [np.flatnonzero(used & (unit == u)) for u in np.unique(unit[used])
@@ -184,6 +184,6 @@ def test_past_its_combinations_the_best_rounding_gives_way(
     coupling, rhs, x = _lp(options, rows)
     integral = ~options.fractional[options.unit_of_option]
     limit = rhs + 1e-9 * np.maximum(1.0, np.abs(rhs))
-    assert small._best_rounding(options, coupling, limit, x, integral) is not None, name
-    monkeypatch.setattr(small, "ROUNDINGS", 1)
-    assert small._best_rounding(options, coupling, limit, x, integral) is None
+    assert small_plans.best_rounding(options, coupling, limit, x, integral) is not None, name
+    monkeypatch.setattr(small_plans, "ROUNDINGS", 1)
+    assert small_plans.best_rounding(options, coupling, limit, x, integral) is None
