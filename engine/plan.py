@@ -233,7 +233,7 @@ class Plan:
     @classmethod
     def from_proto(cls, msg: plan_pb2.Plan) -> Plan:
         budget = msg.budget
-        defaults = cls()
+        defaults = cls  # the fields' defaults, as class attributes (no plan built for them)
         unknown = [
             FieldViolation(
                 f"plan.segment_limits[{i}].kind",
