@@ -87,7 +87,7 @@ def upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
 
 
 def _upper_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
-    counts = np.diff(offsets)
+    counts = offsets[1:] - offsets[:-1]  # np.diff's numbers without its wrapper's cost
     n_units = counts.size
     if n_units > 0 and counts[0] > 1 and bool(np.all(counts == counts[0])):
         width = int(counts[0])
@@ -192,7 +192,7 @@ def _run_then_rest(
 
 def _general_hull(offsets: IntArray, cost: FloatArray, value: FloatArray) -> Hull:
     """Any units: options sorted by (unit, cost, -value), points under a chord dropped."""
-    counts = np.diff(offsets)
+    counts = offsets[1:] - offsets[:-1]
     n_units = counts.size
     unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
     idx: IntArray | None = None  # the options kept, in order; None: all, as listed

@@ -49,7 +49,8 @@ class Limits:
     def check_options(self, options: OptionSet) -> None:
         if options.n_units == 0:
             return
-        most = int(np.diff(options.offsets).max())
+        offsets = options.offsets
+        most = int((offsets[1:] - offsets[:-1]).max())
         if most > self.max_levels_per_unit:
             raise LimitExceededError("max_levels_per_unit", most, self.max_levels_per_unit)
 

@@ -444,7 +444,7 @@ def option_set_problem(options: OptionSet) -> str | None:
         return "no units"
     if offsets[0] != 0 or offsets[-1] != total[0]:
         return f"offsets run from {offsets[0]} to {offsets[-1]}; need 0 to {total[0]} (options)"
-    empty = np.diff(offsets) <= 0
+    empty = offsets[1:] <= offsets[:-1]
     if empty.any():
         first = int(np.flatnonzero(empty)[0])
         return f"unit {options.unit_id[first]!r} has no options (offsets must increase)"
