@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from engine.errors import LimitExceededError
 from engine.options import OptionSet
 from engine.plan import Plan
