@@ -36,8 +36,8 @@ class Tableau:
     which nonbasic columns sit at their upper bound, the reduced costs of every column, and
     the bounds it was last solved under."""
 
-    __slots__ = ("at_upper", "basis", "beta", "lo", "m", "n", "reduced", "t", "tolerance",
-                 "up")
+    __slots__ = ("at_upper", "basis", "beta", "is_basic", "lo", "m", "n", "reduced", "row_lo",
+                 "row_tolerance", "row_up", "t", "tolerance", "up")
 
     def __init__(self, t: NDArray[np.float64], beta: NDArray[np.float64],
                  basis: NDArray[np.int64], reduced: NDArray[np.float64], n: int,
@@ -48,6 +48,11 @@ class Tableau:
         self.lo = np.zeros(t.shape[1])
         self.up = np.concatenate([np.ones(n), np.full(self.m, np.inf)])
         self.tolerance = tolerance  # each column's primal tolerance (shared, not copied)
+        self.is_basic = np.zeros(t.shape[1], dtype=bool)
+        self.is_basic[basis] = True
+        # each row's basic column's bounds and tolerance, kept as the basis changes
+        self.row_lo, self.row_up = self.lo[basis], self.up[basis]
+        self.row_tolerance = tolerance[basis]
 
     @staticmethod
     def _tolerance(n: int, rhs: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -111,7 +116,9 @@ class Tableau:
         out = Tableau.__new__(Tableau)
         out.t, out.beta, out.basis = self.t.copy(), self.beta.copy(), self.basis.copy()
         out.at_upper, out.reduced = self.at_upper.copy(), self.reduced.copy()
-        out.lo, out.up = self.lo.copy(), self.up.copy()
+        out.lo, out.up, out.is_basic = self.lo.copy(), self.up.copy(), self.is_basic.copy()
+        out.row_lo, out.row_up = self.row_lo.copy(), self.row_up.copy()
+        out.row_tolerance = self.row_tolerance.copy()
         out.n, out.m, out.tolerance = self.n, self.m, self.tolerance
         return out
 
@@ -124,41 +131,45 @@ class Tableau:
         ``max_pivots`` pivots."""
         n = self.n
         t, beta, basis, reduced = self.t, self.beta, self.basis, self.reduced
-        lo, up, at_upper = self.lo, self.up, self.at_upper
-        is_basic = np.zeros(t.shape[1], dtype=bool)
-        is_basic[basis] = True
-        # the nonbasic columns whose value the new bounds move: the basic values follow
-        moved = np.flatnonzero(((lower != lo[:n]) | (upper != up[:n])) & ~is_basic[:n])
-        if moved.size:
-            before = np.where(at_upper[moved], up[moved], lo[moved])
-            after = np.where(at_upper[moved], upper[moved], lower[moved])
-            beta -= t[:, moved] @ (after - before)
-        lo[:n], up[:n] = lower, upper
-        movable = (lo < up) & ~is_basic
-        flip = np.where(at_upper, -1.0, 1.0)  # +1: a column rises from its bound, -1: falls
+        lo, up, at_upper, is_basic = self.lo, self.up, self.at_upper, self.is_basic
+        changed = (lower != lo[:n]) | (upper != up[:n])
+        if changed.any():
+            # the nonbasic columns whose value the new bounds move: the basic values follow
+            moved = (changed & ~is_basic[:n]).nonzero()[0]
+            if moved.size:
+                before = np.where(at_upper[moved], up[moved], lo[moved])
+                after = np.where(at_upper[moved], upper[moved], lower[moved])
+                beta -= t[:, moved] @ (after - before)
+            lo[:n], up[:n] = lower, upper
+            self.row_lo, self.row_up = lo[basis], up[basis]
+        row_lo, row_up, row_tolerance = self.row_lo, self.row_up, self.row_tolerance
+        movable = flip = None  # made at the first pivot
         # past this many pivots, Bland's rule (the broken row of least basic column, the
         # entering column of least index among the least ratios): no basis comes back,
         # where ties in the ratios (equal values, a degenerate dual) could cycle
         bland = t.shape[0] + 10
         for pivots in range(max_pivots + 1):
-            below = lo[basis] - beta
-            worst = np.maximum(below, beta - up[basis]) - self.tolerance[basis]
-            r = int(np.argmax(worst))
-            if worst[r] > 0.0 and pivots >= bland:
-                broken = np.flatnonzero(worst > 0.0)
-                r = int(broken[np.argmin(basis[broken])])
+            below = row_lo - beta
+            worst = np.maximum(below, beta - row_up) - row_tolerance
+            r = int(worst.argmax())
             if worst[r] <= 0.0:
                 x = np.where(at_upper[:n], up[:n], lo[:n])
                 inside = basis < n
                 x[basis[inside]] = beta[inside]
                 return True, np.minimum(np.maximum(x, lower), upper)  # within the tolerance
-            rise = below[r] > 0.0  # the basic value must rise to its lower bound
+            if pivots >= bland:
+                broken = (worst > 0.0).nonzero()[0]
+                r = int(broken[basis[broken].argmin()])
+            if movable is None or flip is None:
+                movable = (lo < up) & ~is_basic
+                flip = np.where(at_upper, -1.0, 1.0)  # +1: a column rises from its bound
+            rise = bool(below[r] > 0.0)  # the basic value must rise to its lower bound
             alpha = t[r]
             # columns whose move (up from a lower bound, down from an upper one) brings the
             # row's basic value toward its bound
             step = alpha * flip
             tiny = PIVOT_TOLERANCE * max(1.0, float(np.abs(alpha).max()))
-            candidates = np.flatnonzero(movable & ((step < -tiny) if rise else (step > tiny)))
+            candidates = (movable & ((step < -tiny) if rise else (step > tiny))).nonzero()[0]
             if not candidates.size:
                 return False, np.zeros(0)
             size = np.abs(alpha[candidates])
@@ -166,7 +177,7 @@ class Tableau:
             least = ratio.min()
             # among the least ratios (to rounding), the largest entry: the stablest pivot
             near = ratio <= least + 1e-12 * max(1.0, least)
-            q = int(candidates[np.argmax(near if pivots >= bland else np.where(near, size, 0.0))])
+            q = int(candidates[(near if pivots >= bland else np.where(near, size, 0.0)).argmax()])
             leaving = int(basis[r])
             target = lo[leaving] if rise else up[leaving]
             entering_at = up[q] if at_upper[q] else lo[q]
@@ -174,6 +185,7 @@ class Tableau:
             beta -= delta * t[:, q]
             beta[r] = entering_at + delta
             self._pivot(r, q)
+            row_lo[r], row_up[r], row_tolerance[r] = lo[q], up[q], self.tolerance[q]
             movable[q], is_basic[q], at_upper[q], flip[q] = False, True, False, 1.0
             movable[leaving] = lo[leaving] < up[leaving]
             is_basic[leaving], at_upper[leaving] = False, not rise
@@ -185,9 +197,9 @@ class Tableau:
         column = t[:, q].copy()
         t[r] /= column[r]
         column[r] = 0.0
-        rows = np.flatnonzero(column)
+        rows = column.nonzero()[0]
         if rows.size:
-            t[rows] -= np.outer(column[rows], t[r])
+            t[rows] -= column[rows, None] * t[r]
             t[rows, q] = 0.0
         t[r, q] = 1.0
         self.reduced -= self.reduced[q] * t[r]
