@@ -169,14 +169,6 @@ class SolveGate:
             self._slots.release()
 
     @contextmanager
-    def running_solve(self) -> Iterator[None]:
-        self._running.enter()
-        try:
-            yield
-        finally:
-            self._running.leave()
-
-    @contextmanager
     def solve(
         self, should_stop: Callable[[], bool], *, large: bool, admitted: bool = False
     ) -> Iterator[None]:
@@ -190,8 +182,11 @@ class SolveGate:
                 stack.enter_context(self.slot(should_stop))
             if should_stop():
                 raise CancelledError("cancelled before the solve started")
-            stack.enter_context(self.running_solve())
-            yield
+            self._running.enter()
+            try:
+                yield
+            finally:
+                self._running.leave()
 
 
 def stopper(context: grpc.ServicerContext) -> Callable[[], bool]:
