@@ -89,20 +89,31 @@ def test_metric_columns_side_by_side_equal_the_join() -> None:
 
 
 def test_response_options_share_one_buffer_per_array() -> None:
-    """Customers and pools fill one buffer per array; concat joins them without a copy, and
-    the options are the ones built part by part."""
+    """Customers and pools fill one buffer per array, which the options are (no joined
+    copy), and the options are the ones built part by part."""
     from equity_plugins.costs import response_options
 
     from engine.options import LevelsAfter, _joined
 
     customers, prospects, plan = example(3_000)
-    together = response_options(customers, prospects, plan, 0.3, 0.05)
+    joined: list[int] = []
+    concatenate = np.concatenate
+
+    def counted(arrays: list[np.ndarray], *args: object, **kwargs: object) -> np.ndarray:
+        joined.append(sum(np.size(a) for a in arrays))
+        return concatenate(arrays, *args, **kwargs)  # type: ignore[no-any-return, call-overload]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np, "concatenate", counted)
+        together = response_options(customers, prospects, plan, 0.3, 0.05)
+    assert max(joined, default=0) < together.cost.size  # no option-sized array joined
     apart = OptionSet.concat([response_options(customers, None, plan, 0.3, 0.05),
                               response_options(None, prospects, plan, 0.3, 0.05)])
     for name in ("level", "cost", "value"):
         assert np.array_equal(getattr(together, name), getattr(apart, name))
-    for name in ("cost", "value"):
-        assert getattr(together, name).base is not None  # a view of the one buffer
+    for name in ("cost", "value"):  # the one buffer as allocated
+        array = getattr(together, name)
+        assert array.flags.owndata and array.size == together.offsets[-1]
     # the customers' levels are their cost: only the pools' levels are stored apart
     stored = together.stored_level
     assert isinstance(stored, LevelsAfter) and stored.start == 3_000 * 5
