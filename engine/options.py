@@ -306,10 +306,13 @@ def encode_segments(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
 
 
 def merge_codes(
-    coded: list[tuple[NDArray[np.int32], list[str]]],
+    coded: list[tuple[NDArray[np.integer], list[str]]],
 ) -> tuple[NDArray[np.int32], list[str]]:
     """Several columns' segment codes (each over its own sorted names) as one column's, over
     the sorted union of the names."""
+    if all(own == coded[0][1] for _, own in coded[1:]):  # the same names (customers and
+        # pools of the same segments, as usual): the codes as they are, no gather
+        return np.concatenate([codes for codes, _ in coded], dtype=np.int32), list(coded[0][1])
     names = sorted({s for _, own in coded for s in own})
     index = {s: i for i, s in enumerate(names)}
     segment = np.concatenate(

@@ -14,7 +14,7 @@ import pytest
 from equity_plugins.costs import _levels, response_options
 
 from engine.hull import upper_hull
-from engine.options import LevelsAfter, OptionSet
+from engine.options import LevelsAfter, OptionSet, merge_codes
 from engine.pipeline import option_set_problem
 from engine.plan import Plan, ResponseCurve
 from engine.portfolio import CUSTOMERS, PROSPECTS, Portfolio, _value_problems, _within
@@ -228,3 +228,17 @@ def test_a_concave_unit_keeps_every_level_on_both_paths() -> None:
     assert np.array_equal(back[sorted_.points], rising.points)
     assert np.array_equal(sorted_.offsets, rising.offsets)
     assert rising.offsets.dtype == sorted_.offsets.dtype == np.int32
+
+
+@pytest.mark.parametrize("names", [(["a", "b", "c"], ["a", "b", "c"]),  # the codes as they are
+                                   (["a", "c"], ["a", "b", "c"]), (["b"], ["a"])])
+def test_merged_codes_are_each_name_at_its_place_in_the_union(
+    names: tuple[list[str], list[str]],
+) -> None:
+    rng = np.random.default_rng(len(names[0]))
+    coded = [(rng.integers(0, len(own), 50).astype(np.int32 if i else np.int64), own)
+             for i, own in enumerate(names)]
+    segment, union = merge_codes(coded)
+    assert union == sorted(set(names[0]) | set(names[1]))
+    expected = [union.index(own[c]) for codes, own in coded for c in codes]
+    assert segment.dtype == np.int32 and segment.tolist() == expected
