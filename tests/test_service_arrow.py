@@ -89,6 +89,24 @@ def test_dictionary_and_compressed_columns_decode_to_plain_strings(compression: 
     assert str(frame["segment"].dtype) == "String"
 
 
+def test_a_dictionary_message_after_a_schema_without_one_gets_arrows_own_answer() -> None:
+    # mutation 12319 of seed 11: the schema lost its dictionary column's encoding, the stream
+    # still has a dictionary batch: decoded by Arrow's reader of the whole stream (not batch
+    # by batch), which names the missing dictionary
+    sys.path.insert(0, str(HERE))
+    from arrow_fuzz import mutations
+
+    data = mutations(12320, 11)[12319]
+    schema, _, messages = arrow_ipc._messages(data, "customers")
+    assert not any(pa.types.is_dictionary(t) for t in schema.types)
+    assert [m.type for m in messages][:1] == ["dictionary"]
+    with pytest.raises(InvalidInputError) as err:
+        _decode(data)
+    assert [(v.field, v.description) for v in err.value.violations] == [(
+        "customers.arrow_ipc", "not a readable Arrow IPC stream or file: No record of "
+        "dictionary type with id 0")]
+
+
 def test_decimal256_is_an_invalid_column_not_a_panic() -> None:
     table = pa.table({"customer_id": [1, 2],
                       "value": pa.array([Decimal("1.5"), Decimal("2")], pa.decimal256(40, 2))})

@@ -282,9 +282,11 @@ def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.Dat
 
 def _read(data: bytes, schema: pa.Schema, messages: list[pa.ipc.Message]) -> pa.Table:
     """The checked messages decoded (decompressed) into a table. Without dictionaries each
-    record batch message is decoded as it was read; a dictionary needs Arrow's own reader
-    of the whole stream or file (``read_record_batch`` takes no dictionary messages)."""
-    if not any(t.id == _DICTIONARY for t in schema.types):
+    record batch message is decoded as it was read; a dictionary (in the schema or as a
+    message) needs Arrow's own reader of the whole stream or file (``read_record_batch``
+    takes no dictionary messages)."""
+    if not any(t.id == _DICTIONARY for t in schema.types) \
+            and all(message.type == "record batch" for message in messages):
         return pa.Table.from_batches(
             [pa.ipc.read_record_batch(message, schema) for message in messages], schema)
     del messages
