@@ -8,6 +8,7 @@ millions of customers stay a handful of numpy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import cast
@@ -306,7 +307,7 @@ def encode_segments(names: pl.Series) -> tuple[NDArray[np.int32], list[str]]:
 
 
 def merge_codes(
-    coded: list[tuple[NDArray[np.integer], list[str]]],
+    coded: Sequence[tuple[NDArray[np.integer], list[str]]],
 ) -> tuple[NDArray[np.int32], list[str]]:
     """Several columns' segment codes (each over its own sorted names) as one column's, over
     the sorted union of the names."""

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from equity_plugins.costs import _levels, response_options
+from numpy.typing import NDArray
 
 from engine.hull import upper_hull
 from engine.options import LevelsAfter, OptionSet, merge_codes
@@ -236,8 +237,10 @@ def test_merged_codes_are_each_name_at_its_place_in_the_union(
     names: tuple[list[str], list[str]],
 ) -> None:
     rng = np.random.default_rng(len(names[0]))
-    coded = [(rng.integers(0, len(own), 50).astype(np.int32 if i else np.int64), own)
-             for i, own in enumerate(names)]
+    first = rng.integers(0, len(names[0]), 50).astype(np.int64)  # codes of either width
+    second = rng.integers(0, len(names[1]), 50).astype(np.int32)
+    coded: list[tuple[NDArray[np.integer], list[str]]] = [(first, names[0]),
+                                                           (second, names[1])]
     segment, union = merge_codes(coded)
     assert union == sorted(set(names[0]) | set(names[1]))
     expected = [union.index(own[c]) for codes, own in coded for c in codes]
