@@ -40,7 +40,10 @@ def nulls(n: int, dtype: PolarsDataType) -> pl.Series:
 
 def scattered(n: int, rows: NDArray[np.integer], values: NDArray[np.float64]) -> pl.Series:
     """A Float64 column of ``n`` nulls with ``values`` at ``rows`` (``nulls(n, pl.Float64)
-    .scatter(rows, values)``, named as ``pl.repeat`` names it, 0.0 under the nulls)."""
+    .scatter(rows, values)``, named as ``pl.repeat`` names it, 0.0 under the nulls). A
+    small one is one constructor call on a list (a column of nulls and a scatter: 16 -> 7 us
+    at 100 rows); a large one is scattered into nulls, whose pages nothing writes (a list,
+    or a NaN-filled array, would be built and written in full: 80 MB a column at 10M)."""
     if n <= SMALL_ROWS:
         column: list[float | None] = [None] * n
         for row, value in zip(rows.tolist(), values.tolist(), strict=True):  # a few rows
