@@ -462,7 +462,8 @@ def option_set_problem(options: OptionSet) -> str | None:
     ):
         return f"segment codes must index the {len(options.segments)} segment names"
     size = options.size
-    if not (np.isfinite(size) & (size >= 0)).all():  # an empty pool (0 prospects) is fine
+    if not size.min() >= 0 or not np.isfinite(size.max()):  # (a NaN fails both) an empty
+        # pool (0 prospects) is fine
         return "size must be finite and >= 0"
     if options.unit_id.null_count():
         return "unit_id has nulls"

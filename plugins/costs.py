@@ -102,7 +102,9 @@ def acquisition_parameters(
                       else np.full(m, np.nan) for c in columns)
     a_shape = np.zeros(m)
     covered = np.zeros(m, dtype=bool)
-    for curve, rows in _curves(plan, ACQUISITION_NAME, prospects["segment"].cast(pl.String)):
+    curves = _curves(plan, ACQUISITION_NAME, prospects["segment"].cast(pl.String)) if (
+        plan.response_curves) else []  # no curves: no labels to compare
+    for curve, rows in curves:
         a_ceiling[rows], a_k[rows] = curve.ceiling, curve.k
         a_shape[rows] = (curve.shape or 0.0) if curve.model == "hill" else 0.0
         covered |= rows

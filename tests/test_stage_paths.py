@@ -245,3 +245,13 @@ def test_merged_codes_are_each_name_at_its_place_in_the_union(
     assert union == sorted(set(names[0]) | set(names[1]))
     expected = [union.index(own[c]) for codes, own in coded for c in codes]
     assert segment.dtype == np.int32 and segment.tolist() == expected
+
+
+@pytest.mark.parametrize("size", [np.nan, np.inf, -np.inf, -1.0, -0.0, 0.0, 1e300])
+def test_a_pool_size_is_refused_exactly_when_not_finite_or_negative(size: float) -> None:
+    customers, pools, plan = example(10, seed=6)
+    options = response_options(customers, pools, plan, 0.3, 0.05)
+    options.size[-1] = size
+    found = option_set_problem(options)
+    refused = not (np.isfinite(size) and size >= 0)
+    assert found == ("size must be finite and >= 0" if refused else None)
