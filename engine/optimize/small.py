@@ -303,13 +303,16 @@ def _branch_and_bound(
     if start is not None and is_plan(start, coupling, rhs, offsets, integral):
         best_x, best = start, float(value @ start)
     # nodes left, best parent bound first: (-parent's LP bound, order, lower and upper
-    # bounds of every column, the parent's final tableau)
-    heap: list[tuple[float, int, NDArray[np.float64], NDArray[np.float64], Tableau | None]] \
-        = [(-np.inf, 0, np.zeros(n), np.ones(n), root)]
+    # bounds of every column, the parent's final tableau with the count of its children
+    # not yet popped: the last to be popped takes it as it is, an earlier one a copy)
+    heap: list[tuple[float, int, NDArray[np.float64], NDArray[np.float64], _Shared]] \
+        = [(-np.inf, 0, np.zeros(n), np.ones(n), _Shared(root, 1))]
     closed = -np.inf  # the largest LP bound of a node closed by its bound (not integral)
     nodes = 0
     while heap:
-        parent, _, lower, upper, tableau = heapq.heappop(heap)
+        parent, _, lower, upper, shared = heapq.heappop(heap)
+        shared.users -= 1
+        tableau = shared.tableau
         if best_x is not None and -parent - best <= GAP * max(1.0, abs(best)) / 2:
             closed = max(closed, -parent)  # every node left is bounded by its parent
             break
@@ -325,7 +328,7 @@ def _branch_and_bound(
         if nodes > NODE_LIMIT:
             return None
         if tableau is not None:  # the dense simplex, from the parent's tableau
-            if nodes > 1:
+            if shared.users:
                 tableau = tableau.copy()  # the parent's other child starts from it too
             solved = tableau.solve(lower, upper, pivots)
             if solved is None:
@@ -385,12 +388,25 @@ def _branch_and_bound(
         down_upper[col] = 0.0
         up_lower = lower.copy()
         up_lower[col] = 1.0
-        heapq.heappush(heap, (-objective, 2 * nodes, up_lower, upper, tableau))
-        heapq.heappush(heap, (-objective, 2 * nodes + 1, lower, down_upper, tableau))
+        children = _Shared(tableau, 2)
+        heapq.heappush(heap, (-objective, 2 * nodes, up_lower, upper, children))
+        heapq.heappush(heap, (-objective, 2 * nodes + 1, lower, down_upper, children))
     if best_x is None:
         return highspy.HighsModelStatus.kInfeasible, np.zeros(n), 0.0
     found = float(value @ best_x)
     return highspy.HighsModelStatus.kOptimal, best_x, max(best, closed, found) - found
+
+
+class _Shared:
+    """A node's final tableau and how many of its children still start from it."""
+
+    __slots__ = ("tableau", "users")
+
+    def __init__(self, tableau: Tableau | None, users: int) -> None:
+        self.tableau, self.users = tableau, users
+
+    def __lt__(self, other: _Shared) -> bool:  # never reached: the heap's orders differ
+        return False
 
 
 PRICES = 8  # the latest nodes' prices a node's Lagrangian is taken at, at most (0: none)

@@ -197,10 +197,10 @@ class Tableau:
         column = t[:, q].copy()
         t[r] /= column[r]
         column[r] = 0.0
-        rows = column.nonzero()[0]
-        if rows.size:
-            t[rows] -= column[rows, None] * t[r]
-            t[rows, q] = 0.0
+        # every row at once (a row of zero entry in the column is left as it is): on these
+        # few dozen rows one outer product costs less than gathering the rows that move
+        t -= np.multiply.outer(column, t[r])
+        t[:, q] = 0.0
         t[r, q] = 1.0
         self.reduced -= self.reduced[q] * t[r]
         self.reduced[q] = 0.0
