@@ -7,6 +7,8 @@ against every combination tried one by one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import highspy
 import numpy as np
 import pytest
@@ -187,3 +189,53 @@ def test_past_its_combinations_the_best_rounding_gives_way(
     assert small_plans.best_rounding(options, coupling, limit, x, integral) is not None, name
     monkeypatch.setattr(small_plans, "ROUNDINGS", 1)
     assert small_plans.best_rounding(options, coupling, limit, x, integral) is None
+
+
+def test_a_tableau_taken_in_place_gives_what_a_copy_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last child of a node to be solved takes its parent's tableau as it is, an
+    earlier one a copy: on each core the same status, plan, gap and node tableaux bit for
+    bit as when every node solves a copy (its parent's tableau never changed), with fewer
+    copies over the cores."""
+    monkeypatch.setattr(small, "NODE_LIMIT", 100_000)
+    copies = [0, 0]
+    solved: list[list[bytes]] = [[], []]
+    copy, solve = small.Tableau.copy, small.Tableau.solve
+    run = [0]  # the run under way: 0 in place, 1 copied
+
+    def counted(tableau: small.Tableau) -> small.Tableau:
+        copies[run[0]] += 1
+        return copy(tableau)
+
+    def recorded(tableau: small.Tableau, *args: Any) -> Any:
+        found = solve(tableau, *args)
+        solved[run[0]].append(tableau.t.tobytes() + tableau.beta.tobytes())
+        return found
+
+    monkeypatch.setattr(small.Tableau, "copy", counted)
+    monkeypatch.setattr(small.Tableau, "solve", recorded)
+    shared = small._Shared
+    for seed in range(12):
+        value, coupling, rhs, offsets = _core(seed, minimum=seed % 2 == 1)
+        integral = np.ones(value.size, dtype=bool)
+        found = []
+        for run[0], kind in enumerate((shared, _AlwaysCopied)):
+            monkeypatch.setattr(small, "_Shared", kind)
+            found.append(small._branch_and_bound(small._highs(None), value, coupling, rhs,
+                                                 offsets, integral))
+        taken, copied = found
+        assert taken is not None and copied is not None, seed
+        assert taken[0] == copied[0], seed
+        assert taken[1].tobytes() == copied[1].tobytes(), seed
+        assert taken[2] == copied[2], seed
+        assert solved[0] == solved[1], seed
+    assert len(solved[0]) > 24  # searches of several nodes
+    assert copies[0] < copies[1]
+
+
+class _AlwaysCopied(small._Shared):
+    """No child is ever the last: each solves a copy of its parent's tableau."""
+
+    def __init__(self, tableau: small.Tableau | None, users: int) -> None:
+        super().__init__(tableau, users + 10**9)
