@@ -118,7 +118,7 @@ def _solve(
     # HiGHS' duals of a maximization: d objective / d bound, >= 0 on a binding upper bound
     duals = np.maximum(np.asarray(solution.row_dual)[: len(rows)], 0.0)
     lp_objective = float(options.value @ lp_x)
-    bound = _lagrangian(options, coupling, rhs, duals)
+    bound, net, best = _lagrangian(options, coupling, rhs, duals)
     if bound < lp_objective - 1e-7 * max(1.0, abs(lp_objective)):
         return None  # duals that do not certify the LP: let the general path decide
     if should_stop():
@@ -127,8 +127,7 @@ def _solve(
     # the MIP on the same model, over the options that can be in a better plan than an
     # incumbent (reduced-cost fixing): every plan is worth at most bound - the sum of its
     # options' gaps, so an option whose gap exceeds bound - incumbent is in none of them
-    net = options.value - duals @ coupling
-    gaps = np.maximum.reduceat(net, options.offsets[:-1])[options.unit_of_option] - net
+    gaps = best[options.unit_of_option] - net
     if integral.any():
         found = _core_mip(h, options, coupling, rhs, integral, lp_x, gaps, bound)
         if found is None:
@@ -518,12 +517,13 @@ def _lagrangian(
     coupling: NDArray[np.float64],
     rhs: NDArray[np.float64],
     duals: NDArray[np.float64],
-) -> float:
+) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
     """duals . rhs + per unit the best option's value net of its use at those prices: an
-    upper bound on the LP (and on every plan) for any duals >= 0."""
+    upper bound on the LP (and on every plan) for any duals >= 0; with the options' values
+    net of their use and each unit's best of them (the options' gaps come from both)."""
     net = options.value - duals @ coupling
     best = np.maximum.reduceat(net, options.offsets[:-1])
-    return float(duals @ rhs) + float(best.sum())
+    return float(duals @ rhs) + float(best.sum()), net, best
 
 
 def _allocation(
