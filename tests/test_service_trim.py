@@ -1,6 +1,7 @@
 """Freed heap memory goes back to the system after large calls from a background thread
 (``engine.service.solve_pool.Trimmer``), not on gRPC's polling thread where a call ends:
-asking returns at once and the thread trims once for the requests made before it starts;
+asking returns at once and the thread trims once for the requests made before it starts,
+when they pause (or at the latest some seconds after the first while they keep coming);
 a real server trims after a large call, not after small ones."""
 
 from __future__ import annotations
@@ -38,6 +39,50 @@ def test_the_trim_runs_in_its_own_thread(monkeypatch: object) -> None:
     time.sleep(0.2)
     assert 1 <= trimmer.trims <= 2 and len(callers) == trimmer.trims
     assert set(callers) == {"equity-trim"}
+
+
+def _counted(monkeypatch: object, trimmer: Trimmer) -> list[float]:
+    """release_memory replaced by a record of when ``trimmer``'s thread ran it (the
+    threads of earlier tests' trimmers may still trim)."""
+    ran: list[float] = []
+
+    def record() -> None:
+        if threading.current_thread() is trimmer._thread:
+            ran.append(time.monotonic())
+
+    monkeypatch.setattr(solve_pool, "release_memory", record)  # type: ignore[attr-defined]
+    return ran
+
+
+def _requests(trimmer: Trimmer, seconds: float) -> float:
+    """A request every 50 ms for ``seconds``; returns when the last was made."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        trimmer.request()
+        time.sleep(0.05)
+    last = time.monotonic()
+    trimmer.request()
+    return last
+
+
+def test_the_trim_waits_until_large_calls_pause(monkeypatch: object) -> None:
+    trimmer = Trimmer(quiet=2.0, longest=60.0)
+    ran = _counted(monkeypatch, trimmer)
+    last = _requests(trimmer, 1.0)
+    assert ran == []  # none while they keep coming
+    assert wait_until(lambda: trimmer.trims == 1, timeout=10)
+    assert ran[0] - last >= 2.0 - 0.01  # only after `quiet` without a request
+    time.sleep(0.3)
+    assert trimmer.trims == 1  # one trim for the whole burst
+
+
+def test_the_trim_comes_within_longest_while_calls_keep_coming(monkeypatch: object) -> None:
+    trimmer = Trimmer(quiet=30.0, longest=0.3)
+    ran = _counted(monkeypatch, trimmer)
+    started = time.monotonic()
+    _requests(trimmer, 2.0)
+    assert len(ran) >= 1  # `quiet` never passed: these trims came from `longest`
+    assert ran[0] - started >= 0.3 - 0.01
 
 
 def test_a_server_trims_after_large_calls_only() -> None:

@@ -91,23 +91,34 @@ def release_memory() -> None:
 
 
 class Trimmer:
-    """Hands freed heap memory back to the system after large calls, off their path.
+    """Hands freed heap memory back to the system once large calls pause, off their path.
 
     ``malloc_trim`` takes 1-9 ms after a 100k-customer request; called where a call ends
     (gRPC runs a call's done-callbacks on the server's one polling thread, which also
     starts every new call) it delayed every call arriving meanwhile. ``request`` only wakes
     a background thread, which trims once for all the requests made before it starts.
     (Trimming only past some growth of RSS since the last trim kept memory high: RSS read
-    while other large requests were in flight set the mark too high.)"""
+    while other large requests were in flight set the mark too high.)
 
-    def __init__(self) -> None:
+    The thread trims when no large call has ended for ``quiet`` seconds, and at least every
+    ``longest`` seconds while they keep ending: every page a trim hands back is faulted in
+    and zeroed again by the next large request. With a trim after every 100k-customer
+    Allocate the server's own process spent 61-67 ms of system CPU per call, 29-32 ms
+    without; at five such calls a second that was a fifth of a core, taken from the small
+    calls beside them. Memory is still handed back when the large calls stop, so it stays
+    flat from one burst of them to the next."""
+
+    def __init__(self, quiet: float = 1.0, longest: float = 10.0) -> None:
+        self.quiet, self.longest = quiet, longest
         self.trims = 0
+        self._last = 0.0  # when the latest request was made (time.monotonic)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def request(self) -> None:
         with self._lock:
+            self._last = time.monotonic()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="equity-trim",
                                                 daemon=True)
@@ -117,7 +128,14 @@ class Trimmer:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            self._wake.clear()
+            first = time.monotonic()  # the first request since the last trim
+            while True:  # until `quiet` without a request, or `longest` since the first
+                self._wake.clear()
+                due = min(self._last + self.quiet, first + self.longest)
+                now = time.monotonic()
+                if now >= due:
+                    break
+                self._wake.wait(due - now)  # a new request wakes it: the time is reckoned again
             release_memory()
             self.trims += 1
 
