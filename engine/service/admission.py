@@ -100,8 +100,15 @@ class SolveGate:
         ``small_solve_rows``, more cells (rows x spend levels) than ``small_solve_cells``
         or more segment limits than ``small_segment_limits``. A small solve runs in the
         server's process at once, so each of those bounds its time and memory."""
+        options = portfolio.options
+        return self.is_large_rows(portfolio.size, None if options is None else options.height,
+                                  plan)
+
+    def is_large_rows(self, rows: int, option_rows: int | None, plan: Plan | None = None
+                      ) -> bool:
+        """``is_large`` of a portfolio of ``rows`` rows (``Portfolio.size``), ``option_rows``
+        of them options (``None``: no options table), known before it is decoded."""
         config = self.config
-        rows = portfolio.size
         if rows > config.small_solve_rows:
             return True
         if plan is None:
@@ -109,8 +116,7 @@ class SolveGate:
         if len(plan.segment_limits) > config.small_segment_limits:
             return True
         levels = max(len(plan.retention_levels), len(plan.acquisition_levels), 1)
-        options = portfolio.options
-        cells = rows * levels if options is None else max(options.height, rows)
+        cells = rows * levels if option_rows is None else max(option_rows, rows)
         return cells > config.small_solve_cells
 
     @contextmanager

@@ -280,6 +280,31 @@ def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.Dat
     return _to_polars(table, field, max_bytes, plain)
 
 
+def arrow_rows(data: bytes, field: str, max_rows: int, max_bytes: int) -> int:
+    """The rows of the Arrow IPC stream or file ``data`` from its messages' metadata alone:
+    the checks ``read_arrow`` makes before it decodes anything (the schema's column types,
+    each batch's declared rows and buffers, the decompressed sizes a compressed body
+    declares), with the same errors, and no batch decoded or decompressed. A payload that
+    passes may still fail ``read_arrow`` (a malformed column is found only by decoding)."""
+    try:
+        _, _, messages = _messages(data, field)
+        rows = 0
+        for message in messages:
+            if message.type == "schema":
+                raise _Malformed("a second schema")
+            rows += _check_batch(message, max_rows, max_bytes)
+            if rows > max_rows:
+                raise LimitExceededError("max_rows", rows, max_rows)
+    except (InvalidInputError, LimitExceededError):
+        raise
+    except (_Malformed, pa.ArrowException, ValueError, OSError, EOFError, struct.error,
+            IndexError, OverflowError, StopIteration) as exc:
+        raise InvalidInputError.single(
+            f"{field}.arrow_ipc", f"not a readable Arrow IPC stream or file: {_first_line(exc)}"
+        ) from None
+    return rows
+
+
 def _read(data: bytes, schema: pa.Schema, messages: list[pa.ipc.Message]) -> pa.Table:
     """The checked messages decoded (decompressed) into a table. Without dictionaries each
     record batch message is decoded as it was read; a dictionary (in the schema or as a
@@ -353,4 +378,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["read_arrow"]
+__all__ = ["arrow_rows", "read_arrow"]

@@ -8,14 +8,24 @@ and niced by the server as it starts (``WorkerSpec.nice``, ``--worker-nice``), e
 its own registry (built-ins plus the allowed entry-point plugins, or a picklable factory).
 
 One task: the portfolio, plan and limits go down a pipe; the plan's table and summary or
-the error (as a ``google.rpc.Status``, the same mapping the service uses, so domain errors
-keep their fields and rows) come back. Tables cross the pipe as uncompressed Arrow IPC
-(about three times faster than pickling polars frames), and only what the service sends
-back returns: the options and the allocation behind the plan (several times the table's
-size at a million customers) stay in the worker. The caller's ``should_stop`` is relayed
-through a shared event that the worker's solve polls; a worker that does not stop within
-``kill_after`` seconds of being told, or that dies, is killed and replaced, and the call
-fails with a clear status. Workers are replaced after ``max_tasks`` tasks, which keeps memory flat.
+the error come back (invalid input and limits as the exception itself, so a client gets
+exactly the status the server's process would have given; any other error as a
+``google.rpc.Status``, the same mapping the service uses). Tables cross the pipe as
+uncompressed Arrow IPC (about three times faster than pickling polars frames), and only
+what the service sends back returns: the options and the allocation behind the plan
+(several times the table's size at a million customers) stay in the worker.
+
+``respond`` is the unary ``Allocate``'s task: the request's tables go as they came
+(``wire.RequestTables``: the server's process has read only their row counts from the
+Arrow metadata), the worker decodes and checks them exactly as the server's process does
+for a small request (``wire.read_portfolio``), solves, and answers with the serialized
+``AllocateResponse``. Each table and the answer cross as one buffer
+(``Connection.send_bytes``), not pickled.
+
+The caller's ``should_stop`` is relayed through a shared event that the worker's solve
+polls; a worker that does not stop within ``kill_after`` seconds of being told, or that
+dies, is killed and replaced, and the call fails with a clear status. Workers are
+replaced after ``max_tasks`` tasks, which keeps memory flat.
 
 With ``memory_mib`` each worker caps its address space (``RLIMIT_AS``) at its size once
 started plus that much: a solve that needs more fails inside the worker (``MemoryError``)
@@ -28,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import importlib
 import io
 import multiprocessing as mp
 import os
@@ -46,10 +57,12 @@ from typing import Any
 import polars as pl
 from google.rpc import status_pb2
 
-from engine.api.equity_engine.v1 import portfolio_pb2
+from engine import memory
+from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2
 from engine.errors import (
     CancelledError,
     EquityError,
+    InvalidInputError,
     LimitExceededError,
     MemoryLimitError,
     SolverError,
@@ -79,9 +92,17 @@ _M_ARENA_MAX = -8
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Few glibc malloc arenas: with one per thread (the default, up to 8 per core) the
-    freed buffers of large requests stay spread over arenas and RSS ratchets up."""
+    freed buffers of large requests stay spread over arenas and RSS ratchets up.
+
+    And the engine's malloc settings (``engine.memory.configure``: freed blocks kept in the
+    heap for reuse, not unmapped) from the start rather than from the first solve in this
+    process: without them every buffer of a large request (some 50 MB through the
+    server's process for a 100k-customer Allocate, in and out) was mapped afresh and
+    faulted in page by page, about 12,000 page faults per call. ``Trimmer`` hands the
+    kept memory back once large calls pause."""
     if _LIBC is not None and hasattr(_LIBC, "mallopt"):
         _LIBC.mallopt(_M_ARENA_MAX, arenas)
+    memory.configure()
 
 
 def release_memory() -> None:
@@ -210,6 +231,22 @@ def unpack_portfolio(tables: dict[str, bytes | pl.DataFrame | None]) -> Portfoli
                         for name, t in tables.items()})
 
 
+def _portable(exc: BaseException) -> tuple[str, Any] | None:
+    """Invalid input and limits as picklable parts, so the caller raises the same exception
+    (the same status, violations and message) as if the work had run in its process."""
+    if type(exc) is InvalidInputError:
+        return "invalid", exc.violations
+    if type(exc) is LimitExceededError:
+        return "limit", (exc.limit, exc.value, exc.maximum)
+    return None
+
+
+def _rebuilt(kind: str, parts: Any) -> EquityError:
+    if kind == "invalid":
+        return InvalidInputError(parts)
+    return LimitExceededError(*parts)
+
+
 def interruptible_highs(stop: Any) -> bool:
     """Make this process's HiGHS solves stop when ``stop`` (an event) is set: every
     ``highspy.Highs`` made from now on (PuLP makes one per solve) handles user interrupts,
@@ -251,8 +288,7 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0),
                                                    spec.priority or 0))
-    from engine.planning.uncertainty import allocate_with_uncertainty
-
+    importlib.import_module("engine.planning.uncertainty")  # before the first task, not in it
     limit_malloc_arenas()
     configure_logging(spec.log_level, json_lines=spec.json_logs)
     interruptible_highs(stop)
@@ -266,23 +302,18 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
     while True:
         try:
             task = conn.recv()
+            if task is None:
+                return
+            # a request's tables follow its task, one buffer each
+            buffers = [conn.recv_bytes() for _ in task[1]] if task[0] == "request" else []
         except (EOFError, OSError):
             return
-        if task is None:
-            return
-        tables, plan, limits, request_id, encoding = task
+        request_id = task[4]
         request_id_var.set(request_id)  # the worker's log lines name the call too
+        body = b""
         try:
             try:
-                result = allocate_with_uncertainty(unpack_portfolio(tables), plan, registry,
-                                                   stop.is_set, limits)
-                if encoding is None:
-                    reply: tuple[Any, ...] = ("ok", _to_ipc(result.units), result.summary)
-                else:
-                    encoded = [t.SerializeToString()
-                               for t in wire.encode_units(result.units, encoding)]
-                    reply = ("encoded", encoded, result.summary)
-                del result  # the options and allocation behind it stay here, then go
+                reply, body = _work(task, buffers, registry, stop)
             except (MemoryError, MemoryLimitError) as exc:
                 if spec.memory_mib is None:
                     raise
@@ -291,15 +322,51 @@ def _worker_main(conn: Connection, stop: Any, spec: WorkerSpec) -> None:
             if not isinstance(exc, EquityError):
                 log.error("internal error in a solve worker (request %s)", request_id,
                           exc_info=exc, extra={"fields": {"request_id": request_id}})
-            status = status_from_error(exc, request_id=request_id)
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            reply = ("error", status.SerializeToString(), text)
+            portable = _portable(exc)
+            if portable is not None:
+                reply = ("raise", *portable)
+            else:
+                status = status_from_error(exc, request_id=request_id)
+                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                reply = ("error", status.SerializeToString(), text)
         try:
             conn.send(reply)
+            if reply[0] == "response":
+                conn.send_bytes(body)
         except (BrokenPipeError, OSError):
             return
-        del task, tables, plan, reply, encoding
+        del task, buffers, reply, body
         release_memory()
+
+
+def _work(task: tuple[Any, ...], buffers: list[bytes], registry: Registry,
+          stop: Any) -> tuple[tuple[Any, ...], bytes]:
+    """One task in a worker: the reply, and the serialized response that follows it."""
+    from engine.planning.uncertainty import allocate_with_uncertainty
+
+    if task[0] == "request":
+        _, names, plan, limits, _, encoding, checks = task
+        tables = wire.RequestTables({name: (kind, data) for (name, kind), data
+                                     in zip(names, buffers, strict=True)}, {})
+        buffers.clear()
+        message = tables.message()
+        del tables
+        portfolio = wire.read_portfolio(message, **checks)  # the server's own checks
+        del message
+    else:
+        _, packed, plan, limits, _, encoding = task
+        portfolio = unpack_portfolio(packed)
+    result = allocate_with_uncertainty(portfolio, plan, registry, stop.is_set, limits)
+    del portfolio
+    if task[0] == "request":
+        response = service_pb2.AllocateResponse(
+            summary=wire.summary_to_proto(result.summary),
+            units=wire.encode_units(result.units, encoding)[0])
+        return ("response",), response.SerializeToString()
+    if encoding is None:
+        return ("ok", _to_ipc(result.units), result.summary), b""
+    encoded = [t.SerializeToString() for t in wire.encode_units(result.units, encoding)]
+    return ("encoded", encoded, result.summary), b""
 
 
 class _Worker:
@@ -374,6 +441,30 @@ class SolvePool:
     ) -> ClusterPlan | EncodedPlan:
         """The plan's table and summary (what the service sends back) of one solve; with
         ``encoding``, the table encoded by the worker as the response carries it."""
+        task = ("portfolio", pack_portfolio(portfolio), plan, limits, request_id, encoding)
+        result = self._task(task, [], should_stop, request_id)
+        assert not isinstance(result, bytes)
+        return result
+
+    def respond(
+        self, tables: wire.RequestTables, plan: Plan, limits: Limits,
+        should_stop: Callable[[], bool], request_id: str, encoding: wire.UnitsEncoding,
+        checks: dict[str, int],
+    ) -> bytes:
+        """The serialized ``AllocateResponse`` to a request whose tables the worker decodes
+        (``wire.read_portfolio`` with ``checks``: ``max_rows``, ``max_bytes``,
+        ``max_levels_per_unit``) and solves; its plan's table encoded as ``encoding``
+        says. The tables go down the pipe one buffer each, as they came."""
+        names = tuple((name, kind) for name, (kind, _) in tables.payloads.items())
+        task = ("request", names, plan, limits, request_id, encoding, checks)
+        result = self._task(task, [data for _, data in tables.payloads.values()],
+                            should_stop, request_id)
+        assert isinstance(result, bytes)
+        return result
+
+    def _task(self, task: tuple[Any, ...], buffers: list[bytes],
+              should_stop: Callable[[], bool],
+              request_id: str) -> ClusterPlan | EncodedPlan | bytes:
         if self._closed:
             raise CancelledError("the server is stopping")
         # The solve gate admits at most ``size`` at once, so a worker is idle or can start.
@@ -382,8 +473,7 @@ class SolvePool:
         worker = fresh or self._idle.get()
         healthy = False
         try:
-            result = self._run(worker, portfolio, plan, limits, should_stop, request_id,
-                               encoding)
+            result = self._run(worker, task, buffers, should_stop, request_id)
             healthy = True
             return result
         except EquityError as exc:
@@ -396,13 +486,15 @@ class SolvePool:
         finally:
             self._release(worker, healthy)
 
-    def _run(self, worker: _Worker, portfolio: Portfolio, plan: Plan, limits: Limits,
-             should_stop: Callable[[], bool], request_id: str,
-             encoding: wire.UnitsEncoding | None) -> ClusterPlan | EncodedPlan:
+    def _run(self, worker: _Worker, task: tuple[Any, ...], buffers: list[bytes],
+             should_stop: Callable[[], bool],
+             request_id: str) -> ClusterPlan | EncodedPlan | bytes:
         worker.stop.clear()
         worker.tasks += 1
         try:
-            worker.conn.send((pack_portfolio(portfolio), plan, limits, request_id, encoding))
+            worker.conn.send(task)
+            for data in buffers:
+                worker.conn.send_bytes(data)
         except (BrokenPipeError, OSError):
             raise _WorkerLost(SolverError("the solve worker is gone; try again",
                                           "worker lost")) from None
@@ -411,6 +503,8 @@ class SolvePool:
             if worker.conn.poll(0.05):
                 try:
                     reply = worker.conn.recv()
+                    if reply[0] == "response":  # the serialized response follows
+                        return worker.conn.recv_bytes()
                 except (EOFError, OSError):
                     worker.process.join(1.0)
                     raise _WorkerLost(self._death(worker)) from None
@@ -432,6 +526,8 @@ class SolvePool:
             return ClusterPlan(_from_ipc(reply[1]), reply[2])
         if reply[0] == "encoded":
             return EncodedPlan(reply[2], [portfolio_pb2.Table.FromString(b) for b in reply[1]])
+        if reply[0] == "raise":
+            raise _rebuilt(reply[1], reply[2])
         status = status_pb2.Status.FromString(reply[1])
         raise error_from_status(grpc_code(status.code), status.message, status.details)
 

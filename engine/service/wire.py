@@ -26,7 +26,7 @@ from engine.api.equity_engine.v1 import portfolio_pb2, result_pb2, service_pb2
 from engine.errors import FieldViolation, InvalidInputError, LimitExceededError, PluginError
 from engine.options import KINDS
 from engine.portfolio import Portfolio
-from engine.service.arrow_ipc import read_arrow
+from engine.service.arrow_ipc import arrow_rows, read_arrow
 from engine.summary import ConstraintInfo, PlanSummary
 
 TABLES = ("customers", "prospects", "options", "transactions")
@@ -176,6 +176,98 @@ def decode_portfolio(
     if problems:
         raise InvalidInputError(problems)
     return Portfolio(**tables)
+
+
+def check_rows(portfolio: Portfolio, max_rows: int, max_levels_per_unit: int) -> None:
+    """Row and level limits of a decoded portfolio, before any work: ``max_rows`` per table
+    and, for an options table, ``max_levels_per_unit`` rows per customer (a million levels
+    for one customer is refused here, not after the options are built); pools without a
+    name."""
+    for name in TABLES:
+        table = getattr(portfolio, name)
+        if table is not None and table.height > max_rows:
+            raise LimitExceededError("max_rows", table.height, max_rows)
+    pools = portfolio.prospects
+    if pools is not None and "segment" in pools.columns and pools["segment"].null_count():
+        # engine.portfolio lets null segments through (customers may have them) and its
+        # uniqueness check then fails on them: name the problem here
+        row = int(pools["segment"].is_null().arg_max() or 0)
+        raise InvalidInputError.single("prospects.segment", "is null (a pool needs a name)", row)
+    options = portfolio.options
+    if options is not None and "customer_id" in options.columns \
+            and options.height > max_levels_per_unit:
+        try:
+            most = options.group_by("customer_id").len()["len"].max()
+        except pl.exceptions.PolarsError:
+            return  # an id column polars cannot group: validation names it later
+        if isinstance(most, int) and most > max_levels_per_unit:
+            raise LimitExceededError("max_levels_per_unit", most, max_levels_per_unit)
+
+
+@dataclass(frozen=True)
+class RequestTables:
+    """A request's tables as they came, for a solve worker to decode, and the rows their
+    metadata declares: ``payloads`` maps each table sent to its Arrow IPC bytes
+    (``"arrow_ipc"``) or its serialized ``Table`` message (``"columns"``)."""
+
+    payloads: dict[str, tuple[str, bytes]]
+    rows: dict[str, int]
+
+    @property
+    def size(self) -> int:
+        """Rows as ``Portfolio.size`` counts them (customers, prospects, options)."""
+        return sum(self.rows.get(name, 0) for name in ("customers", "prospects", "options"))
+
+    def message(self) -> portfolio_pb2.Portfolio:
+        """The ``Portfolio`` message again (for ``read_portfolio``)."""
+        msg = portfolio_pb2.Portfolio()
+        for name, (kind, data) in self.payloads.items():
+            if kind == "arrow_ipc":
+                getattr(msg, name).arrow_ipc = data
+            else:
+                getattr(msg, name).ParseFromString(data)
+        return msg
+
+
+def request_tables(msg: portfolio_pb2.Portfolio, *, max_rows: int,
+                   max_bytes: int) -> RequestTables | None:
+    """A request's tables undecoded, with each one's rows read from its metadata alone (an
+    Arrow table's batch headers, checked as ``read_arrow`` checks them before decoding; a
+    columns table's first column); ``None`` when a table fails those checks or has more
+    than ``max_rows`` rows (decoding it names the problem as it always does)."""
+    payloads: dict[str, tuple[str, bytes]] = {}
+    rows: dict[str, int] = {}
+    for name in TABLES:
+        table = getattr(msg, name)
+        which = table.WhichOneof("data")
+        if which is None:
+            continue
+        if which == "arrow_ipc":
+            data = table.arrow_ipc
+            try:
+                rows[name] = arrow_rows(data, name, max_rows, max_bytes)
+            except (InvalidInputError, LimitExceededError):
+                return None
+            payloads[name] = ("arrow_ipc", data)
+            continue
+        columns = table.columns.columns
+        first = columns[0] if columns else None
+        kind = None if first is None else first.WhichOneof("values")
+        rows[name] = 0 if first is None or kind is None else len(getattr(first, kind).values)
+        if rows[name] > max_rows:
+            return None
+        payloads[name] = ("columns", table.SerializeToString())
+    return RequestTables(payloads, rows)
+
+
+def read_portfolio(msg: portfolio_pb2.Portfolio, *, max_rows: int, max_bytes: int,
+                   max_levels_per_unit: int) -> Portfolio:
+    """A request's portfolio as the server reads it, in its process or in a solve worker:
+    decoded within ``max_rows`` and ``max_bytes`` (``decode_portfolio``), then
+    ``check_rows``."""
+    portfolio = decode_portfolio(msg, max_rows=max_rows, max_bytes=max_bytes)
+    check_rows(portfolio, max_rows, max_levels_per_unit)
+    return portfolio
 
 
 def batch_rows(table: pl.DataFrame, target_bytes: int = 2 << 20) -> int:
