@@ -44,9 +44,9 @@ from engine.strategies import Metric
 class EquityServicer(service_pb2_grpc.EquityServiceServicer):
     """The RPCs of ``equity_engine.v1.EquityService``."""
 
-    # A portfolio message smaller than this is decoded in the server's process even when
-    # its solve is large: reading its metadata first would cost about as much (some 40 us
-    # for 100 customers). Larger ones of large solves are decoded by the solve worker.
+    # A request smaller than this is decoded in the server's process even when its solve is
+    # large: reading its tables' metadata first would cost about as much (some 40 us for
+    # 100 customers). Larger ones of large solves are decoded by the solve worker.
     worker_decode_bytes = 64 << 10
 
     def __init__(self, registry: Registry, config: ServerConfig, gate: SolveGate) -> None:
@@ -67,7 +67,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             request.portfolio.customers, request.portfolio.prospects, request.portfolio.options
         )
         encoding = wire.UnitsEncoding(fmt)
-        tables = self._undecoded(request.portfolio, plan)
+        tables = self._undecoded(request.portfolio, plan, context)
         if tables is not None:  # a large solve in a worker, which decodes the tables
             data = self._respond(tables, plan, context, encoding)
             if len(data) > self.config.max_message_bytes:
@@ -223,15 +223,18 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         return wire.decode_portfolio(msg, max_rows=self.config.max_rows,
                                      max_bytes=self.config.max_decoded_bytes)
 
-    def _undecoded(self, msg: portfolio_pb2.Portfolio, plan: Plan) -> wire.RequestTables | None:
+    def _undecoded(self, msg: portfolio_pb2.Portfolio, plan: Plan,
+                   context: grpc.ServicerContext) -> wire.RequestTables | None:
         """The request's tables undecoded when a solve worker will decode them: a large
         solve (``SolveGate.is_large_rows`` of the rows their metadata declares, within
-        ``max_rows`` and ``max_decoded_bytes``) of at least ``worker_decode_bytes``, with a
-        pool of workers and no cluster. ``None`` otherwise, and for tables whose metadata
-        fails a check: decoded here, as every small request is, they get the status they
-        always got."""
-        if self.pool is None or self.cluster is not None \
-                or msg.ByteSize() < self.worker_decode_bytes:
+        ``max_rows`` and ``max_decoded_bytes``) of a request of at least
+        ``worker_decode_bytes``, with a pool of workers and no cluster. ``None`` otherwise,
+        and for tables whose metadata fails a check: decoded here, as every small request
+        is, they get the status they always got."""
+        if self.pool is None or self.cluster is not None:
+            return None
+        call = call_of(context)  # the request's size as received (ByteSize would serialize it)
+        if call is not None and call.request_bytes < self.worker_decode_bytes:
             return None
         tables = wire.request_tables(msg, max_rows=self.config.max_rows,
                                      max_bytes=self.config.max_decoded_bytes)
