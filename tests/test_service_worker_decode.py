@@ -386,3 +386,34 @@ def test_row_counts_from_the_metadata_are_the_decoded_heights() -> None:
     truncated = _truncated().portfolio
     assert wire.request_tables(truncated, max_rows=5_000, max_bytes=8 << 20) is None
     assert wire.request_tables(columns, max_rows=199, max_bytes=8 << 20) is None
+
+
+@pytest.mark.parametrize("seed", [1, 16])
+def test_row_counts_fail_exactly_where_decoding_fails_on_metadata(seed: int) -> None:
+    """Over mutated streams: when ``arrow_rows`` refuses a payload, ``read_arrow`` refuses
+    it with the same error; when it passes one that decodes, the rows are the height."""
+    sys.path.insert(0, str(HERE))
+    from arrow_fuzz import MAX_BYTES, MAX_ROWS, mutations
+
+    from engine.errors import InvalidInputError, LimitExceededError
+    from engine.service.arrow_ipc import arrow_rows, read_arrow
+
+    def error(call: Callable[[], Any]) -> tuple[Any, ...] | Any:
+        try:
+            return call()
+        except InvalidInputError as exc:
+            return ("invalid", exc.violations)
+        except LimitExceededError as exc:
+            return ("limit", exc.limit, exc.value, exc.maximum)
+
+    refused = counted = 0
+    for data in mutations(400, seed):
+        rows = error(lambda d=data: arrow_rows(d, "customers", MAX_ROWS, MAX_BYTES))
+        frame = error(lambda d=data: read_arrow(d, "customers", MAX_ROWS, MAX_BYTES))
+        if isinstance(rows, tuple):
+            assert frame == rows
+            refused += 1
+        elif isinstance(frame, pl.DataFrame):
+            assert rows == frame.height
+            counted += 1
+    assert refused > 50 and counted > 5  # both sides of the property were exercised
