@@ -95,15 +95,49 @@ def _info(reason: str, **metadata: Any) -> error_details_pb2.ErrorInfo:
 
 
 MAX_DETAILS = 50  # field violations in one status (ServerConfig.max_error_details)
-MAX_DETAIL_BYTES = 8 << 10  # their size: trailers must stay well under 16 KiB
-MAX_MESSAGE_CHARS = 1024
+# A failed call's status, as gRPC counts it in the trailer: the message percent-encoded
+# (``grpc-message``) and the serialized Status (``grpc-status-details-bin``, counted as
+# bytes, not base64). gRPC clients refuse a trailer past 8 KiB at random by default (the
+# soft ``grpc.max_metadata_size``; always past 16 KiB) and the caller then gets
+# RESOURCE_EXHAUSTED without details: the status stays within 6 KiB, leaving room for the
+# request id and gRPC's own entries.
+MAX_TRAILER_BYTES = 6 << 10
+MAX_MESSAGE_BYTES = 1024  # the message as ``grpc-message`` carries it (percent-encoded)
 _DESCRIPTION_CHARS = 512
+# the listed problems' share: what is left beside the message (once in the Status, once as
+# ``grpc-message``) and the ErrorInfo
+_DETAIL_BYTES = MAX_TRAILER_BYTES - 2 * MAX_MESSAGE_BYTES - 512
+# the bytes gRPC sends as they are in ``grpc-message``; any other is sent as %XX
+_PLAIN = bytes(b for b in range(0x20, 0x7F) if b != 0x25)
+
+
+def _encoded_length(text: str) -> int:
+    """The length of ``text`` in ``grpc-message``: UTF-8, every byte outside printable
+    ASCII (and ``%``) percent-encoded."""
+    data = text.encode()
+    return len(data) + 2 * len(data.translate(None, _PLAIN))
+
+
+def _short(message: str) -> str:
+    """The message cut to ``MAX_MESSAGE_BYTES`` as sent (ending "...")."""
+    if len(message) <= MAX_MESSAGE_BYTES and _encoded_length(message) <= MAX_MESSAGE_BYTES:
+        return message
+    room = MAX_MESSAGE_BYTES - 3
+    cut = message[:room]
+    while (excess := _encoded_length(cut) - room) > 0:  # a character sends 1 to 12 bytes
+        cut = cut[: len(cut) - max(1, excess // 12)]
+    return cut + "..."
+
+
+def trailer_bytes(status: status_pb2.Status) -> int:
+    """What ``status`` takes of a trailer as gRPC counts it (see ``MAX_TRAILER_BYTES``)."""
+    return _encoded_length(status.message) + status.ByteSize()
 
 
 def _violations(
     exc: InvalidInputError, max_details: int
 ) -> list[error_details_pb2.BadRequest.FieldViolation]:
-    """The first violations, at most ``max_details`` and ``MAX_DETAIL_BYTES`` of them."""
+    """The first violations, at most ``max_details`` and their share of the trailer."""
     out: list[error_details_pb2.BadRequest.FieldViolation] = []
     size = 0
     for v in exc.violations[:max_details]:
@@ -111,15 +145,10 @@ def _violations(
             field=v.path()[:_DESCRIPTION_CHARS], description=v.description[:_DESCRIPTION_CHARS],
             reason="INVALID_VALUE")
         size += item.ByteSize() + 4
-        if out and size > MAX_DETAIL_BYTES:
+        if out and size > _DETAIL_BYTES:
             break
         out.append(item)
     return out
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE_CHARS else \
-        message[:MAX_MESSAGE_CHARS - 3] + "..."
 
 
 def status_from_error(
@@ -131,8 +160,9 @@ def status_from_error(
     Domain errors keep their message and gain structured details; anything else is
     INTERNAL with only the request id (the traceback stays in the server log). A request
     id, when given, is in every ``ErrorInfo``. Field violations are capped (``max_details``
-    and about 8 KiB): ``ErrorInfo.metadata`` says how many there are (``violations``) and
-    how many are left out (``omitted``), and the message ends with "and N more".
+    and what fits in the trailer, ``MAX_TRAILER_BYTES``): ``ErrorInfo.metadata`` says how
+    many there are (``violations``) and how many are left out (``omitted``), and the
+    message ends with "and N more". A plan's infeasible constraints are capped alike.
     """
     status = _status(exc, deadline_passed, request_id, max_details)
     status.message = _short(status.message)
@@ -144,27 +174,18 @@ def _status(exc: BaseException, deadline_passed: bool, request_id: str,
     ids = {"request_id": request_id} if request_id else {}
     if isinstance(exc, InvalidInputError):
         shown = _violations(exc, max_details)
-        omitted = len(exc.violations) - len(shown)
-        bad = error_details_pb2.BadRequest(field_violations=shown)
-        message = str(exc) if omitted == 0 or len(shown) >= 10 else "; ".join(
-            f"{v.field}: {v.description}" for v in shown) + f"; and {omitted} more"
-        return status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=message,
-            details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations),
-                                     omitted=omitted, **ids)),
-        )
+        while True:  # fewer listed until the status fits its trailer (one at least)
+            status = _bad_request(exc, shown, ids)
+            if len(shown) <= 1 or trailer_bytes(status) <= MAX_TRAILER_BYTES:
+                return status
+            shown = shown[:-1]
     if isinstance(exc, InfeasiblePlanError):
-        failure = error_details_pb2.PreconditionFailure(violations=[
-            error_details_pb2.PreconditionFailure.Violation(
-                type="PLAN_INFEASIBLE", subject=name, description=exc.reason
-            )
-            for name in (exc.constraints or ["plan"])
-        ])
-        return status_pb2.Status(
-            code=code_pb2.FAILED_PRECONDITION, message=str(exc),
-            details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(exc.constraints),
-                                         **ids)),
-        )
+        names = list(exc.constraints)
+        while True:  # fewer named until the status fits its trailer (one at least)
+            status = _infeasible(exc, names, ids)
+            if len(names) <= 1 or trailer_bytes(status) <= MAX_TRAILER_BYTES:
+                return status
+            names = names[: len(names) // 2]
     if isinstance(exc, LimitExceededError):
         quota = error_details_pb2.QuotaFailure(violations=[
             error_details_pb2.QuotaFailure.Violation(subject=exc.limit, description=str(exc))
@@ -189,6 +210,40 @@ def _status(exc: BaseException, deadline_passed: bool, request_id: str,
         code=code_pb2.INTERNAL,
         message=f"internal error (request {request_id}; details are in the server log)",
         details=_pack(info),
+    )
+
+
+def _bad_request(exc: InvalidInputError,
+                 shown: list[error_details_pb2.BadRequest.FieldViolation],
+                 ids: dict[str, str]) -> status_pb2.Status:
+    omitted = len(exc.violations) - len(shown)
+    bad = error_details_pb2.BadRequest(field_violations=shown)
+    message = str(exc) if omitted == 0 or len(shown) >= 10 else "; ".join(
+        f"{v.field}: {v.description}" for v in shown) + f"; and {omitted} more"
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=_short(message),
+        details=_pack(bad, _info("INVALID_INPUT", violations=len(exc.violations),
+                                 omitted=omitted, **ids)),
+    )
+
+
+def _infeasible(exc: InfeasiblePlanError, names: list[str],
+                ids: dict[str, str]) -> status_pb2.Status:
+    """The plan's infeasibility naming ``names`` of its constraints (all, unless they would
+    not fit the trailer: ``ErrorInfo.metadata`` then counts the rest, ``omitted``)."""
+    description = exc.reason[:_DESCRIPTION_CHARS]
+    failure = error_details_pb2.PreconditionFailure(violations=[
+        error_details_pb2.PreconditionFailure.Violation(
+            type="PLAN_INFEASIBLE", subject=name[:_DESCRIPTION_CHARS], description=description
+        )
+        for name in (names or ["plan"])
+    ])
+    omitted = len(exc.constraints) - len(names)
+    extra = {"omitted": omitted} if omitted else {}
+    return status_pb2.Status(
+        code=code_pb2.FAILED_PRECONDITION, message=_short(str(exc)),
+        details=_pack(failure, _info("PLAN_INFEASIBLE", constraints=",".join(names),
+                                     **extra, **ids)),
     )
 
 
