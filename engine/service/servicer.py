@@ -60,7 +60,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
 
     def Allocate(
         self, request: service_pb2.AllocateRequest, context: grpc.ServicerContext
-    ) -> service_pb2.AllocateResponse:
+    ) -> service_pb2.AllocateResponse | bytes:
         wire.check_format(request.response_format, "response_format")
         plan = Plan.from_proto(request.plan)
         fmt = request.response_format or wire.first_format(
@@ -73,7 +73,7 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
             if len(data) > self.config.max_message_bytes:
                 raise LimitExceededError("max_message_bytes", len(data),
                                          self.config.max_message_bytes)
-            return service_pb2.AllocateResponse.FromString(data)
+            return data  # as the worker serialized it (the interceptor sends bytes as they are)
         portfolio = self._decode(request.portfolio)
         self._check_rows(portfolio)
         result = self._solve(portfolio, plan, context, admitted=False, encoding=encoding)
