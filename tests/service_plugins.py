@@ -96,6 +96,25 @@ class Slow(Allocator):
         return Greedy().allocate(problem)
 
 
+class SlowHere(Allocator):
+    """Endless in the process that serves (it works until told to stop), the greedy plan in
+    a solve worker (a child process): a small request whose search runs long."""
+
+    name = "slow-here"
+
+    def allocate(self, problem: Problem) -> Any:
+        import multiprocessing
+
+        from equity_plugins.allocators import Greedy
+
+        if multiprocessing.parent_process() is not None:  # a solve worker
+            return Greedy().allocate(problem)
+        until = time.monotonic() + 60.0
+        while time.monotonic() < until and not problem.should_stop():
+            time.sleep(0.01)
+        raise CancelledError("slow-here stopped")
+
+
 class Record(Allocator):
     """The greedy plan; remembers the solver time limit the engine passed."""
 
@@ -191,7 +210,8 @@ class NoOptions(CostModel):
         return pl.DataFrame({"x": [1]})
 
 
-ALLOCATORS = (Spin, Slow, Record, Stubborn, Crash, Boom, GiveUp, WrongShape, NotAnAllocation)
+ALLOCATORS = (Spin, Slow, SlowHere, Record, Stubborn, Crash, Boom, GiveUp, WrongShape,
+              NotAnAllocation)
 
 
 @hookimpl

@@ -44,6 +44,9 @@ def add_parser(subparsers: Any) -> None:
                    help="...and at most this many rows x spend levels")
     p.add_argument("--small-segment-limits", type=int, default=_DEFAULTS.small_segment_limits,
                    help="...and at most this many segment limits")
+    p.add_argument("--small-solve-seconds", type=float, default=_DEFAULTS.small_solve_seconds,
+                   help="a small solve still running after this many seconds is solved "
+                   "again in a worker, as a large one (0: never)")
     p.add_argument("--max-message-mb", type=float, default=_DEFAULTS.max_message_bytes / MiB,
                    help="largest message either way, MiB")
     p.add_argument("--max-rows", type=int, default=_DEFAULTS.max_rows,
@@ -197,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             small_solve_rows=args.small_solve_rows,
             small_solve_cells=args.small_solve_cells,
             small_segment_limits=args.small_segment_limits,
+            small_solve_seconds=args.small_solve_seconds or None,
             max_message_bytes=int(args.max_message_mb * MiB),
             max_rows=args.max_rows,
             max_solve_seconds=args.max_solve_seconds or None,

@@ -89,6 +89,11 @@ class ServerConfig:
     small_solve_rows: int = 10_000  # solves of at most this many rows never wait for a slot
     small_solve_cells: int = 64_000  # ...and at most this many rows x spend levels
     small_segment_limits: int = 100  # ...and at most this many segment limits
+    # a small solve still running in the server's process after this many seconds (its
+    # solver calls bounded alike) is dropped and solved again as a large one: in a worker,
+    # with a slot (a few hundred customers whose options nearly tie can keep an exact
+    # search busy for minutes); None: small solves stay in the server's process
+    small_solve_seconds: float | None = 2.0
     max_message_bytes: int = 64 * MiB  # per message, both directions
     max_rows: int = 10_000_000  # rows per table per request (streams: across batches)
     max_decoded_bytes: int = 256 * MiB  # one Arrow table once decompressed, checked before
@@ -140,6 +145,8 @@ class ServerConfig:
                 problems.append(f"tokens must be at least {MIN_TOKEN_LENGTH} printable ASCII "
                                 "characters without spaces")
                 break
+        if self.small_solve_seconds is not None and not self.small_solve_seconds > 0:
+            problems.append(f"small_solve_seconds must be > 0, got {self.small_solve_seconds}")
         if self.max_solve_seconds is not None and not self.max_solve_seconds > 0:
             problems.append(f"max_solve_seconds must be > 0, got {self.max_solve_seconds}")
         if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs < self.workers:

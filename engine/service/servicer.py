@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import grpc
 import polars as pl
 
 from engine.api.equity_engine.v1 import portfolio_pb2, service_pb2, service_pb2_grpc
-from engine.errors import FieldViolation, InvalidInputError, LimitExceededError
+from engine.errors import (
+    CancelledError,
+    FieldViolation,
+    InvalidInputError,
+    LimitExceededError,
+    SolverError,
+)
 from engine.pipeline import apply_metric, derive_customers
 from engine.plan import Plan, StrategyChoice
 from engine.planning.uncertainty import allocate_with_uncertainty
@@ -34,7 +40,7 @@ from engine.service import wire
 from engine.service.admission import SolveBudget, SolveGate, stopper
 from engine.service.cluster import ClusterPlan, ClusterSolver
 from engine.service.config import MiB, ServerConfig
-from engine.service.logs import call_of
+from engine.service.logs import call_of, log
 from engine.service.metrics import Metrics
 from engine.service.solve_pool import EncodedPlan, SolvePool
 from engine.service.streams import BoundedStream
@@ -280,6 +286,13 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         _note_rows(context, portfolio.size)
         should_stop = stopper(context)
         large = self.gate.is_large(portfolio, plan)
+        if not large and self.pool is not None and self.config.small_solve_seconds is not None:
+            with self.gate.solve(should_stop, large=False, admitted=admitted):
+                found = self._small_solve(portfolio, plan, should_stop,
+                                          self.config.small_solve_seconds)
+            if found is not None:
+                return found
+            large = True  # past small_solve_seconds here: solved again as a large solve
         with self.gate.solve(should_stop, large=large, admitted=admitted):
             budget = SolveBudget(self.config.max_solve_seconds, should_stop)
             limits = budget.limits(self.config.limits)
@@ -305,6 +318,34 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
                 if self.metrics is not None:
                     self.metrics.solve(where, time.monotonic() - budget.started)
         raise AssertionError("unreachable")  # pragma: no cover (for mypy)
+
+    def _small_solve(self, portfolio: Portfolio, plan: Plan, should_stop: Callable[[], bool],
+                     seconds: float) -> PlanResult | None:
+        """A small solve in the server's process within ``seconds`` (each solver call too),
+        or ``None`` when it took longer: the caller then solves it as a large one (in a
+        worker), so a request whose rows say small but whose search is long holds neither
+        the server's process nor its cores. A plan that came in late is dropped too: a
+        solver call cut short by the time limit may have left it short of the plan the
+        full budget gives."""
+        budget = SolveBudget(seconds, should_stop)
+        limits = budget.limits(self.config.limits)
+        started = time.monotonic()
+        try:
+            result = allocate_with_uncertainty(portfolio, plan, self.registry,
+                                               budget.should_stop, limits)
+        except (CancelledError, SolverError):
+            if budget.over() and not should_stop():
+                result = None
+            else:
+                raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.solve("server", time.monotonic() - started)
+        if result is None or (budget.over() and not should_stop()):
+            log.info("small solve past %.3g s in the server's process: solved in a worker",
+                     seconds)
+            return None
+        return result
 
     def _check_rows(self, portfolio: Portfolio) -> None:
         """Row and level limits, before any work (``wire.check_rows``)."""
