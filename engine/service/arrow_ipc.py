@@ -26,6 +26,8 @@ malformed streams, never sees the bytes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import polars as pl
 import pyarrow as pa
@@ -260,23 +262,9 @@ def _stream_schema(message: pa.ipc.Message, field: str) -> tuple[pa.Schema, bool
 def read_arrow(data: bytes, field: str, max_rows: int, max_bytes: int) -> pl.DataFrame:
     """The Arrow IPC stream or file ``data`` as a DataFrame of plain columns (see module
     docstring); problems name ``field`` (``customers``...) and the column."""
-    where = f"{field}.arrow_ipc"
-    try:
-        schema, plain, messages = _messages(data, field)
-        rows = 0
-        for message in messages:
-            if message.type == "schema":
-                raise _Malformed("a second schema")
-            rows += _check_batch(message, max_rows, max_bytes)
-            if rows > max_rows:
-                raise LimitExceededError("max_rows", rows, max_rows)
+    with _unreadable(field):
+        schema, plain, messages, _ = _counted(data, field, max_rows, max_bytes)
         table = _read(data, schema, messages)
-    except (InvalidInputError, LimitExceededError):
-        raise
-    except (_Malformed, pa.ArrowException, ValueError, OSError, EOFError, struct.error,
-            IndexError, OverflowError, StopIteration) as exc:
-        raise InvalidInputError.single(
-            where, f"not a readable Arrow IPC stream or file: {_first_line(exc)}") from None
     return _to_polars(table, field, max_bytes, plain)
 
 
@@ -286,15 +274,30 @@ def arrow_rows(data: bytes, field: str, max_rows: int, max_bytes: int) -> int:
     each batch's declared rows and buffers, the decompressed sizes a compressed body
     declares), with the same errors, and no batch decoded or decompressed. A payload that
     passes may still fail ``read_arrow`` (a malformed column is found only by decoding)."""
+    with _unreadable(field):
+        rows = _counted(data, field, max_rows, max_bytes)[3]
+    return rows
+
+
+def _counted(data: bytes, field: str, max_rows: int, max_bytes: int
+             ) -> tuple[pa.Schema, bool, list[pa.ipc.Message], int]:
+    """The schema, whether it is plain, the checked messages and their rows."""
+    schema, plain, messages = _messages(data, field)
+    rows = 0
+    for message in messages:
+        if message.type == "schema":
+            raise _Malformed("a second schema")
+        rows += _check_batch(message, max_rows, max_bytes)
+        if rows > max_rows:
+            raise LimitExceededError("max_rows", rows, max_rows)
+    return schema, plain, messages, rows
+
+
+@contextmanager
+def _unreadable(field: str) -> Iterator[None]:
+    """Any failure to read the payload as INVALID_ARGUMENT naming ``field``'s bytes."""
     try:
-        _, _, messages = _messages(data, field)
-        rows = 0
-        for message in messages:
-            if message.type == "schema":
-                raise _Malformed("a second schema")
-            rows += _check_batch(message, max_rows, max_bytes)
-            if rows > max_rows:
-                raise LimitExceededError("max_rows", rows, max_rows)
+        yield
     except (InvalidInputError, LimitExceededError):
         raise
     except (_Malformed, pa.ArrowException, ValueError, OSError, EOFError, struct.error,
@@ -302,7 +305,6 @@ def arrow_rows(data: bytes, field: str, max_rows: int, max_bytes: int) -> int:
         raise InvalidInputError.single(
             f"{field}.arrow_ipc", f"not a readable Arrow IPC stream or file: {_first_line(exc)}"
         ) from None
-    return rows
 
 
 def _read(data: bytes, schema: pa.Schema, messages: list[pa.ipc.Message]) -> pa.Table:
