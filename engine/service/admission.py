@@ -223,6 +223,10 @@ class SolveBudget:
     def should_stop(self) -> bool:
         return self.call_stop() or self.over()
 
+    def ran_out(self) -> bool:
+        """Past the budget while the call itself still wants the answer."""
+        return self.over() and not self.call_stop()
+
     def checkpoint(self, phase: str, done: float) -> None:
         """A progress callback that stops the work between phases (``CancelledError``)."""
         if self.should_stop():
@@ -240,7 +244,7 @@ class SolveBudget:
         try:
             yield
         except (CancelledError, SolverError):
-            if self.over() and not self.call_stop():
+            if self.ran_out():
                 assert self.seconds is not None
                 elapsed = round(time.monotonic() - self.started, 3)
                 raise LimitExceededError("max_solve_seconds", elapsed, self.seconds) from None

@@ -328,20 +328,18 @@ class EquityServicer(service_pb2_grpc.EquityServiceServicer):
         solver call cut short by the time limit may have left it short of the plan the
         full budget gives."""
         budget = SolveBudget(seconds, should_stop)
-        limits = budget.limits(self.config.limits)
-        started = time.monotonic()
         try:
             result = allocate_with_uncertainty(portfolio, plan, self.registry,
-                                               budget.should_stop, limits)
+                                               budget.should_stop,
+                                               budget.limits(self.config.limits))
         except (CancelledError, SolverError):
-            if budget.over() and not should_stop():
-                result = None
-            else:
+            if not budget.ran_out():
                 raise
+            result = None
         finally:
             if self.metrics is not None:
-                self.metrics.solve("server", time.monotonic() - started)
-        if result is None or (budget.over() and not should_stop()):
+                self.metrics.solve("server", time.monotonic() - budget.started)
+        if result is None or budget.ran_out():
             log.info("small solve past %.3g s in the server's process: solved in a worker",
                      seconds)
             return None

@@ -16,8 +16,8 @@ codes is in docs/api.md ("Error model").
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -35,6 +35,7 @@ from engine.errors import (
 )
 
 DOMAIN = "equity-engine.v1"
+_T = TypeVar("_T")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -173,19 +174,11 @@ def _status(exc: BaseException, deadline_passed: bool, request_id: str,
             max_details: int) -> status_pb2.Status:
     ids = {"request_id": request_id} if request_id else {}
     if isinstance(exc, InvalidInputError):
-        shown = _violations(exc, max_details)
-        while True:  # fewer listed until the status fits its trailer (one at least)
-            status = _bad_request(exc, shown, ids)
-            if len(shown) <= 1 or trailer_bytes(status) <= MAX_TRAILER_BYTES:
-                return status
-            shown = shown[:-1]
+        return _fitted(lambda shown: _bad_request(exc, shown, ids),
+                       _violations(exc, max_details), lambda shown: shown[:-1])
     if isinstance(exc, InfeasiblePlanError):
-        names = list(exc.constraints)
-        while True:  # fewer named until the status fits its trailer (one at least)
-            status = _infeasible(exc, names, ids)
-            if len(names) <= 1 or trailer_bytes(status) <= MAX_TRAILER_BYTES:
-                return status
-            names = names[: len(names) // 2]
+        return _fitted(lambda names: _infeasible(exc, names, ids), list(exc.constraints),
+                       lambda names: names[: len(names) // 2])
     if isinstance(exc, LimitExceededError):
         quota = error_details_pb2.QuotaFailure(violations=[
             error_details_pb2.QuotaFailure.Violation(subject=exc.limit, description=str(exc))
@@ -211,6 +204,17 @@ def _status(exc: BaseException, deadline_passed: bool, request_id: str,
         message=f"internal error (request {request_id}; details are in the server log)",
         details=_pack(info),
     )
+
+
+def _fitted(build: Callable[[list[_T]], status_pb2.Status], items: list[_T],
+            fewer: Callable[[list[_T]], list[_T]]) -> status_pb2.Status:
+    """``build(items)``, with ``fewer(items)`` until the status fits its trailer
+    (``MAX_TRAILER_BYTES``), one item at least."""
+    while True:
+        status = build(items)
+        if len(items) <= 1 or trailer_bytes(status) <= MAX_TRAILER_BYTES:
+            return status
+        items = fewer(items)
 
 
 def _bad_request(exc: InvalidInputError,
